@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` and `make test` (both set everything up first).
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench eval
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) sw/host.py --image dog.jpg --out out/demo
+
+test: setup
+	$(PY) -m pytest -q tests sim
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	$(PY) bench/golden_frame.py
+
+eval: setup
+	$(PY) -m sw.eval --images ../shared/data/coco-train128/images --ann ../shared/data/coco-train128/instances.json

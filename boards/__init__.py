@@ -1,0 +1,1 @@
+"""Thin board files (platform, clock, pins, link), imported by hw.build."""

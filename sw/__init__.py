@@ -1,0 +1,1 @@
+"""Host software: Darknet import, quantization, golden model, post-processing, driver."""

@@ -1,0 +1,272 @@
+"""The quantized weight bundle: one versioned, hashed file a backend executes.
+
+Container: an uncompressed `.npz` (zip) with a JSON manifest stored as the array
+``__manifest__`` and per conv layer ``l{i}.weight`` (int8, OHWI: out, kh, kw, in),
+``l{i}.bias`` (int32, at scale 2**-(f_in + f_w[c])) and ``l{i}.f_w`` (int8, per output
+channel weight fraction bits). The manifest holds the layer graph, every layer's output
+fraction bits, the input scale, the HwConfig (and its id) the bundle was made for,
+provenance, and a SHA-256 over the manifest and every array (``content_hash``).
+
+Loading checks the container, the format version, the hash, the graph and every
+array's shape, dtype and range, and (given a HwConfig) the config id; any failure is a
+`BundleError` naming the file and what is wrong. Saving writes a temporary file and
+renames it, so a bundle is never half written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hw.config import ConfigError, HwConfig
+
+__all__ = ["FORMAT", "VERSION", "Bundle", "BundleError"]
+
+FORMAT = "tinyyolo-fpga-bundle"
+VERSION = 1
+_MANIFEST = "__manifest__"
+_KINDS = ("conv", "maxpool", "upsample", "route", "yolo")
+
+
+class BundleError(ValueError):
+    """A bundle that is corrupt, truncated, malformed or made for other hardware."""
+
+
+def _content_hash(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    body = {k: v for k, v in manifest.items() if k != "content_hash"}
+    h.update(json.dumps(body, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    """A quantized network: manifest (graph, scales, config) and integer arrays."""
+
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    # -- accessors --------------------------------------------------------------------
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return self.manifest["layers"]
+
+    @property
+    def config(self) -> HwConfig:
+        return HwConfig.from_dict(self.manifest["hw_config"])
+
+    @property
+    def input_frac_bits(self) -> int:
+        return self.manifest["input"]["frac_bits"]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["input"]["shape"])
+
+    @property
+    def head_indices(self) -> list[int]:
+        return [i - 1 for i, layer in enumerate(self.layers) if layer["kind"] == "yolo"]
+
+    def weight(self, i: int) -> np.ndarray:
+        return self.arrays[f"l{i}.weight"]
+
+    def bias(self, i: int) -> np.ndarray:
+        return self.arrays[f"l{i}.bias"]
+
+    def f_w(self, i: int) -> np.ndarray:
+        return self.arrays[f"l{i}.f_w"].astype(np.int64)
+
+    def shift(self, i: int) -> np.ndarray:
+        """Per-output-channel requantizer shift f_in + f_w[c] - f_out (int64)."""
+        layer = self.layers[i]
+        return layer["f_in"] + self.f_w(i) - layer["f_out"]
+
+    def inputs_of(self, i: int) -> list[int]:
+        layer = self.layers[i]
+        return list(layer["layers"]) if layer["kind"] == "route" else [i - 1]
+
+    def in_frac_bits(self, i: int) -> int:
+        src = self.inputs_of(i)[0]
+        return self.input_frac_bits if src < 0 else self.layers[src]["f_out"]
+
+    # -- persistence ------------------------------------------------------------------
+    def seal(self) -> Bundle:
+        """Fill in format, version and content hash, and validate."""
+        self.manifest["format"] = FORMAT
+        self.manifest["version"] = VERSION
+        self.manifest["content_hash"] = _content_hash(self.manifest, self.arrays)
+        self.validate("<new bundle>")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    def save(self, path: str | Path) -> Path:
+        self.seal()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = json.dumps(self.manifest, sort_keys=True).encode()
+        payload = {_MANIFEST: np.frombuffer(blob, np.uint8), **self.arrays}
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expect: HwConfig | None = None) -> Bundle:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read bundle: {e.strerror}") from e
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                names = list(npz.files)
+                if _MANIFEST not in names:
+                    raise BundleError(f"{path}: not a bundle (no manifest)")
+                arrays = {n: npz[n] for n in names}
+        except BundleError:
+            raise
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+            raise BundleError(f"{path}: corrupt or truncated bundle ({e})") from e
+        try:
+            manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path}: corrupt manifest ({e})") from e
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise BundleError(f"{path}: not a {FORMAT} file")
+        if manifest.get("version") != VERSION:
+            raise BundleError(f"{path}: bundle format version {manifest.get('version')!r}, "
+                              f"this software reads version {VERSION}: re-export the bundle")
+        digest = _content_hash(manifest, arrays)
+        if digest != manifest.get("content_hash"):
+            raise BundleError(f"{path}: content hash mismatch (stored "
+                              f"{str(manifest.get('content_hash'))[:16]}..., computed "
+                              f"{digest[:16]}...): the bundle is corrupt")
+        bundle = cls(manifest, arrays)
+        bundle.validate(str(path))
+        if expect is not None:
+            bundle.check_config(expect, str(path))
+        return bundle
+
+    def check_config(self, cfg: HwConfig, where: str = "bundle") -> None:
+        have = self.manifest["hw_config_id"]
+        if have != cfg.config_id_hex:
+            raise BundleError(f"{where}: made for HwConfig {have}, the hardware is "
+                              f"{cfg.config_id_hex}: re-quantize the network for this config")
+
+    # -- validation -------------------------------------------------------------------
+    def validate(self, where: str) -> None:
+        """Check graph, scales and arrays against the bundle's own HwConfig."""
+        try:
+            self._validate(where)
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            raise BundleError(f"{where}: malformed manifest ({type(e).__name__}: {e})") from e
+
+    def _validate(self, where: str) -> None:
+        def fail(msg: str) -> BundleError:
+            return BundleError(f"{where}: {msg}")
+
+        m = self.manifest
+        for key in ("layers", "input", "hw_config", "hw_config_id"):
+            if key not in m:
+                raise fail(f"manifest lacks '{key}'")
+        try:
+            cfg = HwConfig.from_dict(m["hw_config"])
+        except (ConfigError, TypeError) as e:
+            raise fail(f"bad hw_config: {e}") from e
+        if cfg.config_id_hex != m["hw_config_id"]:
+            raise fail("hw_config does not match hw_config_id")
+        shapes: list[tuple[int, int, int]] = []
+        expected_arrays: set[str] = set()
+        for i, layer in enumerate(self.layers):
+            kind = layer.get("kind")
+            if kind not in _KINDS:
+                raise fail(f"layer {i}: unknown kind {kind!r}")
+            src = self.inputs_of(i)
+            if any(not -1 <= j < i for j in src) or (kind == "route" and -1 in src):
+                raise fail(f"layer {i}: inputs {src} out of range")
+            if any(j >= 0 and self.layers[j]["kind"] == "yolo" for j in src):
+                raise fail(f"layer {i}: reads a detection layer")
+            ins = [tuple(self.input_shape) if j < 0 else shapes[j] for j in src]
+            fin = {self.input_frac_bits if j < 0 else self.layers[j]["f_out"] for j in src}
+            if len(fin) != 1:
+                raise fail(f"layer {i}: route inputs have different scales {sorted(fin)}")
+            if kind != "yolo" and layer.get("f_out") != (next(iter(fin)) if kind != "conv"
+                                                         else layer.get("f_out")):
+                raise fail(f"layer {i}: {kind} must keep its input's scale")
+            if list(layer.get("shape", [])) != list(self._shape(i, layer, ins)):
+                raise fail(f"layer {i}: shape {layer.get('shape')} inconsistent with its inputs")
+            shapes.append(tuple(layer["shape"]))
+            if kind == "conv":
+                expected_arrays |= {f"l{i}.weight", f"l{i}.bias", f"l{i}.f_w"}
+                self._check_conv(i, layer, ins[0], next(iter(fin)), cfg, fail)
+        extra = set(self.arrays) - expected_arrays
+        if extra:
+            raise fail(f"unexpected arrays {sorted(extra)[:5]}")
+
+    @staticmethod
+    def _shape(i: int, layer: dict, ins: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+        h, w, c = ins[0]
+        kind = layer["kind"]
+        if kind == "conv":
+            k, s, p = layer["size"], layer["stride"], layer["pad"]
+            return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, layer["filters"])
+        if kind == "maxpool":
+            k, s, p = layer["size"], layer["stride"], layer["padding"]
+            return ((h + p - k) // s + 1, (w + p - k) // s + 1, c)
+        if kind == "upsample":
+            return (h * layer["stride"], w * layer["stride"], c)
+        if kind == "route":
+            if any(x[:2] != (h, w) for x in ins):
+                return (-1, -1, -1)
+            return (h, w, sum(x[2] for x in ins))
+        return (h, w, c)
+
+    def _check_conv(self, i: int, layer: dict, in_shape: tuple[int, int, int], f_in: int,
+                    cfg: HwConfig, fail: Any) -> None:
+        if layer.get("f_in") != f_in:
+            raise fail(f"layer {i}: f_in {layer.get('f_in')} != its input's scale {f_in}")
+        try:
+            w, b, fw = (self.arrays[f"l{i}.{n}"] for n in ("weight", "bias", "f_w"))
+        except KeyError as e:
+            raise fail(f"layer {i}: missing array {e}") from None
+        k, cout, cin = layer["size"], layer["filters"], in_shape[2]
+        if w.dtype != np.int8 or w.shape != (cout, k, k, cin):
+            raise fail(f"layer {i}: weight must be int8 {(cout, k, k, cin)}, "
+                       f"got {w.dtype} {w.shape}")
+        if b.dtype != np.int32 or b.shape != (cout,) or fw.dtype != np.int8 or fw.shape != (cout,):
+            raise fail(f"layer {i}: bias must be int32 and f_w int8, both ({cout},)")
+        if (w == -128).any():
+            raise fail(f"layer {i}: weights must be symmetric (no -128)")
+        if np.abs(b.astype(np.int64)).max() > cfg.bias_limit:
+            raise fail(f"layer {i}: bias exceeds the accumulator bound {cfg.bias_limit}")
+        if k * k * cin > cfg.max_dot_terms:
+            raise fail(f"layer {i}: {k * k * cin} terms per output can overflow acc_bits")
+        if layer["activation"] not in ("leaky", "linear"):
+            raise fail(f"layer {i}: activation {layer['activation']!r}")
+        want_bits = cfg.head_bits if layer.get("head") else cfg.act_bits
+        if layer.get("out_bits") != want_bits:
+            raise fail(f"layer {i}: out_bits {layer.get('out_bits')} != {want_bits} of the config")
+        s = self.shift(i)
+        if s.min() < 0 or s.max() > cfg.max_shift:
+            raise fail(f"layer {i}: shifts {s.min()}..{s.max()} outside 0..{cfg.max_shift}")

@@ -1,0 +1,230 @@
+"""Accuracy of float vs quantized backends on a COCO-format image folder.
+
+    python -m sw.eval --images DIR --ann instances.json [--variants channel-percentile,...]
+
+For the float network and each quantization variant (weights granularity - activation
+calibration, run on the golden integer model, and optionally the fake-quant model),
+prints mAP@0.5 and mAP@0.5:0.95 (pycocotools) against the labels, plus agreement with
+the float model: detections matched at score >= 0.25 (same class, IoU >= 0.5), head
+SQNR in dB, and "fidelity" mAP@0.5:0.95 scoring the int8 detections against the float
+model's own detections (score >= 0.25) as ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hw.config import load_config
+from sw.bundle import Bundle
+from sw.pipeline import CALIB_DIR, build_bundle, load_float, log, make_backend
+from sw.postprocess import (
+    COCO80_TO_91,
+    Detection,
+    box_iou,
+    detect,
+    letterbox,
+    load_image,
+)
+from sw.quant import QuantOptions
+from sw.weights import cache_dir
+
+EVAL_CONF = 0.005   # low threshold for mAP, as Darknet's map evaluation
+AGREE_CONF = 0.25   # operating point for agreement/fidelity
+
+
+def coco_map(gt: dict, dets: list[dict]) -> tuple[float, float]:
+    """(mAP@0.5, mAP@0.5:0.95) of COCO results against a COCO ground-truth dict."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not dets:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        res = coco.loadRes(dets)
+        ev = COCOeval(coco, res, "bbox")
+        ev.params.imgIds = sorted(img["id"] for img in gt["images"])
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[1]), float(ev.stats[0])
+
+
+def _results(dets: list[Detection], image_id: int) -> list[dict]:
+    return [{"image_id": image_id, "category_id": COCO80_TO_91[d.class_id],
+             "bbox": [float(v) for v in d.bbox], "score": float(d.score)} for d in dets]
+
+
+def matched(ref: list[Detection], other: list[Detection], iou: float = 0.5) -> int:
+    """Greedy one-to-one matches of same-class boxes with IoU >= iou."""
+    if not ref or not other:
+        return 0
+
+    def xyxy(d: list[Detection]) -> np.ndarray:
+        return np.array([[x, y, x + w, y + h] for x, y, w, h in (e.bbox for e in d)])
+
+    ious = box_iou(xyxy(ref), xyxy(other))
+    same = np.array([[a.class_id == b.class_id for b in other] for a in ref])
+    ious = np.where(same, ious, 0.0)
+    n, used = 0, set()
+    for r in range(len(ref)):
+        for c in np.argsort(-ious[r]):
+            if ious[r, c] < iou:
+                break
+            if c not in used:
+                used.add(int(c))
+                n += 1
+                break
+    return n
+
+
+def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
+    noise = float(np.sum((ref - x) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
+
+
+def parse_variant(name: str) -> QuantOptions:
+    """WEIGHTS-ACTIVATIONS[-bc], e.g. channel-percentile or tensor-max-bc."""
+    parts = name.split("-")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "bc"):
+        raise ValueError("expected WEIGHTS-ACTIVATIONS or WEIGHTS-ACTIVATIONS-bc")
+    return QuantOptions(weights=parts[0], activations=parts[1], bias_correction=len(parts) == 3)
+
+
+def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
+    hw = load_config(hw_path)
+    opts = parse_variant(name)
+    path = cache_dir() / "bundles" / f"eval-{Path(calib).name}-{name}-{hw.config_id_hex}.npz"
+    if not path.exists():
+        build_bundle(path, calib=calib, hw=hw, opts=opts)
+    return Bundle.load(path, expect=hw)
+
+
+def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limit: int | None,
+             hw_path: str | None, calib: str) -> dict:
+    gt = json.loads(ann.read_text())
+    by_name = {img["file_name"]: img for img in gt["images"]}
+    files = sorted(p for p in images.iterdir() if p.name in by_name)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise SystemExit(f"error: no image of {ann} found in {images}")
+    gt = {**gt, "images": [by_name[p.name] for p in files]}
+    net, model, _ = load_float()
+    backends = {"float": make_backend("float", net=net, model=model)}
+    for v in variants:
+        b = variant_bundle(v, hw_path, calib)
+        backends[f"{v} golden"] = make_backend("golden", b)
+        if fakequant:
+            backends[f"{v} fakequant"] = make_backend("fakequant", b)
+    dets = {k: [] for k in backends}
+    stats = {k: {"sqnr": [], "matched": 0, "count": 0, "seconds": 0.0} for k in backends}
+    fid_gt = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
+    t0 = time.time()
+    for n, path in enumerate(files, 1):
+        img_id = by_name[path.name]["id"]
+        lb, box = letterbox(load_image(path), net.width)
+        ref_heads, ref_dets = None, None
+        for name, be in backends.items():
+            t = time.time()
+            heads = be.heads(lb)
+            stats[name]["seconds"] += time.time() - t
+            d_all = detect(heads, be.specs, box, EVAL_CONF, 0.45, max_dets=100)
+            dets[name] += _results(d_all, img_id)
+            d_op = [d for d in d_all if d.score >= AGREE_CONF]
+            if ref_heads is None:
+                ref_heads, ref_dets = heads, d_op
+                for d in d_op:
+                    x, y, w, h = d.bbox
+                    fid_gt["annotations"].append({
+                        "id": len(fid_gt["annotations"]) + 1, "image_id": img_id,
+                        "category_id": COCO80_TO_91[d.class_id], "bbox": [x, y, w, h],
+                        "area": w * h, "iscrowd": 0})
+            else:
+                pairs = zip(ref_heads, heads, strict=True)
+                stats[name]["sqnr"].append(np.mean([sqnr_db(r, h) for r, h in pairs]))
+            stats[name]["matched"] += matched(ref_dets, d_op)
+            stats[name]["count"] += len(d_op)
+        if n % 8 == 0 or n == len(files):
+            log(f"  {n}/{len(files)} images ({time.time() - t0:.0f} s)")
+    report = {"images": len(files), "annotations": sum(
+        1 for a in gt["annotations"] if a["image_id"] in {i["id"] for i in gt["images"]}),
+        "float_dets_at_0.25": stats["float"]["count"], "rows": []}
+    for name in backends:
+        m50, m5095 = coco_map(gt, dets[name])
+        row = {"backend": name, "mAP50": m50, "mAP50_95": m5095,
+               "s_per_image": stats[name]["seconds"] / len(files)}
+        if name != "float":
+            f50, f5095 = coco_map(fid_gt, dets[name])
+            row.update(fidelity50=f50, fidelity50_95=f5095,
+                       head_sqnr_db=float(np.mean(stats[name]["sqnr"])),
+                       matched=stats[name]["matched"], dets=stats[name]["count"])
+        report["rows"].append(row)
+    return report
+
+
+def markdown(report: dict) -> str:
+    lines = [f"{report['images']} images, {report['annotations']} labelled boxes; float "
+             f"model: {report['float_dets_at_0.25']} detections at score >= {AGREE_CONF}", "",
+             "| backend | mAP@0.5 | mAP@0.5:0.95 | fidelity mAP@0.5 | fidelity mAP@0.5:0.95 "
+             "| matched / dets (float ref) | head SQNR dB | s/image |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r["backend"] == "float":
+            extra = "| - | - | - | - "
+        else:
+            extra = (f"| {r['fidelity50']:.4f} | {r['fidelity50_95']:.4f} | "
+                     f"{r['matched']} / {r['dets']} | {r['head_sqnr_db']:.1f} ")
+        lines.append(f"| {r['backend']} | {r['mAP50']:.4f} | {r['mAP50_95']:.4f} {extra}"
+                     f"| {r['s_per_image']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sw.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--ann", required=True, help="COCO-format instances.json for them")
+    p.add_argument("--variants", default="channel-percentile,tensor-max",
+                   help="comma list of WEIGHTS-ACTIVATIONS[-bc] quantization variants, WEIGHTS "
+                        "in channel|tensor, ACTIVATIONS in max|percentile|mse, -bc: bias "
+                        "correction")
+    p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
+    p.add_argument("--fakequant", action="store_true", help="also run the fake-quant model")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--hw-config", help="HwConfig JSON")
+    p.add_argument("--json", help="write the report as JSON here")
+    args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        try:
+            parse_variant(v)
+        except ValueError as e:
+            p.error(f"bad variant {v!r}: {e}")
+    images, ann = Path(args.images), Path(args.ann)
+    for f in (images, ann):
+        if not f.exists():
+            p.error(f"{f}: not found")
+    report = evaluate(images, ann, variants, args.fakequant, args.limit, args.hw_config,
+                      args.calib)
+    print(markdown(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Detect objects in images: `python sw/host.py --image dog.jpg`.
+
+Backends: `golden` (the NumPy integer model, bit-exact to the hardware), `fakequant`
+(the PyTorch fake-quant model, same integers), `float` (the float network). The RTL
+simulation and board backends come with the layer engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hw.config import ConfigError, HwConfig, load_config
+from sw.bundle import Bundle, BundleError
+from sw.darknet import DarknetError
+from sw.pipeline import (
+    BACKENDS,
+    CALIB_DIR,
+    build_bundle,
+    default_bundle,
+    image_files,
+    load_float,
+    log,
+    make_backend,
+)
+from sw.postprocess import (
+    ImageError,
+    class_names,
+    draw_detections,
+    load_image,
+    save_image_atomic,
+    to_coco_results,
+)
+from sw.weights import WeightsError, cache_dir
+
+EXAMPLES = """examples:
+  python sw/host.py --image dog.jpg                      # bundled sample, golden model
+  python sw/host.py --image photos/ --out results/       # a folder -> results/detections.json
+  python sw/host.py --image dog.jpg --backend float      # the float network, for comparison
+  python sw/host.py --image x.jpg --cfg my.cfg --weights my.weights
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="sw/host.py", description=__doc__.split("\n\n")[0],
+                                epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--image", required=True, help="an image file or a folder of images")
+    p.add_argument("--backend", choices=BACKENDS, default="golden",
+                   help="what runs the network (default: golden)")
+    p.add_argument("--cfg", help="Darknet cfg (default: the pretrained Tiny-YOLOv3 cfg)")
+    p.add_argument("--weights", help="Darknet weights (default: fetched pretrained weights)")
+    p.add_argument("--bundle", help="quantized bundle (default: built from cfg/weights)")
+    p.add_argument("--hw-config", help="HwConfig JSON (default: the default build)")
+    p.add_argument("--calib", default=str(CALIB_DIR),
+                   help="calibration images when a bundle must be built (default: %(default)s)")
+    p.add_argument("--out", help="folder for annotated images and detections.json")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    args = p.parse_args(argv)
+    if not 0 <= args.conf < 1 or not 0 < args.nms <= 1:
+        p.error("--conf must lie in [0, 1) and --nms in (0, 1]")
+    return args
+
+
+def resolve_images(arg: str) -> list[Path]:
+    path = Path(arg)
+    if not path.exists() and not path.is_absolute() and (CALIB_DIR / path).exists():
+        log(f"{arg} not found here; using the bundled sample {CALIB_DIR / path}")
+        path = CALIB_DIR / path
+    if not path.exists():
+        raise ImageError(f"{arg}: no such file or folder")
+    return image_files(path)
+
+
+def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
+    if args.bundle:
+        return Bundle.load(args.bundle, expect=hw)
+    if not args.cfg and not args.weights:
+        return Bundle.load(default_bundle(hw), expect=hw)
+    if not (args.cfg and args.weights):
+        raise DarknetError("--cfg and --weights go together (or give --bundle)")
+    h = hashlib.sha256()
+    for f in (args.cfg, args.weights):
+        h.update(Path(f).read_bytes())
+    path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:12]}-{hw.config_id_hex}.npz"
+    if not path.exists():
+        build_bundle(path, args.cfg, args.weights, args.calib, hw)
+    return Bundle.load(path, expect=hw)
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    hw = load_config(args.hw_config)
+    images = resolve_images(args.image)
+    if args.backend == "float":
+        net, model, _ = load_float(args.cfg, args.weights)
+        backend = make_backend("float", net=net, model=model)
+    else:
+        backend = make_backend(args.backend, get_bundle(args, hw))
+    out = Path(args.out) if args.out else None
+    staging = None
+    if out:  # annotated images go to a staging folder, moved into place at the end
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    try:
+        return _detect_all(images, backend, args, out, staging)
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _detect_all(images: list[Path], backend, args: argparse.Namespace, out: Path | None,
+                staging: Path | None) -> int:
+    names = class_names()
+    results, annotated = [], []
+    t_total = time.time()
+    for n, path in enumerate(images, 1):
+        img = load_image(path)
+        t0 = time.time()
+        dets, _ = backend.detect(img, args.conf, args.nms)
+        prefix = f"[{n}/{len(images)}] " if len(images) > 1 else ""
+        print(f"{prefix}{path.name}: {len(dets)} objects ({backend.name}, "
+              f"{time.time() - t0:.2f} s)")
+        for d in dets:
+            x, y, w, h = d.bbox
+            print(f"  {names[d.class_id]:<14} {d.score:5.3f}  "
+                  f"x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}")
+        results += to_coco_results(dets, path.name)
+        if out:
+            tmp = staging / f"{path.stem}.png"
+            save_image_atomic(draw_detections(img, dets, names), tmp)
+            annotated.append(tmp)
+    if out:
+        for tmp in annotated:
+            os.replace(tmp, out / tmp.name)
+        write_json_atomic(results, out / "detections.json")
+        print(f"wrote {len(annotated)} annotated image(s) and {out / 'detections.json'} "
+              f"({len(results)} detections, {time.time() - t_total:.1f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ImageError, DarknetError, BundleError, ConfigError, WeightsError,
+            FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Integer arithmetic of the accelerator, defined once.
+
+The golden model, the PyTorch fake-quant model, the gateware testbenches and the
+quantizer all call these functions; docs/numerics.md states the contract in prose.
+
+Every function works on Python ints, NumPy integer arrays and torch integer tensors
+(`>>`, `where` and `clip` are dispatched on the argument's type). The `*_real`
+variants compute the same integers from real values at power-of-two scales, in
+float64, which is exact for every value the hardware can produce; the fake-quant
+model uses them so that it can carry gradients (straight-through) for QAT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "INPUT_FRAC_BITS",
+    "LEAKY_MUL",
+    "LEAKY_SHIFT",
+    "int_range",
+    "quantize",
+    "quantize_input",
+    "requant",
+    "requant_real",
+    "round_shift",
+    "saturate",
+]
+
+#: Leaky ReLU slope of the hardware: alpha = 13 / 2**7 = 0.1015625 (Darknet uses 0.1).
+LEAKY_MUL = 13
+LEAKY_SHIFT = 7
+#: The network input is pixel / 255 as int8 at scale 2**-7.
+INPUT_FRAC_BITS = 7
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _where(cond: Any, a: Any, b: Any) -> Any:
+    if _is_torch(cond):
+        import torch
+        return torch.where(cond, a, b)
+    return np.where(cond, a, b)
+
+
+def int_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
+    """(lo, hi) of a signed `bits`-bit integer; symmetric drops the most negative value."""
+    hi = (1 << (bits - 1)) - 1
+    return (-hi if symmetric else -hi - 1), hi
+
+
+def round_shift(x: Any, s: Any) -> Any:
+    """Arithmetic right shift by s >= 0 with rounding half up: floor(x / 2**s + 1/2).
+
+    s may be an int or an integer array broadcast against x. s = 0 returns x.
+    """
+    if isinstance(s, int):
+        if s < 0:
+            raise ValueError(f"shift must be >= 0, got {s}")
+        return x if s == 0 else (x + (1 << (s - 1))) >> s
+    if (s < 0).any():
+        raise ValueError("shift must be >= 0")
+    half = (1 << s) >> 1  # 0 where s == 0
+    return (x + half) >> s
+
+
+def saturate(x: Any, bits: int, symmetric: bool = False) -> Any:
+    """Clamp to the signed `bits`-bit range."""
+    lo, hi = int_range(bits, symmetric)
+    if isinstance(x, int):
+        return min(max(x, lo), hi)
+    return x.clip(lo, hi)
+
+
+def requant(acc: Any, shift: Any, leaky: bool, out_bits: int) -> Any:
+    """Accumulator (bias included) to output integer: the requantizer's contract.
+
+    y = saturate(round_shift(acc, shift))                    if not leaky or acc >= 0
+    y = saturate(round_shift(acc * 13, shift + 7))           if leaky and acc < 0
+    `shift` is per output channel (broadcast on the last axis) or a scalar.
+    """
+    if isinstance(acc, int):
+        if leaky and acc < 0:
+            return saturate(round_shift(acc * LEAKY_MUL, shift + LEAKY_SHIFT), out_bits)
+        return saturate(round_shift(acc, shift), out_bits)
+    pos = round_shift(acc, shift)
+    if leaky:
+        neg = round_shift(acc * LEAKY_MUL, shift + LEAKY_SHIFT)
+        pos = _where(acc < 0, neg, pos)
+    return saturate(pos, out_bits)
+
+
+def requant_real(acc_real: Any, f_out: int, leaky: bool, out_bits: int) -> Any:
+    """`requant` on real values: returns the output integers (as floats).
+
+    acc_real is the accumulator's real value (acc * 2**-(f_x + f_w)); the result equals
+    requant(acc, f_x + f_w - f_out, leaky, out_bits) exactly in float64. Rounding uses
+    floor(t + 1/2) so torch tensors can carry a straight-through gradient around it.
+    """
+    t = acc_real * float(2.0 ** f_out)
+    if leaky:
+        t = _where(t < 0, t * (LEAKY_MUL / (1 << LEAKY_SHIFT)), t)
+    lo, hi = int_range(out_bits)
+    if _is_torch(t):
+        import torch
+        return torch.floor(t + 0.5).clamp(lo, hi)
+    return np.clip(np.floor(t + 0.5), lo, hi)
+
+
+def quantize(x: Any, f: Any, bits: int, symmetric: bool = False) -> np.ndarray:
+    """Real values to integers at scale 2**-f: saturate(floor(x * 2**f + 1/2)), int64.
+
+    f may be an array broadcast against x (per-channel scales on axis 0 of weights
+    need `f[:, None, ...]`).
+    """
+    q = np.floor(np.asarray(x, dtype=np.float64) * np.exp2(np.asarray(f, np.float64)) + 0.5)
+    lo, hi = int_range(bits, symmetric)
+    return np.clip(q, lo, hi).astype(np.int64)
+
+
+def quantize_input(pixels: np.ndarray, f: int = INPUT_FRAC_BITS, bits: int = 8) -> np.ndarray:
+    """uint8 pixels (p / 255 in [0, 1]) to int8 at scale 2**-f, exactly in integers.
+
+    q = saturate(floor(p * 2**f / 255 + 1/2)) = saturate((p * 2**(f+1) + 255) // 510).
+    """
+    p = np.asarray(pixels)
+    if p.dtype != np.uint8:
+        raise TypeError(f"quantize_input wants uint8 pixels, got {p.dtype}")
+    q = (p.astype(np.int64) * (1 << (f + 1)) + 255) // 510
+    return saturate(q, bits).astype(np.int8)

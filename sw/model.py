@@ -1,0 +1,171 @@
+"""PyTorch models of the network: float (BN fused) and fake-quant (bit-exact int8).
+
+Both walk the same layer graph (`run_graph`); only the convolution differs.
+Tensors are NCHW. The fake-quant model computes in float64 on real values at
+power-of-two scales and requantizes with `sw.intmath.requant_real`, so its outputs
+times 2**f_out equal the golden integer model's outputs exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sw import intmath
+from sw.bundle import Bundle
+from sw.darknet import Conv, ConvWeights, MaxPool, Network, Route, Upsample, YoloHead, fuse_bn
+
+__all__ = ["DARKNET_LEAKY", "FakeQuantModel", "FloatModel", "maxpool_darknet", "run_graph"]
+
+DARKNET_LEAKY = 0.1
+
+
+def maxpool_darknet(x: torch.Tensor, size: int, stride: int, padding: int) -> torch.Tensor:
+    """Darknet's maxpool: padding//2 before, the rest after; padded positions never win."""
+    h, w = x.shape[-2:]
+    oh, ow = (h + padding - size) // stride + 1, (w + padding - size) // stride + 1
+    before = padding // 2
+    after_h = (oh - 1) * stride + size - h - before
+    after_w = (ow - 1) * stride + size - w - before
+    if before or after_h or after_w:
+        x = F.pad(x, (before, max(after_w, 0), before, max(after_h, 0)), value=float("-inf"))
+    return F.max_pool2d(x, size, stride)
+
+
+def run_graph(kinds: Sequence[dict[str, Any]], x: torch.Tensor,
+              conv: Callable[[int, torch.Tensor], torch.Tensor],
+              keep: bool = False) -> list[torch.Tensor | None]:
+    """Execute a layer graph; `conv(i, x)` computes conv layer i.
+
+    `kinds` holds per layer a dict with 'kind' and its parameters (bundle layer
+    dicts have this form). Returns every layer's output when `keep`, else only those
+    later layers read (route sources, heads) and the last one.
+    """
+    needed = {j for layer in kinds if layer["kind"] == "route" for j in layer["layers"]}
+    needed |= {i - 1 for i, layer in enumerate(kinds) if layer["kind"] == "yolo"}
+    outs: list[torch.Tensor | None] = []
+    prev = x
+    for i, layer in enumerate(kinds):
+        kind = layer["kind"]
+        if kind == "conv":
+            y = conv(i, prev)
+        elif kind == "maxpool":
+            y = maxpool_darknet(prev, layer["size"], layer["stride"], layer["padding"])
+        elif kind == "upsample":
+            y = F.interpolate(prev, scale_factor=layer["stride"], mode="nearest")
+        elif kind == "route":
+            srcs = [outs[j] for j in layer["layers"]]
+            y = srcs[0] if len(srcs) == 1 else torch.cat(srcs, dim=1)
+        else:  # yolo: decoding happens in post-processing
+            y = prev
+        outs.append(y if keep or i in needed or kind == "yolo" else None)
+        prev = y
+    return outs
+
+
+def network_kinds(net: Network) -> list[dict[str, Any]]:
+    """The graph of a parsed cfg in the dict form `run_graph` reads."""
+    out = []
+    for layer in net.layers:
+        if isinstance(layer, Conv):
+            out.append({"kind": "conv"})
+        elif isinstance(layer, MaxPool):
+            out.append({"kind": "maxpool", "size": layer.size, "stride": layer.stride,
+                        "padding": layer.padding})
+        elif isinstance(layer, Upsample):
+            out.append({"kind": "upsample", "stride": layer.stride})
+        elif isinstance(layer, Route):
+            out.append({"kind": "route", "layers": list(layer.layers)})
+        elif isinstance(layer, YoloHead):
+            out.append({"kind": "yolo"})
+    return out
+
+
+class FloatModel(torch.nn.Module):
+    """The float network with batch norm folded into the convolutions (float32)."""
+
+    def __init__(self, net: Network, params: list[ConvWeights]):
+        super().__init__()
+        self.net = net
+        self.kinds = network_kinds(net)
+        self.convs = torch.nn.ModuleDict()
+        for i, cw in zip(net.conv_indices, params, strict=True):
+            layer: Conv = net.layers[i]
+            w, b = fuse_bn(cw)
+            conv = torch.nn.Conv2d(w.shape[1], w.shape[0], layer.size, layer.stride, layer.pad)
+            conv.weight.data = torch.from_numpy(w.astype(np.float32))
+            conv.bias.data = torch.from_numpy(b.astype(np.float32))
+            self.convs[str(i)] = conv
+
+    def fused_params(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per conv layer: (weights OIHW, bias) as float64 NumPy arrays."""
+        return {int(k): (c.weight.detach().double().numpy(), c.bias.detach().double().numpy())
+                for k, c in self.convs.items()}
+
+    def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        y = self.convs[str(i)](x)
+        if self.net.layers[i].activation == "leaky":
+            y = F.leaky_relu(y, DARKNET_LEAKY)
+        return y
+
+    def forward(self, x: torch.Tensor, keep: bool = False) -> list[torch.Tensor | None]:
+        """x: N x C x H x W in [0, 1]; returns layer outputs (see `run_graph`)."""
+        return run_graph(self.kinds, x, self._conv, keep)
+
+    def heads(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = self.forward(x)
+        return [outs[i] for i in self.net.head_indices]
+
+
+class FakeQuantModel(torch.nn.Module):
+    """Executes a bundle in float64 with the hardware's rounding: bit-exact to golden.
+
+    Layer outputs are real values q * 2**-f_out (exact in float64); `ints()` turns them
+    back into the integers the golden model produces.
+    """
+
+    def __init__(self, bundle: Bundle):
+        super().__init__()
+        self.bundle = bundle
+        self.kinds = bundle.layers
+        self.w: dict[int, torch.Tensor] = {}
+        self.b: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.kinds):
+            if layer["kind"] != "conv":
+                continue
+            fw = bundle.f_w(i).astype(np.float64)
+            w = bundle.weight(i).astype(np.float64).transpose(0, 3, 1, 2)  # OHWI -> OIHW
+            self.w[i] = torch.from_numpy(w * np.exp2(-fw)[:, None, None, None])
+            self.b[i] = torch.from_numpy(bundle.bias(i) * np.exp2(-(layer["f_in"] + fw)))
+
+    def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        layer = self.kinds[i]
+        acc = F.conv2d(x, self.w[i], self.b[i], layer["stride"], layer["pad"])
+        q = intmath.requant_real(acc, layer["f_out"], layer["activation"] == "leaky",
+                                 layer["out_bits"])
+        return q * 2.0 ** -layer["f_out"]
+
+    def forward(self, x_int: torch.Tensor | np.ndarray,
+                keep: bool = False) -> list[torch.Tensor | None]:
+        """x_int: int8 input, N x C x H x W (or a single H x W x C NumPy image)."""
+        x = torch.as_tensor(np.asarray(x_int), dtype=torch.float64)
+        if x.dim() == 3:
+            x = x.permute(2, 0, 1)[None]
+        x = x * 2.0 ** -self.bundle.input_frac_bits
+        with torch.no_grad():
+            return run_graph(self.kinds, x, self._conv, keep)
+
+    def ints(self, outs: list[torch.Tensor | None]) -> list[np.ndarray | None]:
+        """Layer outputs as integer HWC arrays (first image of the batch)."""
+        res = []
+        for i, y in enumerate(outs):
+            if y is None:
+                res.append(None)
+                continue
+            f = self.bundle.layers[i].get("f_out", self.bundle.layers[i - 1].get("f_out"))
+            res.append(np.rint(y[0].permute(1, 2, 0).numpy() * 2.0 ** f).astype(np.int64))
+        return res

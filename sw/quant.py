@@ -1,0 +1,286 @@
+"""Post-training quantization with power-of-two scales, exported as a bundle.
+
+Every tensor is int8 at a power-of-two scale, real = q * 2**-f. Weights get f per
+output channel or per tensor (from their max |w|); activations get one f per tensor,
+calibrated on a folder of images from the float model's activations by max, percentile
+or MSE. Biases are int32 at the accumulator scale. Tensors concatenated by a route share
+one f (the coarser). Requantization shifts are kept within the hardware's range.
+The detection heads leave the requantizer as `HwConfig.head_bits` integers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hw.config import HwConfig
+from sw import intmath
+from sw.bundle import Bundle
+from sw.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
+from sw.model import FloatModel
+
+__all__ = ["Calibration", "QuantOptions", "calibrate", "frac_bits_for_max", "quantize_network"]
+
+ACT_METHODS = ("max", "percentile", "mse")
+WEIGHT_GRANULARITY = ("channel", "tensor")
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    weights: str = "channel"        # "channel" or "tensor"
+    activations: str = "percentile"  # "max", "percentile" or "mse"
+    percentile: float = 99.99
+    head_activations: str = "max"   # calibration of the detection heads' outputs
+    bias_correction: bool = False   # fold the mean weight-quantization error into the bias
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_GRANULARITY:
+            raise ValueError(f"weights must be one of {WEIGHT_GRANULARITY}, got {self.weights!r}")
+        for name in ("activations", "head_activations"):
+            if getattr(self, name) not in ACT_METHODS:
+                raise ValueError(f"{name} must be one of {ACT_METHODS}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError("percentile must lie in (0, 100]")
+
+
+def frac_bits_for_max(m: float, bits: int) -> int:
+    """Largest f with round(m * 2**f) inside the signed `bits` range (m > 0)."""
+    hi = (1 << (bits - 1)) - 1
+    if m <= 0 or not math.isfinite(m):
+        return 0
+    f = math.floor(math.log2((hi + 0.5) / m))
+    while m * 2.0 ** f >= hi + 0.5:  # guard log2 rounding at exact powers of two
+        f -= 1
+    return f
+
+
+@dataclass
+class Calibration:
+    """Per conv layer: exact max |x| and a random sample of the float activations."""
+
+    maxabs: dict[int, float]
+    samples: dict[int, np.ndarray]
+    images: int
+    #: per-channel mean of every layer's output (key -1: the network input)
+    means: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image: int = 100_000,
+              seed: int = 0, progress: Callable[[int], None] | None = None) -> Calibration:
+    """Run the float model on letterboxed uint8 HWC images and collect statistics."""
+    rng = np.random.default_rng(seed)
+    convs = model.net.conv_indices
+    maxabs = {i: 0.0 for i in convs}
+    chunks: dict[int, list[np.ndarray]] = {i: [] for i in convs}
+    sums: dict[int, np.ndarray] = {}
+    n = 0
+    with torch.no_grad():
+        for img in images:
+            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+            outs = model(x, keep=True)
+            for j, y in [(-1, x), *enumerate(outs)]:
+                m = y[0].double().mean(dim=(1, 2)).numpy()
+                sums[j] = sums.get(j, 0) + m
+            for i in convs:
+                a = outs[i].numpy().ravel()
+                maxabs[i] = max(maxabs[i], float(np.abs(a).max()))
+                take = min(sample_per_image, a.size)
+                chunks[i].append(a[rng.choice(a.size, take, replace=False)].astype(np.float32))
+            n += 1
+            if progress:
+                progress(n)
+    if n == 0:
+        raise ValueError("calibration needs at least one image")
+    return Calibration(maxabs, {i: np.concatenate(c) for i, c in chunks.items()}, n,
+                       {j: v / n for j, v in sums.items()})
+
+
+def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int) -> int:
+    m = cal.maxabs[i]
+    f_max = frac_bits_for_max(m, bits)
+    if method == "max":
+        return f_max
+    s = np.abs(cal.samples[i]).astype(np.float64)
+    if method == "percentile":
+        return frac_bits_for_max(float(np.percentile(s, pct)) or m, bits)
+    # mse: the f among a few candidates that minimises the quantization error
+    x = np.concatenate([cal.samples[i].astype(np.float64), [m, -m]])
+    best, best_err = f_max, math.inf
+    for f in range(f_max, f_max + 5):
+        err = float(np.mean((intmath.quantize(x, f, bits) * 2.0 ** -f - x) ** 2))
+        if err < best_err:
+            best, best_err = f, err
+    return best
+
+
+def _weight_frac_bits(w: np.ndarray, per_channel: bool, bits: int) -> np.ndarray:
+    """f_w per output channel of OIHW weights (all equal when per tensor)."""
+    m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    if not per_channel:
+        m = np.full_like(m, m.max())
+    # an all-zero channel: any f works; take a neutral one
+    return np.array([frac_bits_for_max(v, bits) if v > 0 else 0 for v in m], np.int64)
+
+
+def _root_convs(net: Network, j: int) -> list[int]:
+    """The conv layers whose scale layer j's output carries (none for the input, j < 0)."""
+    if j < 0:
+        return []
+    layer = net.layers[j]
+    if isinstance(layer, Conv):
+        return [j]
+    if isinstance(layer, Route):
+        return [r for k in layer.layers for r in _root_convs(net, k)]
+    return _root_convs(net, j - 1)
+
+
+def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwConfig,
+                     opts: QuantOptions = QuantOptions(), provenance: dict[str, Any] | None = None,
+                     log: Callable[[str], None] | None = None) -> Bundle:
+    """Choose power-of-two scales, quantize weights and biases, and build a bundle."""
+    params = model.fused_params()
+    heads = set(net.head_indices)
+    convs = net.conv_indices
+    f_out: dict[int, int] = {}
+    for i in convs:
+        head = i in heads
+        method = opts.head_activations if head else opts.activations
+        f_out[i] = _act_frac_bits(cal, i, method, opts.percentile,
+                                  cfg.head_bits if head else cfg.act_bits)
+    f_w = {i: _weight_frac_bits(params[i][0], opts.weights == "channel", cfg.weight_bits)
+           for i in convs}
+
+    # Fixed point of the constraints; each step only lowers some f, so it terminates.
+    for _ in range(100):
+        changed = False
+        # tensors concatenated by a route share the coarser scale
+        for layer in net.layers:
+            if isinstance(layer, Route) and len(layer.layers) > 1:
+                roots = [r for j in layer.layers for r in _root_convs(net, j)]
+                lo = min(f_out[r] for r in roots)
+                for r in roots:
+                    changed |= f_out[r] != lo
+                    f_out[r] = lo
+        f_in = {i: _input_frac_bits(net, i, f_out) for i in convs}
+        for i in convs:
+            # shift = f_in + f_w - f_out must lie in [0, max_shift]
+            lo_fw = f_out[i] - f_in[i]
+            if f_w[i].min() < lo_fw:  # output finer than the accumulator: coarsen it
+                f_out[i] = f_in[i] + int(f_w[i].min())
+                changed = True
+            f_w[i] = np.minimum(f_w[i], f_out[i] - f_in[i] + cfg.max_shift)
+            # the bias must fit the accumulator bound at scale 2**-(f_in + f_w)
+            b = params[i][1]
+            while True:
+                bq = np.abs(np.floor(b * np.exp2(f_in[i] + f_w[i]) + 0.5))
+                over = bq > cfg.bias_limit
+                if not over.any():
+                    break
+                f_w[i] = np.where(over, f_w[i] - 1, f_w[i])
+            if f_w[i].min() < f_out[i] - f_in[i]:
+                f_out[i] = f_in[i] + int(f_w[i].min())
+                changed = True
+        if not changed:
+            break
+    else:
+        raise RuntimeError("scale constraints did not converge")
+
+    layers: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {}
+    scale: dict[int, int] = {}
+    for i, layer in enumerate(net.layers):
+        shape = list(net.shapes[i])
+        if isinstance(layer, Conv):
+            k = layer.size ** 2 * net.in_shape(i)[2]
+            if k > cfg.max_dot_terms:
+                raise ValueError(f"layer {i}: {k} terms per output exceed the provable accumulator "
+                                 f"bound {cfg.max_dot_terms} of acc_bits={cfg.acc_bits}")
+            w, b = params[i]
+            fw = f_w[i]
+            wq = intmath.quantize(w, fw[:, None, None, None], cfg.weight_bits, symmetric=True)
+            if opts.bias_correction:
+                b = b - _weight_error_bias(net, i, w, wq * np.exp2(-fw)[:, None, None, None], cal)
+            bq = np.clip(intmath.quantize(b, f_in[i] + fw, cfg.acc_bits), -cfg.bias_limit,
+                         cfg.bias_limit)
+            arrays[f"l{i}.weight"] = wq.transpose(0, 2, 3, 1).astype(np.int8)  # OHWI
+            arrays[f"l{i}.bias"] = bq.astype(np.int32)
+            arrays[f"l{i}.f_w"] = fw.astype(np.int8)
+            layers.append({"kind": "conv", "size": layer.size, "stride": layer.stride,
+                           "pad": layer.pad, "filters": layer.filters,
+                           "activation": layer.activation, "head": i in heads,
+                           "out_bits": cfg.head_bits if i in heads else cfg.act_bits,
+                           "f_in": f_in[i], "f_out": f_out[i], "shape": shape})
+            scale[i] = f_out[i]
+        elif isinstance(layer, YoloHead):
+            layers.append({"kind": "yolo", "anchors": [list(a) for a in layer.anchors],
+                           "classes": layer.classes, "region": layer.region, "shape": shape})
+        else:
+            scale[i] = _input_frac_bits(net, i, f_out)
+            entry: dict[str, Any] = {"kind": layer.kind, "f_out": scale[i], "shape": shape}
+            if isinstance(layer, MaxPool):
+                entry.update(size=layer.size, stride=layer.stride, padding=layer.padding)
+            elif isinstance(layer, Upsample):
+                entry.update(stride=layer.stride)
+            elif isinstance(layer, Route):
+                entry.update(layers=list(layer.layers))
+            layers.append(entry)
+    manifest = {
+        "input": {"shape": [net.height, net.width, net.channels],
+                  "frac_bits": intmath.INPUT_FRAC_BITS, "encoding": "pixel/255"},
+        "layers": layers,
+        "hw_config": cfg.to_dict(),
+        "hw_config_id": cfg.config_id_hex,
+        "quantization": {**asdict(opts), "calibration_images": cal.images},
+        "provenance": provenance or {},
+    }
+    bundle = Bundle(manifest, arrays).seal()
+    if log:
+        log(scale_table(bundle))
+    return bundle
+
+
+def _weight_error_bias(net: Network, i: int, w: np.ndarray, w_deq: np.ndarray,
+                       cal: Calibration) -> np.ndarray:
+    """Expected output shift from weight rounding: sum_k (w_q - w)[c, k] * E[x_k].
+
+    Bias correction in the spirit of Nagel et al. 2019 (data-free quantization), with
+    E[x] per input channel measured on the calibration images.
+    """
+    src = net.input_of(i)
+    mean_in = np.concatenate([cal.means[j] for j in src])
+    return np.einsum("oihw,i->o", w_deq - w, mean_in)
+
+
+def _input_frac_bits(net: Network, i: int, f_out: dict[int, int]) -> int:
+    roots = _root_convs(net, i - 1) if not isinstance(net.layers[i], Route) else \
+        [r for j in net.layers[i].layers for r in _root_convs(net, j)]
+    if not roots:
+        return intmath.INPUT_FRAC_BITS
+    return f_out[roots[0]]
+
+
+def scale_table(bundle: Bundle) -> str:
+    """One line per conv layer: f_in, f_w range, f_out, shift range."""
+    rows = ["layer  f_in  f_w      f_out  shift   bits"]
+    for i, layer in enumerate(bundle.layers):
+        if layer["kind"] == "conv":
+            fw, s = bundle.f_w(i), bundle.shift(i)
+            rows.append(f"{i:5d} {layer['f_in']:5d}  {fw.min():3d}..{fw.max():<3d} "
+                        f"{layer['f_out']:5d}  {s.min():2d}..{s.max():<3d} {layer['out_bits']:4d}")
+    return "\n".join(rows)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,49 @@
+"""Build a quantized bundle: `python -m sw.quantize --out yolo.npz [options]`.
+
+Calibrates power-of-two activation scales on a folder of images, quantizes weights
+(per output channel or per tensor) and biases, and writes the bundle atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hw.config import ConfigError, load_config
+from sw.bundle import BundleError
+from sw.darknet import DarknetError
+from sw.pipeline import CALIB_DIR, build_bundle
+from sw.postprocess import ImageError
+from sw.quant import ACT_METHODS, WEIGHT_GRANULARITY, QuantOptions, scale_table
+from sw.weights import WeightsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sw.quantize", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="bundle file to write (.npz)")
+    p.add_argument("--cfg", help="Darknet cfg (default: the pretrained Tiny-YOLOv3 cfg)")
+    p.add_argument("--weights", help="Darknet weights (default: fetched pretrained weights)")
+    p.add_argument("--calib", default=str(CALIB_DIR), help="folder of calibration images")
+    p.add_argument("--hw-config", help="HwConfig JSON (default: the default build)")
+    p.add_argument("--weight-scales", choices=WEIGHT_GRANULARITY, default="channel")
+    p.add_argument("--act-calib", choices=ACT_METHODS, default=QuantOptions().activations)
+    p.add_argument("--percentile", type=float, default=QuantOptions().percentile)
+    args = p.parse_args(argv)
+    try:
+        opts = QuantOptions(args.weight_scales, args.act_calib, args.percentile)
+        bundle = build_bundle(Path(args.out), args.cfg, args.weights, args.calib,
+                              load_config(args.hw_config), opts)
+    except (ValueError, ImageError, DarknetError, BundleError, ConfigError, WeightsError,
+            FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(scale_table(bundle))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""HwConfig: frozen, validated, serialisable, with a stable id."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from hw.config import DEFAULT, ConfigError, HwConfig, load_config
+
+
+def test_frozen_and_derived():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DEFAULT.array_rows = 4
+    assert DEFAULT.macs_per_cycle == DEFAULT.array_rows * DEFAULT.array_cols
+    assert (DEFAULT.act_min, DEFAULT.act_max, DEFAULT.weight_max) == (-128, 127, 127)
+    assert DEFAULT.max_product == 128 * 127
+    assert DEFAULT.max_shift == 31
+    # the accumulator bound holds for the longest Tiny-YOLOv3 reduction (3*3*512)
+    assert DEFAULT.max_dot_terms >= 4608
+    assert 4608 * DEFAULT.max_product + DEFAULT.bias_limit < 2 ** 31
+
+
+def test_id_is_stable_and_sensitive():
+    assert HwConfig().config_id == DEFAULT.config_id
+    assert HwConfig(array_rows=4).config_id != DEFAULT.config_id
+    assert HwConfig(uart_baud=3_000_000).config_id != DEFAULT.config_id
+    assert len(DEFAULT.config_id_hex) == 8 and 0 <= DEFAULT.config_id < 2 ** 32
+
+
+def test_json_round_trip(tmp_path):
+    cfg = HwConfig(array_rows=4, array_cols=4)
+    path = tmp_path / "hw.json"
+    cfg.save(path)
+    assert HwConfig.load(path) == cfg
+    assert load_config(path) == cfg and load_config(None) == DEFAULT
+    assert json.loads(path.read_text())["array_rows"] == 4
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"array_rows": 4,', "invalid JSON"),
+    ('{"array_rowz": 4}', "unknown HwConfig field(s): array_rowz"),
+    ('{"array_rows": 0}', "array_rows must be a positive integer"),
+    ('{"array_rows": "8"}', "array_rows must be a positive integer"),
+    ('{"act_bits": 4}', "int8"),
+    ('{"head_bits": 40}', "head_bits"),
+    ('[1, 2]', "JSON object"),
+])
+def test_bad_config_files(tmp_path, text, needle):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="bad.json") as e:
+        HwConfig.load(path)
+    assert needle in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        HwConfig.load(tmp_path / "nope.json")

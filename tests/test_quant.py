@@ -1,0 +1,76 @@
+"""PTQ with power-of-two scales."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw.config import HwConfig
+from sw.quant import QuantOptions, frac_bits_for_max
+from tests.conftest import small_bundle
+
+
+@pytest.mark.parametrize("m, bits, f", [(1.0, 8, 6), (127.0, 8, 0), (127.4, 8, 0),
+                                        (127.5, 8, -1), (0.99, 8, 7), (64.0, 8, 0),
+                                        (63.7, 8, 1), (63.9, 8, 0), (1000.0, 16, 5), (3e-6, 8, 25)])
+def test_frac_bits_for_max(m, bits, f):
+    assert frac_bits_for_max(m, bits) == f
+    hi = 2 ** (bits - 1) - 1
+    assert m * 2.0 ** f < hi + 0.5 <= m * 2.0 ** (f + 1)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="weights must be one of"):
+        QuantOptions(weights="row")
+    with pytest.raises(ValueError, match="activations must be one of"):
+        QuantOptions(activations="kl")
+    with pytest.raises(ValueError, match="percentile"):
+        QuantOptions(percentile=0)
+
+
+def test_per_tensor_weights_share_one_scale(small_net, small_model):
+    b = small_bundle(small_net, small_model, QuantOptions("tensor", "max"))
+    pc = small_bundle(small_net, small_model, QuantOptions("channel", "max"))
+    for i, layer in enumerate(b.layers):
+        if layer["kind"] == "conv":
+            assert len(set(b.f_w(i).tolist())) == 1
+            # per channel uses each channel's own range: never coarser than per tensor
+            assert (pc.f_w(i) >= b.f_w(i)).all()
+    assert any(len(set(pc.f_w(i).tolist())) > 1 for i in pc.head_indices)
+
+
+def test_weights_use_their_range(small_net, small_model):
+    b = small_bundle(small_net, small_model, QuantOptions("channel", "max"))
+    w = b.weight(0).astype(np.int64)
+    peak = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    assert (peak >= 64).all() and (peak <= 127).all()  # pow2 loses at most one bit
+
+
+def test_quantization_error_is_small(small_net, small_model):
+    """Dequantized weights and biases stay within half a step of the float values."""
+    b = small_bundle(small_net, small_model)
+    params = small_model.fused_params()
+    for i, layer in enumerate(b.layers):
+        if layer["kind"] != "conv":
+            continue
+        w, bias = params[i]
+        fw = b.f_w(i)
+        wq = b.weight(i).transpose(0, 3, 1, 2) * np.exp2(-fw)[:, None, None, None]
+        assert np.abs(wq - w).max() <= np.exp2(-fw).max() / 2 + 1e-12
+        bq = b.bias(i) * np.exp2(-(layer["f_in"] + fw))
+        assert np.abs(bq - bias).max() <= np.exp2(-(layer["f_in"] + fw)).max() / 2 + 1e-12
+
+
+def test_shift_range_respected_for_narrow_shift_config(small_net, small_model):
+    hw = HwConfig(shift_bits=3)  # max shift 7 forces the constraint loop to act
+    b = small_bundle(small_net, small_model, hw=hw)
+    assert b.manifest["hw_config_id"] == hw.config_id_hex
+    for i, layer in enumerate(b.layers):
+        if layer["kind"] == "conv":
+            assert 0 <= b.shift(i).min() and b.shift(i).max() <= 7
+
+
+def test_pretrained_bundle_route_scales(pretrained_bundle):
+    layers = pretrained_bundle.layers
+    assert layers[19]["f_out"] == layers[8]["f_out"] == layers[20]["f_out"]
+    assert layers[15]["out_bits"] == layers[22]["out_bits"] == HwConfig().head_bits
