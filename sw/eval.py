@@ -37,7 +37,7 @@ from sw.postprocess import (
     letterbox,
     load_image,
 )
-from sw.quant import QuantOptions
+from sw.quant import QUANTIZER_VERSION, QuantOptions
 from sw.weights import cache_dir
 
 EVAL_CONF = 0.005   # low threshold for mAP, as Darknet's map evaluation
@@ -97,18 +97,11 @@ def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
     return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
 
 
-def parse_variant(name: str) -> QuantOptions:
-    """WEIGHTS-ACTIVATIONS[-bc], e.g. channel-percentile or tensor-max-bc."""
-    parts = name.split("-")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "bc"):
-        raise ValueError("expected WEIGHTS-ACTIVATIONS or WEIGHTS-ACTIVATIONS-bc")
-    return QuantOptions(weights=parts[0], activations=parts[1], bias_correction=len(parts) == 3)
-
-
 def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
     hw = load_config(hw_path)
-    opts = parse_variant(name)
-    path = cache_dir() / "bundles" / f"eval-{Path(calib).name}-{name}-{hw.config_id_hex}.npz"
+    opts = QuantOptions.from_tag(name)
+    path = (cache_dir() / "bundles" /
+            f"eval-{Path(calib).name}-{name}-q{QUANTIZER_VERSION}-{hw.config_id_hex}.npz")
     if not path.exists():
         build_bundle(path, calib=calib, hw=hw, opts=opts)
     return Bundle.load(path, expect=hw)
@@ -198,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sw.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--ann", required=True, help="COCO-format instances.json for them")
-    p.add_argument("--variants", default="channel-percentile,tensor-max",
+    p.add_argument("--variants", default="channel-mse-bc,channel-max,tensor-max",
                    help="comma list of WEIGHTS-ACTIVATIONS[-bc] quantization variants, WEIGHTS "
                         "in channel|tensor, ACTIVATIONS in max|percentile|mse, -bc: bias "
                         "correction")
@@ -211,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         try:
-            parse_variant(v)
+            QuantOptions.from_tag(v)
         except ValueError as e:
             p.error(f"bad variant {v!r}: {e}")
     images, ann = Path(args.images), Path(args.ann)

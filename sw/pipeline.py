@@ -22,7 +22,7 @@ from sw.darknet import Network, YoloHead, load_cfg, read_weights
 from sw.golden import GoldenModel
 from sw.model import FakeQuantModel, FloatModel
 from sw.postprocess import Detection, HeadSpec, Letterbox, detect, letterbox, load_image
-from sw.quant import QuantOptions, calibrate, file_sha256, quantize_network
+from sw.quant import QUANTIZER_VERSION, QuantOptions, calibrate, file_sha256, quantize_network
 from sw.weights import cache_dir, default_cfg, fetch_weights
 
 __all__ = [
@@ -98,8 +98,8 @@ def build_bundle(out: Path, cfg: str | Path | None = None, weights: str | Path |
 
 
 def default_bundle_path(hw: HwConfig, opts: QuantOptions = QuantOptions()) -> Path:
-    tag = f"{opts.weights}-{opts.activations}"
-    return cache_dir() / "bundles" / f"yolov3-tiny-{tag}-{hw.config_id_hex}.npz"
+    name = f"yolov3-tiny-{opts.tag}-q{QUANTIZER_VERSION}-{hw.config_id_hex}.npz"
+    return cache_dir() / "bundles" / name
 
 
 def default_bundle(hw: HwConfig | None = None) -> Path:

@@ -30,16 +30,21 @@ from sw.model import FloatModel
 __all__ = ["Calibration", "QuantOptions", "calibrate", "frac_bits_for_max", "quantize_network"]
 
 ACT_METHODS = ("max", "percentile", "mse")
+#: Bumped whenever the quantizer's output for the same inputs changes; part of the
+#: cache key of built bundles, so a cached bundle never outlives the code that made it.
+QUANTIZER_VERSION = 1
 WEIGHT_GRANULARITY = ("channel", "tensor")
 
 
 @dataclass(frozen=True)
 class QuantOptions:
+    """PTQ choices. The defaults are the measured best (see README, "Accuracy")."""
+
     weights: str = "channel"        # "channel" or "tensor"
-    activations: str = "percentile"  # "max", "percentile" or "mse"
+    activations: str = "mse"        # "max", "percentile" or "mse"
     percentile: float = 99.99
     head_activations: str = "max"   # calibration of the detection heads' outputs
-    bias_correction: bool = False   # fold the mean weight-quantization error into the bias
+    bias_correction: bool = True    # fold the mean weight-quantization error into the bias
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_GRANULARITY:
@@ -49,6 +54,18 @@ class QuantOptions:
                 raise ValueError(f"{name} must be one of {ACT_METHODS}")
         if not 0 < self.percentile <= 100:
             raise ValueError("percentile must lie in (0, 100]")
+
+    @property
+    def tag(self) -> str:
+        """Short name: WEIGHTS-ACTIVATIONS[-bc], e.g. channel-mse-bc."""
+        return f"{self.weights}-{self.activations}" + ("-bc" if self.bias_correction else "")
+
+    @classmethod
+    def from_tag(cls, tag: str) -> QuantOptions:
+        parts = tag.split("-")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "bc"):
+            raise ValueError(f"{tag!r}: expected WEIGHTS-ACTIVATIONS or WEIGHTS-ACTIVATIONS-bc")
+        return cls(weights=parts[0], activations=parts[1], bias_correction=len(parts) == 3)
 
 
 def frac_bits_for_max(m: float, bits: int) -> int:
@@ -238,7 +255,8 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
         "layers": layers,
         "hw_config": cfg.to_dict(),
         "hw_config_id": cfg.config_id_hex,
-        "quantization": {**asdict(opts), "calibration_images": cal.images},
+        "quantization": {**asdict(opts), "calibration_images": cal.images,
+                         "quantizer_version": QUANTIZER_VERSION},
         "provenance": provenance or {},
     }
     bundle = Bundle(manifest, arrays).seal()

@@ -32,9 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-scales", choices=WEIGHT_GRANULARITY, default="channel")
     p.add_argument("--act-calib", choices=ACT_METHODS, default=QuantOptions().activations)
     p.add_argument("--percentile", type=float, default=QuantOptions().percentile)
+    p.add_argument("--no-bias-correction", action="store_true",
+                   help="skip the bias correction of weight rounding (on by default)")
     args = p.parse_args(argv)
     try:
-        opts = QuantOptions(args.weight_scales, args.act_calib, args.percentile)
+        opts = QuantOptions(args.weight_scales, args.act_calib, args.percentile,
+                            bias_correction=not args.no_bias_correction)
         bundle = build_bundle(Path(args.out), args.cfg, args.weights, args.calib,
                               load_config(args.hw_config), opts)
     except (ValueError, ImageError, DarknetError, BundleError, ConfigError, WeightsError,

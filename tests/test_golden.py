@@ -83,7 +83,8 @@ def _first_diff(a: np.ndarray, b: np.ndarray) -> str:
 
 
 @pytest.mark.parametrize("opts", [QuantOptions(), QuantOptions("tensor", "max"),
-                                  QuantOptions("channel", "mse", head_activations="percentile")])
+                                  QuantOptions("channel", "mse", head_activations="percentile"),
+                                  QuantOptions("channel", "percentile", bias_correction=False)])
 def test_golden_equals_fakequant_every_layer_small(small_net, small_model, opts):
     bundle = small_bundle(small_net, small_model, opts)
     golden, fq = GoldenModel(bundle), FakeQuantModel(bundle)

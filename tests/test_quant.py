@@ -28,6 +28,15 @@ def test_bad_options():
         QuantOptions(percentile=0)
 
 
+def test_option_tags_round_trip():
+    for tag in ("channel-mse-bc", "tensor-max", "channel-percentile"):
+        assert QuantOptions.from_tag(tag).tag == tag
+    assert QuantOptions().tag == "channel-mse-bc"
+    for bad in ("channel", "channel-mse-xx", "row-max", "channel-kl"):
+        with pytest.raises(ValueError):
+            QuantOptions.from_tag(bad)
+
+
 def test_per_tensor_weights_share_one_scale(small_net, small_model):
     b = small_bundle(small_net, small_model, QuantOptions("tensor", "max"))
     pc = small_bundle(small_net, small_model, QuantOptions("channel", "max"))
@@ -48,7 +57,7 @@ def test_weights_use_their_range(small_net, small_model):
 
 def test_quantization_error_is_small(small_net, small_model):
     """Dequantized weights and biases stay within half a step of the float values."""
-    b = small_bundle(small_net, small_model)
+    b = small_bundle(small_net, small_model, QuantOptions(bias_correction=False))
     params = small_model.fused_params()
     for i, layer in enumerate(b.layers):
         if layer["kind"] != "conv":
@@ -74,3 +83,30 @@ def test_pretrained_bundle_route_scales(pretrained_bundle):
     layers = pretrained_bundle.layers
     assert layers[19]["f_out"] == layers[8]["f_out"] == layers[20]["f_out"]
     assert layers[15]["out_bits"] == layers[22]["out_bits"] == HwConfig().head_bits
+
+
+def test_bias_correction_removes_mean_error_of_first_layer(small_net, small_model):
+    """Layer 0 sees the image itself: corrected biases cancel the mean weight error."""
+    import torch
+
+    from tests.conftest import random_images
+    imgs = random_images(4, small_net.width)
+    w, b = small_model.fused_params()[0]
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).double() / 255.0
+    pad = small_net.layers[0].pad
+
+    def mean_error(bundle):
+        fw = bundle.f_w(0)
+        wq = bundle.weight(0).transpose(0, 3, 1, 2) * np.exp2(-fw)[:, None, None, None]
+        bq = bundle.bias(0) * np.exp2(-(bundle.layers[0]["f_in"] + fw))
+        conv = torch.nn.functional.conv2d
+        ref = conv(x, torch.from_numpy(w), torch.from_numpy(b), padding=pad)
+        got = conv(x, torch.from_numpy(wq), torch.from_numpy(bq), padding=pad)
+        # interior only: the calibration means ignore the zero padding at the borders
+        return np.abs((got - ref)[:, :, 1:-1, 1:-1].mean(dim=(0, 2, 3)).numpy())
+
+    plain = mean_error(small_bundle(small_net, small_model,
+                                    QuantOptions("tensor", "max", bias_correction=False)))
+    corrected = mean_error(small_bundle(small_net, small_model,
+                                        QuantOptions("tensor", "max", bias_correction=True)))
+    assert corrected.mean() < 0.5 * plain.mean(), (plain, corrected)
