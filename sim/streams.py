@@ -21,9 +21,10 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from hw.config import HwConfig
+from hw.config import DEFAULT, HwConfig
 
 __all__ = [
+    "FRAME_CONFIGS",
     "Sink",
     "Source",
     "compare",
@@ -34,6 +35,15 @@ __all__ = [
     "start",
     "unpack",
 ]
+
+
+#: Configs the feature-map blocks (maxpool, window generator) are swept over: the default
+#: build, and a small one whose limits (width, channels, line buffer) the tests reach.
+FRAME_CONFIGS = {
+    "default": DEFAULT,
+    "small": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
+                      line_buffer_depth=256),
+}
 
 
 def config() -> HwConfig:

@@ -8,9 +8,10 @@ from typing import Any
 import cocotb
 import numpy as np
 import pytest
+from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, params, run_streams, start, unpack
 
-from hw.config import DEFAULT, HwConfig
+from hw.config import HwConfig
 from hw.linebuf import WindowGen, ref_windows, window_layout
 
 Frame = tuple[int, int, int, int, str]    # H, W, C, kernel size, data kind
@@ -81,13 +82,6 @@ async def windows_throughput(dut: Any) -> None:
         assert sink.cycles[-1] == walk + 2, (sink.cycles[-1], walk)
         if k == 1:
             assert sink.cycles[0] == 1 + 2, sink.cycles[:3]
-
-
-CONFIGS = {
-    "default": DEFAULT,
-    "small": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
-                      line_buffer_depth=256),
-}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

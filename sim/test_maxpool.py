@@ -8,9 +8,10 @@ from typing import Any
 import cocotb
 import numpy as np
 import pytest
+from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, params, run_streams, start
 
-from hw.config import DEFAULT, HwConfig
+from hw.config import HwConfig
 from hw.maxpool import MaxPool, maxpool_out_shape, ref_maxpool
 
 Frame = tuple[int, int, int, bool, str]    # H, W, C, stride2, data kind
@@ -82,13 +83,6 @@ async def maxpool_throughput(dut: Any) -> None:
         walk = h * w * c if s2 else (h + 1) * (w + 1) * c
         # First pixel shown in cycle 1; the last window completes at the walk's last step.
         assert sink.cycles[-1] == walk + 2, (sink.cycles[-1], walk)
-
-
-CONFIGS = {
-    "default": DEFAULT,
-    "small": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
-                      line_buffer_depth=256),
-}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
