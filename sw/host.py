@@ -41,7 +41,7 @@ from sw.postprocess import (
     save_image_atomic,
     to_coco_results,
 )
-from sw.weights import WeightsError, cache_dir
+from sw.weights import WeightsError, cache_dir, default_cfg, fetch_weights
 
 EXAMPLES = """examples:
   python sw/host.py --image dog.jpg                      # bundled sample, golden model
@@ -83,18 +83,24 @@ def resolve_images(arg: str) -> list[Path]:
 
 
 def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
+    """The bundle to run: --bundle, else one built (and cached) from cfg/weights/calib."""
     if args.bundle:
         return Bundle.load(args.bundle, expect=hw)
-    if not args.cfg and not args.weights:
+    if not args.cfg and not args.weights and Path(args.calib) == CALIB_DIR:
         return Bundle.load(default_bundle(hw), expect=hw)
-    if not (args.cfg and args.weights):
-        raise DarknetError("--cfg and --weights go together (or give --bundle)")
+    cfg = Path(args.cfg) if args.cfg else default_cfg()
+    weights = Path(args.weights) if args.weights else fetch_weights()
     h = hashlib.sha256()
-    for f in (args.cfg, args.weights):
-        h.update(Path(f).read_bytes())
-    path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:12]}-{hw.config_id_hex}.npz"
+    for f in (cfg, weights):
+        try:
+            h.update(f.read_bytes())
+        except OSError as e:
+            raise DarknetError(f"{f}: cannot read: {e.strerror}") from e
+    for f in image_files(args.calib):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:16]}-{hw.config_id_hex}.npz"
     if not path.exists():
-        build_bundle(path, args.cfg, args.weights, args.calib, hw)
+        build_bundle(path, cfg, weights, args.calib, hw)
     return Bundle.load(path, expect=hw)
 
 

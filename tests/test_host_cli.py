@@ -112,8 +112,8 @@ def test_bad_bundle_and_config(tmp_path, pretrained_bundle):
 
 
 def test_bad_cfg_and_weights(tmp_path):
-    r = host("--image", "dog.jpg", "--cfg", str(ROOT / "sw" / "data" / "yolov3-tiny.cfg"))
-    assert r.returncode == 2 and "--cfg and --weights go together" in r.stderr
+    r = host("--image", "dog.jpg", "--weights", str(tmp_path / "missing.weights"))
+    assert r.returncode == 2 and "missing.weights: cannot read" in r.stderr
     cfg = tmp_path / "bad.cfg"
     cfg.write_text("[net]\nwidth=416\nheight=416\n[convolutional]\nactivation=leaky\nfilters=x\n")
     (tmp_path / "w.weights").write_bytes(b"\0" * 64)
@@ -130,3 +130,18 @@ def test_argument_errors():
     assert r.returncode == 2 and "--conf" in r.stderr
     r = host("--image", "dog.jpg", "--backend", "fpga")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_own_calibration_folder_builds_its_own_bundle(tmp_path):
+    from sw.bundle import Bundle
+    from sw.weights import cache_dir
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for name in ("eagle.jpg", "horses.jpg"):
+        shutil.copy(ROOT / "assets" / name, calib / f"mine-{name}")
+    r = host("--image", "dog.jpg", "--calib", str(calib))
+    assert r.returncode == 0, r.stderr
+    assert "dog" in r.stdout
+    made = [Bundle.load(p) for p in (cache_dir() / "bundles").glob("custom-*.npz")]
+    assert any(b.manifest["provenance"]["calibration"] == ["mine-eagle.jpg", "mine-horses.jpg"]
+               for b in made)
