@@ -47,3 +47,45 @@ def test_sqnr():
     x = np.ones(100)
     assert sqnr_db(x, x) == math.inf
     assert abs(sqnr_db(x, x * 1.1) - 20.0) < 1e-9
+
+
+def test_eval_cli_end_to_end(tmp_path, pretrained, pretrained_bundle, capsys):
+    """Ground truth = the float model's own detections: float must score 1.0 on it."""
+    import json
+    import shutil
+
+    from sw.eval import AGREE_CONF, main
+    from sw.pipeline import CALIB_DIR, make_backend
+    from sw.postprocess import COCO80_TO_91, class_names, load_image
+
+    net, model = pretrained
+    backend = make_backend("float", net=net, model=model)
+    images, anns = [], []
+    (tmp_path / "imgs").mkdir()
+    for k, name in enumerate(("dog.jpg", "person.jpg"), 1):
+        shutil.copy(CALIB_DIR / name, tmp_path / "imgs" / name)
+        img = load_image(CALIB_DIR / name)
+        images.append({"id": k, "file_name": name, "width": img.shape[1],
+                       "height": img.shape[0]})
+        for d in backend.detect(img, AGREE_CONF)[0]:
+            anns.append({"id": len(anns) + 1, "image_id": k, "bbox": list(d.bbox),
+                         "category_id": COCO80_TO_91[d.class_id], "iscrowd": 0,
+                         "area": d.bbox[2] * d.bbox[3]})
+    cats = [{"id": c, "name": n} for c, n in zip(COCO80_TO_91, class_names(), strict=True)]
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    out = tmp_path / "report.json"
+    assert main(["--images", str(tmp_path / "imgs"), "--ann", str(ann), "--variants",
+                 "channel-mse-bc", "--json", str(out)]) == 0
+    rows = {r["backend"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["float"]["mAP50"] == pytest.approx(1.0)
+    int8 = rows["channel-mse-bc golden"]
+    assert 0.5 < int8["mAP50"] <= 1.0 and int8["fidelity50"] == pytest.approx(int8["mAP50"])
+    assert "| channel-mse-bc golden |" in capsys.readouterr().out
+
+
+def test_eval_cli_rejects_bad_variant(tmp_path):
+    from sw.eval import main
+    with pytest.raises(SystemExit) as e:
+        main(["--images", str(tmp_path), "--ann", str(tmp_path), "--variants", "row-max"])
+    assert e.value.code == 2
