@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
 
 
 def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limit: int | None,
-             hw_path: str | None, calib: str) -> dict:
+             hw_path: str | None, calib: str, bundles: Sequence[str] = ()) -> dict:
     gt = json.loads(ann.read_text())
     by_name = {img["file_name"]: img for img in gt["images"]}
     files = sorted(p for p in images.iterdir() if p.name in by_name)
@@ -119,11 +120,12 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
     gt = {**gt, "images": [by_name[p.name] for p in files]}
     net, model, _ = load_float()
     backends = {"float": make_backend("float", net=net, model=model)}
-    for v in variants:
-        b = variant_bundle(v, hw_path, calib)
-        backends[f"{v} golden"] = make_backend("golden", b)
+    named = [(v, variant_bundle(v, hw_path, calib)) for v in variants]
+    named += [(Path(p).stem, Bundle.load(p, expect=load_config(hw_path))) for p in bundles]
+    for name, b in named:
+        backends[f"{name} golden"] = make_backend("golden", b)
         if fakequant:
-            backends[f"{v} fakequant"] = make_backend("fakequant", b)
+            backends[f"{name} fakequant"] = make_backend("fakequant", b)
     dets = {k: [] for k in backends}
     stats = {k: {"sqnr": [], "matched": 0, "count": 0, "seconds": 0.0} for k in backends}
     fid_gt = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                         "in channel|tensor, ACTIVATIONS in max|percentile|mse, -bc: bias "
                         "correction")
     p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
+    p.add_argument("--bundle", action="append", default=[],
+                   help="also evaluate this bundle file (repeatable)")
     p.add_argument("--fakequant", action="store_true", help="also run the fake-quant model")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--hw-config", help="HwConfig JSON")
@@ -212,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if not f.exists():
             p.error(f"{f}: not found")
     report = evaluate(images, ann, variants, args.fakequant, args.limit, args.hw_config,
-                      args.calib)
+                      args.calib, args.bundle)
     print(markdown(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

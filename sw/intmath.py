@@ -94,12 +94,36 @@ def requant(acc: Any, shift: Any, leaky: bool, out_bits: int) -> Any:
     return saturate(pos, out_bits)
 
 
-def requant_real(acc_real: Any, f_out: int, leaky: bool, out_bits: int) -> Any:
+_STE_FLOOR: Any = None
+
+
+def ste_floor(t: Any) -> Any:
+    """torch.floor with a straight-through (identity) gradient; forward is exactly floor."""
+    global _STE_FLOOR
+    if _STE_FLOOR is None:
+        import torch
+
+        class SteFloor(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx: Any, x: Any) -> Any:
+                return torch.floor(x)
+
+            @staticmethod
+            def backward(ctx: Any, g: Any) -> Any:
+                return g
+
+        _STE_FLOOR = SteFloor
+    return _STE_FLOOR.apply(t)
+
+
+def requant_real(acc_real: Any, f_out: int, leaky: bool, out_bits: int,
+                 ste: bool = False) -> Any:
     """`requant` on real values: returns the output integers (as floats).
 
     acc_real is the accumulator's real value (acc * 2**-(f_x + f_w)); the result equals
     requant(acc, f_x + f_w - f_out, leaky, out_bits) exactly in float64. Rounding uses
-    floor(t + 1/2) so torch tensors can carry a straight-through gradient around it.
+    floor(t + 1/2); with `ste` (torch only) the floor passes gradients straight through
+    (quantization-aware training); the values are the same either way.
     """
     t = acc_real * float(2.0 ** f_out)
     if leaky:
@@ -107,7 +131,7 @@ def requant_real(acc_real: Any, f_out: int, leaky: bool, out_bits: int) -> Any:
     lo, hi = int_range(out_bits)
     if _is_torch(t):
         import torch
-        return torch.floor(t + 0.5).clamp(lo, hi)
+        return (ste_floor(t + 0.5) if ste else torch.floor(t + 0.5)).clamp(lo, hi)
     return np.clip(np.floor(t + 0.5), lo, hi)
 
 
