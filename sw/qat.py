@@ -153,3 +153,51 @@ def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray]
             log(f"  QAT step {step}/{opts.steps}: loss {np.mean(losses[-10:]):.4f} "
                 f"({time.time() - t0:.0f} s)")
     return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sw.qat --images DIR --out qat.npz`: distill a PTQ bundle on unlabeled images."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from hw.config import load_config
+    from sw.bundle import BundleError
+    from sw.pipeline import default_bundle, image_files, load_float, log
+    from sw.postprocess import ImageError, letterbox, load_image
+    from sw.weights import WeightsError
+
+    p = argparse.ArgumentParser(prog="python -m sw.qat", description=main.__doc__)
+    p.add_argument("--images", required=True, help="folder of unlabeled training images")
+    p.add_argument("--out", required=True, help="bundle file to write")
+    p.add_argument("--bundle", help="PTQ bundle to start from (default: the default bundle)")
+    p.add_argument("--hw-config", help="HwConfig JSON")
+    p.add_argument("--steps", type=int, default=QatOptions().steps)
+    p.add_argument("--batch", type=int, default=QatOptions().batch)
+    p.add_argument("--lr", type=float, default=QatOptions().lr)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch < 1 or not args.lr > 0:
+        p.error("--steps and --batch must be >= 1 and --lr > 0")
+    try:
+        hw = load_config(args.hw_config)
+        start = Bundle.load(args.bundle or default_bundle(hw), expect=hw)
+        _, teacher, _ = load_float()
+        size = start.input_shape[0]
+        files = image_files(args.images)
+        log(f"loading {len(files)} training images ...")
+        imgs = [letterbox(load_image(f), size)[0] for f in files]
+    except (BundleError, ImageError, FileNotFoundError, ValueError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    opts = QatOptions(steps=args.steps, batch=args.batch, lr=args.lr)
+    student = QATModel(teacher, start)
+    distill(student, teacher, imgs, opts, log)
+    bundle = student.export({"steps": opts.steps, "batch": opts.batch, "lr": opts.lr,
+                             "images": [f.name for f in files]})
+    bundle.save(Path(args.out))
+    log(f"QAT bundle written to {args.out} (hash {bundle.content_hash[:12]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
