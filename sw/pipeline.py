@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The public-domain Darknet sample photos shipped in the repo: demo and calibration set.
 CALIB_DIR = ROOT / "assets"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-BACKENDS = ("float", "fakequant", "golden")
+BACKENDS = ("float", "fakequant", "golden", "sim")
 
 
 def log(msg: str) -> None:
@@ -129,6 +129,8 @@ class Backend:
     size: int
     specs: list[HeadSpec]
     heads: Callable[[np.ndarray], list[np.ndarray]]
+    #: device backends: per image, the per-layer statistics of the run (sw.driver.LayerStats)
+    reports: list = field(default_factory=list)
 
     def detect(self, img: np.ndarray, conf: float = 0.25,
                nms: float = 0.45) -> tuple[list[Detection], Letterbox]:
@@ -145,8 +147,10 @@ def float_heads(model: FloatModel) -> Callable[[np.ndarray], list[np.ndarray]]:
 
 
 def make_backend(name: str, bundle: Bundle | None = None, model: FloatModel | None = None,
-                 net: Network | None = None) -> Backend:
-    """A backend by name; "float" needs (net, model), the others a bundle."""
+                 net: Network | None = None, port: str | None = None) -> Backend:
+    """A backend by name; "float" needs (net, model), the others a bundle. "sim" runs the
+    bundle on the device through sw/driver.py: the Verilator simulator, or the board on
+    serial `port`."""
     if name == "float":
         return Backend("float", net.width, head_specs(net), float_heads(model))
     if bundle is None:
@@ -163,4 +167,20 @@ def make_backend(name: str, bundle: Bundle | None = None, model: FloatModel | No
             outs = fq(intmath.quantize_input(lb))
             return [outs[i][0].permute(1, 2, 0).numpy() for i in bundle.head_indices]
         return Backend("fakequant", size, head_specs(bundle), run)
+    if name == "sim":
+        from sw.driver import Device, SerialLink, SimLink
+
+        hw = bundle.config
+        link = SerialLink(port, hw.uart_baud) if port else SimLink(hw)
+        dev = Device(link, timeout=30.0)
+        dev.identify(expect=hw)
+
+        def run_dev(lb: np.ndarray) -> list[np.ndarray]:
+            res = dev.run_network(bundle, intmath.quantize_input(lb), progress=log,
+                                  fuse_pool=True)
+            backend.reports.append(res.stats)
+            return [res.outputs[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
+                    for i in bundle.head_indices]
+        backend = Backend("board" if port else "sim", size, head_specs(bundle), run_dev)
+        return backend
     raise ValueError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")

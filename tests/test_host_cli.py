@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def host(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the CLI; the golden backend unless the call names one (the default, the
+    simulated RTL, takes minutes per frame: tests/test_driver.py and sim/ cover it)."""
+    if "--backend" not in args:
+        args = ("--backend", "golden", *args)
     return subprocess.run([sys.executable, str(ROOT / "sw" / "host.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": ""})

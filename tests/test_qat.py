@@ -9,7 +9,6 @@ from sw import intmath
 from sw.golden import GoldenModel
 from sw.model import FakeQuantModel
 from sw.qat import QATModel, QatOptions, distill
-
 from tests.conftest import random_images, small_bundle
 
 

@@ -1,0 +1,46 @@
+"""What a board file declares: platform, oscillator, pins, part capacity, programmer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from amaranth.build import Platform
+
+__all__ = ["Board", "Family"]
+
+#: FPGA families hw.build knows: "xc7" (Artix-7: MMCME2_BASE, synth_xilinx, Vivado) and
+#: "ecp5" (EHXPLLL, synth_ecp5, nextpnr-ecp5).
+Family = Literal["xc7", "ecp5"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board.
+
+    Resources are `(name, number)` pairs of the amaranth-boards platform. `capacity` is the
+    part's totals under the keys of the resource estimate of its family.
+    """
+
+    name: str
+    description: str
+    platform: type[Platform]
+    family: Family
+    clock: tuple[str, int]
+    clock_hz: int
+    reset: tuple[str, int] | None
+    uart: tuple[str, int]
+    leds: tuple[tuple[str, int], ...]
+    capacity: dict[str, int]
+    loader_board: str                       # openFPGALoader's `-b` name
+    hw_config: str | None = None            # default HwConfig JSON, next to the board file
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def vendor_toolchain(self) -> bool:
+        """True when the bitstream step needs a vendor tool (Vivado), not the open flow."""
+        return self.family == "xc7"
+
+    def default_config_path(self) -> Path | None:
+        return None if self.hw_config is None else Path(__file__).parent / self.hw_config

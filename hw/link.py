@@ -1,0 +1,260 @@
+"""Host link framing in gateware: frame receiver, reply framer, CRC-16 (sw/protocol.py).
+
+Every constant (sync bytes, maximum payload, error codes, CRC polynomial) comes from
+`sw.protocol`; the Amaranth enums below are built from its IntEnums, so the numbers exist
+once and still show as names in waveforms.
+"""
+
+from __future__ import annotations
+
+import enum as pyenum
+import types
+
+from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sw import protocol
+
+__all__ = ["ErrCode", "FrameReceiver", "FrameSender", "OpCode", "ReplyCode", "crc16_next",
+           "frame_info_layout", "reply_header_layout"]
+
+def _hw_enum(name: str, codes: type[pyenum.IntEnum]) -> type[enum.Enum]:
+    """An 8-bit Amaranth enum with the members of a sw.protocol IntEnum."""
+    def body(ns: dict) -> None:
+        for member in codes:
+            ns[member.name] = member.value
+    return types.new_class(name, (enum.Enum,), {"shape": 8}, body)
+
+
+#: The protocol's codes as Amaranth enums (values from sw.protocol, never retyped).
+OpCode = _hw_enum("OpCode", protocol.Op)
+ReplyCode = _hw_enum("ReplyCode", protocol.Reply)
+ErrCode = _hw_enum("ErrCode", protocol.Err)
+
+#: A received frame: its opcode byte, payload length, and why it failed (NONE if good).
+frame_info_layout = data.StructLayout({"opcode": 8, "length": 16, "error": ErrCode})
+#: A reply to send: reply code and payload length; the payload follows on `data`.
+reply_header_layout = data.StructLayout({"code": ReplyCode, "length": 16})
+
+
+def crc16_next(crc: Value, byte: Value) -> Value:
+    """`sw.protocol.crc16_update` as combinational logic (16-bit CRC, one byte).
+
+    The update is linear over GF(2), so each next-state bit is the XOR of the state and
+    byte bits whose unit vectors flip it (found by running the Python reference on them).
+    """
+    bits = []
+    for j in range(16):
+        terms = [crc[i] for i in range(16) if protocol.crc16_update(1 << i, 0) >> j & 1]
+        terms += [byte[i] for i in range(8) if protocol.crc16_update(0, 1 << i) >> j & 1]
+        bit = terms[0]
+        for t in terms[1:]:
+            bit = bit ^ t
+        bits.append(bit)
+    return Cat(*bits)
+
+
+class FrameReceiver(wiring.Component):
+    """Bytes in, checked frames out, payload in a buffer.
+
+    `rx` takes bytes. Bytes before SYNC are skipped. After a frame's last CRC byte (or as
+    soon as it is known to be bad: a length over `max_payload`, or a gap of more than
+    `timeout_cycles` between two bytes of one frame) the receiver shows one item on `frame`
+    (opcode, length, error) and stops taking bytes until that item is taken; while it is
+    shown, `rd_addr`/`rd_data` read the payload (synchronous read, one cycle latency).
+    A good frame has error NONE. After any item the receiver hunts for SYNC again, so the
+    bytes left of a frame with a bad length are skipped like garbage.
+    """
+
+    def __init__(self, max_payload: int, timeout_cycles: int) -> None:
+        if timeout_cycles < 2:
+            raise ValueError("timeout_cycles must be at least 2")
+        self.max_payload = max_payload
+        self.timeout_cycles = timeout_cycles
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "frame": Out(stream.Signature(frame_info_layout)),
+            "rd_addr": In(range(max_payload)),
+            "rd_data": Out(8),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port(transparent_for=())
+        m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
+
+        info = Signal(frame_info_layout)
+        crc = Signal(16)
+        crc_lo = Signal(8)
+        count = Signal(16)
+        byte = self.rx.payload
+        take = self.rx.valid & self.rx.ready
+        m.d.comb += self.frame.payload.eq(info)
+
+        # Inter-byte timeout: counts cycles since the last byte while inside a frame.
+        idle = Signal(range(self.timeout_cycles + 1))
+        in_frame = Signal()
+        timed_out = Signal()
+        with m.If(take | ~in_frame):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle != self.timeout_cycles):
+            m.d.sync += idle.eq(idle + 1)
+        m.d.comb += timed_out.eq(in_frame & (idle == self.timeout_cycles))
+
+        # CRC over opcode, length and payload bytes.
+        crc_on = Signal()
+        with m.If(take & crc_on):
+            m.d.sync += crc.eq(crc16_next(crc, byte))
+
+        # Payload bytes go to the buffer.
+        m.d.comb += [wr.addr.eq(count), wr.data.eq(byte)]
+
+        def finish(error: ErrCode) -> None:
+            m.d.sync += info.error.eq(error)
+            m.next = "HAVE_FRAME"
+
+        with m.FSM(name="rx_fsm"):
+            with m.State("SYNC0"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(take & (byte == protocol.SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += crc.eq(protocol.CRC_INIT)
+                    with m.If(byte == protocol.SYNC[1]):
+                        m.next = "OPCODE"
+                    with m.Elif(byte != protocol.SYNC[0]):
+                        m.next = "SYNC0"
+            with m.State("OPCODE"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    m.d.sync += info.opcode.eq(byte)
+                    m.next = "LEN_LO"
+            with m.State("LEN_LO"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    m.d.sync += info.length[:8].eq(byte)
+                    m.next = "LEN_HI"
+            with m.State("LEN_HI"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
+                length = Cat(info.length[:8], byte)
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    m.d.sync += [info.length[8:].eq(byte), count.eq(0)]
+                    with m.If(length > self.max_payload):
+                        finish(ErrCode.LENGTH_TOO_LONG)
+                    with m.Elif(length == 0):
+                        m.next = "CRC_LO"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    m.d.comb += wr.en.eq(1)
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count + 1 == info.length):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1)]
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    m.d.sync += crc_lo.eq(byte)
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1)]
+                with m.If(timed_out):
+                    finish(ErrCode.TIMEOUT)
+                with m.Elif(take):
+                    with m.If(Cat(crc_lo, byte) == crc):
+                        finish(ErrCode.NONE)
+                    with m.Else():
+                        finish(ErrCode.BAD_CRC)
+            with m.State("HAVE_FRAME"):
+                m.d.comb += self.frame.valid.eq(1)
+                with m.If(self.frame.ready):
+                    m.next = "SYNC0"
+        return m
+
+
+class FrameSender(wiring.Component):
+    """Reply framer: one `hdr` item (code, length), then `length` bytes on `data`, go out
+    on `tx` as SYNC, code, length, payload and CRC-16. `hdr` is taken when the frame's
+    first byte leaves; `tx.valid` never depends on `tx.ready`."""
+
+    def __init__(self) -> None:
+        super().__init__({
+            "hdr": In(stream.Signature(reply_header_layout)),
+            "data": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        code = Signal(8)
+        length = Signal(16)
+        count = Signal(16)
+        crc = Signal(16)
+        sent = self.tx.valid & self.tx.ready
+
+        # CRC over code, length and payload bytes as they leave.
+        crc_on = Signal()
+        with m.If(sent & crc_on):
+            m.d.sync += crc.eq(crc16_next(crc, self.tx.payload))
+
+        with m.FSM(name="tx_fsm"):
+            with m.State("IDLE"):
+                m.d.comb += [self.tx.valid.eq(self.hdr.valid), self.tx.payload.eq(protocol.SYNC[0]),
+                             self.hdr.ready.eq(self.tx.ready)]
+                with m.If(self.hdr.valid & self.tx.ready):
+                    m.d.sync += [code.eq(self.hdr.payload.code), length.eq(self.hdr.payload.length),
+                                 count.eq(0), crc.eq(protocol.CRC_INIT)]
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(protocol.SYNC[1])]
+                with m.If(sent):
+                    m.next = "CODE"
+            with m.State("CODE"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(code), crc_on.eq(1)]
+                with m.If(sent):
+                    m.next = "LEN_LO"
+            with m.State("LEN_LO"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(length[:8]), crc_on.eq(1)]
+                with m.If(sent):
+                    m.next = "LEN_HI"
+            with m.State("LEN_HI"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(length[8:]), crc_on.eq(1)]
+                with m.If(sent):
+                    with m.If(length == 0):
+                        m.next = "CRC_LO"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.tx.valid.eq(self.data.valid),
+                             self.tx.payload.eq(self.data.payload),
+                             self.data.ready.eq(self.tx.ready), crc_on.eq(1)]
+                with m.If(sent):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count + 1 == length):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[:8])]
+                with m.If(sent):
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[8:])]
+                with m.If(sent):
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,277 @@
+"""The host link protocol, defined once for the gateware (hw/link.py, hw/top.py) and the host
+(sw/driver.py). Pure Python on purpose (no Amaranth import). See docs/protocol.md.
+
+A frame on the wire, every multi-byte field little-endian:
+
+    SYNC0 SYNC1 | opcode (1) | length (2) | payload (length bytes) | crc (2)
+
+`crc` is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final xor;
+check value 0x29B1 for b"123456789") over opcode, length and payload. Requests carry an
+`Op`; replies carry a `Reply` code: `OK` with the request's result, `DATA` for one chunk of
+a long result (at most `MAX_PAYLOAD` bytes each, followed by an `OK`), `ERROR` with the
+payload (error code `Err`, offending opcode).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+__all__ = [
+    "FRAME_OVERHEAD",
+    "IDENTIFY_FORMAT",
+    "LAYER_FORMAT",
+    "MAX_PAYLOAD",
+    "PROTOCOL_VERSION",
+    "STATUS_FORMAT",
+    "SYNC",
+    "TIMEOUT_BYTE_TIMES",
+    "EngineFlag",
+    "Err",
+    "Feature",
+    "Frame",
+    "FrameDecoder",
+    "Identity",
+    "Op",
+    "ProtocolError",
+    "Reply",
+    "Status",
+    "crc16",
+    "crc16_update",
+    "default_timeout_cycles",
+    "encode_frame",
+]
+
+#: Bumped whenever a frame layout, opcode or payload format changes.
+PROTOCOL_VERSION = 1
+#: The two sync bytes that open every frame.
+SYNC = bytes((0xA5, 0x5A))
+#: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
+MAX_PAYLOAD = 1024
+#: Sync, opcode, length and CRC bytes around a payload.
+FRAME_OVERHEAD = len(SYNC) + 1 + 2 + 2
+#: The device aborts a frame whose next byte does not come within this many byte times
+#: at the config's UART rate (10 bits per byte).
+TIMEOUT_BYTE_TIMES = 50_000
+
+
+class Op(enum.IntEnum):
+    """Request opcodes (host to device)."""
+    IDENTIFY = 0x01      # -> OK Identity
+    STATUS = 0x02        # -> OK Status
+    ECHO = 0x03          # -> OK with the request's payload (link test)
+    LAYER_CONFIG = 0x10  # LAYER_FORMAT: set the engine's registers, arm a pass -> OK
+    LOAD_PARAMS = 0x11   # next bytes of the group's parameter stream -> OK
+    RUN = 0x12           # next input bytes -> DATA chunks of output, then OK with the rest
+
+
+class Reply(enum.IntEnum):
+    """Reply codes (device to host), in the opcode byte of a reply frame."""
+    OK = 0x80
+    ERROR = 0x81
+    DATA = 0x82
+
+
+class Err(enum.IntEnum):
+    """Error codes, first payload byte of an ERROR reply."""
+    NONE = 0x00
+    BAD_CRC = 0x01         # CRC mismatch: the frame was dropped, nothing executed
+    UNKNOWN_OPCODE = 0x02  # not an `Op`
+    LENGTH_TOO_LONG = 0x03  # length field > MAX_PAYLOAD: the rest of the frame is skipped
+    TIMEOUT = 0x04         # a frame stopped arriving mid-way (truncated)
+    BAD_LENGTH = 0x05      # the payload length is wrong for the opcode
+    UNSUPPORTED = 0x06     # a defined opcode this gateware build does not implement
+    CONFIG_MISMATCH = 0x07  # request made for another HwConfig
+    BUSY = 0x08            # LAYER_CONFIG while a pass is still running
+    NOT_ARMED = 0x09       # LOAD_PARAMS without an armed pass waiting for parameters, RUN
+                           # before the parameters are complete or with input after the end
+
+
+class Feature(enum.IntFlag):
+    """Bits of `Identity.features`."""
+    ENGINE = 0x01          # a layer engine answers LAYER_CONFIG / LOAD_PARAMS / RUN
+
+
+#: IDENTIFY reply payload: config_id, protocol version, gateware version, max payload,
+#: features, MAC array rows, MAC array cols.
+IDENTIFY_FORMAT = "<IBBHBBB"
+#: STATUS reply payload: cycles since reset (wraps at 2**32), good frames, bad frames
+#: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
+#: the last pass (from parameters complete to its end).
+STATUS_FORMAT = "<IHHBBI"
+#: LAYER_CONFIG payload: width, height, cin, cout, k3, leaky, head, pool (docs/engine.md).
+LAYER_FORMAT = "<HHHHBBBB"
+
+
+class EngineFlag(enum.IntFlag):
+    """Bits of `Status.engine`."""
+    BUSY = 0x01
+    DONE = 0x02
+    LOADED = 0x04
+    PARAM_ERR = 0x08
+
+
+class ProtocolError(ValueError):
+    """A frame or payload that does not follow the protocol."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    config_id: int
+    protocol_version: int
+    gateware_version: int
+    max_payload: int
+    features: Feature
+    array_rows: int
+    array_cols: int
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Identity:
+        if len(payload) != struct.calcsize(IDENTIFY_FORMAT):
+            raise ProtocolError(f"IDENTIFY reply has {len(payload)} bytes, expected "
+                                f"{struct.calcsize(IDENTIFY_FORMAT)}")
+        cid, pv, gv, mp, feat, rows, cols = struct.unpack(IDENTIFY_FORMAT, payload)
+        return cls(cid, pv, gv, mp, Feature(feat), rows, cols)
+
+    def encode(self) -> bytes:
+        return struct.pack(IDENTIFY_FORMAT, self.config_id, self.protocol_version,
+                           self.gateware_version, self.max_payload, int(self.features),
+                           self.array_rows, self.array_cols)
+
+
+@dataclass(frozen=True)
+class Status:
+    cycles: int
+    frames_ok: int
+    frames_bad: int
+    last_error: int
+    engine: int = 0
+    engine_cycles: int = 0
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Status:
+        if len(payload) != struct.calcsize(STATUS_FORMAT):
+            raise ProtocolError(f"STATUS reply has {len(payload)} bytes, expected "
+                                f"{struct.calcsize(STATUS_FORMAT)}")
+        cyc, ok, bad, err, eng, ecyc = struct.unpack(STATUS_FORMAT, payload)
+        return cls(cyc, ok, bad, err, EngineFlag(eng), ecyc)
+
+    def encode(self) -> bytes:
+        return struct.pack(STATUS_FORMAT, self.cycles, self.frames_ok, self.frames_bad,
+                           self.last_error, int(self.engine), self.engine_cycles)
+
+
+def default_timeout_cycles(uart_divisor: int) -> int:
+    """Inter-byte timeout (clock cycles) of a board build: TIMEOUT_BYTE_TIMES byte times
+    of 10 bits at `uart_divisor` cycles per bit."""
+    return TIMEOUT_BYTE_TIMES * 10 * uart_divisor
+
+
+# -- CRC-16/CCITT-FALSE ---------------------------------------------------------------
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+
+
+def crc16_update(crc: int, byte: int) -> int:
+    """One byte into the CRC register, MSB first (the gateware computes the same)."""
+    crc ^= (byte & 0xFF) << 8
+    for _ in range(8):
+        crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else (crc << 1)
+        crc &= 0xFFFF
+    return crc
+
+
+_TABLE = [crc16_update(0, b) for b in range(256)]
+
+
+def crc16(data: bytes, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE of `data` (check: crc16(b"123456789") == 0x29B1)."""
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+# -- frames -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Frame:
+    opcode: int
+    payload: bytes = b""
+
+    def encode(self) -> bytes:
+        return encode_frame(self.opcode, self.payload)
+
+
+def encode_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """The bytes of one frame; raises ProtocolError for a bad opcode or too long payload."""
+    if not 0 <= int(opcode) <= 0xFF:
+        raise ProtocolError(f"opcode {opcode} does not fit a byte")
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds MAX_PAYLOAD={MAX_PAYLOAD}"
+                            " (split it into chunks)")
+    body = struct.pack("<BH", int(opcode), len(payload)) + payload
+    return SYNC + body + struct.pack("<H", crc16(body))
+
+
+@dataclass
+class FrameDecoder:
+    """Incremental decoder: `feed` bytes as they arrive, get the complete good frames.
+
+    Bytes before a SYNC are skipped; a frame with a bad CRC or a length over MAX_PAYLOAD is
+    dropped (counted in `errors`, described in `last_error`) and the search for the next
+    SYNC starts at the byte after the dropped frame's first sync byte, so a frame hidden
+    behind garbage that looked like a header is still found. A partial frame stays
+    buffered (`pending`); the caller's timeout decides when it is truncated.
+    """
+
+    max_payload: int = MAX_PAYLOAD
+    errors: int = 0
+    skipped: int = 0
+    last_error: str = ""
+    _buf: bytearray = field(default_factory=bytearray)
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered towards a frame not yet complete."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        out: list[Frame] = []
+        while True:
+            start = self._buf.find(SYNC)
+            if start < 0:
+                # keep a trailing first sync byte: its partner may come with the next feed
+                keep = 1 if self._buf[-1:] == SYNC[:1] else 0
+                self.skipped += len(self._buf) - keep
+                del self._buf[:len(self._buf) - keep]
+                return out
+            self.skipped += start
+            del self._buf[:start]
+            if len(self._buf) < 5:
+                return out
+            opcode, length = struct.unpack_from("<BH", self._buf, 2)
+            if length > self.max_payload:
+                self._drop(f"length {length} > max payload {self.max_payload}")
+                continue
+            total = 5 + length + 2
+            if len(self._buf) < total:
+                return out
+            body = bytes(self._buf[2:5 + length])
+            (crc,) = struct.unpack_from("<H", self._buf, 5 + length)
+            if crc != crc16(body):
+                self._drop(f"bad CRC (got {crc:#06x}, computed {crc16(body):#06x}) on a "
+                           f"frame with opcode {opcode:#04x}, length {length}")
+                continue
+            out.append(Frame(opcode, body[3:]))
+            del self._buf[:total]
+
+    def _drop(self, why: str) -> None:
+        self.errors += 1
+        self.last_error = why
+        self.skipped += 1
+        del self._buf[:1]

@@ -1,0 +1,307 @@
+"""hw.build: CLI, clock plans, fit check, and the board trees it writes (no Vivado, no PnR)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from amaranth.sim import Simulator
+
+from boards import BOARDS
+from hw import build as hwb
+from hw.build import BoardCore, ClockError, check_fit, ecp5_pll, main, mmcm_plan, parse_nextpnr_fmax
+from hw.config import DEFAULT, HwConfig
+
+
+def _write_config(tmp_path: Path, **fields: int) -> Path:
+    path = tmp_path / "cfg.json"
+    HwConfig(**fields).save(path)
+    return path
+
+
+# -- CLI ----------------------------------------------------------------------------------
+
+def test_help_lists_boards(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name, board in BOARDS.items():
+        assert name in out and board.description in out
+    assert {"arty_a7", "arty_a7_100", "ulx3s_85f"} <= set(BOARDS)
+
+
+def test_unknown_board_exits_2_with_list(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--board", "de10_nano"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown board 'de10_nano'" in err
+    for name in BOARDS:
+        assert name in err
+
+
+def test_board_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    assert "--board" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read HwConfig"),
+    ("{not json", "invalid JSON"),
+    ('{"array_rowz": 8}', "unknown HwConfig field(s): array_rowz"),
+    ('{"act_bits": 4}', "the hardware is int8"),
+])
+def test_bad_hw_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        content: str | None, message: str) -> None:
+    path = tmp_path / "cfg.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as e:
+        main(["--board", "arty_a7", "--hw-config", str(path), "--build-dir",
+              str(tmp_path / "out")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--hw-config" in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_impossible_clock_fails_before_building(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write_config(tmp_path, clock_hz=600_000_000)
+    assert main(["--board", "arty_a7", "--hw-config", str(cfg), "--no-estimate",
+                 "--build-dir", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot make 600 MHz from 100 MHz" in err
+    assert not (tmp_path / "out" / "tinyyolo.v").exists()
+
+
+# -- board trees --------------------------------------------------------------------------
+
+def test_arty_tree_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))          # no vivado anywhere
+    out = tmp_path / "arty"
+    assert main(["--board", "arty_a7", "--no-estimate", "--build-dir", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "needs Vivado" in said and str(out) in said
+    for f in ("tinyyolo.v", "tinyyolo.tcl", "tinyyolo.xdc", "build_tinyyolo.sh"):
+        assert (out / f).stat().st_size > 0, f
+    assert not (out / "tinyyolo.bit").exists()
+    xdc = (out / "tinyyolo.xdc").read_text()
+    for pin in ("E3", "C2", "A9", "D10", "H5", "J5", "T9", "T10"):   # clk, rst, uart, leds
+        assert f"LOC {pin} " in xdc
+    assert "create_clock" in xdc and "-period 10.0" in xdc
+    assert "xc7a35ticsg324-1L" in (out / "tinyyolo.tcl").read_text()
+    verilog = (out / "tinyyolo.v").read_text()
+    assert "BUFG" in verilog and "MMCME2_BASE" not in verilog  # 100 MHz: no MMCM
+    assert HwConfig.load(out / "hw_config.json") == DEFAULT
+
+
+def test_arty_100_uses_its_config_and_an_mmcm(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    board_cfg = HwConfig.load(BOARDS["arty_a7_100"].default_config_path())
+    assert board_cfg.macs_per_cycle > DEFAULT.macs_per_cycle
+    cfg = _write_config(tmp_path, **{**board_cfg.to_dict(), "clock_hz": 50_000_000})
+    out = tmp_path / "a100"
+    assert main(["--board", "arty_a7_100", "--hw-config", str(cfg), "--no-estimate",
+                 "--build-dir", str(out)]) == 0
+    verilog = (out / "tinyyolo.v").read_text()
+    assert "MMCME2_BASE" in verilog
+    for param in (".CLKFBOUT_MULT_F(12.0)", ".CLKOUT0_DIVIDE_F(24.0)", ".DIVCLK_DIVIDE(32'd1)"):
+        assert param in verilog             # 100 MHz * 12 / 24 = 50 MHz
+    assert "xc7a100ticsg324-1L" in (out / "tinyyolo.tcl").read_text()
+
+
+def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
+    out = tmp_path / "ulx3s"
+    assert main(["--board", "ulx3s_85f", "--no-estimate", "--no-pnr",
+                 "--build-dir", str(out)]) == 0
+    lpf = (out / "tinyyolo.lpf").read_text()
+    for pin in ("G2", "R1", "M1", "L4", "B2"):
+        assert f'SITE "{pin}"' in lpf
+    il = (out / "tinyyolo.il").read_text()
+    assert "EHXPLLL" in il and "CLKFB_DIV" in il
+    assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
+
+
+# -- clock plans --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("f_out", [100_000_000, 50_000_000, 125_000_000, 150_000_000,
+                                   200_000_000, 83_333_333, 5_000_000])
+def test_mmcm_plan(f_out: int) -> None:
+    p = mmcm_plan(100_000_000, f_out)
+    assert abs(float(p.f_out) - f_out) <= 1e-4 * f_out
+    assert 600e6 <= p.f_vco <= 1200e6
+    assert 10e6 <= 100e6 / p.divclk <= 450e6
+    assert 1 <= p.divclk <= 106 and 2 <= p.mult <= 64 and 1 <= p.div <= 128
+
+
+def test_mmcm_plan_known_values() -> None:
+    assert (mmcm_plan(100_000_000, 200_000_000).mult, mmcm_plan(100_000_000, 200_000_000).div) \
+        == (12, 6)
+    assert float(mmcm_plan(100_000_000, 83_333_333).f_out) == pytest.approx(250e6 / 3)
+
+
+@pytest.mark.parametrize("f_out, message", [
+    (1_000_000, "4.69-464 MHz"), (600_000_000, "4.69-464 MHz"),
+    (101_234_567, "within 100 ppm"),
+])
+def test_mmcm_plan_impossible(f_out: int, message: str) -> None:
+    with pytest.raises(ClockError, match=message):
+        mmcm_plan(100_000_000, f_out)
+
+
+@pytest.mark.parametrize("f_out, want", [
+    (100_000_000, (1, 4, 6)), (50_000_000, (1, 2, 12)), (125_000_000, (1, 5, 5)),
+    (200_000_000, (1, 8, 3)),
+])
+def test_ecp5_pll(f_out: int, want: tuple[int, int, int]) -> None:
+    p = ecp5_pll(25_000_000, f_out)
+    assert (p.ref_div, p.fb_div, p.op_div) == want
+    assert p.f_out == f_out and 400e6 <= p.f_vco <= 800e6
+
+
+def test_ecp5_pll_fraction_and_impossible() -> None:
+    p = ecp5_pll(25_000_000, 83_333_333)
+    assert float(p.f_out) == pytest.approx(250e6 / 3) and 400e6 <= p.f_vco <= 800e6
+    with pytest.raises(ClockError, match="3.125-400 MHz"):
+        ecp5_pll(25_000_000, 450_000_000)
+    with pytest.raises(ClockError, match="nearest 12.5"):
+        ecp5_pll(25_000_000, 12_000_000)     # would need a 1 MHz phase detector
+
+
+def test_board_clock_straight_when_equal() -> None:
+    assert hwb.clock_plan(BOARDS["arty_a7"], 100_000_000) is None
+    assert hwb.clock_plan(BOARDS["ulx3s_85f"], 25_000_000) is None
+    assert isinstance(hwb.clock_plan(BOARDS["ulx3s_85f"], 100_000_000), hwb.EcpPll)
+
+
+# -- fit check ----------------------------------------------------------------------------
+
+def test_check_fit_synthetic() -> None:
+    cap = BOARDS["arty_a7"].capacity
+    assert check_fit({"LUT": 20_800, "FF": 1, "DSP48E1": 90, "BRAM36": 50}, cap) == []
+    problems = check_fit({"LUT": 100, "FF": 1, "DSP48E1": 128, "BRAM36": 50.5}, cap)
+    assert len(problems) == 2
+    assert problems[0].startswith("DSP48E1: 128 used > 90 available")
+    assert problems[1].startswith("BRAM36: 50.5 used > 50 available")
+    assert check_fit({"DSP48E1": 128}, BOARDS["arty_a7_100"].capacity) == []
+
+
+def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # Synthetic estimate (a 16x16 array's DSPs) instead of a slow synthesis.
+    monkeypatch.setattr(hwb, "estimate", lambda board, cfg: {
+        "LUT": 9000, "FF": 12000, "DSP48E1": 256, "BRAM36": 30})
+    out = tmp_path / "big"
+    assert main(["--board", "arty_a7", "--build-dir", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "does not fit Digilent Arty A7-35T" in captured.err
+    assert "DSP48E1: 256 used > 90 available" in captured.err
+    assert "| DSP48E1 | 256 | 90 | 284.4% |" in captured.out
+    report = json.loads((out / "resources.json").read_text())
+    assert report["fits"] is False and report["used"]["DSP48E1"] == 256
+    assert not (out / "tinyyolo.v").exists()
+
+
+def test_parse_nextpnr_fmax() -> None:
+    log = ("Info: Max frequency for clock '$glbnet$clk': 87.10 MHz (FAIL at 100.00 MHz)\n"
+           "Info: Max frequency for clock '$glbnet$clk': 112.45 MHz (PASS at 100.00 MHz)\n"
+           "Info: Max frequency for clock 'clk25_0__io': 250.00 MHz (PASS at 25.00 MHz)\n")
+    assert parse_nextpnr_fmax(log) == {"$glbnet$clk": (112.45, 100.0),
+                                       "clk25_0__io": (250.0, 25.0)}
+    assert parse_nextpnr_fmax("no timing here") == {}
+
+
+def test_critical_path_is_the_clock_report() -> None:
+    log = ("Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):\n"
+           "Info:   clk-to-q  5.61  5.61 Source engine.pool.rows.DOA4\n"
+           "Info:                          Defined in:\n"
+           "Info:                               /share/lattice/cells_map_trellis.v:108\n"
+           "Info:                               /work/main/hw/maxpool.py:138\n"
+           "Info: 10.64 ns logic, 9.76 ns routing\n\n"
+           "Info: Critical path report for cross-domain path 'posedge clk' -> '<async>':\n"
+           "Info: 1.49 ns logic, 5.26 ns routing\n")
+    assert hwb.critical_path(log).splitlines() == [
+        "Critical path report for clock '$glbnet$clk' (posedge -> posedge):",
+        "  clk-to-q  5.61  5.61 Source engine.pool.rows.DOA4",
+        "                              /work/main/hw/maxpool.py:138",
+        "10.64 ns logic, 9.76 ns routing"]
+    assert hwb.critical_path("nothing") == ""
+
+
+# -- status LEDs --------------------------------------------------------------------------
+
+def test_core_leds() -> None:
+    # A tiny clock keeps the stretch (clock_hz // 20 cycles) and heartbeat short.
+    cfg = HwConfig(clock_hz=200, uart_baud=100)
+    dut = BoardCore(cfg)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        await ctx.tick().repeat(4)
+        assert ctx.get(dut.leds[1]) == 0 and ctx.get(dut.leds[2]) == 0
+        assert ctx.get(dut.leds[0]) == 0
+        ctx.set(dut.rxd, 0)                 # one low cycle on the receive line
+        await ctx.tick()
+        ctx.set(dut.rxd, 1)
+        await ctx.tick().repeat(2)          # through the 2-stage synchronizer
+        assert ctx.get(dut.leds[1]) == 1
+        await ctx.tick().repeat(9)
+        assert ctx.get(dut.leds[1]) == 1
+        await ctx.tick()
+        assert ctx.get(dut.leds[1]) == 0
+        await ctx.tick().repeat(128 - 18)   # 8-bit heartbeat counter: MSB after 128 cycles
+        assert ctx.get(dut.leds[0]) == 0
+        await ctx.tick()
+        assert ctx.get(dut.leds[0]) == 1
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# -- programming --------------------------------------------------------------------------
+
+def _fake_loader(tmp_path: Path, rc: int, text: str) -> Path:
+    tool = tmp_path / "fake-openfpgaloader"
+    tool.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\necho "{text}"\nexit {rc}\n')
+    tool.chmod(0o755)
+    return tool
+
+
+def test_program_without_bitstream(tmp_path: Path) -> None:
+    with pytest.raises(hwb.BuildError, match="no bitstream .* need Vivado"):
+        hwb.program(BOARDS["arty_a7"], tmp_path)
+
+
+def test_program_loads_with_openfpgaloader(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
+    monkeypatch.setenv("OPENFPGALOADER", str(_fake_loader(tmp_path, 0, "done")))
+    hwb.program(BOARDS["ulx3s_85f"], tmp_path)
+    assert (tmp_path / "args").read_text().split() == ["-b", "ulx3s",
+                                                        str(tmp_path / "tinyyolo.bit")]
+
+
+def test_program_without_cable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
+    monkeypatch.setenv("OPENFPGALOADER",
+                       str(_fake_loader(tmp_path, 1, "unable to open ftdi device")))
+    with pytest.raises(hwb.BuildError, match="plugged in") as e:
+        hwb.program(BOARDS["arty_a7"], tmp_path)
+    assert "unable to open ftdi device" in str(e.value)
+
+
+def test_program_names_missing_system_libraries(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
+    monkeypatch.setenv("OPENFPGALOADER", str(_fake_loader(
+        tmp_path, 127, "error while loading shared libraries: libusb-1.0.so.0")))
+    with pytest.raises(hwb.BuildError, match="libusb-1.0-0 and libftdi1-2"):
+        hwb.program(BOARDS["ulx3s_85f"], tmp_path)

@@ -1,0 +1,342 @@
+"""sw/driver.py over SimLink: the Verilator simulator of DeviceTop behind a pipe.
+
+The simulator is built once (cached in sim/sim_build/) for the default HwConfig.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from hw.config import DEFAULT, HwConfig
+from hw.top import identity
+from sw import protocol
+from sw.driver import (
+    ConfigMismatchError,
+    Device,
+    DeviceError,
+    Link,
+    LinkError,
+    LinkTimeout,
+    SerialLink,
+    SimLink,
+)
+from sw.protocol import MAX_PAYLOAD, SYNC, Err, Frame, FrameDecoder, Op, Reply, encode_frame
+
+
+@pytest.fixture(scope="module")
+def link():
+    with SimLink(DEFAULT) as lk:
+        yield lk
+    assert lk.cycles and lk.cycles > 0
+
+
+@pytest.fixture
+def dev(link):
+    return Device(link, timeout=5.0, retries=1)
+
+
+def exchange(link: Link, wire: bytes, n: int, timeout: float = 5.0) -> list[Frame]:
+    """Write raw bytes, collect `n` reply frames (fails on a timeout)."""
+    link.write(wire)
+    dec = FrameDecoder()
+    got: list[Frame] = []
+    while len(got) < n:
+        data = link.read(timeout)
+        assert data, f"timeout: got {len(got)} of {n} replies"
+        got += dec.feed(data)
+    assert dec.errors == 0, dec.last_error
+    assert len(got) == n and not link.read(0.05), "more replies than requests"
+    return got
+
+
+def error(code: Err, opcode: int) -> Frame:
+    return Frame(Reply.ERROR, bytes([code, opcode]))
+
+
+def test_identify(dev):
+    ident = dev.identify(DEFAULT)
+    assert ident == identity(DEFAULT)
+    assert ident.config_id == DEFAULT.config_id and ident.max_payload == MAX_PAYLOAD
+    assert ident.array_rows == DEFAULT.array_rows
+
+
+def test_config_mismatch_refused(dev):
+    other = HwConfig(array_rows=4, array_cols=4)
+    msg = f"{DEFAULT.config_id_hex} differs from the expected {other.config_id_hex}"
+    with pytest.raises(ConfigMismatchError, match=msg):
+        dev.identify(other)
+    with pytest.raises(ConfigMismatchError):
+        dev.identify(DEFAULT.config_id ^ 1)
+
+
+def test_status_counts_frames_and_cycles(dev, link):
+    before = dev.status()
+    exchange(link, encode_frame(0x77), 1)
+    after = dev.status()
+    assert after.frames_ok == before.frames_ok + 1      # the first STATUS
+    assert after.frames_bad == before.frames_bad + 1
+    assert after.last_error == Err.UNKNOWN_OPCODE
+    assert after.cycles > before.cycles
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, MAX_PAYLOAD])
+def test_echo(dev, n):
+    payload = bytes(random.Random(n).randrange(256) for _ in range(n))
+    assert dev.echo(payload) == payload
+
+
+def test_error_replies_then_resync(link):
+    good = encode_frame(Op.IDENTIFY)
+    ident = Frame(Reply.OK, identity(DEFAULT).encode())
+    bad_crc = bytearray(encode_frame(Op.ECHO, b"abc"))
+    bad_crc[-1] ^= 0xFF
+    too_long = SYNC + struct.pack("<BH", Op.ECHO, MAX_PAYLOAD + 1) + bytes(8)
+    cases = [
+        (bytes(bad_crc), error(Err.BAD_CRC, Op.ECHO)),
+        (encode_frame(0x55, b"zz"), error(Err.UNKNOWN_OPCODE, 0x55)),
+        (encode_frame(Op.STATUS, b"x"), error(Err.BAD_LENGTH, Op.STATUS)),
+        (encode_frame(Op.RUN, b"x"), error(Err.NOT_ARMED, Op.RUN)),
+        (encode_frame(Op.LAYER_CONFIG, b"x"), error(Err.BAD_LENGTH, Op.LAYER_CONFIG)),
+        (too_long, error(Err.LENGTH_TOO_LONG, Op.ECHO)),
+        (b"\x00\x13\xa5\xa5\x99" + b"\xff" * 9, None),      # garbage: skipped, no reply
+    ]
+    for wire, reply in cases:
+        want = [reply, ident] if reply else [ident]
+        assert exchange(link, wire + good, len(want)) == want, wire.hex()
+
+
+def test_truncated_frame_times_out_then_resyncs(link):
+    frame = encode_frame(Op.ECHO, b"hello")
+    ident = Frame(Reply.OK, identity(DEFAULT).encode())
+    # the truncated frame stalls; the device gives up after SIM_TIMEOUT_CYCLES of silence
+    assert exchange(link, frame[:-3], 1) == [error(Err.TIMEOUT, Op.ECHO)]
+    assert exchange(link, encode_frame(Op.IDENTIFY), 1) == [ident]
+
+
+def test_random_corruption_no_hang_no_wrong_result(link):
+    """Corrupted requests get error replies or none, never a wrong OK, and the device
+    always answers a following IDENTIFY (with the driver's retries: a corrupted length
+    may swallow the first one)."""
+    rng = random.Random(1)
+    dev = Device(link, timeout=2.0, retries=2)
+    errors = 0
+    for trial in range(40):
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 24)))
+        wire = bytearray(encode_frame(Op.ECHO, payload))
+        for _ in range(rng.randrange(1, 3)):
+            wire[rng.randrange(len(wire))] ^= 1 << rng.randrange(8)
+        if rng.random() < 0.3:
+            del wire[rng.randrange(len(wire)):]        # truncated as well
+        link.write(bytes(wire))
+        dec = FrameDecoder()
+        got: list[Frame] = []
+        while data := link.read(0.15):                  # replies to the corrupted bytes
+            got += dec.feed(data)
+        assert dec.errors == 0, dec.last_error
+        for f in got:                                  # a flipped sync bit can leave it intact
+            assert f.opcode == Reply.ERROR or f == Frame(Reply.OK, payload), (trial, f)
+        errors += sum(f.opcode == Reply.ERROR for f in got)
+        assert dev.identify(DEFAULT) == identity(DEFAULT), trial
+    assert errors >= 15
+
+
+def test_device_errors_are_clear(dev):
+    with pytest.raises(DeviceError, match="NOT_ARMED.*LOAD_PARAMS"):
+        dev.request(Op.LOAD_PARAMS, b"\x00")
+
+
+class _DeafLink(Link):
+    name = "deaf link"
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def read(self, timeout: float) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+class _ScriptLink(_DeafLink):
+    """Answers each write with the next scripted bytes."""
+
+    def __init__(self, replies: list[bytes]) -> None:
+        super().__init__()
+        self.replies = replies
+        self.queue = b""
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.queue += self.replies.pop(0)
+
+    def read(self, timeout: float) -> bytes:
+        out, self.queue = self.queue, b""
+        return out
+
+
+def test_retries_are_bounded():
+    lk = _DeafLink()
+    with pytest.raises(LinkTimeout, match="IDENTIFY on deaf link: no reply.*3 attempts"):
+        Device(lk, timeout=0.01, retries=2).identify()
+    assert lk.writes == 3
+
+
+def test_retry_after_transmission_error():
+    ok = encode_frame(Reply.OK, protocol.Status(5, 1, 1, 1).encode())
+    lk = _ScriptLink([encode_frame(Reply.ERROR, bytes([Err.BAD_CRC, Op.STATUS])), ok])
+    dev = Device(lk, timeout=0.5, retries=1)
+    assert dev.status().cycles == 5 and dev.retried == 1 and lk.writes == 2
+    lk = _ScriptLink([encode_frame(0x55, b"?")])
+    with pytest.raises(LinkError, match="unexpected reply code 0x55"):
+        Device(lk, timeout=0.5, retries=0).status()
+
+
+def test_serial_link_errors_clearly():
+    try:
+        import serial  # noqa: F401
+    except ImportError:
+        with pytest.raises(LinkError, match="pip install pyserial"):
+            SerialLink("/dev/does-not-exist", 115200)
+    else:
+        with pytest.raises(LinkError, match="cannot open serial port /dev/does-not-exist"):
+            SerialLink("/dev/does-not-exist", 115200)
+
+
+# -- the layer engine behind the link ---------------------------------------------------
+@pytest.mark.parametrize("h,w,cin,cout,k,leaky,head,pool", [
+    (5, 6, 10, 12, 3, True, False, 0),      # 3x3, cin and cout past one array tile
+    (4, 4, 16, 9, 1, False, True, 0),       # 1x1 detection head: int16 on the link
+    (6, 6, 3, 8, 3, True, False, 1),        # fused 2x2 stride-2 max pool
+    (5, 5, 8, 4, 3, False, False, 2),       # stride-1 max pool (Darknet border rule)
+    (40, 40, 1, 1, 3, True, False, 0),      # 1600 outputs: DATA frames plus the final OK
+])
+def test_engine_pass_matches_golden(dev, h, w, cin, cout, k, leaky, head, pool):
+    from hw.engine import engine_cycles, ref_engine
+
+    rng = np.random.default_rng(h * 1000 + cin)
+    x = rng.integers(-128, 128, (h, w, cin)).astype(np.int8)
+    wt = rng.integers(-127, 128, (cout, k, k, cin)).astype(np.int8)
+    b = rng.integers(-3000, 3000, cout).astype(np.int32)
+    sh = rng.integers(4, 10, cout)
+    y, cycles = dev.run_group(x, wt, b, sh, leaky=leaky, head=head, pool=pool, cfg=DEFAULT)
+    want = ref_engine(x, wt, b, sh, leaky=leaky, head=head, pool=pool, cfg=DEFAULT)
+    assert y.shape == want.shape and np.array_equal(y.astype(np.int64), want)
+    # the link feeds the input with gaps (frames, 2 cycles per byte): stalls only add
+    assert cycles >= 0.99 * engine_cycles(DEFAULT, h, w, cin, cout, k, pool)
+    assert dev.status().engine & protocol.EngineFlag.DONE
+
+
+def test_engine_order_errors(dev):
+    from hw.engine import ref_engine
+
+    x = np.ones((2, 2, 1), np.int8)
+    wt = np.ones((1, 1, 1, 1), np.int8)
+    dev.run_group(x, wt, np.zeros(1, np.int32), np.zeros(1), leaky=False, head=False, cfg=DEFAULT)
+    with pytest.raises(DeviceError, match="NOT_ARMED.*RUN"):
+        dev.request(Op.RUN, b"\x00", idempotent=False)
+    dev.request(Op.LAYER_CONFIG, struct.pack(protocol.LAYER_FORMAT, 2, 2, 1, 1, 0, 0, 0, 0))
+    with pytest.raises(DeviceError, match="BUSY.*LAYER_CONFIG"):
+        dev.request(Op.LAYER_CONFIG, struct.pack(protocol.LAYER_FORMAT, 2, 2, 1, 1, 0, 0, 0, 0))
+    with pytest.raises(DeviceError, match="NOT_ARMED.*RUN"):
+        dev.request(Op.RUN, b"\x00", idempotent=False)     # parameters not complete yet
+    # finish the pass so the device is clean for the next test
+    dev.request(Op.LOAD_PARAMS, bytes([1, 0, 0, 0, 0, 0]), idempotent=False)
+    out = dev.request(Op.RUN, bytes([2, 3, 4, 5]), idempotent=False)
+    while len(out) < 4:
+        out += dev.request(Op.RUN, b"", idempotent=False)
+    want = ref_engine(np.array([2, 3, 4, 5], np.int8).reshape(2, 2, 1), wt, np.zeros(1),
+                      np.zeros(1), leaky=False, head=False, pool=0, cfg=DEFAULT)
+    assert list(np.frombuffer(out, np.int8)) == list(want.reshape(-1))
+
+
+def test_run_network_matches_golden(link, small_net, small_model):
+    from sw import intmath
+    from sw.golden import GoldenModel
+
+    from .conftest import random_images, small_bundle
+
+    bundle = small_bundle(small_net, small_model)
+    xq = intmath.quantize_input(random_images(1, small_net.width, seed=4)[0])
+    dev = Device(link, timeout=10.0)
+    run = dev.run_network(bundle, xq)
+    want = GoldenModel(bundle).run(xq)
+    assert len(run.outputs) == len(want)
+    for i, (a, e) in enumerate(zip(run.outputs, want, strict=True)):
+        assert a.shape == e.shape and np.array_equal(a.astype(np.int64), e.astype(np.int64)), i
+    convs = [i for i, layer in enumerate(bundle.layers) if layer["kind"] == "conv"]
+    assert [s.layer for s in run.stats] == convs
+    for s in run.stats:
+        assert s.cycles >= 0.99 * s.model_cycles > 0 and 0 < s.utilization <= 1
+        assert s.bytes_out > 0 and s.bytes_in > 0
+    # with fused max pools: the same outputs, the fused convs' own outputs left out
+    fused = dev.run_network(bundle, xq, fuse_pool=True)
+    pools = {s.layer: s.pool for s in fused.stats if s.pool}
+    assert 1 in pools.values()                  # (its stride-1 pool follows a route source)
+    for i, (a, e) in enumerate(zip(fused.outputs, want, strict=True)):
+        if i in pools:
+            assert a is None
+        else:
+            assert np.array_equal(a.astype(np.int64), e.astype(np.int64)), i
+    assert sum(s.bytes_in for s in fused.stats) < sum(s.bytes_in for s in run.stats)
+
+
+def test_run_network_refuses_other_config(link, small_net, small_model):
+    from .conftest import small_bundle
+
+    bundle = small_bundle(small_net, small_model, hw=HwConfig(array_rows=4, array_cols=4))
+    x = np.zeros(bundle.input_shape, np.int8)
+    with pytest.raises(ConfigMismatchError):
+        Device(link).run_network(bundle, x)
+
+
+def test_sim_backend_equals_golden(small_net, small_model):
+    """The pipeline's "sim" backend gives the golden backend's head outputs exactly."""
+    from sw.pipeline import make_backend
+
+    from .conftest import random_images, small_bundle
+
+    bundle = small_bundle(small_net, small_model)
+    img = random_images(1, small_net.width, seed=9)[0]
+    sim, gold = make_backend("sim", bundle), make_backend("golden", bundle)
+    for a, e in zip(sim.heads(img), gold.heads(img), strict=True):
+        assert np.array_equal(a, e)
+
+
+def test_run_group_rejects_what_the_engine_cannot_run(dev):
+    x = np.zeros((4, 4, 256), np.int8)
+    sent = dev.bytes_out
+    with pytest.raises(ValueError, match="exceeds the engine's group size 16"):
+        dev.run_group(x, np.zeros((17, 3, 3, 256), np.int8), np.zeros(17), np.zeros(17),
+                      leaky=True, head=False, cfg=DEFAULT)
+    with pytest.raises(ValueError, match="pools only int8"):
+        dev.run_group(x, np.zeros((1, 1, 1, 256), np.int8), np.zeros(1), np.zeros(1),
+                      leaky=False, head=True, pool=1, cfg=DEFAULT)
+    assert dev.bytes_out == sent                  # refused before anything was sent
+
+
+def test_host_cli_sim_backend_errors(pretrained_bundle):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    host = Path(__file__).resolve().parent.parent / "sw" / "host.py"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(host), "--image", "dog.jpg", *args],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": ""})
+
+    r = run("--backend", "golden", "--port", "/dev/does-not-exist")
+    assert r.returncode == 2 and "--port needs --backend sim" in r.stderr
+    r = run("--port", "/dev/does-not-exist")  # the default backend is sim
+    assert r.returncode == 2
+    assert "pip install pyserial" in r.stderr or "cannot open serial port" in r.stderr

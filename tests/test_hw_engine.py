@@ -1,0 +1,152 @@
+"""Quick Amaranth-simulator check of hw.engine.LayerEngine against ref_engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.config import HwConfig
+from hw.engine import LayerEngine, group_params, group_size, param_bytes, ref_engine
+
+CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
+               line_buffer_depth=64, weight_mem_bytes=1152)
+
+
+def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
+    return list(group_params(w, b, shift))
+
+
+def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: bool,
+         head: bool, pool: int, extra: int = 0,
+         stall: float = 0.0) -> tuple[list[int], int, int]:
+    dut = LayerEngine(CFG)
+    h, wd, cin = x.shape
+    cout, k = w.shape[:2]
+    want = ref_engine(x, w, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG).size
+    got: list[int] = []
+    status: list[int] = []
+
+    async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
+        for port, v in ((dut.width, wd), (dut.height, h), (dut.cin, cin), (dut.cout, cout),
+                        (dut.k3, int(k == 3)), (dut.leaky, int(leaky)),
+                        (dut.head, int(head)), (dut.pool, pool)):
+            ctx.set(port, v)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        prm = param_stream(w, b, shift) + [0] * extra
+        assert len(prm) == param_bytes(k, cin, cout) + extra
+        pixels = [int(v) for v in x.reshape(-1)]
+        rng = np.random.default_rng(len(pixels))
+        drain = 20
+        for _ in range(60_000):
+            ctx.set(dut.o.ready, int(rng.random() >= stall))
+            show = rng.random() >= stall
+            ctx.set(dut.params.valid, int(bool(prm) and show))
+            if prm:
+                ctx.set(dut.params.payload, prm[0])
+            ctx.set(dut.i.valid, int(bool(pixels) and show))
+            if pixels:
+                ctx.set(dut.i.payload, pixels[0])
+            _, _, p_rdy, i_rdy, valid, ready, payload, done = await ctx.tick().sample(
+                dut.params.ready, dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload,
+                dut.done)
+            if prm and p_rdy and show:
+                prm.pop(0)
+            if pixels and i_rdy and show:
+                pixels.pop(0)
+            if valid and ready:
+                got.append(payload)
+            if done:
+                drain -= 1
+                if not drain:
+                    break
+        status.extend([ctx.get(dut.param_err), ctx.get(dut.cycles)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) == want
+    return got, status[0], status[1]
+
+
+@pytest.mark.parametrize(("h", "w", "cin", "cout", "k", "leaky", "head", "pool"), [
+    (3, 4, 3, 5, 3, True, False, 0),
+    (4, 4, 6, 4, 3, False, True, 0),
+    (4, 5, 2, 3, 1, True, False, 1),
+    (3, 3, 5, 6, 3, True, False, 2),
+    (5, 7, 3, 6, 3, True, False, 2),
+])
+def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, leaky: bool,
+                                  head: bool, pool: int) -> None:
+    assert cout <= group_size(CFG, k, cin)
+    rng = np.random.default_rng(h * 100 + cin * 10 + cout)
+    x = rng.integers(-128, 128, (h, w, cin))
+    wt = rng.integers(-127, 128, (cout, k, k, cin))
+    b = rng.integers(-3000, 3000, cout)
+    shift = rng.integers(4, 10, cout)
+    got, err, cycles = _run(x, wt, b, shift, leaky, head, pool, stall=0.3)
+    want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG)
+    assert got == want.reshape(-1).tolist()
+    assert err == 0 and cycles > 0
+
+
+def test_extra_param_bytes_set_error() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (2, 3, 2))
+    wt = rng.integers(-127, 128, (4, 1, 1, 2))
+    b, shift = rng.integers(-100, 100, 4), np.full(4, 3)
+    got, err, _ = _run(x, wt, b, shift, True, False, 0, extra=3)
+    assert got == ref_engine(x, wt, b, shift, leaky=True, head=False, pool=0,
+                             cfg=CFG).reshape(-1).tolist()
+    assert err == 1
+
+
+def test_group_size() -> None:
+    # 1152 bytes = 72 words of 4x4; 3x3 with 16 channels: 36 words per row block.
+    assert group_size(CFG, 3, 16) == 8
+    assert group_size(CFG, 3, 3) == 16       # 3 channels pad to 4; capped by max_group
+    assert group_size(CFG, 1, 16) == 16      # capped by max_group (max_in_channels)
+    assert group_size(HwConfig(), 3, 512) == 8
+    assert group_size(HwConfig(), 3, 128) == 32
+    assert group_size(HwConfig(), 3, 3) == 512
+
+
+def test_group_params_layout() -> None:
+    w = np.arange(-6, 6).reshape(2, 1, 1, 6)
+    raw = group_params(w, np.array([1, -2]), np.array([3, 31]))
+    assert raw[:12] == bytes(v & 0xFF for v in range(-6, 6))
+    assert raw[12:20] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
+    assert raw[20:] == bytes([3, 31]) and len(raw) == param_bytes(1, 6, 2)
+
+
+def test_weights_past_memory_set_error() -> None:
+    """cout above the group limit: the weights overflow the memory and raise param_err."""
+    cin, cout = 16, 12
+    assert cout > group_size(CFG, 3, cin)
+    dut = LayerEngine(CFG)
+    flags: list[int] = []
+
+    async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
+        for port, v in ((dut.width, 4), (dut.height, 4), (dut.cin, cin), (dut.cout, cout),
+                        (dut.k3, 1)):
+            ctx.set(port, v)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.params.valid, 1)
+        for n in range(param_bytes(3, cin, cout)):
+            if n == 36 * 4 * 4 * 2:            # the first two row blocks fill the memory
+                flags.append(ctx.get(dut.param_err))
+            await ctx.tick()
+        ctx.set(dut.params.valid, 0)
+        await ctx.tick()
+        flags.extend([ctx.get(dut.param_err), ctx.get(dut.loaded)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert flags == [0, 1, 1]

@@ -1,0 +1,165 @@
+"""sw/protocol.py: CRC vectors, frame round trips, resync after garbage, truncation."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from sw.protocol import (
+    MAX_PAYLOAD,
+    SYNC,
+    TIMEOUT_BYTE_TIMES,
+    EngineFlag,
+    Err,
+    Feature,
+    Frame,
+    FrameDecoder,
+    Identity,
+    Op,
+    ProtocolError,
+    Reply,
+    Status,
+    crc16,
+    crc16_update,
+    default_timeout_cycles,
+    encode_frame,
+)
+
+
+def test_crc_known_vectors():
+    assert crc16(b"123456789") == 0x29B1            # CRC-16/CCITT-FALSE check value
+    assert crc16(b"") == 0xFFFF
+    assert crc16(b"A") == 0xB915
+    assert crc16(bytes(256 * [0])) != crc16(bytes(255 * [0]))
+    data = bytes(range(200))
+    crc = 0xFFFF
+    for b in data:
+        crc = crc16_update(crc, b)
+    assert crc == crc16(data)
+
+
+def test_codes_are_distinct_bytes():
+    codes = [int(c) for c in (*Op, *Reply)]
+    assert len(set(codes)) == len(codes) and all(0 <= c <= 0xFF for c in codes)
+    assert len({int(e) for e in Err}) == len(Err) and Err.NONE == 0
+
+
+def test_encode_layout():
+    f = encode_frame(Op.ECHO, b"\x01\x02\x03")
+    assert f[:2] == SYNC and f[2] == Op.ECHO and f[3:5] == b"\x03\x00"
+    assert f[5:8] == b"\x01\x02\x03"
+    assert struct.unpack("<H", f[8:])[0] == crc16(f[2:8])
+    assert len(encode_frame(Op.STATUS)) == 7
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 255, 256, MAX_PAYLOAD])
+def test_round_trip(n):
+    payload = bytes(random.Random(n).randrange(256) for _ in range(n))
+    dec = FrameDecoder()
+    assert dec.feed(encode_frame(0x42, payload)) == [Frame(0x42, payload)]
+    assert dec.pending == 0 and dec.errors == 0
+
+
+def test_byte_by_byte_and_many_frames():
+    frames = [Frame(op, bytes([op] * op)) for op in (1, 2, 3, 0x80, 0xA5, 0x5A)]
+    wire = b"".join(f.encode() for f in frames)
+    dec = FrameDecoder()
+    got = []
+    for b in wire:
+        got += dec.feed(bytes([b]))
+    assert got == frames
+
+
+def test_encode_rejects_bad_input():
+    with pytest.raises(ProtocolError, match="MAX_PAYLOAD"):
+        encode_frame(Op.ECHO, bytes(MAX_PAYLOAD + 1))
+    with pytest.raises(ProtocolError, match="opcode"):
+        encode_frame(0x100)
+
+
+def test_resync_after_garbage():
+    good = encode_frame(Op.IDENTIFY)
+    # garbage with a false sync and a false header claiming 3 payload bytes
+    garbage = bytes([0x00, 0xA5, 0x13, 0xA5, 0xA5, 0x5A, 0x07, 0x03, 0x00])
+    dec = FrameDecoder()
+    assert dec.feed(garbage) == [] and dec.pending > 0       # could still be a frame
+    assert dec.feed(good) == [Frame(Op.IDENTIFY)]            # its CRC fails: rescan
+    assert dec.errors == 1 and dec.pending == 0
+    dec2 = FrameDecoder()
+    assert dec2.feed(b"\xff\x00\x12" + good + b"\x5a\x5a" + good) == [Frame(Op.IDENTIFY)] * 2
+    assert dec2.skipped == 5
+
+
+def test_bad_crc_is_dropped_and_next_frame_found():
+    a = bytearray(encode_frame(Op.ECHO, b"hello"))
+    a[6] ^= 0x10
+    b = encode_frame(Op.STATUS)
+    dec = FrameDecoder()
+    assert dec.feed(bytes(a) + b) == [Frame(Op.STATUS)]
+    assert dec.errors == 1 and "bad CRC" in dec.last_error
+
+
+def test_frame_hidden_after_false_header_with_bad_crc():
+    """A false header whose 'frame' covers a real one: the real one is still found."""
+    good = encode_frame(Op.STATUS)
+    false = SYNC + bytes([0x01, 0x02, 0x00])   # claims 2 payload bytes, then a CRC
+    dec = FrameDecoder()
+    assert dec.feed(false + good) == [Frame(Op.STATUS)]
+    assert dec.errors == 1
+
+
+def test_length_too_long_dropped():
+    bad = SYNC + bytes([0x03]) + struct.pack("<H", MAX_PAYLOAD + 1)
+    dec = FrameDecoder()
+    assert dec.feed(bad + encode_frame(Op.ECHO, b"x")) == [Frame(Op.ECHO, b"x")]
+    assert dec.errors == 1 and "max payload" in dec.last_error
+
+
+def test_truncated_frame_stays_pending():
+    f = encode_frame(Op.ECHO, b"abcdef")
+    dec = FrameDecoder()
+    assert dec.feed(f[:-1]) == [] and dec.pending == len(f) - 1
+    assert dec.feed(f[-1:]) == [Frame(Op.ECHO, b"abcdef")]
+    dec.feed(f[:4])
+    dec.reset()
+    assert dec.pending == 0 and dec.feed(f) == [Frame(Op.ECHO, b"abcdef")]
+
+
+def test_random_corruption_never_yields_a_wrong_frame():
+    rng = random.Random(7)
+    frames = [Frame(rng.choice(list(Op)), bytes(rng.randrange(256) for _ in range(
+        rng.randrange(40)))) for _ in range(300)]
+    wire = bytearray()
+    for f in frames:
+        e = bytearray(f.encode())
+        if rng.random() < 0.3:
+            e[rng.randrange(len(e))] ^= 1 << rng.randrange(8)
+        wire += e
+    dec = FrameDecoder()
+    got = []
+    pos = 0
+    while pos < len(wire):
+        n = rng.randrange(1, 30)
+        got += dec.feed(bytes(wire[pos:pos + n]))
+        pos += n
+    assert set(got) <= set(frames)               # nothing invented
+    assert len(got) >= 150                        # most uncorrupted frames survive
+
+
+def test_board_timeout_is_in_byte_times():
+    assert default_timeout_cycles(8) == TIMEOUT_BYTE_TIMES * 80
+    assert default_timeout_cycles(16) == 2 * default_timeout_cycles(8)
+
+
+def test_identity_and_status_payloads():
+    ident = Identity(0xDEADBEEF, 1, 2, MAX_PAYLOAD, Feature(0), 8, 8)
+    assert Identity.decode(ident.encode()) == ident
+    with pytest.raises(ProtocolError, match="IDENTIFY"):
+        Identity.decode(b"\x00")
+    st = Status.decode(struct.pack("<IHHBBI", 123456, 7, 2, Err.BAD_CRC, 6, 99))
+    assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99)
+    assert Status.decode(st.encode()) == st
+    with pytest.raises(ProtocolError, match="STATUS"):
+        Status.decode(b"")
