@@ -459,7 +459,7 @@ class Device:
         map, or stride 1 with padding 1, the conv output feeds no route and is no head.
         The fused conv's own output is then not computed: its entry is None."""
         from hw.engine import engine_cycles, group_size
-        from sw.golden import maxpool, upsample
+        from sw.golden import host_layer
 
         cfg = bundle.config
         self.identify(expect=cfg)
@@ -526,15 +526,8 @@ class Device:
                              f"{stats[-1].bytes_out + stats[-1].bytes_in} link bytes")
             elif kind == "maxpool" and pooled is not None:
                 y, pooled = pooled, None
-            elif kind == "maxpool":
-                y = maxpool(prev, layer["size"], layer["stride"], layer["padding"])
-            elif kind == "upsample":
-                y = upsample(prev, layer["stride"])
-            elif kind == "route":
-                srcs = [outs[j] for j in layer["layers"]]
-                y = srcs[0] if len(srcs) == 1 else np.concatenate(srcs, axis=2)
             else:
-                y = prev
+                y = host_layer(layer, prev, outs)
             outs.append(y)
             prev = y
         return NetworkRun(outs, stats)

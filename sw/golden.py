@@ -74,6 +74,21 @@ def upsample(x: np.ndarray, stride: int) -> np.ndarray:
     return x.repeat(stride, axis=0).repeat(stride, axis=1)
 
 
+def host_layer(layer: dict, prev: np.ndarray, outs: list[np.ndarray | None]) -> np.ndarray:
+    """A layer other than conv (maxpool, upsample, route, yolo) on HWC integer maps.
+
+    `prev` is the previous layer's output, `outs` every earlier layer's (for route)."""
+    kind = layer["kind"]
+    if kind == "maxpool":
+        return maxpool(prev, layer["size"], layer["stride"], layer["padding"])
+    if kind == "upsample":
+        return upsample(prev, layer["stride"])
+    if kind == "route":
+        srcs = [outs[j] for j in layer["layers"]]
+        return srcs[0] if len(srcs) == 1 else np.concatenate(srcs, axis=2)
+    return prev  # yolo: decoding happens in post-processing
+
+
 class GoldenModel:
     """Runs a bundle on an int8 HWC input; every layer's integer output is available."""
 
@@ -106,17 +121,7 @@ class GoldenModel:
         prev = x
         for i, layer in enumerate(layers):
             kind = layer["kind"]
-            if kind == "conv":
-                y = self.conv(i, prev)
-            elif kind == "maxpool":
-                y = maxpool(prev, layer["size"], layer["stride"], layer["padding"])
-            elif kind == "upsample":
-                y = upsample(prev, layer["stride"])
-            elif kind == "route":
-                srcs = [outs[j] for j in layer["layers"]]
-                y = srcs[0] if len(srcs) == 1 else np.concatenate(srcs, axis=2)
-            else:
-                y = prev
+            y = self.conv(i, prev) if kind == "conv" else host_layer(layer, prev, outs)
             outs.append(y if keep or i in needed or kind == "yolo" else None)
             prev = y
             if progress:
