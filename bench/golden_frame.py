@@ -36,8 +36,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
+    except OSError:  # no /proc (not Linux): the model name stays unknown
+        cpu = "unknown cpu"
     return (f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Python "
             f"{platform.python_version()}, NumPy {np.__version__}")
 

@@ -12,6 +12,7 @@ reply raises `DeviceError` naming the error.
 from __future__ import annotations
 
 import abc
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -236,10 +237,8 @@ class SimLink(Link):
     def close(self) -> None:
         if self._proc.stdin.closed:
             return
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the simulator may have exited already
             self._proc.stdin.close()
-        except BrokenPipeError:
-            pass
         deadline = time.monotonic() + 30
         while self._proc.poll() is None and time.monotonic() < deadline:
             try:   # keep its output flowing, or a full pipe would block its exit

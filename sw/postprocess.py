@@ -8,6 +8,7 @@ image saving. Heads are real-valued HWC arrays (dequantized by the caller).
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import functools
 import os
 import tempfile
@@ -370,8 +371,6 @@ def save_image_atomic(image: Image.Image, path: str | os.PathLike[str]) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, p)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise

@@ -162,7 +162,7 @@ class _DeafLink(Link):
         return b""
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the fake link holds no process or port."""
 
 
 class _ScriptLink(_DeafLink):
