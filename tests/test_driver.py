@@ -340,3 +340,34 @@ def test_host_cli_sim_backend_errors(pretrained_bundle):
     r = run("--port", "/dev/does-not-exist")  # the default backend is sim
     assert r.returncode == 2
     assert "pip install pyserial" in r.stderr or "cannot open serial port" in r.stderr
+
+
+def test_host_cli_sim_backend_writes_layer_report(tmp_path, small_net, small_model):
+    """`sw/host.py --backend sim --out DIR` on a small bundle: detections, annotated image
+    and the per-layer report (cycles, utilization, link bytes)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import small_bundle
+
+    root = Path(__file__).resolve().parent.parent
+    bundle = tmp_path / "small.npz"
+    small_bundle(small_net, small_model).save(bundle)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(root / "sw" / "host.py"), "--image",
+                        str(root / "assets" / "dog.jpg"), "--bundle", str(bundle), "--out",
+                        str(out), "--conf", "0.5"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    assert "(sim," in r.stdout and (out / "dog.png").exists()
+    json.loads((out / "detections.json").read_text())
+    report = json.loads((out / "layer_report.json").read_text())
+    assert [e["file_name"] for e in report] == ["dog.jpg"]
+    layers = report[0]["layers"]
+    assert [s["layer"] for s in layers] == small_net.conv_indices
+    for s in layers:
+        assert s["cycles"] >= s["model_cycles"] > 0 and 0 < s["utilization"] <= 1
+        assert s["bytes_out"] > 0 and s["bytes_in"] > 0
