@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cocotb
+import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib import data
 from cocotb.clock import Clock
@@ -29,6 +30,7 @@ __all__ = [
     "Source",
     "compare",
     "config",
+    "frame_data",
     "pack",
     "params",
     "run_streams",
@@ -44,6 +46,19 @@ FRAME_CONFIGS = {
     "small": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
                       line_buffer_depth=256),
 }
+
+
+def frame_data(rng: np.random.Generator, h: int, w: int, c: int, kind: str) -> np.ndarray:
+    """An H x W x C int8 test map: "min", "max", "ramp" (strictly monotonic along every
+    axis, so a window's max is always a corner) or uniform random ("rand")."""
+    if kind == "min":
+        return np.full((h, w, c), -128, dtype=np.int64)
+    if kind == "max":
+        return np.full((h, w, c), 127, dtype=np.int64)
+    if kind == "ramp":
+        y, x, ch = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+        return (y * 17 - x * 9 + ch * 5 - 60).clip(-128, 127)
+    return rng.integers(-128, 128, size=(h, w, c))
 
 
 def config() -> HwConfig:

@@ -9,7 +9,7 @@ import cocotb
 import numpy as np
 import pytest
 from streams import FRAME_CONFIGS as CONFIGS
-from streams import Sink, Source, compare, config, params, run_streams, start, unpack
+from streams import Sink, Source, compare, config, frame_data, params, run_streams, start, unpack
 
 from hw.config import HwConfig
 from hw.linebuf import WindowGen, ref_windows, window_layout
@@ -32,14 +32,6 @@ def frames(cfg: HwConfig) -> list[Frame]:
         ]
     out += [(13, 13, 4, 3, "rand"), (9, 2, 5, 3, "rand")]
     return out
-
-
-def frame_data(rng: np.random.Generator, h: int, w: int, c: int, kind: str) -> np.ndarray:
-    if kind == "min":
-        return np.full((h, w, c), -128, dtype=np.int64)
-    if kind == "max":
-        return np.full((h, w, c), 127, dtype=np.int64)
-    return rng.integers(-128, 128, size=(h, w, c))
 
 
 @cocotb.test()

@@ -9,7 +9,7 @@ import cocotb
 import numpy as np
 import pytest
 from streams import FRAME_CONFIGS as CONFIGS
-from streams import Sink, Source, compare, config, params, run_streams, start
+from streams import Sink, Source, compare, config, frame_data, params, run_streams, start
 
 from hw.config import HwConfig
 from hw.maxpool import MaxPool, maxpool_out_shape, ref_maxpool
@@ -32,17 +32,6 @@ def frames(cfg: HwConfig) -> list[Frame]:
         ]
     out += [(13, 13, 4, False, "rand"), (8, 8, 4, True, "rand"), (3, 1, 1, True, "rand")]
     return out
-
-
-def frame_data(rng: np.random.Generator, h: int, w: int, c: int, kind: str) -> np.ndarray:
-    if kind == "min":
-        return np.full((h, w, c), -128, dtype=np.int64)
-    if kind == "max":
-        return np.full((h, w, c), 127, dtype=np.int64)
-    if kind == "ramp":   # strictly monotonic in each direction: the max is always a corner
-        y, x, ch = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
-        return (y * 17 - x * 9 + ch * 5 - 60).clip(-128, 127)
-    return rng.integers(-128, 128, size=(h, w, c))
 
 
 @cocotb.test()
