@@ -12,6 +12,8 @@ engine clock of the HwConfig.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -39,13 +41,20 @@ def main() -> int:
     link = SimLink(cfg)   # builds the harness on first use
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime   # the harness build's too
+    host0 = time.process_time()
     with link:
         run = Device(link, timeout=60.0).run_network(bundle, x, fuse_pool=True)
     wall = time.perf_counter() - t0
+    sim_cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - cpu0
+    host_cpu = time.process_time() - host0
     print(f"machine: {machine()}")
     print(f"HwConfig {cfg.config_id_hex}: {cfg.array_rows}x{cfg.array_cols} array, "
           f"{cfg.clock_hz / 1e6:.0f} MHz, UART {cfg.uart_baud / 1e6:.0f} Mbaud")
     print(f"harness ready in {t_build:.1f} s; whole frame simulated in {wall:.1f} s")
+    print(f"CPU time: simulator {sim_cpu:.1f} s ({link.cycles / sim_cpu / 1e6:.2f} M simulated "
+          f"cycles per CPU second, {link.cycles:,} cycles), host {host_cpu:.1f} s; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("| layer | groups | cycles | no-stall cycles | MAC util. (no-stall) | link bytes |")
     print("|---|---|---|---|---|---|")
     tot_c = tot_m = tot_b = macs = 0

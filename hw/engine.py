@@ -206,6 +206,7 @@ class LayerEngine(wiring.Component):
             "done": Out(1),
             "loaded": Out(1),
             "param_err": Out(1),
+            "shape_ok": Out(1),
             "cycles": Out(32),
         })
 
@@ -236,13 +237,34 @@ class LayerEngine(wiring.Component):
         b_wr, b_rd = bmem.write_port(), bmem.read_port()
         s_wr, s_rd = smem.write_port(), smem.read_port()
 
-        start = self.start
+        # Shape check: `shape_ok` judges the registers as they were two cycles ago (the
+        # row products are registered first). A `start` while it is 0 starts nothing and
+        # sets `param_err`.
+        row_in, row_out = Signal(24), Signal(24)
+        m.d.sync += [row_in.eq(self.width * self.cin), row_out.eq(self.width * self.cout)]
+        legal = ((self.width >= 1) & (self.width <= cfg.max_width)
+                 & (self.height >= 1) & (self.height <= cfg.max_width)
+                 & (self.cin >= 1) & (self.cin <= cfg.max_in_channels)
+                 & (self.cout >= 1) & (self.cout <= max_group(cfg))
+                 & (self.pool != 3) & ((self.pool == POOL_NONE) | ~self.head)
+                 & (~self.k3 | (row_in <= cfg.line_buffer_depth))
+                 & ((self.pool == POOL_NONE) | (row_out <= cfg.line_buffer_depth)))
+        m.d.sync += self.shape_ok.eq(legal)
+        start = Signal()
+        m.d.comb += start.eq(self.start & self.shape_ok)
+        with m.If(self.start & ~self.shape_ok):
+            m.d.sync += self.param_err.eq(1)
+
+        # Between passes the window generator and the max pool see a 1x1x1 frame: they
+        # wait at its first position for input, whatever the registers hold meanwhile
+        # (zero after reset, half-written by the host); a pass finds them at position 0.
+        run = self.busy
         kk_last = Mux(self.k3, TAPS - 1, 0)               # last tap index in the bundle
         m.d.comb += [
-            wgen.width.eq(self.width), wgen.height.eq(self.height),
-            wgen.channels.eq(self.cin), wgen.k3.eq(self.k3),
-            mp.width.eq(self.width), mp.height.eq(self.height),
-            mp.channels.eq(self.cout), mp.stride2.eq(self.pool == POOL_S2),
+            wgen.width.eq(Mux(run, self.width, 1)), wgen.height.eq(Mux(run, self.height, 1)),
+            wgen.channels.eq(Mux(run, self.cin, 1)), wgen.k3.eq(self.k3 & run),
+            mp.width.eq(Mux(run, self.width, 1)), mp.height.eq(Mux(run, self.height, 1)),
+            mp.channels.eq(Mux(run, self.cout, 1)), mp.stride2.eq((self.pool == POOL_S2) & run),
         ]
 
         # Parameter loader: weights (OHWI) into word ((o // R) * kk + t) * nq + i // C,

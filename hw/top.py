@@ -79,6 +79,7 @@ class DeviceTop(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
+            "active": Out(1),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -112,10 +113,7 @@ class DeviceTop(wiring.Component):
 
         # Layer registers (LAYER_CONFIG payload, little-endian fields in LAYER_FORMAT
         # order), loaded byte by byte into `layer`.
-        # Reset value 1x1x1 -> 1: the engine misbehaves if it idles with zero-sized
-        # registers after reset (spurious or missing outputs in its first pass).
-        idle_layer = struct.pack(protocol.LAYER_FORMAT, 1, 1, 1, 1, 0, 0, 0, 0)
-        layer = Signal(8 * layer_len, init=int.from_bytes(idle_layer, "little"))
+        layer = Signal(8 * layer_len)
         fields = Signal(8 * layer_len)
         if self.engine:
             offs = 0
@@ -178,8 +176,8 @@ class DeviceTop(wiring.Component):
                     error(ErrCode.BAD_LENGTH)
                 with m.Elif(eng.busy):
                     error(ErrCode.BUSY)
-                with m.Else():
-                    good()
+                with m.Else():            # counted good or bad once the shape is judged
+                    m.d.sync += count.eq(0)
                     m.next = "CFG_READ"
             with m.Elif(frame.opcode == OpCode.LOAD_PARAMS):
                 with m.If(~eng.busy | eng.loaded):
@@ -202,7 +200,7 @@ class DeviceTop(wiring.Component):
 
         # Command decoder: one reply per frame (RUN: DATA frames, then one reply), then
         # the frame is released.
-        with m.FSM(name="cmd_fsm"):
+        with m.FSM(name="cmd_fsm") as cmd_fsm:
             with m.State("IDLE"):
                 with m.If(rcv.frame.valid):
                     with m.If(frame.error != ErrCode.NONE):
@@ -269,11 +267,19 @@ class DeviceTop(wiring.Component):
                     with m.If(count + 1 == layer_len):
                         m.next = "CFG_APPLY"
                 with m.State("CFG_APPLY"):
-                    m.d.sync += layer.eq(fields)
-                    m.next = "CFG_START"
+                    m.d.sync += [layer.eq(fields), count.eq(0)]
+                    m.next = "CFG_CHECK"
+                with m.State("CFG_CHECK"):     # the engine judges the shape in two cycles
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count == 1):
+                        m.next = "CFG_START"
                 with m.State("CFG_START"):     # registers are stable from `start` on
-                    m.d.comb += eng.start.eq(1)
-                    reply(ReplyCode.OK, 0, 0)
+                    with m.If(eng.shape_ok):
+                        m.d.comb += eng.start.eq(1)
+                        good()
+                        reply(ReplyCode.OK, 0, 0)
+                    with m.Else():
+                        error(ErrCode.BAD_LAYER)
 
                 # LOAD_PARAMS: payload bytes to `params`, one per cycle (the buffer address
                 # runs one ahead when a byte is taken).
@@ -339,4 +345,7 @@ class DeviceTop(wiring.Component):
             with m.State("RELEASE"):
                 m.d.comb += rcv.frame.ready.eq(1)
                 m.next = "IDLE"
+
+        # Activity: a received frame is waiting or being executed (its reply not yet sent).
+        m.d.comb += self.active.eq(rcv.frame.valid | ~cmd_fsm.ongoing("IDLE"))
         return m

@@ -15,7 +15,7 @@ from typing import Any
 import cocotb
 import numpy as np
 import pytest
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from streams import Sink, Source, compare, config, params, run_streams, start
 
 from hw.config import DEFAULT, HwConfig
@@ -24,6 +24,7 @@ from hw.engine import (
     engine_cycles,
     group_params,
     group_size,
+    max_group,
     param_bytes,
     ref_engine,
 )
@@ -97,6 +98,28 @@ def signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
+REGISTERS = ("width", "height", "cin", "cout", "k3", "leaky", "head", "pool")
+
+
+async def junk_registers(dut: Any, rng: random.Random, cycles: int) -> None:
+    """Between passes the registers may hold anything: random values, often zero."""
+    for _ in range(cycles):
+        for port in REGISTERS:
+            width = len(getattr(dut, port))
+            getattr(dut, port).value = 0 if rng.random() < 0.3 else rng.randrange(1 << width)
+        await RisingEdge(dut.clk)
+
+
+async def arm(dut: Any, regs: dict[str, int]) -> None:
+    """Set the layer registers, let `shape_ok` judge them (two cycles), pulse start."""
+    for port, v in regs.items():
+        getattr(dut, port).value = v
+    await ClockCycles(dut.clk, 2)
+    dut.start.value = 1
+    await RisingEdge(dut.clk)
+    dut.start.value = 0
+
+
 async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Generator,
                     rng: random.Random, idle: float, stall: float) -> tuple[int, int]:
     """One pass; checks every output, done and param_err; returns (cycles port, outputs)."""
@@ -104,13 +127,9 @@ async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Gener
     x, wt, b, shift = layer_data(nrng, h, w, cin, cout, k, kind)
     expected = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool,
                           cfg=cfg).reshape(-1).tolist()
-    for port, v in (("width", w), ("height", h), ("cin", cin), ("cout", cout),
-                    ("k3", int(k == 3)), ("leaky", int(leaky)), ("head", int(head)),
-                    ("pool", pool)):
-        getattr(dut, port).value = v
-    dut.start.value = 1
-    await RisingEdge(dut.clk)
-    dut.start.value = 0
+    await junk_registers(dut, rng, rng.randrange(4))
+    await arm(dut, {"width": w, "height": h, "cin": cin, "cout": cout, "k3": int(k == 3),
+                    "leaky": int(leaky), "head": int(head), "pool": pool})
     prm = param_stream(wt, b, shift)
     assert len(prm) == param_bytes(k, cin, cout)
     sink = Sink("o", len(expected), stall=stall)
@@ -157,12 +176,8 @@ async def engine_param_overflow(dut: Any) -> None:
     dut.start.value = 0
     await start(dut)
     x, wt, b, shift = layer_data(nrng, 3, 3, 2, 3, 3, "rand")
-    for port, v in (("width", 3), ("height", 3), ("cin", 2), ("cout", 3), ("k3", 1),
-                    ("leaky", 1), ("head", 0), ("pool", 0)):
-        getattr(dut, port).value = v
-    dut.start.value = 1
-    await RisingEdge(dut.clk)
-    dut.start.value = 0
+    await arm(dut, {"width": 3, "height": 3, "cin": 2, "cout": 3, "k3": 1, "leaky": 1,
+                    "head": 0, "pool": 0})
     expected = ref_engine(x, wt, b, shift, leaky=True, head=False, pool=0,
                           cfg=cfg).reshape(-1).tolist()
     sink = Sink("o", len(expected))
@@ -173,6 +188,44 @@ async def engine_param_overflow(dut: Any) -> None:
     assert int(dut.param_err.value) == 1
     # A fresh start clears the flag and the next pass is exact again.
     await run_layer(dut, cfg, (3, 3, 2, 3, 3, True, False, 0, "rand"), nrng, rng, 0.0, 0.0)
+
+
+@cocotb.test()
+async def engine_idle_registers(dut: Any) -> None:
+    """Zero registers for a long while after reset, then illegal shapes: each start is
+    refused (param_err, never busy) and the next legal pass is exact."""
+    cfg = config()
+    rng = random.Random(11)
+    nrng = np.random.default_rng(11)
+    dut.start.value = 0
+    for port in REGISTERS:
+        getattr(dut, port).value = 0
+    await start(dut)
+    await ClockCycles(dut.clk, 300)
+    await ReadOnly()
+    assert not int(dut.o__valid.value) and not int(dut.busy.value)
+    assert not int(dut.shape_ok.value), "zero-sized registers judged legal"
+    await RisingEdge(dut.clk)
+    ok = {"width": 3, "height": 3, "cin": 2, "cout": 3, "k3": 1, "leaky": 1, "head": 0,
+          "pool": 0}
+    depth = cfg.line_buffer_depth
+    bad = [{}, {"width": 0}, {"height": 0}, {"cin": 0}, {"cout": 0},
+           {"width": cfg.max_width + 1}, {"height": cfg.max_width + 1},
+           {"cin": cfg.max_in_channels + 1}, {"cout": max_group(cfg) + 1}, {"pool": 3},
+           {"head": 1, "pool": 1},
+           {"width": cfg.max_width, "cin": depth // cfg.max_width + 1},          # 3x3 rows
+           {"width": cfg.max_width, "cout": min(max_group(cfg), depth // cfg.max_width + 1),
+            "pool": 2}]
+    for change in bad:
+        regs = {**ok, **change} if change else dict.fromkeys(REGISTERS, 0)
+        await arm(dut, regs)
+        await ReadOnly()
+        assert int(dut.param_err.value) == 1, f"start with {change} not refused"
+        assert not int(dut.busy.value), f"start with {change} began a pass"
+        await RisingEdge(dut.clk)
+    await junk_registers(dut, rng, 200)
+    await run_layer(dut, cfg, (3, 3, 2, 3, 3, True, False, 0, "rand"), nrng, rng, 0.0, 0.0)
+    await run_layer(dut, cfg, (5, 4, 3, 2, 1, True, False, 2, "rand"), nrng, rng, 0.2, 0.2)
 
 
 @cocotb.test()

@@ -55,7 +55,10 @@ BUILD_ROOT = ROOT / "sim" / "sim_build"
 #: Frame timeout (cycles) of the simulated device: short, so truncation tests are quick.
 SIM_TIMEOUT_CYCLES = 20_000
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-O3"]
-_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
+#: make variables for the harness build; -O2 instead of Verilator's default -Os runs the
+#: model about 1.4x faster (measured: 0.49-0.57 -> 0.76 M cycles per CPU second).
+_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20",
+              "OPT_FAST=-O2", "OPT_GLOBAL=-O2")
 
 
 class LinkError(RuntimeError):
@@ -154,7 +157,8 @@ def build_harness(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> Pa
         def __init__(self) -> None:
             self.dut = DeviceTop(cfg, timeout_cycles)
             self.ports = {n: Signal(8 if n.endswith("payload") else 1, name=n) for n in (
-                "rx_valid", "rx_ready", "rx_payload", "tx_valid", "tx_ready", "tx_payload")}
+                "rx_valid", "rx_ready", "rx_payload", "tx_valid", "tx_ready", "tx_payload",
+                "active")}
 
         def elaborate(self, platform: object) -> Module:
             m = Module()
@@ -162,14 +166,15 @@ def build_harness(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> Pa
             p = self.ports
             m.d.comb += [dut.rx.valid.eq(p["rx_valid"]), dut.rx.payload.eq(p["rx_payload"]),
                          p["rx_ready"].eq(dut.rx.ready), p["tx_valid"].eq(dut.tx.valid),
-                         p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"])]
+                         p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"]),
+                         p["active"].eq(dut.active)]
             return m
 
     top = PipeTop()
     source = verilog.convert(top, name="device_pipe", ports=list(top.ports.values()),
                              emit_src=False)
     digest = hashlib.sha256("\0".join(
-        [source, HARNESS_SRC.read_text(), *_VERILATOR_ARGS]).encode()).hexdigest()
+        [source, HARNESS_SRC.read_text(), *_VERILATOR_ARGS, *_MAKEFLAGS]).encode()).hexdigest()
     build_dir = BUILD_ROOT / f"device_harness-{cfg.config_id_hex}-{timeout_cycles}"
     build_dir.mkdir(parents=True, exist_ok=True)
     binary = build_dir / "harness"

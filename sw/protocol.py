@@ -14,6 +14,7 @@ payload (error code `Err`, offending opcode).
 
 from __future__ import annotations
 
+import binascii
 import enum
 import struct
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Err(enum.IntEnum):
     BUSY = 0x08            # LAYER_CONFIG while a pass is still running
     NOT_ARMED = 0x09       # LOAD_PARAMS without an armed pass waiting for parameters, RUN
                            # before the parameters are complete or with input after the end
+    BAD_LAYER = 0x0A       # LAYER_CONFIG outside the engine's limits (docs/engine.md): no pass
 
 
 class Feature(enum.IntFlag):
@@ -182,14 +184,13 @@ def crc16_update(crc: int, byte: int) -> int:
     return crc
 
 
-_TABLE = [crc16_update(0, b) for b in range(256)]
-
-
 def crc16(data: bytes, crc: int = CRC_INIT) -> int:
-    """CRC-16/CCITT-FALSE of `data` (check: crc16(b"123456789") == 0x29B1)."""
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC-16/CCITT-FALSE of `data` (check: crc16(b"123456789") == 0x29B1).
+
+    `binascii.crc_hqx` is this CRC (polynomial 0x1021, MSB first, no final xor), in C;
+    the tests check it against the bit-serial `crc16_update` the gateware mirrors.
+    """
+    return binascii.crc_hqx(data, crc)
 
 
 # -- frames -------------------------------------------------------------------------

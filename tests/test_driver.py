@@ -257,6 +257,29 @@ def test_engine_order_errors(dev):
     assert list(np.frombuffer(out, np.int8)) == list(want.reshape(-1))
 
 
+@pytest.mark.parametrize("shape", [
+    (0, 2, 1, 1, 0, 0, 0, 0), (2, 0, 1, 1, 0, 0, 0, 0), (2, 2, 0, 1, 0, 0, 0, 0),
+    (2, 2, 1, 0, 0, 0, 0, 0), (DEFAULT.max_width + 1, 2, 1, 1, 0, 0, 0, 0),
+    (2, 2, DEFAULT.max_in_channels + 1, 1, 0, 0, 0, 0), (2, 2, 1, 1, 0, 0, 0, 3),
+    (2, 2, 1, 1, 0, 0, 1, 1),                                        # pooled head
+    (DEFAULT.max_width, 2, DEFAULT.line_buffer_depth // DEFAULT.max_width + 1, 1, 1, 0, 0, 0),
+])
+def test_layer_config_outside_limits_is_refused(dev, shape):
+    from hw.engine import ref_engine
+
+    with pytest.raises(DeviceError, match="BAD_LAYER.*LAYER_CONFIG"):
+        dev.request(Op.LAYER_CONFIG, struct.pack(protocol.LAYER_FORMAT, *shape))
+    assert not dev.status().engine & protocol.EngineFlag.BUSY
+    # the refused registers stay in place while idle; the next legal pass is exact
+    x = np.arange(12, dtype=np.int8).reshape(2, 3, 2)
+    wt = np.arange(-9, 9, dtype=np.int8).reshape(1, 3, 3, 2)
+    got, _ = dev.run_group(x, wt, np.array([5], np.int32), np.array([1]), leaky=True, head=False,
+                        cfg=DEFAULT)
+    want = ref_engine(x, wt, np.array([5]), np.array([1]), leaky=True, head=False, pool=0,
+                      cfg=DEFAULT)
+    assert np.array_equal(np.asarray(got).reshape(want.shape), want)
+
+
 def test_run_network_matches_golden(link, small_net, small_model):
     from sw import intmath
     from sw.golden import GoldenModel

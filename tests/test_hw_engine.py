@@ -32,6 +32,7 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
                         (dut.k3, int(k == 3)), (dut.leaky, int(leaky)),
                         (dut.head, int(head)), (dut.pool, pool)):
             ctx.set(port, v)
+        await ctx.tick().repeat(2)        # `shape_ok` judges the registers
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
@@ -133,6 +134,7 @@ def test_weights_past_memory_set_error() -> None:
         for port, v in ((dut.width, 4), (dut.height, 4), (dut.cin, cin), (dut.cout, cout),
                         (dut.k3, 1)):
             ctx.set(port, v)
+        await ctx.tick().repeat(2)        # `shape_ok` judges the registers
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)

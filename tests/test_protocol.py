@@ -33,11 +33,14 @@ def test_crc_known_vectors():
     assert crc16(b"") == 0xFFFF
     assert crc16(b"A") == 0xB915
     assert crc16(bytes(256 * [0])) != crc16(bytes(255 * [0]))
-    data = bytes(range(200))
-    crc = 0xFFFF
-    for b in data:
-        crc = crc16_update(crc, b)
-    assert crc == crc16(data)
+    rng = random.Random(5)
+    for n in (1, 2, 200, 1031):
+        data = bytes(rng.randrange(256) for _ in range(n))
+        init = rng.randrange(1 << 16)
+        crc = init
+        for b in data:
+            crc = crc16_update(crc, b)
+        assert crc == crc16(data, init), (n, init)
 
 
 def test_codes_are_distinct_bytes():

@@ -1,13 +1,17 @@
 // Verilator harness of DeviceTop: protocol bytes on stdin go to the device's rx stream,
 // bytes from its tx stream go to stdout (both binary). Built and cached by
 // sw/driver.py (build_harness); top-level ports are plain: clk, rst, rx_valid, rx_ready,
-// rx_payload, tx_valid, tx_ready, tx_payload.
+// rx_payload, tx_valid, tx_ready, tx_payload, active (a received frame is being executed).
 //
-// Time: the clock runs while there is work (input queued, or less than `idle_limit`
-// cycles since the last byte moved); then the harness blocks on stdin without
-// simulating. `idle_limit` (argv[1]) must exceed the device's frame timeout so that a
-// truncated frame still times out and gets its error reply. At exit (EOF on stdin,
-// once idle) it prints "harness: <cycles> cycles" on stderr.
+// Time: the clock runs while there is work: input queued, a frame being executed
+// (`active`), or fewer than `kQuiet` cycles since the last byte moved. Otherwise (the
+// device waits for the host, though the engine may still be computing) the harness waits up to
+// `kWaitMs` of wall time for the host's next request without simulating, so the host's
+// own think time does not turn into simulated cycles (or burn a core); only if the host
+// stays silent that long does the clock run on, up to `idle_limit` quiet cycles, and
+// then the harness blocks on stdin. `idle_limit` (argv[1]) must exceed the device's frame
+// timeout so that a truncated frame still times out and gets its error reply. At exit
+// (EOF on stdin, once idle) it prints "harness: <cycles> cycles" on stderr.
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +38,9 @@ static bool write_all(std::vector<uint8_t>& out) {
     return true;
 }
 
+static const long kQuiet = 256;      // quiet cycles before waiting for the host
+static const int kWaitMs = 20;       // wall time the host may take before the clock runs on
+
 int main(int argc, char** argv) {
     long idle_limit = argc > 1 ? std::atol(argv[1]) : 100000;
     if (idle_limit < 1) {
@@ -47,6 +54,7 @@ int main(int argc, char** argv) {
     uint64_t cycles = 0;
     long idle = 0;
     bool eof = false;
+    bool waited = false;                 // already waited kWaitMs in this quiet spell
     uint8_t buf[65536];
 
     auto tick = [&]() {
@@ -63,12 +71,14 @@ int main(int argc, char** argv) {
     top->rst = 0;
 
     for (;;) {
-        if (in.empty() && !eof && (idle >= idle_limit || (cycles & 63) == 0)) {
+        bool wait = in.empty() && !eof && idle >= kQuiet && !waited && !top->active;
+        if (in.empty() && !eof && (idle >= idle_limit || wait || (cycles & 63) == 0)) {
             bool block = idle >= idle_limit;
-            if (block && !write_all(out)) return 1;
+            if ((block || wait) && !write_all(out)) return 1;
             struct pollfd p = {0, POLLIN, 0};
-            int r = poll(&p, 1, block ? -1 : 0);
+            int r = poll(&p, 1, block ? -1 : wait ? kWaitMs : 0);
             if (r < 0 && errno != EINTR) return 1;
+            if (wait && r == 0) waited = true;
             if (r > 0) {
                 ssize_t n = read(0, buf, sizeof buf);
                 if (n < 0 && errno != EINTR && errno != EAGAIN) return 1;
@@ -92,6 +102,7 @@ int main(int argc, char** argv) {
         if (rx_take) in.pop_front();
         if (tx_take) out.push_back(tx_byte);
         idle = (rx_take || tx_take) ? 0 : idle + 1;
+        if (idle == 0) waited = false;
         if (!out.empty() && (idle == 16 || out.size() >= sizeof buf))
             if (!write_all(out)) return 1;
     }
