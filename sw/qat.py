@@ -8,8 +8,12 @@ rounding, and learns the float weights and biases so that its detection heads ma
 float teacher's on unlabeled images. `export()` rounds the learned parameters with the
 same functions the PTQ uses, so the exported bundle runs bit-exactly in the golden model.
 
-Scales stay those of the PTQ bundle (observers frozen); learned log2 thresholds are not
-implemented yet.
+Weight scales stay those of the PTQ bundle. Activation scales either stay fixed too, or
+(`learn_scales=True`) are learned as log2 thresholds in the spirit of TQT (Jain et al.
+2019): each int8 activation tensor has a trainable t = log2(threshold), its power-of-two
+scale is 2**(ceil(t) - (act_bits - 1)) (ceil with a straight-through gradient), so the
+gradient on t trades rounding error inside the range against clipping error outside it.
+Tensors that a route concatenates share one t; the detection heads keep their scale.
 """
 
 from __future__ import annotations
@@ -27,19 +31,55 @@ from sw import intmath
 from sw.bundle import Bundle
 from sw.model import FloatModel, run_graph
 
-__all__ = ["QATModel", "QatOptions", "distill", "head_distillation_loss"]
+__all__ = ["QATModel", "QatOptions", "distill", "head_distillation_loss", "scale_groups"]
+
+
+def _scale_roots(kinds: Sequence[dict], j: int) -> list[int]:
+    """The conv layers whose output scale layer j's output carries (none for the input)."""
+    if j < 0:
+        return []
+    kind = kinds[j]["kind"]
+    if kind == "conv":
+        return [j]
+    if kind == "route":
+        return [r for src in kinds[j]["layers"] for r in _scale_roots(kinds, src)]
+    return _scale_roots(kinds, j - 1)
+
+
+def scale_groups(kinds: Sequence[dict]) -> list[list[int]]:
+    """Conv layers that must share one output scale (their outputs are concatenated by a
+    route), each group sorted, groups ordered by their first layer."""
+    parent = {i: i for i, layer in enumerate(kinds) if layer["kind"] == "conv"}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for layer in kinds:
+        if layer["kind"] == "route" and len(layer["layers"]) > 1:
+            roots = [r for src in layer["layers"] for r in _scale_roots(kinds, src)]
+            for r in roots[1:]:
+                parent[find(r)] = find(roots[0])
+    groups: dict[int, list[int]] = {}
+    for i in parent:
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values())
+
+
+def _ste_ceil(t: torch.Tensor) -> torch.Tensor:
+    return -intmath.ste_floor(-t)
 
 
 class QATModel(torch.nn.Module):
     """The hardware's integer arithmetic with trainable weights and biases (float32)."""
 
-    def __init__(self, teacher: FloatModel, bundle: Bundle):
+    def __init__(self, teacher: FloatModel, bundle: Bundle, learn_scales: bool = False):
         super().__init__()
         self.bundle = bundle
         self.kinds = bundle.layers
         self.weight = torch.nn.ParameterDict()
         self.bias = torch.nn.ParameterDict()
-        self.kinds = bundle.layers
         for i, (w, _) in teacher.fused_params().items():
             # biases start at the bundle's (bias-corrected) values, weights at the float
             # ones, which round to the bundle's integers: the student starts as the PTQ
@@ -50,6 +90,48 @@ class QATModel(torch.nn.Module):
                     for i, layer in enumerate(self.kinds) if layer["kind"] == "conv"}
         cfg = bundle.config
         self.w_max, self.bias_limit = cfg.weight_max, cfg.bias_limit
+        # Activation scales: one log2 threshold per scale group (heads excluded), starting
+        # at the bundle's f_out: t = (act_bits - 1) - f_out.
+        heads = set(bundle.head_indices)
+        self.groups = [g for g in scale_groups(self.kinds) if not heads & set(g)]
+        self.group_of = {i: n for n, g in enumerate(self.groups) for i in g}
+        self.top_bit = cfg.act_bits - 1
+        self.log2t = torch.nn.Parameter(
+            torch.tensor([float(self.top_bit - self.kinds[g[0]]["f_out"]) for g in self.groups]),
+            requires_grad=learn_scales)
+        self.learn_scales = learn_scales
+        self._f: dict[int, torch.Tensor | int] = {}
+
+    def frac_bits(self) -> dict[int, torch.Tensor | int]:
+        """f_out of every conv layer: learned (integer-valued tensor) or the bundle's.
+
+        Kept within the requantizer's shift range given the (learned) input scale:
+        f_in + max f_w - max_shift <= f_out <= f_in + min f_w, which moves a head's
+        fixed scale with its input's; a shared group takes its first layer's bounds.
+        """
+        f: dict[int, torch.Tensor | int] = {}
+        done: dict[int, torch.Tensor] = {}
+        max_shift = self.bundle.config.max_shift
+        for i, layer in enumerate(self.kinds):
+            if layer["kind"] != "conv":
+                continue
+            f_in, fw = self._f_in(i, f), self.bundle.f_w(i)
+            lo, hi = f_in + int(fw.max()) - max_shift, f_in + int(fw.min())
+            g = self.group_of.get(i)
+            if self.learn_scales and g is not None:
+                if g not in done:
+                    done[g] = (self.top_bit - _ste_ceil(self.log2t[g])).clamp(lo, hi)
+                f[i] = done[g]
+            else:
+                f[i] = min(max(int(layer["f_out"]), lo), hi)
+        return f
+
+    def _f_in(self, i: int, f: dict[int, torch.Tensor | int]) -> int:
+        roots = _scale_roots(self.kinds, i - 1)
+        if not roots:
+            return self.bundle.input_frac_bits
+        v = f[roots[0]]
+        return round(float(v.detach() if isinstance(v, torch.Tensor) else v))
 
     def _grid(self, x: torch.Tensor, f: torch.Tensor, limit: int) -> torch.Tensor:
         """x rounded to the grid 2**-f (per output channel) and saturated, with STE."""
@@ -60,15 +142,26 @@ class QATModel(torch.nn.Module):
     def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
         layer = self.kinds[i]
         fw = self.f_w[i]
+        f_out = self._f[i]
         w = self._grid(self.weight[str(i)], fw, self.w_max)
-        b = self._grid(self.bias[str(i)], fw + layer["f_in"], self.bias_limit)
+        b = self._grid(self.bias[str(i)], fw + self._f_in(i, self._f), self.bias_limit)
         acc = F.conv2d(x, w, b, layer["stride"], layer["pad"])
-        q = intmath.requant_real(acc, layer["f_out"], layer["activation"] == "leaky",
-                                 layer["out_bits"], ste=True)
-        return q * 2.0 ** -layer["f_out"]
+        leaky = layer["activation"] == "leaky"
+        if not isinstance(f_out, torch.Tensor):
+            q = intmath.requant_real(acc, f_out, leaky, layer["out_bits"], ste=True)
+            return q * 2.0 ** -f_out
+        # learned scale: requant_real's arithmetic with the scale as a tensor, so that
+        # the rounding error (in range) and the clipping error (saturated) reach t
+        scale = torch.exp2(f_out)
+        t = acc * scale
+        if leaky:
+            t = torch.where(t < 0, t * (intmath.LEAKY_MUL / (1 << intmath.LEAKY_SHIFT)), t)
+        lo, hi = intmath.int_range(layer["out_bits"])
+        return intmath.ste_floor(t + 0.5).clamp(lo, hi) / scale
 
     def forward(self, x_int: torch.Tensor) -> list[torch.Tensor]:
         """x_int: int8-valued N x 3 x H x W (float); returns the detection heads."""
+        self._f = self.frac_bits()
         x = x_int * 2.0 ** -self.bundle.input_frac_bits
         outs = run_graph(self.kinds, x, self._conv)
         return [outs[i] for i in self.bundle.head_indices]
@@ -78,18 +171,26 @@ class QATModel(torch.nn.Module):
         cfg = self.bundle.config
         manifest = copy.deepcopy(self.bundle.manifest)
         arrays = dict(self.bundle.arrays)
+        with torch.no_grad():
+            f = {i: round(float(v)) for i, v in self.frac_bits().items()}
+        layers = manifest["layers"]
+        for j, layer in enumerate(layers):     # every tensor's scale from its root convs
+            if layer["kind"] == "conv":
+                layer["f_in"], layer["f_out"] = self._f_in(j, f), f[j]
+            elif layer["kind"] != "yolo":
+                layer["f_out"] = f[_scale_roots(self.kinds, j)[0]]
         for key, p in self.weight.items():
             i = int(key)
             fw = self.bundle.f_w(i)
             w = p.detach().double().numpy()
             b = self.bias[key].detach().double().numpy()
             wq = intmath.quantize(w, fw[:, None, None, None], cfg.weight_bits, symmetric=True)
-            bq = np.clip(intmath.quantize(b, fw + self.kinds[i]["f_in"], cfg.acc_bits),
+            bq = np.clip(intmath.quantize(b, fw + layers[i]["f_in"], cfg.acc_bits),
                          -cfg.bias_limit, cfg.bias_limit)
             arrays[f"l{i}.weight"] = wq.transpose(0, 2, 3, 1).astype(np.int8)
             arrays[f"l{i}.bias"] = bq.astype(np.int32)
         manifest["quantization"] = {**manifest["quantization"], "qat": provenance or {}}
-        return Bundle(manifest, arrays).seal()
+        return Bundle(manifest, arrays).seal()   # validates shifts and shared route scales
 
 
 def head_distillation_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
@@ -118,6 +219,9 @@ class QatOptions:
     steps: int = 200
     batch: int = 4
     lr: float = 1e-5
+    #: Adam learning rate of the log2 thresholds (QATModel(learn_scales=True)); one unit
+    #: of t is one bit of scale, so it needs a far larger rate than the weights
+    scale_lr: float = 1e-2
     seed: int = 0
 
 
@@ -129,7 +233,11 @@ def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray]
         raise ValueError("QAT needs at least one image")
     rng = np.random.default_rng(opts.seed)
     classes = student.bundle.layers[-1].get("classes", 80)
-    optim = torch.optim.Adam(student.parameters(), lr=opts.lr)
+    weights = [p for n, p in student.named_parameters() if n != "log2t"]
+    groups = [{"params": weights, "lr": opts.lr}]
+    if student.learn_scales:
+        groups.append({"params": [student.log2t], "lr": opts.scale_lr})
+    optim = torch.optim.Adam(groups)
     teacher.eval()
     losses: list[float] = []
     t0 = time.time()
@@ -175,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=QatOptions().steps)
     p.add_argument("--batch", type=int, default=QatOptions().batch)
     p.add_argument("--lr", type=float, default=QatOptions().lr)
+    p.add_argument("--learn-scales", action="store_true",
+                   help="also learn the activations' power-of-two scales (log2 thresholds)")
+    p.add_argument("--scale-lr", type=float, default=QatOptions().scale_lr,
+                   help="learning rate of the log2 thresholds")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or not args.lr > 0:
-        p.error("--steps and --batch must be >= 1 and --lr > 0")
+    if args.steps < 1 or args.batch < 1 or not args.lr > 0 or not args.scale_lr > 0:
+        p.error("--steps and --batch must be >= 1, --lr and --scale-lr > 0")
     try:
         hw = load_config(args.hw_config)
         start = Bundle.load(args.bundle or default_bundle(hw), expect=hw)
@@ -189,11 +301,22 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, ImageError, FileNotFoundError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    opts = QatOptions(steps=args.steps, batch=args.batch, lr=args.lr)
-    student = QATModel(teacher, start)
+    opts = QatOptions(steps=args.steps, batch=args.batch, lr=args.lr, scale_lr=args.scale_lr)
+    student = QATModel(teacher, start, learn_scales=args.learn_scales)
     distill(student, teacher, imgs, opts, log)
-    bundle = student.export({"steps": opts.steps, "batch": opts.batch, "lr": opts.lr,
-                             "images": [f.name for f in files]})
+    try:
+        bundle = student.export({"steps": opts.steps, "batch": opts.batch, "lr": opts.lr,
+                                 "learn_scales": args.learn_scales, "scale_lr": opts.scale_lr,
+                                 "images": [f.name for f in files]})
+    except BundleError as e:
+        print(f"error: the learned scales break a hardware constraint: {e}", file=sys.stderr)
+        return 1
+    if args.learn_scales:
+        changed = [f"{g[0]}: {start.layers[g[0]]['f_out']} -> {bundle.layers[g[0]]['f_out']}"
+                   for g in student.groups
+                   if bundle.layers[g[0]]["f_out"] != start.layers[g[0]]["f_out"]]
+        log(f"learned scales: {len(changed)} of {len(student.groups)} activation scales "
+            f"changed" + (f" (layer: f_out {', '.join(changed)})" if changed else ""))
     bundle.save(Path(args.out))
     log(f"QAT bundle written to {args.out} (hash {bundle.content_hash[:12]})")
     return 0
