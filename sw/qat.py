@@ -31,7 +31,8 @@ from sw import intmath
 from sw.bundle import Bundle
 from sw.model import FloatModel, run_graph
 
-__all__ = ["QATModel", "QatOptions", "distill", "head_distillation_loss", "scale_groups"]
+__all__ = ["LOSSES", "QATModel", "QatOptions", "distill", "head_distillation_loss",
+           "head_mse_loss", "scale_groups"]
 
 
 def _scale_roots(kinds: Sequence[dict], j: int) -> list[int]:
@@ -214,6 +215,17 @@ def head_distillation_loss(student: Sequence[torch.Tensor], teacher: Sequence[to
     return total
 
 
+def head_mse_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
+                  num_classes: int = 0) -> torch.Tensor:
+    """Relative squared error of the raw head outputs, summed over heads: the quantity
+    whose inverse the evaluation reports as head SQNR."""
+    return sum(((s - t) ** 2).mean() / (t ** 2).mean().clamp_min(1e-12)
+               for s, t in zip(student, teacher, strict=True))
+
+
+LOSSES = {"detect": head_distillation_loss, "mse": head_mse_loss}
+
+
 @dataclass(frozen=True)
 class QatOptions:
     steps: int = 200
@@ -222,7 +234,13 @@ class QatOptions:
     #: Adam learning rate of the log2 thresholds (QATModel(learn_scales=True)); one unit
     #: of t is one bit of scale, so it needs a far larger rate than the weights
     scale_lr: float = 1e-2
+    #: distillation loss: "detect" (head_distillation_loss) or "mse" (head_mse_loss)
+    loss: str = "detect"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
 
 
 def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray],
@@ -252,7 +270,7 @@ def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray]
         x_int = torch.from_numpy(intmath.quantize_input(u8)).permute(0, 3, 1, 2).float()
         with torch.no_grad():
             target = teacher.heads(x_float)
-        loss = head_distillation_loss(student(x_int), target, classes)
+        loss = LOSSES[opts.loss](student(x_int), target, classes)
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -283,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=QatOptions().steps)
     p.add_argument("--batch", type=int, default=QatOptions().batch)
     p.add_argument("--lr", type=float, default=QatOptions().lr)
+    p.add_argument("--loss", choices=sorted(LOSSES), default=QatOptions().loss,
+                   help="distillation loss: detect (objectness/class BCE, box error) or mse "
+                        "(relative squared error of the raw heads)")
     p.add_argument("--learn-scales", action="store_true",
                    help="also learn the activations' power-of-two scales (log2 thresholds)")
     p.add_argument("--scale-lr", type=float, default=QatOptions().scale_lr,
@@ -301,12 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, ImageError, FileNotFoundError, ValueError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    opts = QatOptions(steps=args.steps, batch=args.batch, lr=args.lr, scale_lr=args.scale_lr)
+    opts = QatOptions(steps=args.steps, batch=args.batch, lr=args.lr, scale_lr=args.scale_lr,
+                      loss=args.loss)
     student = QATModel(teacher, start, learn_scales=args.learn_scales)
     distill(student, teacher, imgs, opts, log)
     try:
         bundle = student.export({"steps": opts.steps, "batch": opts.batch, "lr": opts.lr,
                                  "learn_scales": args.learn_scales, "scale_lr": opts.scale_lr,
+                                 "loss": opts.loss,
                                  "images": [f.name for f in files]})
     except BundleError as e:
         print(f"error: the learned scales break a hardware constraint: {e}", file=sys.stderr)

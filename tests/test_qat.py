@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sw import intmath
@@ -111,3 +112,15 @@ def test_fixed_scales_do_not_move(small_net, small_model):
     distill(student, small_model, random_images(3, small_net.width, seed=2),
             QatOptions(steps=3, batch=2, lr=1e-3, scale_lr=10.0))
     assert student.export().layers == ptq.layers
+
+
+def test_mse_loss_trains_and_bad_loss_is_refused(small_net, small_model):
+    ptq = small_bundle(small_net, small_model)
+    student = QATModel(small_model, ptq, learn_scales=True)
+    imgs = random_images(4, small_net.width, seed=6)
+    losses = distill(student, small_model, imgs,
+                     QatOptions(steps=25, batch=2, lr=3e-3, scale_lr=0.05, loss="mse"))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    _check_bit_exact(student.export(), imgs[1])
+    with pytest.raises(ValueError, match="loss must be one of"):
+        QatOptions(loss="l1")
