@@ -1,7 +1,8 @@
 # The two commands of the README: `make demo` and `make test` (both set everything up first).
 PY := .venv/bin/python
+COCO ?= ../shared/data/coco-train128
 
-.PHONY: setup demo test lint bench eval synth
+.PHONY: setup demo test lint bench eval synth study
 
 setup:
 	bash scripts/setup.sh
@@ -25,3 +26,8 @@ eval: setup
 
 synth: setup
 	$(PY) -m hw.synth_report
+
+# PTQ study (docs/study.md): bits x calibration method x adjustment style, about an hour.
+study: setup
+	OMP_NUM_THREADS=1 $(PY) -m sw.study --images $(COCO)/images --ann $(COCO)/instances.json \
+		--calib-images 32 --bits 8,4,6,16,10,12 --out docs/study-results

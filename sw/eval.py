@@ -7,7 +7,9 @@ calibration, run on the golden integer model, and optionally the fake-quant mode
 prints mAP@0.5 and mAP@0.5:0.95 (pycocotools) against the labels, plus agreement with
 the float model: detections matched at score >= 0.25 (same class, IoU >= 0.5), head
 SQNR in dB, and "fidelity" mAP@0.5:0.95 scoring the int8 detections against the float
-model's own detections (score >= 0.25) as ground truth.
+model's own detections (score >= 0.25) as ground truth. With --bootstrap N, adds 95%
+percentile intervals over N resamples of the images (with replacement) for each backend's
+mAP and for the paired difference float - backend.
 """
 
 from __future__ import annotations
@@ -65,6 +67,113 @@ def coco_map(gt: dict, dets: list[dict]) -> tuple[float, float]:
     return float(ev.stats[1]), float(ev.stats[0])
 
 
+class ImageEval:
+    """COCO evaluation of one detection set, kept per image so that any multiset of the
+    images (a bootstrap resample) can be scored without re-matching.
+
+    `map(idx)` equals `coco_map` on the images at positions idx (duplicates allowed) given
+    fresh ids in gt and detections: COCO matches boxes per image and category, so a
+    duplicated image contributes its per-image match results twice; only accumulation
+    (precision/recall over all images) is redone. Only the area range "all" and 100
+    detections per image are evaluated, which is what mAP@0.5 and mAP@0.5:0.95 read.
+    """
+
+    def __init__(self, gt: dict, dets: list[dict]):
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        if not gt.get("images"):
+            raise ValueError("ImageEval: the ground truth has no images")
+        self.ids = sorted(img["id"] for img in gt["images"])
+        self.empty = not dets
+        if self.empty:
+            return
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = gt
+            coco.createIndex()
+            ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+            ev.params.imgIds = self.ids
+            ev.params.areaRng, ev.params.areaRngLbl, ev.params.maxDets = [[0, 1e10]], ["all"], [100]
+            ev.evaluate()
+        self.ev = ev
+        self.per_image = list(ev.evalImgs)  # category-major: k * len(ids) + image
+        self.cats = len(ev.params.catIds)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def map(self, idx: Sequence[int] | np.ndarray | None = None) -> tuple[float, float]:
+        """(mAP@0.5, mAP@0.5:0.95) over the images at positions idx (default: all once)."""
+        if self.empty:
+            return 0.0, 0.0
+        n = len(self.ids)
+        idx = range(n) if idx is None else [int(i) for i in idx]
+        ev = self.ev
+        ev.evalImgs = [self.per_image[k * n + i] for k in range(self.cats) for i in idx]
+        fresh = list(range(1, len(idx) + 1))
+        ev.params.imgIds = ev._paramsEval.imgIds = fresh
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                ev.accumulate()
+        finally:
+            ev.params.imgIds = ev._paramsEval.imgIds = self.ids
+            ev.evalImgs = self.per_image
+        prec = ev.eval["precision"][:, :, :, 0, 0]  # IoU x recall x category
+
+        def mean(p: np.ndarray) -> float:
+            p = p[p > -1]
+            return float(p.mean()) if p.size else -1.0
+        return mean(prec[0]), mean(prec)
+
+
+def resample_indices(n_images: int, n: int, seed: int = 0) -> np.ndarray:
+    """n bootstrap resamples (rows) of image positions 0..n_images-1, with replacement."""
+    if n_images < 1:
+        raise ValueError("bootstrap needs at least one image")
+    if n < 1:
+        raise ValueError(f"bootstrap needs at least one resample, got {n}")
+    return np.random.default_rng(seed).integers(0, n_images, (n, n_images))
+
+
+def percentile_interval(values: Sequence[float] | np.ndarray,
+                        level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap values."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        raise ValueError("percentile_interval of no values")
+    a = (1 - level) / 2 * 100
+    lo, hi = np.percentile(v, [a, 100 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_map(gt: dict, dets: dict[str, list[dict]], n: int = 200, seed: int = 0,
+                  ref: str | None = None, level: float = 0.95) -> dict[str, dict]:
+    """Bootstrap intervals over images of mAP@0.5 and mAP@0.5:0.95 per detection set.
+
+    Every set is scored on the same n seeded resamples of the images (with replacement;
+    a duplicated image counts as a new image in gt and detections). Returns per name
+    {"mAP50": (lo, hi), "mAP50_95": (lo, hi)} and, when `ref` names one of the sets, for
+    the others the paired difference ref - name as "diff50" and "diff50_95" (lo, hi).
+    """
+    if not dets:
+        raise ValueError("bootstrap_map: no detection sets")
+    if ref is not None and ref not in dets:
+        raise ValueError(f"bootstrap_map: reference {ref!r} is not one of the detection sets")
+    evals = {k: ImageEval(gt, d) for k, d in dets.items()}
+    idx = resample_indices(len(next(iter(evals.values()))), n, seed)
+    vals = {k: np.array([e.map(ix) for ix in idx]) for k, e in evals.items()}
+    out: dict[str, dict] = {}
+    for k, v in vals.items():
+        out[k] = {"mAP50": percentile_interval(v[:, 0], level),
+                  "mAP50_95": percentile_interval(v[:, 1], level)}
+        if ref is not None and k != ref:
+            d = vals[ref] - v
+            out[k].update(diff50=percentile_interval(d[:, 0], level),
+                          diff50_95=percentile_interval(d[:, 1], level))
+    return out
+
+
 def _results(dets: list[Detection], image_id: int) -> list[dict]:
     return [{"image_id": image_id, "category_id": COCO80_TO_91[d.class_id],
              "bbox": [float(v) for v in d.bbox], "score": float(d.score)} for d in dets]
@@ -109,7 +218,8 @@ def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
 
 
 def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limit: int | None,
-             hw_path: str | None, calib: str, bundles: Sequence[str] = ()) -> dict:
+             hw_path: str | None, calib: str, bundles: Sequence[str] = (),
+             bootstrap: int = 0, seed: int = 0) -> dict:
     gt = json.loads(ann.read_text())
     by_name = {img["file_name"]: img for img in gt["images"]}
     files = sorted(p for p in images.iterdir() if p.name in by_name)
@@ -169,6 +279,12 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
                        head_sqnr_db=float(np.mean(stats[name]["sqnr"])),
                        matched=stats[name]["matched"], dets=stats[name]["count"])
         report["rows"].append(row)
+    if bootstrap:
+        log(f"bootstrap: {bootstrap} resamples of {len(files)} images ...")
+        ci = bootstrap_map(gt, dets, bootstrap, seed, ref="float")
+        report["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95}
+        for row in report["rows"]:
+            row["ci"] = ci[row["backend"]]
     return report
 
 
@@ -186,7 +302,24 @@ def markdown(report: dict) -> str:
                      f"{r['matched']} / {r['dets']} | {r['head_sqnr_db']:.1f} ")
         lines.append(f"| {r['backend']} | {r['mAP50']:.4f} | {r['mAP50_95']:.4f} {extra}"
                      f"| {r['s_per_image']:.3f} |")
+    if "bootstrap" in report:
+        b = report["bootstrap"]
+        lines += ["", f"{b['level']:.0%} bootstrap intervals over images ({b['resamples']} "
+                  f"resamples, seed {b['seed']}); difference = float - backend, paired:", "",
+                  "| backend | mAP@0.5 | mAP@0.5:0.95 | float - backend mAP@0.5 "
+                  "| float - backend mAP@0.5:0.95 |", "|---|---|---|---|---|"]
+        for r in report["rows"]:
+            c = r["ci"]
+            diff = ("| - | - " if "diff50" not in c else
+                    f"| {fmt_ci(c['diff50'])} | {fmt_ci(c['diff50_95'])} ")
+            lines.append(f"| {r['backend']} | {fmt_ci(c['mAP50'])} | {fmt_ci(c['mAP50_95'])} "
+                         f"{diff}|")
     return "\n".join(lines)
+
+
+def fmt_ci(ci: Sequence[float]) -> str:
+    """An interval as [lo, hi] with 4 decimals."""
+    return f"[{ci[0]:.4f}, {ci[1]:.4f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ann", required=True, help="COCO-format instances.json for them")
     p.add_argument("--variants", default="channel-mse-bc,channel-max,tensor-max",
                    help="comma list of WEIGHTS-ACTIVATIONS[-bc] quantization variants, WEIGHTS "
-                        "in channel|tensor, ACTIVATIONS in max|percentile|mse, -bc: bias "
-                        "correction")
+                        "in channel|tensor, ACTIVATIONS in max|stdM|percentile|mse (stdM: "
+                        "clip at |mean| + M std, e.g. std3), -bc: bias correction")
     p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
     p.add_argument("--bundle", action="append", default=[],
                    help="also evaluate this bundle file (repeatable)")
@@ -204,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--hw-config", help="HwConfig JSON")
     p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="95%% bootstrap intervals over images from N resamples (0: off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     args = p.parse_args(argv)
+    if args.bootstrap < 0:
+        p.error("--bootstrap must be >= 0")
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         try:
@@ -216,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         if not f.exists():
             p.error(f"{f}: not found")
     report = evaluate(images, ann, variants, args.fakequant, args.limit, args.hw_config,
-                      args.calib, args.bundle)
+                      args.calib, args.bundle, args.bootstrap, args.seed)
     print(markdown(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -12,6 +12,7 @@ model uses them so that it can carry gradients (straight-through) for QAT.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,14 @@ __all__ = [
     "INPUT_FRAC_BITS",
     "LEAKY_MUL",
     "LEAKY_SHIFT",
+    "find_shift_scale",
     "int_range",
     "quantize",
     "quantize_input",
+    "quantize_pixels",
     "requant",
+    "requant_float",
+    "requant_mul",
     "requant_real",
     "round_shift",
     "saturate",
@@ -156,3 +161,83 @@ def quantize_input(pixels: np.ndarray, f: int = INPUT_FRAC_BITS, bits: int = 8) 
         raise TypeError(f"quantize_input wants uint8 pixels, got {p.dtype}")
     q = (p.astype(np.int64) * (1 << (f + 1)) + 255) // 510
     return saturate(q, bits).astype(np.int8)
+
+
+# -- the other two adjustment styles of the PTQ study (sw/study.py); the hardware uses
+# -- `requant` (power-of-two shift) only.
+
+#: Largest |acc * M * 13| `requant_mul` accepts: int64 with headroom for the rounding add.
+MUL_LIMIT = 1 << 62
+
+
+def find_shift_scale(ratio: float, mult_bits: int = 16, max_shift: int = 56) -> tuple[int, int]:
+    """Integer multiplier and right shift approximating a real ratio > 0: (M, n).
+
+    n is the largest shift in [0, max_shift] with M = floor(ratio * 2**n + 1/2) < 2**mult_bits,
+    so M / 2**n is within 2**-(n+1) of ratio, and M >= 2**(mult_bits-1) (a relative error
+    below 2**-mult_bits) unless n = max_shift. Raises ValueError when even n = 0 overflows.
+    """
+    if not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"find_shift_scale: ratio must be a positive number, got {ratio!r}")
+    if mult_bits < 2 or max_shift < 0:
+        raise ValueError("find_shift_scale: need mult_bits >= 2 and max_shift >= 0")
+    limit = 1 << mult_bits
+    if math.floor(ratio + 0.5) >= limit:
+        raise ValueError(f"find_shift_scale: ratio {ratio} needs more than {mult_bits} bits")
+    n = min(max_shift, max(0, mult_bits - math.frexp(ratio)[1]))  # ratio < 2**(exp)
+    while n < max_shift and math.floor(math.ldexp(ratio, n + 1) + 0.5) < limit:
+        n += 1
+    while math.floor(math.ldexp(ratio, n) + 0.5) >= limit:
+        n -= 1
+    return math.floor(math.ldexp(ratio, n) + 0.5), n
+
+
+def requant_mul(acc: Any, mult: Any, shift: Any, leaky: bool, out_bits: int) -> Any:
+    """Integer-multiplier requantization: `requant` with the accumulator first times M.
+
+    y = saturate(round_shift(acc * M, n))                    if not leaky or acc >= 0
+    y = saturate(round_shift(acc * M * 13, n + 7))           if leaky and acc < 0
+    M (>= 0) and n broadcast against acc (per output channel). Integer arrays or tensors;
+    raises ValueError if a product could leave int64 (|acc| * max M * 13 >= 2**62).
+    """
+    if isinstance(acc, int):
+        acc = np.int64(acc)
+    peak = int(abs(acc).max()) * int(np.max(np.asarray(mult))) * LEAKY_MUL
+    if peak >= MUL_LIMIT:
+        raise ValueError(f"requant_mul: |acc * M * 13| may reach {peak} >= 2**62, "
+                         "inexact in int64")
+    prod = acc * mult
+    pos = round_shift(prod, shift)
+    if leaky:
+        neg = round_shift(prod * LEAKY_MUL, shift + LEAKY_SHIFT)
+        pos = _where(acc < 0, neg, pos)
+    return saturate(pos, out_bits)
+
+
+def requant_float(acc: Any, ratio: Any, leaky: bool, out_bits: int) -> Any:
+    """Real-multiplier requantization in float64 (floats holding integers in, out).
+
+    y = saturate(floor(acc * r + 1/2)), with acc * 13 * (r / 128) in place of acc * r
+    where leaky and acc < 0 (the contract's slope 13/128, applied before rounding).
+    """
+    t = acc * ratio
+    if leaky:
+        t = _where(acc < 0, (acc * LEAKY_MUL) * (ratio / (1 << LEAKY_SHIFT)), t)
+    lo, hi = int_range(out_bits)
+    if _is_torch(t):
+        import torch
+        return torch.floor(t + 0.5).clamp(lo, hi)
+    return np.clip(np.floor(t + 0.5), lo, hi)
+
+
+def quantize_pixels(pixels: np.ndarray, top: int, bits: int) -> np.ndarray:
+    """uint8 pixels to integers: saturate(floor(p * top / 255 + 1/2)), int64.
+
+    Exact in integers: (2 * p * top + 255) // 510. top = 2**f gives the power-of-two
+    scale 2**-f (`quantize_input` for f = 7, bits = 8); top = 2**(bits-1) - 1 gives the
+    real scale 1 / top that maps the input's range [0, 1] onto the full code range.
+    """
+    p = np.asarray(pixels)
+    if p.dtype != np.uint8:
+        raise TypeError(f"quantize_pixels wants uint8 pixels, got {p.dtype}")
+    return saturate((p.astype(np.int64) * (2 * top) + 255) // 510, bits)

@@ -2,10 +2,11 @@
 
 Every tensor is int8 at a power-of-two scale, real = q * 2**-f. Weights get f per
 output channel or per tensor (from their max |w|); activations get one f per tensor,
-calibrated on a folder of images from the float model's activations by max, percentile
-or MSE. Biases are int32 at the accumulator scale. Tensors concatenated by a route share
-one f (the coarser). Requantization shifts are kept within the hardware's range.
-The detection heads leave the requantizer as `HwConfig.head_bits` integers.
+calibrated on a folder of images from the float model's activations by max, outlier
+removal at m standard deviations ("std"), percentile or MSE. Biases are int32 at the
+accumulator scale. Tensors concatenated by a route share one f (the coarser).
+Requantization shifts are kept within the hardware's range. The detection heads leave
+the requantizer as `HwConfig.head_bits` integers.
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ from sw.bundle import Bundle
 from sw.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
 from sw.model import FloatModel
 
-__all__ = ["Calibration", "QuantOptions", "calibrate", "frac_bits_for_max", "quantize_network"]
+__all__ = [
+    "Calibration",
+    "QuantOptions",
+    "act_clip",
+    "calibrate",
+    "frac_bits_for_max",
+    "pow2_frac_bits",
+    "quantize_network",
+]
 
-ACT_METHODS = ("max", "percentile", "mse")
+ACT_METHODS = ("max", "std", "percentile", "mse")
 #: Bumped whenever the quantizer's output for the same inputs changes; part of the
 #: cache key of built bundles, so a cached bundle never outlives the code that made it.
 QUANTIZER_VERSION = 1
@@ -41,10 +50,11 @@ class QuantOptions:
     """PTQ choices. The defaults are the measured best (see README, "Accuracy")."""
 
     weights: str = "channel"        # "channel" or "tensor"
-    activations: str = "mse"        # "max", "percentile" or "mse"
+    activations: str = "mse"        # "max", "std", "percentile" or "mse"
     percentile: float = 99.99
     head_activations: str = "max"   # calibration of the detection heads' outputs
     bias_correction: bool = True    # fold the mean weight-quantization error into the bias
+    std_m: float = 3.0              # "std": clip at |mean| + std_m * std (see `act_clip`)
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_GRANULARITY:
@@ -54,18 +64,38 @@ class QuantOptions:
                 raise ValueError(f"{name} must be one of {ACT_METHODS}")
         if not 0 < self.percentile <= 100:
             raise ValueError("percentile must lie in (0, 100]")
+        if not (math.isfinite(self.std_m) and self.std_m > 0):
+            raise ValueError(f"std_m must be a positive number, got {self.std_m!r}")
 
     @property
     def tag(self) -> str:
-        """Short name: WEIGHTS-ACTIVATIONS[-bc], e.g. channel-mse-bc."""
-        return f"{self.weights}-{self.activations}" + ("-bc" if self.bias_correction else "")
+        """Short name: WEIGHTS-ACTIVATIONS[-bc], e.g. channel-mse-bc or channel-std3-bc.
+
+        The "std" method carries its m in the tag (std3, std2.5)."""
+        act = f"std{self.std_m:g}" if self.activations == "std" else self.activations
+        return f"{self.weights}-{act}" + ("-bc" if self.bias_correction else "")
 
     @classmethod
     def from_tag(cls, tag: str) -> QuantOptions:
         parts = tag.split("-")
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "bc"):
             raise ValueError(f"{tag!r}: expected WEIGHTS-ACTIVATIONS or WEIGHTS-ACTIVATIONS-bc")
-        return cls(weights=parts[0], activations=parts[1], bias_correction=len(parts) == 3)
+        act, extra = parts[1], {}
+        if act.startswith("std") and act != "std":
+            try:
+                extra["std_m"] = float(act[3:])
+            except ValueError:
+                raise ValueError(f"{tag!r}: expected stdM with a number M, e.g. std3") from None
+            act = "std"
+        return cls(weights=parts[0], activations=act, bias_correction=len(parts) == 3, **extra)
+
+    def manifest_dict(self) -> dict[str, Any]:
+        """The options as recorded in a bundle; std_m only where a method uses it, so
+        bundles of the other methods are unchanged."""
+        d = asdict(self)
+        if "std" not in (self.activations, self.head_activations):
+            del d["std_m"]
+        return d
 
 
 def frac_bits_for_max(m: float, bits: int) -> int:
@@ -120,11 +150,34 @@ def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image:
                        {j: v / n for j, v in sums.items()})
 
 
-def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int) -> int:
+def act_clip(cal: Calibration, i: int, method: str, pct: float = 99.99,
+             std_m: float = 3.0) -> float:
+    """Clip range of layer i's activations for the range-based methods.
+
+    max: the exact max |x| over the calibration images; percentile: the `pct` percentile
+    of |x| over the layer's calibration samples (max |x| if that is 0); std (outlier
+    removal at m standard deviations): min(max |x|, |mean(x)| + m * std(x)), mean and
+    (population) std of the layer's signed calibration samples (max |x| if that is 0).
+    """
+    m = cal.maxabs[i]
+    if method == "max":
+        return m
+    if method == "percentile":
+        return float(np.percentile(np.abs(cal.samples[i]).astype(np.float64), pct)) or m
+    if method == "std":
+        x = cal.samples[i].astype(np.float64)
+        return min(m, abs(float(x.mean())) + std_m * float(x.std())) or m
+    raise ValueError(f"act_clip: no clip range for method {method!r}")
+
+
+def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int,
+                   std_m: float = 3.0) -> int:
     m = cal.maxabs[i]
     f_max = frac_bits_for_max(m, bits)
     if method == "max":
         return f_max
+    if method == "std":
+        return frac_bits_for_max(act_clip(cal, i, "std", std_m=std_m), bits)
     s = np.abs(cal.samples[i]).astype(np.float64)
     if method == "percentile":
         return frac_bits_for_max(float(np.percentile(s, pct)) or m, bits)
@@ -159,11 +212,18 @@ def _root_convs(net: Network, j: int) -> list[int]:
     return _root_convs(net, j - 1)
 
 
-def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwConfig,
-                     opts: QuantOptions = QuantOptions(), provenance: dict[str, Any] | None = None,
-                     log: Callable[[str], None] | None = None) -> Bundle:
-    """Choose power-of-two scales, quantize weights and biases, and build a bundle."""
-    params = model.fused_params()
+def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]],
+                   cal: Calibration, opts: QuantOptions, act_bits: int, weight_bits: int,
+                   head_bits: int, max_shift: int, bias_limit: int,
+                   input_frac_bits: int = intmath.INPUT_FRAC_BITS,
+                   ) -> tuple[dict[int, int], dict[int, int], dict[int, np.ndarray]]:
+    """Power-of-two scales of every conv layer for any bit widths: (f_in, f_out, f_w).
+
+    Calibrated f_out and max-based f_w, then the constraints: route sources share the
+    coarser f, 0 <= f_in + f_w - f_out <= max_shift, |bias| <= bias_limit at the
+    accumulator scale; the network input is at 2**-input_frac_bits. `quantize_network`
+    calls it with the HwConfig's widths.
+    """
     heads = set(net.head_indices)
     convs = net.conv_indices
     f_out: dict[int, int] = {}
@@ -171,8 +231,8 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
         head = i in heads
         method = opts.head_activations if head else opts.activations
         f_out[i] = _act_frac_bits(cal, i, method, opts.percentile,
-                                  cfg.head_bits if head else cfg.act_bits)
-    f_w = {i: _weight_frac_bits(params[i][0], opts.weights == "channel", cfg.weight_bits)
+                                  head_bits if head else act_bits, opts.std_m)
+    f_w = {i: _weight_frac_bits(params[i][0], opts.weights == "channel", weight_bits)
            for i in convs}
 
     # Fixed point of the constraints; each step only lowers some f, so it terminates.
@@ -186,19 +246,19 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
                 for r in roots:
                     changed |= f_out[r] != lo
                     f_out[r] = lo
-        f_in = {i: _input_frac_bits(net, i, f_out) for i in convs}
+        f_in = {i: _input_frac_bits(net, i, f_out, input_frac_bits) for i in convs}
         for i in convs:
             # shift = f_in + f_w - f_out must lie in [0, max_shift]
             lo_fw = f_out[i] - f_in[i]
             if f_w[i].min() < lo_fw:  # output finer than the accumulator: coarsen it
                 f_out[i] = f_in[i] + int(f_w[i].min())
                 changed = True
-            f_w[i] = np.minimum(f_w[i], f_out[i] - f_in[i] + cfg.max_shift)
+            f_w[i] = np.minimum(f_w[i], f_out[i] - f_in[i] + max_shift)
             # the bias must fit the accumulator bound at scale 2**-(f_in + f_w)
             b = params[i][1]
             while True:
                 bq = np.abs(np.floor(b * np.exp2(f_in[i] + f_w[i]) + 0.5))
-                over = bq > cfg.bias_limit
+                over = bq > bias_limit
                 if not over.any():
                     break
                 f_w[i] = np.where(over, f_w[i] - 1, f_w[i])
@@ -209,6 +269,17 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
             break
     else:
         raise RuntimeError("scale constraints did not converge")
+    return f_in, f_out, f_w
+
+
+def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwConfig,
+                     opts: QuantOptions = QuantOptions(), provenance: dict[str, Any] | None = None,
+                     log: Callable[[str], None] | None = None) -> Bundle:
+    """Choose power-of-two scales, quantize weights and biases, and build a bundle."""
+    params = model.fused_params()
+    heads = set(net.head_indices)
+    f_in, f_out, f_w = pow2_frac_bits(net, params, cal, opts, cfg.act_bits, cfg.weight_bits,
+                                      cfg.head_bits, cfg.max_shift, cfg.bias_limit)
 
     layers: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
@@ -255,7 +326,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
         "layers": layers,
         "hw_config": cfg.to_dict(),
         "hw_config_id": cfg.config_id_hex,
-        "quantization": {**asdict(opts), "calibration_images": cal.images,
+        "quantization": {**opts.manifest_dict(), "calibration_images": cal.images,
                          "quantizer_version": QUANTIZER_VERSION},
         "provenance": provenance or {},
     }
@@ -277,11 +348,12 @@ def _weight_error_bias(net: Network, i: int, w: np.ndarray, w_deq: np.ndarray,
     return np.einsum("oihw,i->o", w_deq - w, mean_in)
 
 
-def _input_frac_bits(net: Network, i: int, f_out: dict[int, int]) -> int:
+def _input_frac_bits(net: Network, i: int, f_out: dict[int, int],
+                     input_frac_bits: int = intmath.INPUT_FRAC_BITS) -> int:
     roots = _root_convs(net, i - 1) if not isinstance(net.layers[i], Route) else \
         [r for j in net.layers[i].layers for r in _root_convs(net, j)]
     if not roots:
-        return intmath.INPUT_FRAC_BITS
+        return input_frac_bits
     return f_out[roots[0]]
 
 

@@ -89,3 +89,117 @@ def test_eval_cli_rejects_bad_variant(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--images", str(tmp_path), "--ann", str(tmp_path), "--variants", "row-max"])
     assert e.value.code == 2
+
+
+def _synthetic(n_img=20, seed=0):
+    """Random gt boxes in 3 categories; detections: jittered gt (80%) plus false positives."""
+    rng = np.random.default_rng(seed)
+    imgs = [{"id": 10 + 3 * k, "file_name": f"{k}.jpg", "width": 200, "height": 200}
+            for k in range(n_img)]
+    gt = {"images": imgs, "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)],
+          "annotations": []}
+    dets = []
+    for im in imgs:
+        for _ in range(rng.integers(0, 4)):
+            x, y = rng.uniform(0, 150, 2)
+            w, h = rng.uniform(10, 50, 2)
+            c = int(rng.integers(1, 4))
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": im["id"],
+                                      "category_id": c, "bbox": [x, y, w, h], "area": w * h,
+                                      "iscrowd": 0})
+            if rng.random() < 0.8:
+                j = rng.normal(0, 4, 4)
+                dets.append({"image_id": im["id"], "category_id": c, "score": float(rng.random()),
+                             "bbox": [x + j[0], y + j[1], w + j[2], h + j[3]]})
+        for _ in range(rng.integers(0, 3)):
+            x, y, w, h = rng.uniform(0, 100, 4) + np.array([0, 0, 10, 10])
+            dets.append({"image_id": im["id"], "category_id": int(rng.integers(1, 4)),
+                         "bbox": [x, y, w, h], "score": float(rng.random())})
+    return gt, dets
+
+
+def test_image_eval_equals_coco_map_with_fresh_ids():
+    """Scoring a multiset of images = coco_map on explicitly duplicated, renumbered images."""
+    from sw.eval import ImageEval
+
+    gt, dets = _synthetic()
+    ie = ImageEval(gt, dets)
+    assert ie.map() == pytest.approx(coco_map(gt, dets), abs=1e-12)
+    idx = [3, 3, 0, 5, 19, 19, 19, 2, 7]
+    ids = sorted(img["id"] for img in gt["images"])
+    dup = {"images": [], "annotations": [], "categories": gt["categories"]}
+    dup_dets = []
+    for new, pos in enumerate(idx, 1):
+        old = ids[pos]
+        dup["images"].append({"id": new, "file_name": f"{new}.jpg", "width": 200,
+                              "height": 200})
+        dup["annotations"] += [{**a, "id": len(dup["annotations"]) + k + 1, "image_id": new}
+                               for k, a in enumerate(a for a in gt["annotations"]
+                                                     if a["image_id"] == old)]
+        dup_dets += [{**d, "image_id": new} for d in dets if d["image_id"] == old]
+    assert ie.map(idx) == pytest.approx(coco_map(dup, dup_dets), abs=1e-12)
+    assert ie.map() == pytest.approx(coco_map(gt, dets), abs=1e-12)  # state restored
+
+
+def test_bootstrap_intervals():
+    from sw.eval import bootstrap_map
+
+    gt, dets = _synthetic(30)
+    worse = [d for k, d in enumerate(dets) if k % 3]  # drop a third of the detections
+    sets = {"float": dets, "q": worse}
+    ci = bootstrap_map(gt, sets, n=60, seed=3, ref="float")
+    assert ci == bootstrap_map(gt, sets, n=60, seed=3, ref="float")  # deterministic
+    assert ci != bootstrap_map(gt, sets, n=60, seed=4, ref="float")
+    for name, d in sets.items():
+        point = coco_map(gt, d)
+        for key, p in zip(("mAP50", "mAP50_95"), point, strict=True):
+            lo, hi = ci[name][key]
+            assert lo <= p <= hi, (name, key, lo, p, hi)
+    lo, hi = ci["q"]["diff50"]
+    assert lo <= coco_map(gt, dets)[0] - coco_map(gt, worse)[0] <= hi
+    assert "diff50" not in ci["float"]
+    same = bootstrap_map(gt, {"float": dets, "copy": dets}, n=20, ref="float")
+    assert same["copy"]["diff50"] == (0.0, 0.0) and same["copy"]["diff50_95"] == (0.0, 0.0)
+
+
+def test_bootstrap_errors():
+    from sw.eval import bootstrap_map, percentile_interval, resample_indices
+
+    gt, dets = _synthetic(5)
+    with pytest.raises(ValueError, match="no images"):
+        bootstrap_map({**gt, "images": []}, {"a": dets})
+    with pytest.raises(ValueError, match="no detection sets"):
+        bootstrap_map(gt, {})
+    with pytest.raises(ValueError, match="reference"):
+        bootstrap_map(gt, {"a": dets}, ref="float")
+    with pytest.raises(ValueError, match="resample"):
+        bootstrap_map(gt, {"a": dets}, n=0)
+    with pytest.raises(ValueError):
+        resample_indices(0, 10)
+    with pytest.raises(ValueError):
+        percentile_interval([])
+    assert bootstrap_map(gt, {"a": []}, n=5)["a"]["mAP50"] == (0.0, 0.0)
+
+
+def test_markdown_prints_bootstrap_intervals():
+    from sw.eval import markdown
+
+    rows = [{"backend": "float", "mAP50": 0.5, "mAP50_95": 0.25, "s_per_image": 0.1,
+             "ci": {"mAP50": (0.4, 0.6), "mAP50_95": (0.2, 0.3)}},
+            {"backend": "q golden", "mAP50": 0.45, "mAP50_95": 0.2, "s_per_image": 0.3,
+             "fidelity50": 0.9, "fidelity50_95": 0.8, "head_sqnr_db": 30.0, "matched": 9,
+             "dets": 10, "ci": {"mAP50": (0.35, 0.55), "mAP50_95": (0.15, 0.25),
+                                "diff50": (0.01, 0.09), "diff50_95": (0.0, 0.1)}}]
+    md = markdown({"images": 2, "annotations": 3, "float_dets_at_0.25": 4, "rows": rows,
+                   "bootstrap": {"resamples": 50, "seed": 0, "level": 0.95}})
+    assert "| q golden | [0.3500, 0.5500] | [0.1500, 0.2500] | [0.0100, 0.0900] |" in md
+    assert "| float | [0.4000, 0.6000] | [0.2000, 0.3000] | - | - |" in md
+    assert "bootstrap" not in markdown({"images": 2, "annotations": 3,
+                                        "float_dets_at_0.25": 4, "rows": rows[:1]})
+
+
+def test_eval_cli_rejects_negative_bootstrap(tmp_path):
+    from sw.eval import main
+    with pytest.raises(SystemExit) as e:
+        main(["--images", str(tmp_path), "--ann", str(tmp_path), "--bootstrap", "-2"])
+    assert e.value.code == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,45 @@ def test_bias_correction_removes_mean_error_of_first_layer(small_net, small_mode
     corrected = mean_error(small_bundle(small_net, small_model,
                                         QuantOptions("tensor", "max", bias_correction=True)))
     assert corrected.mean() < 0.5 * plain.mean(), (plain, corrected)
+
+
+def test_std_option_tags_and_validation():
+    for tag in ("channel-std3-bc", "tensor-std2.5", "channel-std0.5-bc"):
+        opts = QuantOptions.from_tag(tag)
+        assert opts.activations == "std" and opts.tag == tag
+    assert QuantOptions.from_tag("channel-std").tag == "channel-std3"
+    assert QuantOptions.from_tag("channel-std4").std_m == 4.0
+    for bad in ("channel-stdx", "channel-std-1", "channel-std0"):
+        with pytest.raises(ValueError):
+            QuantOptions.from_tag(bad)
+    with pytest.raises(ValueError, match="std_m"):
+        QuantOptions(std_m=math.nan)
+
+
+def test_std_m_recorded_only_where_used(small_net, small_model):
+    """Bundles of the other methods keep their manifest (and hash) as before std existed."""
+    plain = small_bundle(small_net, small_model, QuantOptions("channel", "max"))
+    assert "std_m" not in plain.manifest["quantization"]
+    std = small_bundle(small_net, small_model, QuantOptions("channel", "std", std_m=2.0))
+    assert std.manifest["quantization"]["std_m"] == 2.0
+    # clipping at |mean| + 2 std is never coarser than max, and finer somewhere
+    pairs = [(std.layers[i]["f_out"], plain.layers[i]["f_out"])
+             for i, layer in enumerate(plain.layers) if layer["kind"] == "conv"
+             and not layer["head"]]
+    assert all(s >= p for s, p in pairs) and any(s > p for s, p in pairs)
+
+
+def test_pow2_frac_bits_matches_the_bundle(small_net, small_model):
+    from sw.quant import calibrate, pow2_frac_bits
+    from tests.conftest import random_images
+
+    cal = calibrate(small_model, random_images(4, small_net.width))
+    hw = HwConfig()
+    opts = QuantOptions("channel", "percentile")
+    b = small_bundle(small_net, small_model, opts)
+    f_in, f_out, f_w = pow2_frac_bits(small_net, small_model.fused_params(), cal, opts,
+                                      hw.act_bits, hw.weight_bits, hw.head_bits, hw.max_shift,
+                                      hw.bias_limit)
+    for i in small_net.conv_indices:
+        assert (f_in[i], f_out[i]) == (b.layers[i]["f_in"], b.layers[i]["f_out"])
+        assert np.array_equal(f_w[i], b.f_w(i))
