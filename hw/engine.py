@@ -103,8 +103,8 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no window; H x W in 1x1
     mode) and writes a pixel's windows only into a free bank of the reorder buffer (freed
     when the array finishes the pixel BANKS pixels earlier). This replays that schedule
-    pixel by pixel, plus the pipeline tail (R + C + 12 cycles, and the max pool's
-    padding row, (W + 1) * cout cycles, in stride-1 mode).
+    pixel by pixel, plus the pipeline tail (R + C + 18 cycles, 2 more with a pool, and the
+    max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
     nrb, nq = math.ceil(cout / r), math.ceil(cin / c)
@@ -123,7 +123,8 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             gen_t += cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
-    tail = r + c + 12 + ((w + 1) * cout if pool == POOL_S1 else 0)
+    tail = r + c + 18 + (2 if pool != POOL_NONE else 0)
+    tail += (w + 1) * cout if pool == POOL_S1 else 0
     return mac_t + tail
 
 
@@ -181,7 +182,7 @@ class LayerEngine(wiring.Component):
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
     windows (``cin`` cycles each) are written while the array works on the current one
     (`engine_cycles`). Latency from a pixel's complete window to its first output: about
-    the pixel's array cycles + R + C + 8 (+ 2 with pooling).
+    the pixel's array cycles + R + C + 14 (+ 4 with pooling).
     Backpressure: ``o.ready = 0`` stalls the engine without loss;
     ``params.ready`` is always 1 (extra bytes set ``param_err``); ``i.ready`` is 0 until
     the parameters are loaded.
@@ -383,7 +384,9 @@ class LayerEngine(wiring.Component):
         f1_last = Signal()
         f1_tap = Signal(range(TAPS))
         f1_mask = Signal(C)
-        adv_f = ~f1_valid | mac.i.ready
+        f2_valid = Signal()
+        adv_2 = ~f2_valid | mac.i.ready
+        adv_f = ~f1_valid | adv_2
         fire_f = adv_f & full.bit_select(rbank, 1)
         q_last = fcb + C >= self.cin
         t_last = ft == kk_last
@@ -408,15 +411,27 @@ class LayerEngine(wiring.Component):
                                      rbank.eq(Mux(rbank == BANKS - 1, 0, rbank + 1))]
                         m.d.comb += clr_full.eq(1 << rbank)
         m.d.sync += full.eq((full | set_full) & ~clr_full)
-        x_sel = pix_rd.data.as_value().word_select(f1_tap, C * cfg.act_bits)
+        # Stage F2: the memories' read data registered as is (no logic after the block
+        # RAMs); the tap select and channel mask run between F2 and the array's input
+        # register.
+        f2_last = Signal()
+        f2_tap = Signal(range(TAPS))
+        f2_mask = Signal(C)
+        f2_pix = Signal(len(pix_rd.data.as_value()), reset_less=True)
+        f2_w = Signal(len(w_rd.data.as_value()), reset_less=True)
+        with m.If(adv_2):
+            m.d.sync += [f2_valid.eq(f1_valid), f2_last.eq(f1_last), f2_tap.eq(f1_tap),
+                         f2_mask.eq(f1_mask), f2_pix.eq(pix_rd.data.as_value()),
+                         f2_w.eq(w_rd.data.as_value())]
+        x_sel = f2_pix.word_select(f2_tap, C * cfg.act_bits)
         m.d.comb += [
-            mac.i.valid.eq(f1_valid),
-            mac.i.payload.last.eq(f1_last),
-            mac.i.payload.w.as_value().eq(w_rd.data.as_value()),
+            mac.i.valid.eq(f2_valid),
+            mac.i.payload.last.eq(f2_last),
+            mac.i.payload.w.as_value().eq(f2_w),
         ]
         for n in range(C):
             lane_x = x_sel[n * cfg.act_bits:(n + 1) * cfg.act_bits]
-            m.d.comb += mac.i.payload.x[n].eq(Mux(f1_mask[n], lane_x, 0))
+            m.d.comb += mac.i.payload.x[n].eq(Mux(f2_mask[n], lane_x, 0))
 
         # Serializer: each array result (R channels of one row block) is held and sent to
         # the requantizer one channel per cycle, channels past cout dropped; stage S1 reads

@@ -9,10 +9,12 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import DEFAULT, HwConfig
 
-__all__ = ["TAPS", "WindowGen", "ref_windows", "window_layout"]
+__all__ = ["TAPS", "WINDOW_LATENCY", "WindowGen", "ref_windows", "window_layout"]
 
 #: Taps of a window, row-major: tap ky * 3 + kx is input (i + ky - 1, j + kx - 1).
 TAPS = 9
+#: Cycles from the input pixel completing a window to the window on `o` (no stalls).
+WINDOW_LATENCY = 4
 
 
 def window_layout(cfg: HwConfig) -> data.ArrayLayout:
@@ -59,12 +61,15 @@ class WindowGen(wiring.Component):
 
     Storage: two rows of W x C (one 16-bit-wide block RAM of ``line_buffer_depth`` words;
     the third row of a window is the incoming one) and the last two columns' taps per
-    channel (``max_in_channels`` x 48 bits).
+    channel (``max_in_channels`` x 48 bits, two lanes of three taps, lane ``x % 2`` for
+    column x).
 
     Timing: one input pixel per cycle. A 3x3 frame walks ``(H + 1) * (W + 1) * C`` steps
     (the extra row and column carry the bottom/right padding and need no input), so the
-    last row leaves without waiting for another frame. A window leaves 2 cycles after the
-    pixel that completes it (its bottom-right neighbour). Backpressure: the whole pipeline
+    last row leaves without waiting for another frame. A window leaves
+    `WINDOW_LATENCY` (4) cycles after the pixel that completes it (its bottom-right
+    neighbour): row read, column-history read, window assembly, output register; every
+    block-RAM read lands in a register (100 MHz on the ECP5). Backpressure: the whole pipeline
     stalls while ``o`` is valid and not ready; ``i.ready`` depends combinationally on
     ``o.ready``.
     """
@@ -87,11 +92,14 @@ class WindowGen(wiring.Component):
         m = Module()
         m.submodules.rows = rows = memory.Memory(
             shape=data.ArrayLayout(px, 2), depth=cfg.line_buffer_depth, init=[])
+        # Column history: lane p holds, per channel, the taps of the last column x with
+        # x % 2 == p (so at column x lane x % 2 still holds column x - 2 until it is
+        # overwritten, and lane (x - 1) % 2 holds column x - 1).
         m.submodules.cols = cols = memory.Memory(
             shape=data.ArrayLayout(column, 2), depth=cfg.max_in_channels, init=[])
         row_wr = rows.write_port(granularity=1)
         row_rd = rows.read_port()                     # old data on a same-address write
-        col_wr = cols.write_port()
+        col_wr = cols.write_port(granularity=1)
         col_rd = cols.read_port(transparent_for=(col_wr,))
 
         # Global stall: all stages move when the output register can take a value.
@@ -124,8 +132,8 @@ class WindowGen(wiring.Component):
                     with m.If(y == y_end):
                         m.d.sync += y.eq(0)
 
-        # Stage A: read rows y-2 and y-1 at this (x, c) and the last two columns of this
-        # channel; the current pixel replaces row y-2 (lane y % 2) in the row store.
+        # Stage A: read rows y-2 and y-1 at this (x, c); the current pixel replaces row y-2
+        # (lane y % 2) in the row store.
         cur = Mux(pad, 0, self.i.payload)
         lane_en = Signal(2)
         m.d.comb += [
@@ -133,7 +141,6 @@ class WindowGen(wiring.Component):
             row_rd.addr.eq(a), row_rd.en.eq(fire),
             row_wr.addr.eq(a), row_wr.data[0].eq(cur), row_wr.data[1].eq(cur),
             row_wr.en.eq(Mux(fire & ~pad, lane_en, 0)),
-            col_rd.addr.eq(c), col_rd.en.eq(fire),
         ]
         valid_b = Signal()
         cur_b = Signal(px)
@@ -141,43 +148,83 @@ class WindowGen(wiring.Component):
         pad_col_b = Signal()
         top_zero_b = Signal()
         left_zero_b = Signal()
+        xodd_b = Signal()
         emit_b = Signal()
         k3_b = Signal()
         c_b = Signal.like(c)
         with m.If(adv):
             m.d.sync += [
                 valid_b.eq(fire), cur_b.eq(cur), odd_b.eq(y[0]), pad_col_b.eq(pad_col),
-                top_zero_b.eq(y == 1), left_zero_b.eq(x == 1), k3_b.eq(k3), c_b.eq(c),
-                emit_b.eq(~k3 | ((y != 0) & (x != 0))),
+                top_zero_b.eq(y == 1), left_zero_b.eq(x == 1), xodd_b.eq(x[0]),
+                k3_b.eq(k3), c_b.eq(c), emit_b.eq(~k3 | ((y != 0) & (x != 0))),
             ]
 
-        # Stage B: this column's three taps (zero in the padding column, and the top one
-        # above the map), the two previous columns (zero left of the map); the window
-        # goes to the output register and this column joins the per-channel history.
+        # Stage B: the row store's read data goes straight into a register; read this
+        # channel's column history (used in stage D).
+        m.d.comb += [col_rd.addr.eq(c_b), col_rd.en.eq(adv)]
+        rows_c = Signal(data.ArrayLayout(px, 2))
+        valid_c = Signal()
+        cur_c = Signal(px)
+        odd_c = Signal()
+        pad_col_c = Signal()
+        top_zero_c = Signal()
+        left_zero_c = Signal()
+        xodd_c = Signal()
+        emit_c = Signal()
+        k3_c = Signal()
+        c_c = Signal.like(c)
+        with m.If(adv):
+            m.d.sync += [
+                rows_c.eq(row_rd.data), valid_c.eq(valid_b), cur_c.eq(cur_b),
+                odd_c.eq(odd_b), pad_col_c.eq(pad_col_b), top_zero_c.eq(top_zero_b),
+                left_zero_c.eq(left_zero_b), xodd_c.eq(xodd_b), emit_c.eq(emit_b),
+                k3_c.eq(k3_b), c_c.eq(c_b),
+            ]
+
+        # Stage C: this column's three taps (zero in the padding column, and the top one
+        # above the map) go into lane x % 2 of the column history. It is read in stage B
+        # and written here, so with C = 1 the next column's read sees this write in the
+        # same cycle (transparent read port).
         now = Signal(column)
-        older = Signal(column)
-        prev = col_rd.data[0]
         m.d.comb += [
-            now[0].eq(Mux(top_zero_b | pad_col_b, 0,
-                          Mux(odd_b, row_rd.data[1], row_rd.data[0]))),
-            now[1].eq(Mux(pad_col_b, 0, Mux(odd_b, row_rd.data[0], row_rd.data[1]))),
-            now[2].eq(cur_b),
-            older.eq(Mux(left_zero_b, 0, col_rd.data[1])),
-            col_wr.addr.eq(c_b), col_wr.data[0].eq(now), col_wr.data[1].eq(prev),
-            col_wr.en.eq(adv & valid_b),
+            now[0].eq(Mux(top_zero_c | pad_col_c, 0, Mux(odd_c, rows_c[1], rows_c[0]))),
+            now[1].eq(Mux(pad_col_c, 0, Mux(odd_c, rows_c[0], rows_c[1]))),
+            now[2].eq(cur_c),
+            col_wr.addr.eq(c_c), col_wr.data[0].eq(now), col_wr.data[1].eq(now),
+            col_wr.en.eq(Mux(adv & valid_c, Mux(xodd_c, 0b10, 0b01), 0)),
+        ]
+        hist_d = Signal(data.ArrayLayout(column, 2))
+        now_d = Signal(column)
+        valid_d = Signal()
+        left_zero_d = Signal()
+        xodd_d = Signal()
+        k3_d = Signal()
+        with m.If(adv):
+            m.d.sync += [
+                hist_d.eq(col_rd.data), now_d.eq(now), valid_d.eq(valid_c & emit_c),
+                left_zero_d.eq(left_zero_c), xodd_d.eq(xodd_c), k3_d.eq(k3_c),
+            ]
+
+        # Stage D: the window (two previous columns, zero left of the map, and this one)
+        # goes to the output register.
+        prev = Signal(column)
+        older = Signal(column)
+        m.d.comb += [
+            prev.eq(Mux(xodd_d, hist_d[0], hist_d[1])),
+            older.eq(Mux(left_zero_d, 0, Mux(xodd_d, hist_d[1], hist_d[0]))),
         ]
         window = Signal(window_layout(cfg))
         for ky in range(3):
             m.d.comb += [
                 window[ky * 3 + 0].eq(older[ky]),
                 window[ky * 3 + 1].eq(prev[ky]),
-                window[ky * 3 + 2].eq(now[ky]),
+                window[ky * 3 + 2].eq(now_d[ky]),
             ]
         with m.If(adv):
-            m.d.sync += self.o.valid.eq(valid_b & emit_b)
-            with m.If(k3_b):
+            m.d.sync += self.o.valid.eq(valid_d)
+            with m.If(k3_d):
                 m.d.sync += self.o.payload.eq(window)
             with m.Else():
                 m.d.sync += self.o.payload.eq(0)
-                m.d.sync += self.o.payload[4].eq(cur_b)
+                m.d.sync += self.o.payload[4].eq(now_d[2])
         return m

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum as pyenum
 import types
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -209,10 +209,20 @@ class FrameSender(wiring.Component):
         crc = Signal(16)
         sent = self.tx.valid & self.tx.ready
 
-        # CRC over code, length and payload bytes as they leave.
+        # CRC over code, length and payload bytes as they leave. A byte joins the CRC one
+        # cycle after it left (from a register), so the payload source (a block-RAM read
+        # in the device) does not share a cycle with the CRC logic; `crc_now` includes a
+        # byte still pending, for the CRC bytes that may follow it at once.
         crc_on = Signal()
+        pend = Signal(8)
+        pend_v = Signal()
+        m.d.sync += pend_v.eq(sent & crc_on)
         with m.If(sent & crc_on):
-            m.d.sync += crc.eq(crc16_next(crc, self.tx.payload))
+            m.d.sync += pend.eq(self.tx.payload)
+        with m.If(pend_v):
+            m.d.sync += crc.eq(crc16_next(crc, pend))
+        crc_now = Signal(16)
+        m.d.comb += crc_now.eq(Mux(pend_v, crc16_next(crc, pend), crc))
 
         with m.FSM(name="tx_fsm"):
             with m.State("IDLE"):
@@ -250,11 +260,11 @@ class FrameSender(wiring.Component):
                     with m.If(count + 1 == length):
                         m.next = "CRC_LO"
             with m.State("CRC_LO"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[:8])]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc_now[:8])]
                 with m.If(sent):
                     m.next = "CRC_HI"
             with m.State("CRC_HI"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[8:])]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc_now[8:])]
                 with m.If(sent):
                     m.next = "IDLE"
         return m

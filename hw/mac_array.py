@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -83,9 +83,10 @@ class MacArray(wiring.Component):
     ``n * C`` terms stay within ``HwConfig.max_dot_terms`` (it wraps beyond).
 
     Timing: one vector per cycle, any group length >= 1, groups back to back.
-    The result of a group is valid ``latency = R + C + 1`` cycles after its last vector
-    is accepted (1 input register, C columns, R - 1 deskew steps, 1 output register;
-    the skew of column c and the deskew of row r add up to the same for every row).
+    The result of a group is valid ``latency = R + C + 3`` cycles after its last vector
+    is accepted (1 input register, 2 multiplier pipeline registers (operands, product),
+    C columns, R - 1 deskew steps, 1 output register; the skew of column c and the
+    deskew of row r add up to the same for every row).
     Backpressure: the whole array stalls while ``o`` is valid and not ready;
     ``i.ready`` depends combinationally on ``o.ready``.
     """
@@ -99,7 +100,7 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.cfg.array_rows + self.cfg.array_cols + 1
+        return self.cfg.array_rows + self.cfg.array_cols + 3
 
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
@@ -132,20 +133,24 @@ class MacArray(wiring.Component):
                     m.d.sync += reg.eq(x_pe[r - 1][c])
                 nxt.append(reg)
             x_pe.append(nxt)
+        # Each multiply has a register on its operands and one on its product (the
+        # pipeline registers of an ECP5 MULT18X18D or a DSP48E1), so nothing but the
+        # multiplier sits between two registers; the add follows in the next stage.
         row_out = []
         for r in range(rows):
             psum: Signal | int = 0
             for c in range(cols):
                 w = delay(m, vec.w[r][c], r + c, adv, name=f"wskew{r}_{c}")
+                prod = self._multiply(m, platform, w, x_pe[r][c], adv, f"{r}_{c}")
                 reg = Signal(psum_shape, name=f"psum_{r}_{c}", reset_less=True)
                 with m.If(adv):
-                    m.d.sync += reg.eq(psum + w * x_pe[r][c])
+                    m.d.sync += reg.eq(psum + prod)
                 psum = reg
             # Deskew: row r finishes r cycles after row 0; delay it to line up with row R-1.
             row_out.append(delay(m, psum, rows - 1 - r, adv, name=f"deskew{r}"))
 
         # Group accumulation: the valid and last marks follow the vectors through the array.
-        depth = rows + cols - 1
+        depth = rows + cols + 1
         valid_a = delay(m, vec_valid, depth, adv, name="valid", reset_less=False)
         last_a = delay(m, vec.last, depth, adv, name="last")
         acc = [Signal(signed(cfg.acc_bits), name=f"acc{r}") for r in range(rows)]
@@ -161,3 +166,38 @@ class MacArray(wiring.Component):
                     with m.If(last_a):
                         m.d.sync += acc[r].eq(0)
         return m
+
+    @staticmethod
+    def _multiply(m: Module, platform: object, a: Value, b: Value, en: Value,
+                  name: str) -> Value:
+        """``a * b`` (signed) with a register on both operands and one on the product,
+        all moving on `en`: the product of operands presented at one enabled edge is
+        out two enabled edges later. On an ECP5 (`platform.family == "ecp5"`) this is
+        one MULT18X18D with its own input and output registers, which Yosys does not
+        infer; elsewhere plain registers around a multiply (on a 7-series these are the
+        DSP48E1's A/B and M/P registers, if synthesis packs them)."""
+        width = len(a) + len(b)
+        if getattr(platform, "family", None) != "ecp5" or max(len(a), len(b)) > 18:
+            a_r = delay(m, a, 1, en, name=f"aop_{name}")
+            b_r = delay(m, b, 1, en, name=f"bop_{name}")
+            return delay(m, a_r * b_r, 1, en, name=f"prod_{name}")
+        a18 = Signal(signed(18), name=f"dsp_a_{name}")
+        b18 = Signal(signed(18), name=f"dsp_b_{name}")
+        p36 = Signal(signed(36), name=f"dsp_p_{name}")
+        m.d.comb += [a18.eq(a), b18.eq(b)]
+        ports = {f"i_A{i}": a18[i] for i in range(18)}
+        ports |= {f"i_B{i}": b18[i] for i in range(18)}
+        ports |= {f"i_C{i}": Const(0) for i in range(18)}
+        ports |= {f"o_P{i}": p36[i] for i in range(36)}
+        for k in range(4):
+            ports |= {f"i_CLK{k}": ClockSignal() if k == 0 else Const(0),
+                      f"i_CE{k}": en if k == 0 else Const(0), f"i_RST{k}": Const(0)}
+        regs = {f"p_REG_{r}_{f}": v for r in ("INPUTA", "INPUTB", "OUTPUT")
+                for f, v in (("CLK", "CLK0"), ("CE", "CE0"), ("RST", "RST0"))}
+        m.submodules[f"mult_{name}"] = Instance(
+            "MULT18X18D", **regs, p_REG_INPUTC_CLK="NONE", p_REG_PIPELINE_CLK="NONE",
+            p_GSR="DISABLED", p_RESETMODE="SYNC", p_MULT_BYPASS="DISABLED",
+            p_CAS_MATCH_REG="FALSE", p_SOURCEB_MODE="B_SHIFT",
+            i_SIGNEDA=Const(1), i_SIGNEDB=Const(1), i_SOURCEA=Const(0), i_SOURCEB=Const(0),
+            **ports)
+        return p36[:width].as_signed()

@@ -9,7 +9,10 @@ from amaranth.lib.wiring import In, Out
 
 from hw.config import DEFAULT, HwConfig
 
-__all__ = ["MaxPool", "maxpool_out_shape", "ref_maxpool"]
+__all__ = ["MAXPOOL_LATENCY", "MaxPool", "maxpool_out_shape", "ref_maxpool"]
+
+#: Cycles from the input pixel completing a window to the window's max on `o` (no stalls).
+MAXPOOL_LATENCY = 4
 
 
 def maxpool_out_shape(h: int, w: int, stride2: bool) -> tuple[int, int]:
@@ -53,7 +56,9 @@ class MaxPool(wiring.Component):
     Timing: one input pixel per cycle. In stride-1 mode the block also walks one extra
     column per row and one extra row (``(H + 1) * (W + 1) * C`` cycles per frame, the
     extra ones needing no input), which flushes the last row without a further frame.
-    Latency from the pixel completing a window to its output: 2 cycles.
+    Latency from the pixel completing a window to its output: `MAXPOOL_LATENCY` (4) cycles
+    (row read, column read, vertical max, window max: every block-RAM read lands in a
+    register and no stage has more than one 8-bit compare, for 100 MHz on the ECP5).
     Backpressure: the whole pipeline stalls while ``o`` is valid and not ready;
     ``i.ready`` depends combinationally on ``o.ready``.
     """
@@ -113,13 +118,13 @@ class MaxPool(wiring.Component):
                     with m.If(y == y_end):
                         m.d.sync += y.eq(0)
 
-        # Stage A: read the pixel one row up (same x, c) and the vertical max of the
-        # previous column (same c); store the current pixel for the next row.
-        cur = Mux(pad, -(1 << (cfg.act_bits - 1)), self.i.payload)
+        # Stage A: read the pixel one row up (same x, c); store the current pixel for the
+        # next row.
+        lowest = -(1 << (cfg.act_bits - 1))
+        cur = Mux(pad, lowest, self.i.payload)
         m.d.comb += [
             row_rd.addr.eq(a), row_rd.en.eq(fire),
             row_wr.addr.eq(a), row_wr.data.eq(cur), row_wr.en.eq(fire & ~pad),
-            col_rd.addr.eq(c), col_rd.en.eq(fire),
         ]
         valid_b = Signal()
         cur_b = Signal(signed(cfg.act_bits))
@@ -130,17 +135,40 @@ class MaxPool(wiring.Component):
             m.d.sync += [valid_b.eq(fire), cur_b.eq(cur), pad_col_b.eq(pad_col),
                          emit_b.eq(emit), c_b.eq(c)]
 
-        # Stage B: vertical max of this column (the pad column has no stored row above),
-        # kept per channel for the next column; the window max goes to the output register.
-        up = Mux(pad_col_b, -(1 << (cfg.act_bits - 1)), row_rd.data)
+        # Stage B: the block RAM's read data goes straight into a register (nothing but
+        # wiring after the RAM); read the vertical max of the previous column (same c).
+        m.d.comb += [col_rd.addr.eq(c_b), col_rd.en.eq(adv)]
+        valid_c = Signal()
+        up_c = Signal(signed(cfg.act_bits))
+        cur_c = Signal(signed(cfg.act_bits))
+        pad_col_c = Signal()
+        emit_c = Signal()
+        c_c = Signal.like(c)
+        with m.If(adv):
+            m.d.sync += [valid_c.eq(valid_b), up_c.eq(row_rd.data), cur_c.eq(cur_b),
+                         pad_col_c.eq(pad_col_b), emit_c.eq(emit_b), c_c.eq(c_b)]
+
+        # Stage C: vertical max of this column (the pad column has no stored row above),
+        # kept per channel for the next column. The column store is read in stage B and
+        # written here, so with C = 1 the read of the next column's pixel sees this write
+        # in the same cycle (transparent read port).
+        up = Mux(pad_col_c, lowest, up_c)
         vert = Signal(signed(cfg.act_bits))
         m.d.comb += [
-            vert.eq(Mux(up > cur_b, up, cur_b)),
-            col_wr.addr.eq(c_b), col_wr.data.eq(vert), col_wr.en.eq(adv & valid_b),
+            vert.eq(Mux(up > cur_c, up, cur_c)),
+            col_wr.addr.eq(c_c), col_wr.data.eq(vert), col_wr.en.eq(adv & valid_c),
         ]
+        valid_d = Signal()
+        left_d = Signal(signed(cfg.act_bits))
+        vert_d = Signal(signed(cfg.act_bits))
+        with m.If(adv):
+            m.d.sync += [valid_d.eq(valid_c & emit_c), left_d.eq(col_rd.data),
+                         vert_d.eq(vert)]
+
+        # Stage D: the window max (left column against this one) to the output register.
         with m.If(adv):
             m.d.sync += [
-                self.o.valid.eq(valid_b & emit_b),
-                self.o.payload.eq(Mux(col_rd.data > vert, col_rd.data, vert)),
+                self.o.valid.eq(valid_d),
+                self.o.payload.eq(Mux(left_d > vert_d, left_d, vert_d)),
             ]
         return m

@@ -6,7 +6,7 @@ the golden function the testbenches compare against.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,7 +16,7 @@ from sw.intmath import LEAKY_MUL, LEAKY_SHIFT, requant
 __all__ = ["REQUANT_LATENCY", "Requantizer", "ref_requant", "requant_in_layout"]
 
 #: Cycles from an accepted input to its result on `o` when `o` is always ready.
-REQUANT_LATENCY = 4
+REQUANT_LATENCY = 5
 
 
 def requant_in_layout(cfg: HwConfig) -> data.StructLayout:
@@ -57,7 +57,9 @@ class Requantizer(wiring.Component):
     so no intermediate is wider than ``acc_bits + 5`` bits. Under the numerics contract
     (``|acc + bias| < 2**(acc_bits-1)``, `HwConfig.max_dot_terms`) the margins are unused.
 
-    Timing: fully pipelined, one transfer per cycle, latency `REQUANT_LATENCY` cycles.
+    Timing: fully pipelined, one transfer per cycle, latency `REQUANT_LATENCY` (5) cycles:
+    an input register (nothing upstream shares a cycle with the bias add), bias add,
+    times 13, shift, rounding and saturation.
     Backpressure: the pipeline stalls as a whole while `o` is valid and not ready;
     ``i.ready`` is combinationally ``~o.valid | o.ready``.
     """
@@ -79,20 +81,27 @@ class Requantizer(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
+        # Stage 0: the input as is, so that nothing upstream (the engine feeds `acc`,
+        # `bias` and `shift` from block-RAM reads) shares a cycle with the bias add.
+        v0 = Signal()
+        in0 = Signal(requant_in_layout(cfg))
+        with m.If(adv):
+            m.d.sync += [v0.eq(self.i.valid), in0.eq(self.i.payload)]
+
         # Stage 1: bias add (exact) and the leaky decision.
         v1 = Signal()
         a1 = Signal(signed(cfg.acc_bits + 1))
         shift1 = Signal(cfg.shift_bits)
         neg1 = Signal()
         head1 = Signal()
-        a_next = self.i.payload.acc + self.i.payload.bias
+        a_next = in0.acc + in0.bias
         with m.If(adv):
             m.d.sync += [
-                v1.eq(self.i.valid),
+                v1.eq(v0),
                 a1.eq(a_next),
-                shift1.eq(self.i.payload.shift),
-                neg1.eq(self.i.payload.leaky & a_next[-1]),
-                head1.eq(self.i.payload.head),
+                shift1.eq(in0.shift),
+                neg1.eq(in0.leaky & a_next[-1]),
+                head1.eq(in0.head),
             ]
 
         # Stage 2: times 13 (shift-and-add, keeps DSPs for the MAC array) on the leaky
@@ -128,16 +137,20 @@ class Requantizer(wiring.Component):
                 head3.eq(head2),
             ]
 
-        # Stage 4: final halving with rounding, then saturation to int8 or head_bits.
-        y = Signal(signed(wide))
-        m.d.comb += y.eq(Mux(s0_3, t3, (t3 + 1) >> 1))
-        lo = Mux(head3, Const(-(1 << (cfg.head_bits - 1)), signed(cfg.head_bits)),
-                 Const(cfg.act_min, signed(cfg.head_bits)))
-        hi = Mux(head3, Const((1 << (cfg.head_bits - 1)) - 1, signed(cfg.head_bits)),
-                 Const(cfg.act_max, signed(cfg.head_bits)))
+        # Stage 4: final halving with rounding, then saturation to int8 or head_bits. The
+        # range checks look at t3 itself (y = (t3 + 1) >> 1 is below lo iff
+        # t3 < 2 lo - 1, above hi iff t3 > 2 hi), so they run beside the rounding add
+        # rather than after it, and the add only needs the bits that reach the output.
+        hb = cfg.head_bits
+        lo_int = Mux(head3, -(1 << (hb - 1)), cfg.act_min)
+        hi_int = Mux(head3, (1 << (hb - 1)) - 1, cfg.act_max)
+        lo_thr = Mux(s0_3, lo_int, (lo_int << 1) - 1)
+        hi_thr = Mux(s0_3, hi_int, hi_int << 1)
+        y = Signal(signed(hb))
+        m.d.comb += y.eq(Mux(s0_3, t3[:hb], (t3[:hb + 1] + 1)[1:hb + 1]))
         with m.If(adv):
             m.d.sync += [
                 self.o.valid.eq(v3),
-                self.o.payload.eq(Mux(y < lo, lo, Mux(y > hi, hi, y))),
+                self.o.payload.eq(Mux(t3 < lo_thr, lo_int, Mux(t3 > hi_thr, hi_int, y))),
             ]
         return m

@@ -22,6 +22,7 @@ from hw.config import HwConfig
 __all__ = ["BUILD_ROOT", "run_block"]
 
 BUILD_ROOT = Path(__file__).resolve().parent / "sim_build"
+MODELS = Path(__file__).resolve().parent / "models"
 _VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-O3"]
 
 
@@ -29,9 +30,12 @@ def _waves() -> bool:
     return os.environ.get("WAVES", "0") == "1"
 
 
-def _build(top: wiring.Component, toplevel: str, build_dir: Path) -> None:
-    source = verilog.convert(top, name=toplevel, emit_src=False)
-    digest = hashlib.sha256((source + " ".join(_VERILATOR_ARGS)).encode()).hexdigest()
+def _build(top: wiring.Component, toplevel: str, build_dir: Path, platform: object = None,
+           models: tuple[str, ...] = ()) -> None:
+    source = verilog.convert(top, name=toplevel, emit_src=False, platform=platform)
+    extra = [MODELS / m for m in models]
+    digest = hashlib.sha256((source + " ".join(_VERILATOR_ARGS) + "".join(
+        f.read_text() for f in extra)).encode()).hexdigest()
     stamp = build_dir / "stamp.sha256"
     binary = build_dir / toplevel
     if binary.exists() and stamp.exists() and stamp.read_text() == digest:
@@ -41,7 +45,7 @@ def _build(top: wiring.Component, toplevel: str, build_dir: Path) -> None:
     vfile = build_dir / f"{toplevel}.v"
     vfile.write_text(source)
     runner = get_runner("verilator")
-    runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
+    runner.build(sources=[vfile, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
                  build_args=_VERILATOR_ARGS, waves=_waves(), always=True,
                  log_file=build_dir / "build.log")
     stamp.write_text(digest)
@@ -49,16 +53,19 @@ def _build(top: wiring.Component, toplevel: str, build_dir: Path) -> None:
 
 def run_block(top: wiring.Component, toplevel: str, variant: str, cfg: HwConfig,
               test_module: str, params: dict[str, object], seed: int,
-              testcase: str | None = None) -> None:
+              testcase: str | None = None, platform: object = None,
+              models: tuple[str, ...] = ()) -> None:
     """Build (or reuse) the simulator of `top` and run the cocotb tests of `test_module`.
 
     `variant` names the top-level's own parameters (with `cfg` it keys the build cache);
     `params` reaches the cocotb side as JSON in the environment variable TEST_PARAMS and
-    `cfg` as JSON in HWCFG. A failing cocotb test makes this function raise.
+    `cfg` as JSON in HWCFG. `platform` is passed to the Verilog conversion (for blocks
+    that instantiate vendor primitives) and `models` names Verilog files in sim/models/
+    simulating those primitives. A failing cocotb test makes this function raise.
     """
     name = f"{toplevel}-{variant}-{cfg.config_id_hex}" + ("-waves" if _waves() else "")
     build_dir = BUILD_ROOT / name
-    _build(top, toplevel, build_dir)
+    _build(top, toplevel, build_dir, platform, models)
     runner = get_runner("verilator")
     env = {"HWCFG": json.dumps(cfg.to_dict()), "TEST_PARAMS": json.dumps(params)}
     runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",

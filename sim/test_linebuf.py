@@ -12,7 +12,7 @@ from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start, unpack
 
 from hw.config import HwConfig
-from hw.linebuf import WindowGen, ref_windows, window_layout
+from hw.linebuf import WINDOW_LATENCY, WindowGen, ref_windows, window_layout
 
 Frame = tuple[int, int, int, int, str]    # H, W, C, kernel size, data kind
 
@@ -71,9 +71,9 @@ async def windows_throughput(dut: Any) -> None:
                           rng, max_cycles=10_000, drain=0)
         compare("windows", expected, [unpack(lay, v) for v in sink.got])
         walk = h * w * c if k == 1 else (h + 1) * (w + 1) * c
-        assert sink.cycles[-1] == walk + 2, (sink.cycles[-1], walk)
+        assert sink.cycles[-1] == walk + WINDOW_LATENCY, (sink.cycles[-1], walk)
         if k == 1:
-            assert sink.cycles[0] == 1 + 2, sink.cycles[:3]
+            assert sink.cycles[0] == 1 + WINDOW_LATENCY, sink.cycles[:3]
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

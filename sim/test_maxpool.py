@@ -12,7 +12,7 @@ from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start
 
 from hw.config import HwConfig
-from hw.maxpool import MaxPool, maxpool_out_shape, ref_maxpool
+from hw.maxpool import MAXPOOL_LATENCY, MaxPool, maxpool_out_shape, ref_maxpool
 
 Frame = tuple[int, int, int, bool, str]    # H, W, C, stride2, data kind
 
@@ -71,7 +71,7 @@ async def maxpool_throughput(dut: Any) -> None:
         compare("maxpool", expected, [v - 256 if v > 127 else v for v in sink.got])
         walk = h * w * c if s2 else (h + 1) * (w + 1) * c
         # First pixel shown in cycle 1; the last window completes at the walk's last step.
-        assert sink.cycles[-1] == walk + 2, (sink.cycles[-1], walk)
+        assert sink.cycles[-1] == walk + MAXPOOL_LATENCY, (sink.cycles[-1], walk)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
