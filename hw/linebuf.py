@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -142,44 +142,26 @@ class WindowGen(wiring.Component):
             row_wr.addr.eq(a), row_wr.data[0].eq(cur), row_wr.data[1].eq(cur),
             row_wr.en.eq(Mux(fire & ~pad, lane_en, 0)),
         ]
-        valid_b = Signal()
-        cur_b = Signal(px)
-        odd_b = Signal()
-        pad_col_b = Signal()
-        top_zero_b = Signal()
-        left_zero_b = Signal()
-        xodd_b = Signal()
-        emit_b = Signal()
-        k3_b = Signal()
-        c_b = Signal.like(c)
+        # What stages B and C carry along for a position (registered as one struct).
+        pos = data.StructLayout({
+            "valid": 1, "cur": px, "odd": 1, "pad_col": 1, "top_zero": 1, "left_zero": 1,
+            "xodd": 1, "emit": 1, "k3": 1, "c": Shape.cast(range(cfg.max_in_channels)),
+        })
+        pb = Signal(pos)
         with m.If(adv):
             m.d.sync += [
-                valid_b.eq(fire), cur_b.eq(cur), odd_b.eq(y[0]), pad_col_b.eq(pad_col),
-                top_zero_b.eq(y == 1), left_zero_b.eq(x == 1), xodd_b.eq(x[0]),
-                k3_b.eq(k3), c_b.eq(c), emit_b.eq(~k3 | ((y != 0) & (x != 0))),
+                pb.valid.eq(fire), pb.cur.eq(cur), pb.odd.eq(y[0]), pb.pad_col.eq(pad_col),
+                pb.top_zero.eq(y == 1), pb.left_zero.eq(x == 1), pb.xodd.eq(x[0]),
+                pb.k3.eq(k3), pb.c.eq(c), pb.emit.eq(~k3 | ((y != 0) & (x != 0))),
             ]
 
         # Stage B: the row store's read data goes straight into a register; read this
         # channel's column history (used in stage D).
-        m.d.comb += [col_rd.addr.eq(c_b), col_rd.en.eq(adv)]
+        m.d.comb += [col_rd.addr.eq(pb.c), col_rd.en.eq(adv)]
         rows_c = Signal(data.ArrayLayout(px, 2))
-        valid_c = Signal()
-        cur_c = Signal(px)
-        odd_c = Signal()
-        pad_col_c = Signal()
-        top_zero_c = Signal()
-        left_zero_c = Signal()
-        xodd_c = Signal()
-        emit_c = Signal()
-        k3_c = Signal()
-        c_c = Signal.like(c)
+        pc = Signal(pos)
         with m.If(adv):
-            m.d.sync += [
-                rows_c.eq(row_rd.data), valid_c.eq(valid_b), cur_c.eq(cur_b),
-                odd_c.eq(odd_b), pad_col_c.eq(pad_col_b), top_zero_c.eq(top_zero_b),
-                left_zero_c.eq(left_zero_b), xodd_c.eq(xodd_b), emit_c.eq(emit_b),
-                k3_c.eq(k3_b), c_c.eq(c_b),
-            ]
+            m.d.sync += [rows_c.eq(row_rd.data), pc.eq(pb)]
 
         # Stage C: this column's three taps (zero in the padding column, and the top one
         # above the map) go into lane x % 2 of the column history. It is read in stage B
@@ -187,11 +169,11 @@ class WindowGen(wiring.Component):
         # same cycle (transparent read port).
         now = Signal(column)
         m.d.comb += [
-            now[0].eq(Mux(top_zero_c | pad_col_c, 0, Mux(odd_c, rows_c[1], rows_c[0]))),
-            now[1].eq(Mux(pad_col_c, 0, Mux(odd_c, rows_c[0], rows_c[1]))),
-            now[2].eq(cur_c),
-            col_wr.addr.eq(c_c), col_wr.data[0].eq(now), col_wr.data[1].eq(now),
-            col_wr.en.eq(Mux(adv & valid_c, Mux(xodd_c, 0b10, 0b01), 0)),
+            now[0].eq(Mux(pc.top_zero | pc.pad_col, 0, Mux(pc.odd, rows_c[1], rows_c[0]))),
+            now[1].eq(Mux(pc.pad_col, 0, Mux(pc.odd, rows_c[0], rows_c[1]))),
+            now[2].eq(pc.cur),
+            col_wr.addr.eq(pc.c), col_wr.data[0].eq(now), col_wr.data[1].eq(now),
+            col_wr.en.eq(Mux(adv & pc.valid, Mux(pc.xodd, 0b10, 0b01), 0)),
         ]
         hist_d = Signal(data.ArrayLayout(column, 2))
         now_d = Signal(column)
@@ -201,8 +183,8 @@ class WindowGen(wiring.Component):
         k3_d = Signal()
         with m.If(adv):
             m.d.sync += [
-                hist_d.eq(col_rd.data), now_d.eq(now), valid_d.eq(valid_c & emit_c),
-                left_zero_d.eq(left_zero_c), xodd_d.eq(xodd_c), k3_d.eq(k3_c),
+                hist_d.eq(col_rd.data), now_d.eq(now), valid_d.eq(pc.valid & pc.emit),
+                left_zero_d.eq(pc.left_zero), xodd_d.eq(pc.xodd), k3_d.eq(pc.k3),
             ]
 
         # Stage D: the window (two previous columns, zero left of the map, and this one)
