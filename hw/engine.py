@@ -16,6 +16,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw._pipe import StreamRegister
 from hw.config import DEFAULT, HwConfig
 from hw.linebuf import TAPS, WindowGen
 from hw.mac_array import MacArray
@@ -259,14 +260,20 @@ class LayerEngine(wiring.Component):
         # Between passes the window generator and the max pool see a 1x1x1 frame: they
         # wait at its first position for input, whatever the registers hold meanwhile
         # (zero after reset, half-written by the host); a pass finds them at position 0.
+        # Their frame registers follow one cycle behind (input arrives only once the
+        # parameters are loaded, many cycles after `start`).
         run = self.busy
         kk_last = Mux(self.k3, TAPS - 1, 0)               # last tap index in the bundle
-        m.d.comb += [
-            wgen.width.eq(Mux(run, self.width, 1)), wgen.height.eq(Mux(run, self.height, 1)),
-            wgen.channels.eq(Mux(run, self.cin, 1)), wgen.k3.eq(self.k3 & run),
-            mp.width.eq(Mux(run, self.width, 1)), mp.height.eq(Mux(run, self.height, 1)),
-            mp.channels.eq(Mux(run, self.cout, 1)), mp.stride2.eq((self.pool == POOL_S2) & run),
-        ]
+        frame = [(wgen.width, self.width), (wgen.height, self.height),
+                 (wgen.channels, self.cin), (mp.width, self.width),
+                 (mp.height, self.height), (mp.channels, self.cout)]
+        for port, value in frame:
+            reg = Signal.like(port, init=1, name=f"idle_{port.name}")
+            m.d.sync += reg.eq(Mux(run, value, 1))
+            m.d.comb += port.eq(reg)
+        k3_reg, s2_reg = Signal(), Signal()
+        m.d.sync += [k3_reg.eq(self.k3 & run), s2_reg.eq((self.pool == POOL_S2) & run)]
+        m.d.comb += [wgen.k3.eq(k3_reg), mp.stride2.eq(s2_reg)]
 
         # Parameter loader: weights (OHWI) into word ((o // R) * kk + t) * nq + i // C,
         # lane (o % R) * C + i % C; then int32 LE biases; then shifts. `tbase` is the first
@@ -284,8 +291,11 @@ class LayerEngine(wiring.Component):
         bb = Signal(2)
         bidx = Signal(range(g_max + 1))
         bsr = Signal(24)
-        byte = self.params.payload
-        take = self.params.valid
+        # The parameter bytes are registered on arrival (`params.ready` is always 1, so a
+        # plain register is enough): no path from the sender's logic into the memories.
+        byte = Signal(8)
+        take = Signal()
+        m.d.sync += [byte.eq(self.params.payload), take.eq(self.params.valid & ~start)]
         m.d.comb += [self.params.ready.eq(1), self.loaded.eq(phase == _Load.LOADED)]
         waddr = tbase + lw
         onehot = Signal(R * C)
@@ -336,12 +346,15 @@ class LayerEngine(wiring.Component):
                 with m.Case(_Load.LOADED):
                     m.d.sync += self.param_err.eq(1)
 
-        # Input: the window generator sees the map only once the parameters are loaded.
+        # Input: the window generator sees the map only once the parameters are loaded,
+        # through a register stage (no combinational path between `i` and the generator).
+        m.submodules.i_reg = i_reg = StreamRegister(signed(cfg.act_bits))
         m.d.comb += [
-            wgen.i.valid.eq(self.i.valid & self.loaded),
-            wgen.i.payload.eq(self.i.payload),
-            self.i.ready.eq(wgen.i.ready & self.loaded),
+            i_reg.i.valid.eq(self.i.valid & self.loaded),
+            i_reg.i.payload.eq(self.i.payload),
+            self.i.ready.eq(i_reg.i.ready & self.loaded),
         ]
+        wiring.connect(m, i_reg.o, wgen.i)
 
         # Reorder buffer, write side: window of channel c goes to word c // C of the
         # write bank, lane c % C of every tap. A bank is full after cin windows.

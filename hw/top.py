@@ -114,6 +114,7 @@ class DeviceTop(wiring.Component):
         # Layer registers (LAYER_CONFIG payload, little-endian fields in LAYER_FORMAT
         # order), loaded byte by byte into `layer`.
         layer = Signal(8 * layer_len)
+        echo_byte = Signal(8)
         fields = Signal(8 * layer_len)
         if self.engine:
             offs = 0
@@ -240,7 +241,8 @@ class DeviceTop(wiring.Component):
                     with m.If(count + 1 == reply_len):
                         m.next = "RELEASE"
 
-            # ECHO: the receive buffer, one byte per two cycles (synchronous read).
+            # ECHO: the receive buffer, one byte per three cycles (synchronous read, then
+            # the byte registered: no path from the buffer's read port into the sender).
             with m.State("ECHO_HDR"):
                 m.d.comb += snd.hdr.valid.eq(1)
                 with m.If(snd.hdr.ready):
@@ -248,9 +250,12 @@ class DeviceTop(wiring.Component):
                     with m.If(reply_len == 0):
                         m.next = "RELEASE"
             with m.State("ECHO_READ"):      # buffer address `count` is read this cycle
+                m.next = "ECHO_LATCH"
+            with m.State("ECHO_LATCH"):
+                m.d.sync += echo_byte.eq(rcv.rd_data)
                 m.next = "ECHO_SEND"
             with m.State("ECHO_SEND"):
-                m.d.comb += [snd.data.valid.eq(1), snd.data.payload.eq(rcv.rd_data)]
+                m.d.comb += [snd.data.valid.eq(1), snd.data.payload.eq(echo_byte)]
                 with m.If(snd.data.ready):
                     m.d.sync += count.eq(count + 1)
                     m.next = "ECHO_READ"
