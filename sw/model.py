@@ -85,6 +85,40 @@ def network_kinds(net: Network) -> list[dict[str, Any]]:
     return out
 
 
+def scale_roots(kinds: Sequence[dict[str, Any]], j: int) -> list[int]:
+    """The conv layers whose output scale layer j's output carries (none for the input,
+    j < 0): itself for a conv, its sources' for a route, its input's otherwise."""
+    if j < 0:
+        return []
+    kind = kinds[j]["kind"]
+    if kind == "conv":
+        return [j]
+    if kind == "route":
+        return [r for src in kinds[j]["layers"] for r in scale_roots(kinds, src)]
+    return scale_roots(kinds, j - 1)
+
+
+def scale_groups(kinds: Sequence[dict[str, Any]]) -> list[list[int]]:
+    """Conv layers that must share one output scale because a route concatenates their
+    outputs (transitively), each group sorted, groups ordered by their first layer."""
+    parent = {i: i for i, layer in enumerate(kinds) if layer["kind"] == "conv"}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for layer in kinds:
+        if layer["kind"] == "route" and len(layer["layers"]) > 1:
+            roots = [r for src in layer["layers"] for r in scale_roots(kinds, src)]
+            for r in roots[1:]:
+                parent[find(r)] = find(roots[0])
+    groups: dict[int, list[int]] = {}
+    for i in parent:
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values())
+
+
 class FloatModel(torch.nn.Module):
     """The float network with batch norm folded into the convolutions (float32)."""
 

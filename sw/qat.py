@@ -29,43 +29,10 @@ import torch.nn.functional as F
 
 from sw import intmath
 from sw.bundle import Bundle
-from sw.model import FloatModel, run_graph
+from sw.model import FloatModel, run_graph, scale_groups, scale_roots
 
 __all__ = ["LOSSES", "QATModel", "QatOptions", "distill", "head_distillation_loss",
-           "head_mse_loss", "scale_groups"]
-
-
-def _scale_roots(kinds: Sequence[dict], j: int) -> list[int]:
-    """The conv layers whose output scale layer j's output carries (none for the input)."""
-    if j < 0:
-        return []
-    kind = kinds[j]["kind"]
-    if kind == "conv":
-        return [j]
-    if kind == "route":
-        return [r for src in kinds[j]["layers"] for r in _scale_roots(kinds, src)]
-    return _scale_roots(kinds, j - 1)
-
-
-def scale_groups(kinds: Sequence[dict]) -> list[list[int]]:
-    """Conv layers that must share one output scale (their outputs are concatenated by a
-    route), each group sorted, groups ordered by their first layer."""
-    parent = {i: i for i, layer in enumerate(kinds) if layer["kind"] == "conv"}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for layer in kinds:
-        if layer["kind"] == "route" and len(layer["layers"]) > 1:
-            roots = [r for src in layer["layers"] for r in _scale_roots(kinds, src)]
-            for r in roots[1:]:
-                parent[find(r)] = find(roots[0])
-    groups: dict[int, list[int]] = {}
-    for i in parent:
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values())
+           "head_mse_loss"]
 
 
 def _ste_ceil(t: torch.Tensor) -> torch.Tensor:
@@ -128,7 +95,7 @@ class QATModel(torch.nn.Module):
         return f
 
     def _f_in(self, i: int, f: dict[int, torch.Tensor | int]) -> int:
-        roots = _scale_roots(self.kinds, i - 1)
+        roots = scale_roots(self.kinds, i - 1)
         if not roots:
             return self.bundle.input_frac_bits
         v = f[roots[0]]
@@ -179,7 +146,7 @@ class QATModel(torch.nn.Module):
             if layer["kind"] == "conv":
                 layer["f_in"], layer["f_out"] = self._f_in(j, f), f[j]
             elif layer["kind"] != "yolo":
-                layer["f_out"] = f[_scale_roots(self.kinds, j)[0]]
+                layer["f_out"] = f[scale_roots(self.kinds, j)[0]]
         for key, p in self.weight.items():
             i = int(key)
             fw = self.bundle.f_w(i)

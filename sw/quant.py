@@ -26,7 +26,7 @@ from hw.config import HwConfig
 from sw import intmath
 from sw.bundle import Bundle
 from sw.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
-from sw.model import FloatModel
+from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
 
 __all__ = [
     "Calibration",
@@ -200,18 +200,6 @@ def _weight_frac_bits(w: np.ndarray, per_channel: bool, bits: int) -> np.ndarray
     return np.array([frac_bits_for_max(v, bits) if v > 0 else 0 for v in m], np.int64)
 
 
-def _root_convs(net: Network, j: int) -> list[int]:
-    """The conv layers whose scale layer j's output carries (none for the input, j < 0)."""
-    if j < 0:
-        return []
-    layer = net.layers[j]
-    if isinstance(layer, Conv):
-        return [j]
-    if isinstance(layer, Route):
-        return [r for k in layer.layers for r in _root_convs(net, k)]
-    return _root_convs(net, j - 1)
-
-
 def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]],
                    cal: Calibration, opts: QuantOptions, act_bits: int, weight_bits: int,
                    head_bits: int, max_shift: int, bias_limit: int,
@@ -236,17 +224,17 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
            for i in convs}
 
     # Fixed point of the constraints; each step only lowers some f, so it terminates.
+    kinds = network_kinds(net)
+    groups = [g for g in scale_groups(kinds) if len(g) > 1]
     for _ in range(100):
         changed = False
         # tensors concatenated by a route share the coarser scale
-        for layer in net.layers:
-            if isinstance(layer, Route) and len(layer.layers) > 1:
-                roots = [r for j in layer.layers for r in _root_convs(net, j)]
-                lo = min(f_out[r] for r in roots)
-                for r in roots:
-                    changed |= f_out[r] != lo
-                    f_out[r] = lo
-        f_in = {i: _input_frac_bits(net, i, f_out, input_frac_bits) for i in convs}
+        for g in groups:
+            lo = min(f_out[r] for r in g)
+            for r in g:
+                changed |= f_out[r] != lo
+                f_out[r] = lo
+        f_in = {i: _source_frac_bits(kinds, i - 1, f_out, input_frac_bits) for i in convs}
         for i in convs:
             # shift = f_in + f_w - f_out must lie in [0, max_shift]
             lo_fw = f_out[i] - f_in[i]
@@ -281,6 +269,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
     f_in, f_out, f_w = pow2_frac_bits(net, params, cal, opts, cfg.act_bits, cfg.weight_bits,
                                       cfg.head_bits, cfg.max_shift, cfg.bias_limit)
 
+    kinds = network_kinds(net)
     layers: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     scale: dict[int, int] = {}
@@ -311,7 +300,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
             layers.append({"kind": "yolo", "anchors": [list(a) for a in layer.anchors],
                            "classes": layer.classes, "region": layer.region, "shape": shape})
         else:
-            scale[i] = _input_frac_bits(net, i, f_out)
+            scale[i] = _source_frac_bits(kinds, i, f_out)
             entry: dict[str, Any] = {"kind": layer.kind, "f_out": scale[i], "shape": shape}
             if isinstance(layer, MaxPool):
                 entry.update(size=layer.size, stride=layer.stride, padding=layer.padding)
@@ -348,13 +337,11 @@ def _weight_error_bias(net: Network, i: int, w: np.ndarray, w_deq: np.ndarray,
     return np.einsum("oihw,i->o", w_deq - w, mean_in)
 
 
-def _input_frac_bits(net: Network, i: int, f_out: dict[int, int],
-                     input_frac_bits: int = intmath.INPUT_FRAC_BITS) -> int:
-    roots = _root_convs(net, i - 1) if not isinstance(net.layers[i], Route) else \
-        [r for j in net.layers[i].layers for r in _root_convs(net, j)]
-    if not roots:
-        return input_frac_bits
-    return f_out[roots[0]]
+def _source_frac_bits(kinds: list[dict[str, Any]], j: int, f_out: dict[int, int],
+                      input_frac_bits: int = intmath.INPUT_FRAC_BITS) -> int:
+    """The scale of layer j's output (the network input's for j < 0)."""
+    roots = scale_roots(kinds, j)
+    return f_out[roots[0]] if roots else input_frac_bits
 
 
 def scale_table(bundle: Bundle) -> str:

@@ -46,14 +46,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sw import intmath
-from sw.darknet import Network, Route
-from sw.model import FloatModel, network_kinds, run_graph
+from sw.darknet import Network
+from sw.model import FloatModel, network_kinds, run_graph, scale_groups, scale_roots
 from sw.quant import (
     ACT_METHODS,
     WEIGHT_GRANULARITY,
     Calibration,
     QuantOptions,
-    _root_convs,
     _weight_error_bias,
     act_clip,
     pow2_frac_bits,
@@ -247,18 +246,17 @@ class StudyModel:
             else:
                 clip[i] = act_clip(cal, i, c.method, c.percentile, c.std_m)
         # tensors concatenated by a route share one scale (the coarser)
-        for layer in net.layers:
-            if isinstance(layer, Route) and len(layer.layers) > 1:
-                roots = [r for j in layer.layers for r in _root_convs(net, j)]
-                top = max(clip[r] for r in roots)
-                for r in roots:
-                    clip[r] = top
+        kinds = self.kinds
+        for g in scale_groups(kinds):
+            top = max(clip[r] for r in g)
+            for r in g:
+                clip[r] = top
         s_out = {}
         for i in net.conv_indices:
             bits = c.head_bits if i in heads else c.bits
             s_out[i] = (clip[i] or 1.0) / ((1 << (bits - 1)) - 1)
         for i in net.conv_indices:
-            roots = _root_convs(net, i - 1)
+            roots = scale_roots(kinds, i - 1)
             s_in = s_out[roots[0]] if roots else self.input_scale
             w = params[i][0]
             m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)

@@ -8,8 +8,8 @@ import torch
 
 from sw import intmath
 from sw.golden import GoldenModel
-from sw.model import FakeQuantModel
-from sw.qat import QATModel, QatOptions, distill, scale_groups
+from sw.model import FakeQuantModel, scale_groups
+from sw.qat import QATModel, QatOptions, distill
 from tests.conftest import random_images, small_bundle
 
 
