@@ -7,8 +7,10 @@ once and still show as names in waveforms.
 
 from __future__ import annotations
 
+import contextlib
 import enum as pyenum
 import types
+from collections.abc import Iterator
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
@@ -117,6 +119,16 @@ class FrameReceiver(wiring.Component):
             m.d.sync += info.error.eq(error)
             m.next = "HAVE_FRAME"
 
+        @contextlib.contextmanager
+        def frame_byte(in_crc: bool = True) -> Iterator[None]:
+            """Body of a state inside a frame: the block runs when a byte is taken; the
+            frame ends with TIMEOUT when bytes stop coming."""
+            m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(in_crc)]
+            with m.If(timed_out):
+                finish(ErrCode.TIMEOUT)
+            with m.Elif(take):
+                yield
+
         with m.FSM(name="rx_fsm"):
             with m.State("SYNC0"):
                 m.d.comb += self.rx.ready.eq(1)
@@ -130,58 +142,34 @@ class FrameReceiver(wiring.Component):
                         m.next = "OPCODE"
                     with m.Elif(byte != protocol.SYNC[0]):
                         m.next = "SYNC0"
-            with m.State("OPCODE"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    m.d.sync += info.opcode.eq(byte)
-                    m.next = "LEN_LO"
-            with m.State("LEN_LO"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    m.d.sync += info.length[:8].eq(byte)
-                    m.next = "LEN_HI"
-            with m.State("LEN_HI"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
+            with m.State("OPCODE"), frame_byte():
+                m.d.sync += info.opcode.eq(byte)
+                m.next = "LEN_LO"
+            with m.State("LEN_LO"), frame_byte():
+                m.d.sync += info.length[:8].eq(byte)
+                m.next = "LEN_HI"
+            with m.State("LEN_HI"), frame_byte():
                 length = Cat(info.length[:8], byte)
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    m.d.sync += [info.length[8:].eq(byte), count.eq(0)]
-                    with m.If(length > self.max_payload):
-                        finish(ErrCode.LENGTH_TOO_LONG)
-                    with m.Elif(length == 0):
-                        m.next = "CRC_LO"
-                    with m.Else():
-                        m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1), crc_on.eq(1)]
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    m.d.comb += wr.en.eq(1)
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(count + 1 == info.length):
-                        m.next = "CRC_LO"
-            with m.State("CRC_LO"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1)]
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    m.d.sync += crc_lo.eq(byte)
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                m.d.comb += [self.rx.ready.eq(1), in_frame.eq(1)]
-                with m.If(timed_out):
-                    finish(ErrCode.TIMEOUT)
-                with m.Elif(take):
-                    with m.If(Cat(crc_lo, byte) == crc):
-                        finish(ErrCode.NONE)
-                    with m.Else():
-                        finish(ErrCode.BAD_CRC)
+                m.d.sync += [info.length[8:].eq(byte), count.eq(0)]
+                with m.If(length > self.max_payload):
+                    finish(ErrCode.LENGTH_TOO_LONG)
+                with m.Elif(length == 0):
+                    m.next = "CRC_LO"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.State("PAYLOAD"), frame_byte():
+                m.d.comb += wr.en.eq(1)
+                m.d.sync += count.eq(count + 1)
+                with m.If(count + 1 == info.length):
+                    m.next = "CRC_LO"
+            with m.State("CRC_LO"), frame_byte(in_crc=False):
+                m.d.sync += crc_lo.eq(byte)
+                m.next = "CRC_HI"
+            with m.State("CRC_HI"), frame_byte(in_crc=False):
+                with m.If(Cat(crc_lo, byte) == crc):
+                    finish(ErrCode.NONE)
+                with m.Else():
+                    finish(ErrCode.BAD_CRC)
             with m.State("HAVE_FRAME"):
                 m.d.comb += self.frame.valid.eq(1)
                 with m.If(self.frame.ready):

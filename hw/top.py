@@ -165,6 +165,25 @@ class DeviceTop(wiring.Component):
         def good() -> None:
             m.d.sync += [frames_ok.eq(frames_ok + 1), count.eq(0)]
 
+        def send_header(state: str, then: str) -> None:
+            """A state sending the reply header; an empty reply ends with it."""
+            with m.State(state):
+                m.d.comb += snd.hdr.valid.eq(1)
+                with m.If(snd.hdr.ready):
+                    m.next = then
+                    with m.If(reply_len == 0):
+                        m.next = "RELEASE"
+
+        def send_fifo(state: str, then: str) -> None:
+            """A state sending `reply_len` output bytes from the FIFO (`ocount` counts)."""
+            with m.State(state):
+                m.d.comb += [snd.data.valid.eq(fifo.r_rdy), snd.data.payload.eq(fifo.r_data),
+                             fifo.r_en.eq(snd.data.ready)]
+                with m.If(snd.data.ready & fifo.r_rdy):
+                    m.d.sync += ocount.eq(ocount + 1)
+                    with m.If(ocount + 1 == reply_len):
+                        m.next = then
+
         def engine_ops() -> None:
             if not self.engine:
                 with m.Elif((frame.opcode == OpCode.LAYER_CONFIG)
@@ -228,12 +247,7 @@ class DeviceTop(wiring.Component):
                         error(ErrCode.UNKNOWN_OPCODE)
 
             # Short replies from `regs`.
-            with m.State("REG_HDR"):
-                m.d.comb += snd.hdr.valid.eq(1)
-                with m.If(snd.hdr.ready):
-                    m.next = "REG_DATA"
-                    with m.If(reply_len == 0):
-                        m.next = "RELEASE"
+            send_header("REG_HDR", "REG_DATA")
             with m.State("REG_DATA"):
                 m.d.comb += [snd.data.valid.eq(1), snd.data.payload.eq(regs[:8])]
                 with m.If(snd.data.ready):
@@ -243,12 +257,7 @@ class DeviceTop(wiring.Component):
 
             # ECHO: the receive buffer, one byte per three cycles (synchronous read, then
             # the byte registered: no path from the buffer's read port into the sender).
-            with m.State("ECHO_HDR"):
-                m.d.comb += snd.hdr.valid.eq(1)
-                with m.If(snd.hdr.ready):
-                    m.next = "ECHO_READ"
-                    with m.If(reply_len == 0):
-                        m.next = "RELEASE"
+            send_header("ECHO_HDR", "ECHO_READ")
             with m.State("ECHO_READ"):      # buffer address `count` is read this cycle
                 m.next = "ECHO_LATCH"
             with m.State("ECHO_LATCH"):
@@ -318,34 +327,14 @@ class DeviceTop(wiring.Component):
                             m.next = "RUN_READ"
                     with m.Elif(fifo_full_frame):
                         m.next = "RUN_READ"
-                with m.State("RUN_DATA_HDR"):
-                    m.d.comb += snd.hdr.valid.eq(1)
-                    with m.If(snd.hdr.ready):
-                        m.next = "RUN_DATA"
-                with m.State("RUN_DATA"):
-                    m.d.comb += [snd.data.valid.eq(fifo.r_rdy), snd.data.payload.eq(fifo.r_data),
-                                 fifo.r_en.eq(snd.data.ready)]
-                    with m.If(snd.data.ready & fifo.r_rdy):
-                        m.d.sync += ocount.eq(ocount + 1)
-                        with m.If(ocount + 1 == reply_len):
-                            m.next = "RUN_READ"
+                send_header("RUN_DATA_HDR", "RUN_DATA")
+                send_fifo("RUN_DATA", "RUN_READ")
                 with m.State("RUN_FLUSH"):     # the rest (at most one frame's worth) as OK
                     level = Mux(fifo_full_frame, protocol.MAX_PAYLOAD, fifo.r_level)
                     m.d.sync += [reply_code.eq(ReplyCode.OK), reply_len.eq(level), ocount.eq(0)]
                     m.next = "RUN_OK_HDR"
-                with m.State("RUN_OK_HDR"):
-                    m.d.comb += snd.hdr.valid.eq(1)
-                    with m.If(snd.hdr.ready):
-                        m.next = "RUN_OK_DATA"
-                        with m.If(reply_len == 0):
-                            m.next = "RELEASE"
-                with m.State("RUN_OK_DATA"):
-                    m.d.comb += [snd.data.valid.eq(fifo.r_rdy), snd.data.payload.eq(fifo.r_data),
-                                 fifo.r_en.eq(snd.data.ready)]
-                    with m.If(snd.data.ready & fifo.r_rdy):
-                        m.d.sync += ocount.eq(ocount + 1)
-                        with m.If(ocount + 1 == reply_len):
-                            m.next = "RELEASE"
+                send_header("RUN_OK_HDR", "RUN_OK_DATA")
+                send_fifo("RUN_OK_DATA", "RELEASE")
 
             with m.State("RELEASE"):
                 m.d.comb += rcv.frame.ready.eq(1)
