@@ -12,15 +12,20 @@ import enum as pyenum
 import types
 from collections.abc import Iterator
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sw import protocol
 
-__all__ = ["ErrCode", "FrameReceiver", "FrameSender", "OpCode", "ReplyCode", "crc16_next",
-           "frame_info_layout", "reply_header_layout"]
+__all__ = ["BUFFER_READ_LATENCY", "ErrCode", "FrameReceiver", "FrameSender", "OpCode",
+           "PayloadReader", "ReplyCode", "crc16_next", "frame_info_layout",
+           "reply_header_layout"]
+
+#: Cycles from `FrameReceiver.rd_addr` to `rd_data`: the block-RAM read, then a register.
+BUFFER_READ_LATENCY = 2
 
 def _hw_enum(name: str, codes: type[pyenum.IntEnum]) -> type[enum.Enum]:
     """An 8-bit Amaranth enum with the members of a sw.protocol IntEnum."""
@@ -65,7 +70,9 @@ class FrameReceiver(wiring.Component):
     soon as it is known to be bad: a length over `max_payload`, or a gap of more than
     `timeout_cycles` between two bytes of one frame) the receiver shows one item on `frame`
     (opcode, length, error) and stops taking bytes until that item is taken; while it is
-    shown, `rd_addr`/`rd_data` read the payload (synchronous read, one cycle latency).
+    shown, `rd_addr`/`rd_data` read the payload: `rd_data` is the byte at the `rd_addr` of
+    `BUFFER_READ_LATENCY` (2) cycles before (a block-RAM read into a register, so the
+    read's clock-to-out delay stays inside the receiver).
     A good frame has error NONE. After any item the receiver hunts for SYNC again, so the
     bytes left of a frame with a bad length are skipped like garbage.
     """
@@ -87,7 +94,8 @@ class FrameReceiver(wiring.Component):
         m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
         wr = buf.write_port()
         rd = buf.read_port(transparent_for=())
-        m.d.comb += [rd.addr.eq(self.rd_addr), self.rd_data.eq(rd.data)]
+        m.d.comb += rd.addr.eq(self.rd_addr)
+        m.d.sync += self.rd_data.eq(rd.data)
 
         info = Signal(frame_info_layout)
         crc = Signal(16)
@@ -174,6 +182,55 @@ class FrameReceiver(wiring.Component):
                 m.d.comb += self.frame.valid.eq(1)
                 with m.If(self.frame.ready):
                     m.next = "SYNC0"
+        return m
+
+
+class PayloadReader(wiring.Component):
+    """The shown frame's payload as a stream: after `start` (with `length`), bytes 0 to
+    `length - 1` of the receiver's buffer leave on `o` in order, at up to one per cycle.
+
+    Reads run ahead of `o` into a small FIFO (`depth` bytes), so `o.valid`/`o.payload`
+    come from registers and `o.ready` reaches neither the buffer's address nor its read
+    port. `start` drops whatever an earlier payload left; the first byte is valid 5 cycles
+    after `start` (address register, `BUFFER_READ_LATENCY`, the FIFO's two stages).
+    """
+
+    def __init__(self, max_payload: int, depth: int = 8) -> None:
+        self.depth = depth
+        super().__init__({
+            "start": In(1),
+            "length": In(range(max_payload + 1)),
+            "rd_addr": Out(range(max_payload)),
+            "rd_data": In(8),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        fifo = ResetInserter(self.start)(SyncFIFOBuffered(width=8, depth=self.depth))
+        m.submodules.fifo = fifo
+        m.d.comb += [self.o.valid.eq(fifo.r_rdy), self.o.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.o.ready)]
+
+        # Issue one address per cycle while the FIFO has room for it and for the reads in
+        # flight; `flight` marks which of the last BUFFER_READ_LATENCY cycles issued one.
+        length = Signal.like(self.length)
+        addr = Signal.like(self.length)
+        flight = Signal(BUFFER_READ_LATENCY)
+        in_flight = sum(flight[k] for k in range(BUFFER_READ_LATENCY))
+        issue = Signal()
+        m.d.comb += [issue.eq((addr != length) & (fifo.level + in_flight < self.depth)),
+                     self.rd_addr.eq(addr)]
+        m.d.sync += flight.eq(Cat(issue, flight[:-1]))
+        with m.If(issue):
+            m.d.sync += addr.eq(addr + 1)
+
+        # Reads land in the FIFO BUFFER_READ_LATENCY cycles after their address.
+        m.d.comb += [fifo.w_en.eq(flight[-1]), fifo.w_data.eq(self.rd_data)]
+
+        # A new payload: forget the old one, reads in flight included.
+        with m.If(self.start):
+            m.d.sync += [addr.eq(0), length.eq(self.length), flight.eq(0)]
         return m
 
 

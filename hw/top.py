@@ -35,11 +35,11 @@ import struct
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import HwConfig
-from hw.link import ErrCode, FrameReceiver, FrameSender, OpCode, ReplyCode
+from hw.link import ErrCode, FrameReceiver, FrameSender, OpCode, PayloadReader, ReplyCode
 from sw import protocol
 
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "out_value_bytes"]
@@ -86,12 +86,21 @@ class DeviceTop(wiring.Component):
         m = Module()
         m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, self.timeout_cycles)
         m.submodules.sender = snd = FrameSender()
+        m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
+        m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data)]
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, snd.tx, wiring.flipped(self.tx))
         if self.engine:
             from hw.engine import LayerEngine
             m.submodules.engine = eng = LayerEngine(self.cfg)
             m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=8, depth=OUT_FIFO_DEPTH)
+            # Two registers after the FIFO's block RAM: its read data lands in a register
+            # before the sender's byte mux (`out_level` counts both).
+            m.submodules.out_reg = oreg = SyncFIFO(width=8, depth=2)
+            out_level = Signal(range(OUT_FIFO_DEPTH + 3))
+            m.d.comb += [oreg.w_data.eq(fifo.r_data), oreg.w_en.eq(fifo.r_rdy),
+                         fifo.r_en.eq(oreg.w_rdy),
+                         out_level.eq(fifo.r_level + oreg.r_level)]
         cfg = self.cfg
         frame = rcv.frame.payload
         ident = identity(cfg, self.engine).encode()
@@ -114,7 +123,6 @@ class DeviceTop(wiring.Component):
         # Layer registers (LAYER_CONFIG payload, little-endian fields in LAYER_FORMAT
         # order), loaded byte by byte into `layer`.
         layer = Signal(8 * layer_len)
-        echo_byte = Signal(8)
         fields = Signal(8 * layer_len)
         if self.engine:
             offs = 0
@@ -141,18 +149,17 @@ class DeviceTop(wiring.Component):
             with m.Elif(ohas & fifo.w_rdy):
                 m.d.sync += oidx.eq(oidx + 1)
 
-        # Short replies are shifted out of `regs`, lowest byte first; ECHO replies read
-        # the receive buffer, RUN replies the output FIFO.
+        # Short replies are shifted out of `regs`, lowest byte first; ECHO replies send the
+        # payload reader's bytes, RUN replies the output FIFO.
         regs = Signal(8 * max(len(ident), status_len, 2))
         reply_code = Signal(ReplyCode, init=ReplyCode.OK)
         reply_len = Signal(16)
         count = Signal(16)     # request payload byte index
         ocount = Signal(16)    # reply payload byte index (RUN)
-        m.d.comb += [snd.hdr.payload.code.eq(reply_code), snd.hdr.payload.length.eq(reply_len),
-                     rcv.rd_addr.eq(count)]
+        m.d.comb += [snd.hdr.payload.code.eq(reply_code), snd.hdr.payload.length.eq(reply_len)]
         fifo_full_frame = Signal()
         if self.engine:
-            m.d.comb += fifo_full_frame.eq(fifo.r_level >= protocol.MAX_PAYLOAD)
+            m.d.comb += fifo_full_frame.eq(out_level >= protocol.MAX_PAYLOAD)
 
         def reply(code: ReplyCode, value: object, length: int) -> None:
             m.d.sync += [reply_code.eq(code), regs.eq(value), reply_len.eq(length), count.eq(0)]
@@ -177,9 +184,9 @@ class DeviceTop(wiring.Component):
         def send_fifo(state: str, then: str) -> None:
             """A state sending `reply_len` output bytes from the FIFO (`ocount` counts)."""
             with m.State(state):
-                m.d.comb += [snd.data.valid.eq(fifo.r_rdy), snd.data.payload.eq(fifo.r_data),
-                             fifo.r_en.eq(snd.data.ready)]
-                with m.If(snd.data.ready & fifo.r_rdy):
+                m.d.comb += [snd.data.valid.eq(oreg.r_rdy), snd.data.payload.eq(oreg.r_data),
+                             oreg.r_en.eq(snd.data.ready)]
+                with m.If(snd.data.ready & oreg.r_rdy):
                     m.d.sync += ocount.eq(ocount + 1)
                     with m.If(ocount + 1 == reply_len):
                         m.next = then
@@ -207,14 +214,14 @@ class DeviceTop(wiring.Component):
                     reply(ReplyCode.OK, 0, 0)
                 with m.Else():
                     good()
-                    m.next = "PAR_READ"
+                    m.next = "PAR_SEND"
             with m.Elif(frame.opcode == OpCode.RUN):
                 with m.If(~eng.loaded | (~eng.busy & (frame.length != 0))):
                     error(ErrCode.NOT_ARMED)
                 with m.Else():
                     good()
                     m.d.sync += ocount.eq(0)
-                    m.next = "RUN_READ"
+                    m.next = "RUN_SEND"
                     with m.If(frame.length == 0):
                         m.next = "RUN_FLUSH"
 
@@ -222,6 +229,7 @@ class DeviceTop(wiring.Component):
         # the frame is released.
         with m.FSM(name="cmd_fsm") as cmd_fsm:
             with m.State("IDLE"):
+                m.d.comb += [rdr.start.eq(rcv.frame.valid), rdr.length.eq(frame.length)]
                 with m.If(rcv.frame.valid):
                     with m.If(frame.error != ErrCode.NONE):
                         error(frame.error)
@@ -255,31 +263,25 @@ class DeviceTop(wiring.Component):
                     with m.If(count + 1 == reply_len):
                         m.next = "RELEASE"
 
-            # ECHO: the receive buffer, one byte per three cycles (synchronous read, then
-            # the byte registered: no path from the buffer's read port into the sender).
-            send_header("ECHO_HDR", "ECHO_READ")
-            with m.State("ECHO_READ"):      # buffer address `count` is read this cycle
-                m.next = "ECHO_LATCH"
-            with m.State("ECHO_LATCH"):
-                m.d.sync += echo_byte.eq(rcv.rd_data)
-                m.next = "ECHO_SEND"
-            with m.State("ECHO_SEND"):
-                m.d.comb += [snd.data.valid.eq(1), snd.data.payload.eq(echo_byte)]
-                with m.If(snd.data.ready):
+            # ECHO: the payload, as the reader gives it.
+            send_header("ECHO_HDR", "ECHO_DATA")
+            with m.State("ECHO_DATA"):
+                m.d.comb += [snd.data.valid.eq(rdr.o.valid), snd.data.payload.eq(rdr.o.payload),
+                             rdr.o.ready.eq(snd.data.ready)]
+                with m.If(snd.data.ready & rdr.o.valid):
                     m.d.sync += count.eq(count + 1)
-                    m.next = "ECHO_READ"
                     with m.If(count + 1 == reply_len):
                         m.next = "RELEASE"
 
             if self.engine:
                 # LAYER_CONFIG: payload bytes into `fields`, then registers and `start`.
                 with m.State("CFG_READ"):
-                    m.next = "CFG_LATCH"
-                with m.State("CFG_LATCH"):
-                    m.d.sync += [fields.eq(Cat(fields[8:], rcv.rd_data)), count.eq(count + 1)]
-                    m.next = "CFG_READ"
-                    with m.If(count + 1 == layer_len):
-                        m.next = "CFG_APPLY"
+                    m.d.comb += rdr.o.ready.eq(1)
+                    with m.If(rdr.o.valid):
+                        m.d.sync += [fields.eq(Cat(fields[8:], rdr.o.payload)),
+                                     count.eq(count + 1)]
+                        with m.If(count + 1 == layer_len):
+                            m.next = "CFG_APPLY"
                 with m.State("CFG_APPLY"):
                     m.d.sync += [layer.eq(fields), count.eq(0)]
                     m.next = "CFG_CHECK"
@@ -295,42 +297,36 @@ class DeviceTop(wiring.Component):
                     with m.Else():
                         error(ErrCode.BAD_LAYER)
 
-                # LOAD_PARAMS: payload bytes to `params`, one per cycle (the buffer address
-                # runs one ahead when a byte is taken).
-                with m.State("PAR_READ"):
-                    m.next = "PAR_SEND"
+                # LOAD_PARAMS: the payload to `params`, up to one byte per cycle.
                 with m.State("PAR_SEND"):
-                    m.d.comb += [eng.params.valid.eq(1), eng.params.payload.eq(rcv.rd_data)]
-                    with m.If(eng.params.ready):
-                        m.d.comb += rcv.rd_addr.eq(count + 1)
+                    wiring.connect(m, rdr.o, eng.params)
+                    with m.If(rdr.o.valid & eng.params.ready):
                         m.d.sync += count.eq(count + 1)
                         with m.If(count + 1 == frame.length):
                             reply(ReplyCode.OK, 0, 0)
 
-                # RUN: payload bytes to `i`, one per cycle; a full frame's worth of output
-                # leaves as DATA (also while `i` stalls: the engine may wait for its output
-                # to drain).
-                with m.State("RUN_READ"):
-                    m.next = "RUN_SEND"
-                    with m.If(fifo_full_frame):
-                        m.d.sync += [reply_code.eq(ReplyCode.DATA),
-                                     reply_len.eq(protocol.MAX_PAYLOAD), ocount.eq(0)]
-                        m.next = "RUN_DATA_HDR"
+                # RUN: the payload to `i`, up to one byte per cycle; a full frame's worth of
+                # output leaves as DATA (also while `i` stalls: the engine may wait for its
+                # output to drain), then the payload goes on.
+                def data_reply() -> None:
+                    m.d.sync += [reply_code.eq(ReplyCode.DATA),
+                                 reply_len.eq(protocol.MAX_PAYLOAD), ocount.eq(0)]
+                    m.next = "RUN_DATA_HDR"
+
                 with m.State("RUN_SEND"):
-                    m.d.comb += [eng.i.valid.eq(1), eng.i.payload.eq(rcv.rd_data)]
-                    with m.If(eng.i.ready):
-                        m.d.comb += rcv.rd_addr.eq(count + 1)
+                    wiring.connect(m, rdr.o, eng.i)
+                    with m.If(rdr.o.valid & eng.i.ready):
                         m.d.sync += count.eq(count + 1)
                         with m.If(count + 1 == frame.length):
                             m.next = "RUN_FLUSH"
                         with m.Elif(fifo_full_frame):
-                            m.next = "RUN_READ"
+                            data_reply()
                     with m.Elif(fifo_full_frame):
-                        m.next = "RUN_READ"
+                        data_reply()
                 send_header("RUN_DATA_HDR", "RUN_DATA")
-                send_fifo("RUN_DATA", "RUN_READ")
+                send_fifo("RUN_DATA", "RUN_SEND")
                 with m.State("RUN_FLUSH"):     # the rest (at most one frame's worth) as OK
-                    level = Mux(fifo_full_frame, protocol.MAX_PAYLOAD, fifo.r_level)
+                    level = Mux(fifo_full_frame, protocol.MAX_PAYLOAD, out_level)
                     m.d.sync += [reply_code.eq(ReplyCode.OK), reply_len.eq(level), ocount.eq(0)]
                     m.next = "RUN_OK_HDR"
                 send_header("RUN_OK_HDR", "RUN_OK_DATA")
