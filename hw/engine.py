@@ -12,7 +12,7 @@ import functools
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +49,24 @@ class _Load(enum.Enum, shape=2):
 
 #: Pool modes of the `pool` port.
 POOL_NONE, POOL_S2, POOL_S1 = 0, 1, 2
+
+#: 3x3 layers with this many input channels (the RGB input layer) run packed: their
+#: 9 * PACK_CIN taps x channels fill ceil(9 * PACK_CIN / C) array vectors instead of 9.
+PACK_CIN = 3
+#: Stride-2 pooled groups of at most this many row blocks pool pairs of columns on the
+#: accumulators, before the requantizer (exact: requantization is monotonic).
+HPOOL_BLOCKS = 2
+
+
+def packed(cfg: HwConfig, k: int, cin: int) -> bool:
+    """Whether a 3x3 group with `cin` input channels runs packed (`PACK_CIN`)."""
+    return (k == 3 and cin == PACK_CIN and cfg.array_cols >= PACK_CIN
+            and math.ceil(TAPS * PACK_CIN / cfg.array_cols) < TAPS)
+
+
+def column_pooled(cfg: HwConfig, w: int, cout: int, pool: int) -> bool:
+    """Whether a group pools column pairs on the accumulators (`HPOOL_BLOCKS`)."""
+    return pool == POOL_S2 and cout <= HPOOL_BLOCKS * cfg.array_rows and w >= 2
 
 
 def max_group(cfg: HwConfig) -> int:
@@ -98,18 +116,23 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
                   pool: int = POOL_NONE) -> int:
     """Expected cycles of one pass (one group) with no stalls: the documented schedule.
 
-    A pixel occupies the array for M = max(nrb * k*k * nq, nrb * (R + 1)) cycles
-    (nrb = ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer needs R + 1
-    cycles per row block). The window generator walks its positions at cin cycles each
-    ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no window; H x W in 1x1
-    mode) and writes a pixel's windows only into a free bank of the reorder buffer (freed
-    when the array finishes the pixel BANKS pixels earlier). This replays that schedule
-    pixel by pixel, plus the pipeline tail (R + C + 18 cycles, 2 more with a pool, and the
-    max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
+    A pixel occupies the array for M = max(nrb * k*k * nq, nrb * R) cycles (nrb =
+    ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer needs R cycles per
+    row block). Packed groups (`packed`) run nq = ceil(9 * cin / C) vectors of one tap;
+    column-pooled groups (`column_pooled`) serialize every other pixel only, so
+    M = max(nrb * k*k * nq, nrb * R / 2). The window generator walks its positions at
+    cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
+    window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
+    reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
+    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 18 cycles, 2 more
+    with a pool, and the max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
-    nrb, nq = math.ceil(cout / r), math.ceil(cin / c)
-    busy = max(nrb * k * k * nq, nrb * (r + 1))
+    nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
+    if packed(cfg, k, cin):
+        nq, kk = math.ceil(kk * cin / c), 1
+    ser = nrb * r / 2 if column_pooled(cfg, w, cout, pool) else nrb * r
+    busy = max(nrb * kk * nq, ser)
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0
     finish: list[int] = []
@@ -126,7 +149,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             finish.append(mac_t)
     tail = r + c + 18 + (2 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
-    return mac_t + tail
+    return math.ceil(mac_t) + tail
 
 
 def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,
@@ -254,6 +277,22 @@ class LayerEngine(wiring.Component):
         m.d.sync += self.shape_ok.eq(legal)
         start = Signal()
         m.d.comb += start.eq(self.start & self.shape_ok)
+
+        # Modes (`packed`, `column_pooled`), registered like the shape check. A packed
+        # group walks its 9 * PACK_CIN taps x channels as `walk_cin` channels of one tap
+        # (the parameter bytes come in that order already: OHWI).
+        pack_ok = packed(cfg, 3, PACK_CIN)
+        pack_chunks = math.ceil(TAPS * PACK_CIN / C)
+        pk, hpool = Signal(), Signal()
+        pk_now = self.k3 & (self.cin == PACK_CIN) if pack_ok else Const(0)
+        hpool_now = ((self.pool == POOL_S2) & (self.cout <= HPOOL_BLOCKS * R)
+                     & (self.width >= 2))
+        walk_cin_max = max(cfg.max_in_channels, TAPS * PACK_CIN)
+        walk_cin = Signal(range(walk_cin_max + 1))
+        kk_last = Signal(range(TAPS))                     # last tap index of the walk
+        m.d.sync += [pk.eq(pk_now), hpool.eq(hpool_now),
+                     walk_cin.eq(Mux(pk_now, TAPS * PACK_CIN, self.cin)),
+                     kk_last.eq(Mux(self.k3 & ~pk_now, TAPS - 1, 0))]
         with m.If(self.start & ~self.shape_ok):
             m.d.sync += self.param_err.eq(1)
 
@@ -263,25 +302,26 @@ class LayerEngine(wiring.Component):
         # Their frame registers follow one cycle behind (input arrives only once the
         # parameters are loaded, many cycles after `start`).
         run = self.busy
-        kk_last = Mux(self.k3, TAPS - 1, 0)               # last tap index in the bundle
         frame = [(wgen.width, self.width), (wgen.height, self.height),
-                 (wgen.channels, self.cin), (mp.width, self.width),
+                 (wgen.channels, self.cin), (mp.width, Mux(hpool_now, self.width >> 1,
+                                                              self.width)),
                  (mp.height, self.height), (mp.channels, self.cout)]
         for port, value in frame:
             reg = Signal.like(port, init=1, name=f"idle_{port.name}")
             m.d.sync += reg.eq(Mux(run, value, 1))
             m.d.comb += port.eq(reg)
-        k3_reg, s2_reg = Signal(), Signal()
-        m.d.sync += [k3_reg.eq(self.k3 & run), s2_reg.eq((self.pool == POOL_S2) & run)]
-        m.d.comb += [wgen.k3.eq(k3_reg), mp.stride2.eq(s2_reg)]
+        k3_reg, s2_reg, vert_reg = Signal(), Signal(), Signal()
+        m.d.sync += [k3_reg.eq(self.k3 & run), s2_reg.eq((self.pool == POOL_S2) & run),
+                     vert_reg.eq(hpool_now & run)]
+        m.d.comb += [wgen.k3.eq(k3_reg), mp.stride2.eq(s2_reg), mp.vertical.eq(vert_reg)]
 
         # Parameter loader: weights (OHWI) into word ((o // R) * kk + t) * nq + i // C,
         # lane (o % R) * C + i % C; then int32 LE biases; then shifts. `tbase` is the first
         # word of the current (row block, tap), `rbase` that of the current row block.
         phase = Signal(_Load)
-        li_all = Signal(range(cfg.max_in_channels))
+        li_all = Signal.like(walk_cin)
         li = Signal(range(C))
-        lw = Signal(range(nq_max))
+        lw = Signal(range(max(nq_max, pack_chunks)))
         lt = Signal(range(TAPS))
         lo = Signal(range(g_max + 1))
         lo_r = Signal(range(R))
@@ -322,7 +362,7 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [li_all.eq(li_all + 1), li.eq(li + 1)]
                     with m.If(li == C - 1):
                         m.d.sync += [li.eq(0), lw.eq(lw + 1)]
-                    with m.If(li_all == self.cin - 1):
+                    with m.If(li_all == walk_cin - 1):
                         m.d.sync += [li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(lt + 1),
                                      tbase.eq(waddr + 1)]
                         with m.If(lt == kk_last):
@@ -388,31 +428,32 @@ class LayerEngine(wiring.Component):
         # (weights in walk order, so the weight address just counts). Stage F0 addresses
         # the memories; stage F1 (their read registers) is the array's input.
         rbank = Signal(range(BANKS))
-        fq = Signal(range(nq_max))
-        fcb = Signal(range(cfg.max_in_channels + C))       # fq * C
+        fq = Signal(range(max(nq_max, pack_chunks)))
+        fcb = Signal(range(walk_cin_max + C))              # fq * C
         ft = Signal(range(TAPS))                            # tap walk index
         fr0 = Signal(range(g_max + R))                      # first channel of the row block
         fwa = Signal(range(w_depth + 1))
         f1_valid = Signal()
         f1_last = Signal()
         f1_tap = Signal(range(TAPS))
+        f1_q = Signal(range(pack_chunks))
         f1_mask = Signal(C)
         f2_valid = Signal()
         adv_2 = ~f2_valid | mac.i.ready
         adv_f = ~f1_valid | adv_2
         fire_f = adv_f & full.bit_select(rbank, 1)
-        q_last = fcb + C >= self.cin
+        q_last = fcb + C >= walk_cin
         t_last = ft == kk_last
         rb_last = fr0 + R >= self.cout
         clr_full = Signal(BANKS)
         m.d.comb += [
-            pix_rd.addr.eq(rbank * nq_max + fq), pix_rd.en.eq(adv_f),
+            pix_rd.addr.eq(rbank * nq_max + Mux(pk, 0, fq)), pix_rd.en.eq(adv_f),
             w_rd.addr.eq(fwa), w_rd.en.eq(adv_f),
         ]
         with m.If(adv_f):
             m.d.sync += [f1_valid.eq(fire_f), f1_last.eq(q_last & t_last),
-                         f1_tap.eq(Mux(self.k3, ft, TAPS // 2)),
-                         f1_mask.eq(Cat(*[fcb + n < self.cin for n in range(C)]))]
+                         f1_tap.eq(Mux(self.k3, ft, TAPS // 2)), f1_q.eq(fq),
+                         f1_mask.eq(Cat(*[fcb + n < walk_cin for n in range(C)]))]
         with m.If(fire_f):
             m.d.sync += [fq.eq(fq + 1), fcb.eq(fcb + C), fwa.eq(fwa + 1)]
             with m.If(q_last):
@@ -429,12 +470,14 @@ class LayerEngine(wiring.Component):
         # register.
         f2_last = Signal()
         f2_tap = Signal(range(TAPS))
+        f2_q = Signal.like(f1_q)
         f2_mask = Signal(C)
         f2_pix = Signal(len(pix_rd.data.as_value()), reset_less=True)
         f2_w = Signal(len(w_rd.data.as_value()), reset_less=True)
         with m.If(adv_2):
             m.d.sync += [f2_valid.eq(f1_valid), f2_last.eq(f1_last), f2_tap.eq(f1_tap),
-                         f2_mask.eq(f1_mask), f2_pix.eq(pix_rd.data.as_value()),
+                         f2_q.eq(f1_q), f2_mask.eq(f1_mask),
+                         f2_pix.eq(pix_rd.data.as_value()),
                          f2_w.eq(w_rd.data.as_value())]
         x_sel = f2_pix.word_select(f2_tap, C * cfg.act_bits)
         m.d.comb += [
@@ -442,14 +485,61 @@ class LayerEngine(wiring.Component):
             mac.i.payload.last.eq(f2_last),
             mac.i.payload.w.as_value().eq(f2_w),
         ]
+        a = cfg.act_bits
         for n in range(C):
-            lane_x = x_sel[n * cfg.act_bits:(n + 1) * cfg.act_bits]
+            lane_x = x_sel[n * a:(n + 1) * a]
+            if pack_ok:
+                # packed: lane n of chunk q is tap f // PACK_CIN, channel f % PACK_CIN of
+                # the pixel's word 0, f = q * C + n (f past the taps is masked)
+                for q in range(pack_chunks):
+                    f = min(q * C + n, TAPS * PACK_CIN - 1)
+                    e = f // PACK_CIN * C + f % PACK_CIN
+                    lane_x = Mux(pk & (f2_q == q), f2_pix[e * a:(e + 1) * a], lane_x)
             m.d.comb += mac.i.payload.x[n].eq(Mux(f2_mask[n], lane_x, 0))
 
-        # Serializer: each array result (R channels of one row block) is held and sent to
-        # the requantizer one channel per cycle, channels past cout dropped; stage S1 reads
-        # the channel's bias and shift.
-        hold = Signal(data.ArrayLayout(signed(cfg.acc_bits), R))
+        # Result intake: each array result (R channels of one row block of one pixel)
+        # waits in `nxt` until the serializer takes it. Column-pooled groups keep an even
+        # column's results in `pend` and pass on the channel-wise max with the next
+        # column's (an odd last column is dropped, as the pool would).
+        acc_row = data.ArrayLayout(signed(cfg.acc_bits), R)
+        nxt = Signal(acc_row)
+        nxt_valid = Signal()
+        pend = [Signal(acc_row, name=f"pend{j}") for j in range(HPOOL_BLOCKS)]
+        res_rb = Signal(range(g_max // R + 1))     # row block and column of the result
+        res_r0 = Signal(range(g_max + R))
+        res_x = Signal(range(cfg.max_width))
+        res_y = Signal(range(cfg.max_width))
+        res_last = Signal()                        # the pass's last result is taken
+        even = ~res_x[0]
+        m.d.comb += mac.o.ready.eq(~nxt_valid | (hpool & even))   # even columns: to `pend`
+        take_r = mac.o.valid & mac.o.ready
+        paired = Signal(acc_row)
+        for n in range(R):
+            old = Mux(res_rb[0], pend[1][n], pend[0][n]) if HPOOL_BLOCKS == 2 else pend[0][n]
+            new = mac.o.payload[n]
+            m.d.comb += paired[n].eq(Mux(old > new, old, new))
+        with m.If(take_r):
+            with m.If(~hpool):
+                m.d.sync += [nxt.eq(mac.o.payload), nxt_valid.eq(1)]
+            with m.Elif(~even):
+                m.d.sync += [nxt.eq(paired), nxt_valid.eq(1)]
+            with m.Elif(res_x != self.width - 1):
+                for j in range(HPOOL_BLOCKS):
+                    with m.If(res_rb == j):
+                        m.d.sync += pend[j].eq(mac.o.payload)
+            m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R)]
+            with m.If(res_r0 + R >= self.cout):
+                m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1)]
+                with m.If(res_x == self.width - 1):
+                    m.d.sync += [res_x.eq(0), res_y.eq(res_y + 1)]
+                    with m.If(res_y == self.height - 1):
+                        m.d.sync += res_y.eq(0)
+                        m.d.comb += res_last.eq(1)
+
+        # Serializer: the held result goes to the requantizer one channel per cycle,
+        # channels past cout dropped (R cycles per result: the next one is taken from
+        # `nxt` as the last channel leaves); stage S1 reads the channel's bias and shift.
+        hold = Signal(acc_row)
         hold_valid = Signal()
         sj = Signal(range(R))
         sch = Signal(range(g_max + 1))
@@ -457,22 +547,22 @@ class LayerEngine(wiring.Component):
         s1_acc = Signal(signed(cfg.acc_bits))
         adv_s = ~s1_valid | rq.i.ready
         fire_s = adv_s & hold_valid
+        s_last = (sj == R - 1) | (sch == self.cout - 1)
         m.d.comb += [
-            mac.o.ready.eq(~hold_valid),
             b_rd.addr.eq(sch), b_rd.en.eq(adv_s),
             s_rd.addr.eq(sch), s_rd.en.eq(adv_s),
         ]
-        with m.If(mac.o.valid & ~hold_valid):
-            m.d.sync += [hold.eq(mac.o.payload), hold_valid.eq(1)]
         with m.If(adv_s):
             m.d.sync += [s1_valid.eq(fire_s),
                          s1_acc.eq(hold.as_value().word_select(sj, cfg.acc_bits))]
         with m.If(fire_s):
             m.d.sync += [sj.eq(sj + 1), sch.eq(sch + 1)]
-            with m.If((sj == R - 1) | (sch == self.cout - 1)):
+            with m.If(s_last):
                 m.d.sync += [sj.eq(0), hold_valid.eq(0)]
             with m.If(sch == self.cout - 1):
                 m.d.sync += sch.eq(0)
+        with m.If(nxt_valid & (~hold_valid | (fire_s & s_last))):
+            m.d.sync += [hold.eq(nxt), hold_valid.eq(1), nxt_valid.eq(0)]
         m.d.comb += [
             rq.i.valid.eq(s1_valid),
             rq.i.payload.acc.eq(s1_acc),
@@ -493,12 +583,15 @@ class LayerEngine(wiring.Component):
             self.o.payload.eq(Mux(pooled, mp.o.payload, rq.o.payload)),
         ]
 
-        # Status: the pass ends when every conv result has left the requantizer (the max
-        # pool drops an odd last row / column) and every output has been taken. `cycles`
+        # Status: the pass ends when the array's last result has been taken (a
+        # column-pooled group drops an odd last column before the requantizer), every
+        # conv result has left the requantizer (the max pool drops an odd last row /
+        # column) and every output has been taken. `cycles`
         # counts from the parameters complete to the end (input streaming and compute).
         s2 = self.pool == POOL_S2
-        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy,
-                                 self.cout, self.width, self.height, name="conv")
+        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy, self.cout,
+                                 Mux(hpool, self.width >> 1, self.width), self.height,
+                                 name="conv")
         out_w = Mux(s2, self.width >> 1, self.width)
         out_h = Mux(s2, self.height >> 1, self.height)
         out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy,
@@ -506,9 +599,11 @@ class LayerEngine(wiring.Component):
         out_none = (out_w == 0) | (out_h == 0)             # pool 1 of a single row/column
         conv_end = Signal()
         out_end = Signal()
+        res_end = Signal()
         with m.If(start):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.cycles.eq(0),
-                         conv_end.eq(0), out_end.eq(0)]
+                         conv_end.eq(0), out_end.eq(0), res_end.eq(0), res_rb.eq(0),
+                         res_r0.eq(0), res_x.eq(0), res_y.eq(0)]
         with m.Elif(self.busy):
             with m.If(self.loaded):
                 m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -516,6 +611,9 @@ class LayerEngine(wiring.Component):
                 m.d.sync += conv_end.eq(1)
             with m.If(out_last):
                 m.d.sync += out_end.eq(1)
-            with m.If((conv_end | conv_last) & (out_end | out_last | out_none)):
+            with m.If(res_last):
+                m.d.sync += res_end.eq(1)
+            with m.If((res_end | res_last) & (conv_end | conv_last)
+                      & (out_end | out_last | out_none)):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m

@@ -15,19 +15,28 @@ __all__ = ["MAXPOOL_LATENCY", "MaxPool", "maxpool_out_shape", "ref_maxpool"]
 MAXPOOL_LATENCY = 4
 
 
-def maxpool_out_shape(h: int, w: int, stride2: bool) -> tuple[int, int]:
-    """Output (height, width): floor halves for stride 2, unchanged for stride 1."""
+def maxpool_out_shape(h: int, w: int, stride2: bool, vertical: bool = False
+                      ) -> tuple[int, int]:
+    """Output (height, width): floor halves for stride 2 (only the height with
+    `vertical`), unchanged for stride 1."""
+    if vertical:
+        return (h // 2, w)
     return (h // 2, w // 2) if stride2 else (h, w)
 
 
-def ref_maxpool(x: np.ndarray, stride2: bool) -> np.ndarray:
+def ref_maxpool(x: np.ndarray, stride2: bool, vertical: bool = False) -> np.ndarray:
     """Golden 2x2 max pool of an (H, W, C) int8 map.
 
     Stride 2 drops an odd last row/column. Stride 1 keeps H x W: the window at (i, j)
     covers rows i..i+1 and columns j..j+1, ignoring positions past the bottom/right edge.
+    `vertical` (with stride 2): 2x1 windows, rows 2i and 2i+1 of each column.
     """
     x = np.asarray(x, dtype=np.int64)
     h, w, c = x.shape
+    if vertical:
+        if not stride2:
+            raise ValueError("vertical pooling needs stride2")
+        return x[:2 * (h // 2)].reshape(h // 2, 2, w, c).max(axis=1)
     if stride2:
         oh, ow = h // 2, w // 2
         return x[:2 * oh, :2 * ow].reshape(oh, 2, ow, 2, c).max(axis=(1, 3))
@@ -49,6 +58,8 @@ class MaxPool(wiring.Component):
       is dropped (Darknet's behaviour for even maps, which are the only ones it pools).
     - ``stride2 = 0``: ``H x W x C`` outputs; the window at (i, j) is the max over the
       valid positions among rows i..i+1 and columns j..j+1 (Darknet's stride-1 border rule).
+    - ``vertical = 1`` (with ``stride2 = 1`` only): 2x1 windows, ``floor(H/2) x W x C``
+      outputs (for a map whose columns were pooled before, as the layer engine does).
 
     Outputs leave in HWC order; ``ref_maxpool`` is the golden model. After a frame the
     block is ready for the next one with no reset.
@@ -72,6 +83,7 @@ class MaxPool(wiring.Component):
             "height": In(range(cfg.max_width + 1)),
             "channels": In(range(cfg.max_in_channels + 1)),
             "stride2": In(1),
+            "vertical": In(1),
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -103,7 +115,7 @@ class MaxPool(wiring.Component):
         y_end = Mux(s2, self.height - 1, self.height)
         pad_col = x == self.width
         pad = pad_col | (y == self.height)
-        emit = Mux(s2, y[0] & x[0], (y != 0) & (x != 0))
+        emit = Mux(s2, y[0] & (x[0] | self.vertical), (y != 0) & (x != 0))
         fire = Signal()
         m.d.comb += [
             fire.eq(adv & (pad | self.i.valid)),
@@ -165,10 +177,11 @@ class MaxPool(wiring.Component):
             m.d.sync += [valid_d.eq(valid_c & emit_c), left_d.eq(col_rd.data),
                          vert_d.eq(vert)]
 
-        # Stage D: the window max (left column against this one) to the output register.
+        # Stage D: the window max (left column against this one; this column alone in
+        # vertical mode) to the output register.
         with m.If(adv):
             m.d.sync += [
                 self.o.valid.eq(valid_d),
-                self.o.payload.eq(Mux(left_d > vert_d, left_d, vert_d)),
+                self.o.payload.eq(Mux((left_d > vert_d) & ~self.vertical, left_d, vert_d)),
             ]
         return m

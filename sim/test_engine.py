@@ -60,6 +60,11 @@ def layers(cfg: HwConfig, seed: int) -> list[Layer]:
         (3, 3, 4, 3, 3, False, True, 0, "max"),            # saturation, head and int8
         (3, 3, 4, 3, 3, True, False, 0, "min"),
         (3, 4, 2 * cfg.array_cols + 1, 2 * cfg.array_rows + 1, 3, True, False, 0, "rand"),
+        # packed (cin = PACK_CIN) and column-pooled (pool 1, cout <= HPOOL_BLOCKS * R)
+        (6, 9, 3, 2 * cfg.array_rows, 3, True, False, 1, "rand"),
+        (5, 6, 3, 2 * cfg.array_rows + 1, 3, False, False, 1, "rand"),
+        (4, 6, 5, 2 * cfg.array_rows - 1, 3, True, False, 1, "max"),
+        (3, 2, 3, 3, 3, True, False, 1, "min"),
     ]
     rng = random.Random(seed)
     for _ in range(4):

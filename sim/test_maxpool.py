@@ -14,23 +14,25 @@ from streams import Sink, Source, compare, config, frame_data, params, run_strea
 from hw.config import HwConfig
 from hw.maxpool import MAXPOOL_LATENCY, MaxPool, maxpool_out_shape, ref_maxpool
 
-Frame = tuple[int, int, int, bool, str]    # H, W, C, stride2, data kind
+Frame = tuple[int, int, int, bool, str, bool]    # H, W, C, stride2, data kind, vertical
 
 
 def frames(cfg: HwConfig) -> list[Frame]:
     """Borders, W and C at 1 and at the config's limits, odd sizes, extreme values."""
     wmax, cmax, depth = cfg.max_width, cfg.max_in_channels, cfg.line_buffer_depth
     out: list[Frame] = []
-    for s2 in (False, True):
+    for s2, vert in ((False, False), (True, False), (True, True)):
         out += [
-            (1, 1, 1, s2, "rand"), (2, 2, 1, s2, "rand"), (1, 3, 2, s2, "rand"),
-            (5, 7, 3, s2, "rand"), (4, 4, 2, s2, "min"), (3, 4, 2, s2, "max"),
-            (4, 6, 3, s2, "ramp"), (2, 2, 1, s2, "min"),
-            (2, wmax, 1, s2, "rand"),                     # widest row
-            (2, 1, cmax, s2, "rand"),                     # most channels
-            (2, depth // cmax, cmax, s2, "rand"),         # W * C = line buffer depth
+            (1, 1, 1, s2, "rand", vert), (2, 2, 1, s2, "rand", vert),
+            (1, 3, 2, s2, "rand", vert), (5, 7, 3, s2, "rand", vert),
+            (4, 4, 2, s2, "min", vert), (3, 4, 2, s2, "max", vert),
+            (4, 6, 3, s2, "ramp", vert), (2, 2, 1, s2, "min", vert),
+            (2, wmax, 1, s2, "rand", vert),                     # widest row
+            (2, 1, cmax, s2, "rand", vert),                     # most channels
+            (2, depth // cmax, cmax, s2, "rand", vert),         # W * C = line buffer depth
         ]
-    out += [(13, 13, 4, False, "rand"), (8, 8, 4, True, "rand"), (3, 1, 1, True, "rand")]
+    out += [(13, 13, 4, False, "rand", False), (8, 8, 4, True, "rand", False),
+            (3, 1, 1, True, "rand", False), (7, 5, 3, True, "rand", True)]
     return out
 
 
@@ -40,18 +42,19 @@ async def maxpool_frames(dut: Any) -> None:
     rng = random.Random(p["seed"])
     nrng = np.random.default_rng(p["seed"])
     await start(dut)
-    for h, w, c, s2, kind in frames(cfg):
+    for h, w, c, s2, kind, vert in frames(cfg):
         x = frame_data(nrng, h, w, c, kind)
-        expected = ref_maxpool(x, s2).reshape(-1).tolist()
-        oh, ow = maxpool_out_shape(h, w, s2)
+        expected = ref_maxpool(x, s2, vert).reshape(-1).tolist()
+        oh, ow = maxpool_out_shape(h, w, s2, vert)
         assert len(expected) == oh * ow * c
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
-        dut.stride2.value = int(s2)
+        dut.stride2.value, dut.vertical.value = int(s2), int(vert)
         sink = Sink("o", len(expected), stall=p["stall"])
         src = Source("i", [int(v) & 0xFF for v in x.reshape(-1)], idle=p["idle"])
         await run_streams(dut, [src], [sink], rng, max_cycles=10 * (h + 1) * (w + 1) * c + 200)
         got = [v - 256 if v > 127 else v for v in sink.got]
-        compare(f"maxpool H={h} W={w} C={c} stride2={s2} {kind}", expected, got)
+        compare(f"maxpool H={h} W={w} C={c} stride2={s2} vertical={vert} {kind}", expected,
+                got)
 
 
 @cocotb.test()
@@ -63,7 +66,7 @@ async def maxpool_throughput(dut: Any) -> None:
     for s2, h, w, c in ((True, 6, 8, 4), (False, 5, 6, 3)):
         x = frame_data(nrng, h, w, c, "rand")
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
-        dut.stride2.value = int(s2)
+        dut.stride2.value, dut.vertical.value = int(s2), 0
         expected = ref_maxpool(x, s2).reshape(-1).tolist()
         sink = Sink("o", len(expected))
         await run_streams(dut, [Source("i", [int(v) & 0xFF for v in x.reshape(-1)])], [sink],

@@ -79,6 +79,14 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
     (4, 5, 2, 3, 1, True, False, 1),
     (3, 3, 5, 6, 3, True, False, 2),
     (5, 7, 3, 6, 3, True, False, 2),
+    # packed (cin = PACK_CIN) and column-pooled (pool 1, cout <= HPOOL_BLOCKS * R) groups
+    (4, 6, 3, 8, 3, True, False, 1),
+    (5, 7, 3, 5, 3, True, False, 1),
+    (4, 5, 3, 12, 3, False, False, 1),
+    (3, 4, 2, 3, 3, True, False, 1),
+    (3, 3, 3, 4, 3, True, True, 0),
+    (2, 2, 3, 7, 3, False, False, 1),
+    (3, 1, 3, 4, 3, True, False, 1),
 ])
 def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, leaky: bool,
                                   head: bool, pool: int) -> None:
