@@ -160,28 +160,33 @@ class MaxPool(wiring.Component):
             m.d.sync += [valid_c.eq(valid_b), up_c.eq(row_rd.data), cur_c.eq(cur_b),
                          pad_col_c.eq(pad_col_b), emit_c.eq(emit_b), c_c.eq(c_b)]
 
-        # Stage C: vertical max of this column (the pad column has no stored row above),
-        # kept per channel for the next column. The column store is read in stage B and
-        # written here, so with C = 1 the read of the next column's pixel sees this write
-        # in the same cycle (transparent read port).
+        # Stage C: vertical max of this column (the pad column has no stored row above).
         up = Mux(pad_col_c, lowest, up_c)
         vert = Signal(signed(cfg.act_bits))
-        m.d.comb += [
-            vert.eq(Mux(up > cur_c, up, cur_c)),
-            col_wr.addr.eq(c_c), col_wr.data.eq(vert), col_wr.en.eq(adv & valid_c),
-        ]
+        m.d.comb += vert.eq(Mux(up > cur_c, up, cur_c))
         valid_d = Signal()
+        emit_d = Signal()
+        c_d = Signal.like(c)
         left_d = Signal(signed(cfg.act_bits))
         vert_d = Signal(signed(cfg.act_bits))
         with m.If(adv):
-            m.d.sync += [valid_d.eq(valid_c & emit_c), left_d.eq(col_rd.data),
-                         vert_d.eq(vert)]
+            m.d.sync += [valid_d.eq(valid_c), emit_d.eq(valid_c & emit_c), c_d.eq(c_c),
+                         left_d.eq(col_rd.data), vert_d.eq(vert)]
 
-        # Stage D: the window max (left column against this one; this column alone in
-        # vertical mode) to the output register.
+        # Stage D: the vertical max goes to the column store from a register (the store is
+        # far from the compare). The next column's pixel of the same channel reads it in
+        # stage B: with C >= 3 after this write, with C = 2 in the same cycle (transparent
+        # read port); with C = 1 it is the previous pixel, taken from `prev_vert` instead.
+        # The window max (left column against this one; this column alone in vertical
+        # mode) goes to the output register.
+        prev_vert = Signal(signed(cfg.act_bits))
+        left = Mux(self.channels == 1, prev_vert, left_d)
+        m.d.comb += [col_wr.addr.eq(c_d), col_wr.data.eq(vert_d), col_wr.en.eq(adv & valid_d)]
+        with m.If(adv & valid_d):
+            m.d.sync += prev_vert.eq(vert_d)
         with m.If(adv):
             m.d.sync += [
-                self.o.valid.eq(valid_d),
-                self.o.payload.eq(Mux((left_d > vert_d) & ~self.vertical, left_d, vert_d)),
+                self.o.valid.eq(emit_d),
+                self.o.payload.eq(Mux((left > vert_d) & ~self.vertical, left, vert_d)),
             ]
         return m
