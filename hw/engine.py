@@ -174,21 +174,23 @@ def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *
 
 def _map_counter(m: Module, clear: Signal, fire: Signal, c: Signal, w: Signal, h: Signal, *,
                  name: str) -> Signal:
-    """Counts transfers over an H x W x C map (C fastest); returns "this one is the last"."""
+    """Counts transfers over an H x W x C map (C fastest); returns "this one is the last".
+
+    `c`, `w`, `h` are the last indices (C - 1, W - 1, H - 1), so only equalities remain."""
     cc = Signal.like(c, name=f"{name}_c")
     cx = Signal.like(w, name=f"{name}_x")
     cy = Signal.like(h, name=f"{name}_y")
     last = Signal(name=f"{name}_last")
-    m.d.comb += last.eq(fire & (cc == c - 1) & (cx == w - 1) & (cy == h - 1))
+    m.d.comb += last.eq(fire & (cc == c) & (cx == w) & (cy == h))
     with m.If(clear):
         m.d.sync += [cc.eq(0), cx.eq(0), cy.eq(0)]
     with m.Elif(fire):
         m.d.sync += cc.eq(cc + 1)
-        with m.If(cc == c - 1):
+        with m.If(cc == c):
             m.d.sync += [cc.eq(0), cx.eq(cx + 1)]
-            with m.If(cx == w - 1):
+            with m.If(cx == w):
                 m.d.sync += [cx.eq(0), cy.eq(cy + 1)]
-                with m.If(cy == h - 1):
+                with m.If(cy == h):
                     m.d.sync += cy.eq(0)
     return last
 
@@ -293,6 +295,26 @@ class LayerEngine(wiring.Component):
         m.d.sync += [pk.eq(pk_now), hpool.eq(hpool_now),
                      walk_cin.eq(Mux(pk_now, TAPS * PACK_CIN, self.cin)),
                      kk_last.eq(Mux(self.k3 & ~pk_now, TAPS - 1, 0))]
+
+        # Last indices of the counters (register - 1), registered: the counters' ends are
+        # equalities against flip-flops, not subtract-and-compare chains.
+        def last_index(value: object, like: Signal, name: str) -> Signal:
+            reg = Signal.like(like, name=name)
+            m.d.sync += reg.eq(value - 1)
+            return reg
+        s2_now = self.pool == POOL_S2
+        cout_m1 = last_index(self.cout, self.cout, "cout_m1")
+        cin_m1 = last_index(self.cin, self.cin, "cin_m1")
+        walk_cin_m1 = last_index(Mux(pk_now, TAPS * PACK_CIN, self.cin), walk_cin, "walk_cin_m1")
+        width_m1 = last_index(self.width, self.width, "width_m1")
+        height_m1 = last_index(self.height, self.height, "height_m1")
+        conv_w_m1 = last_index(Mux(hpool_now, self.width >> 1, self.width), self.width,
+                               "conv_w_m1")
+        out_w_m1 = last_index(Mux(s2_now, self.width >> 1, self.width), self.width, "out_w_m1")
+        out_h_m1 = last_index(Mux(s2_now, self.height >> 1, self.height), self.height,
+                              "out_h_m1")
+        out_none = Signal()                              # pool 1 of a single row/column
+        m.d.sync += out_none.eq(s2_now & ((self.width < 2) | (self.height < 2)))
         with m.If(self.start & ~self.shape_ok):
             m.d.sync += self.param_err.eq(1)
 
@@ -362,7 +384,7 @@ class LayerEngine(wiring.Component):
                     m.d.sync += [li_all.eq(li_all + 1), li.eq(li + 1)]
                     with m.If(li == C - 1):
                         m.d.sync += [li.eq(0), lw.eq(lw + 1)]
-                    with m.If(li_all == walk_cin - 1):
+                    with m.If(li_all == walk_cin_m1):
                         m.d.sync += [li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(lt + 1),
                                      tbase.eq(waddr + 1)]
                         with m.If(lt == kk_last):
@@ -371,17 +393,17 @@ class LayerEngine(wiring.Component):
                             with m.If(lo_r == R - 1):
                                 m.d.sync += [lo_r.eq(0), tbase.eq(waddr + 1),
                                              rbase.eq(waddr + 1)]
-                            with m.If(lo == self.cout - 1):
+                            with m.If(lo == cout_m1):
                                 m.d.sync += phase.eq(_Load.BIASES)
                 with m.Case(_Load.BIASES):
                     m.d.sync += [bb.eq(bb + 1), bsr.eq(Cat(bsr[8:], byte))]
                     with m.If(bb == 3):
                         m.d.sync += bidx.eq(bidx + 1)
-                        with m.If(bidx == self.cout - 1):
+                        with m.If(bidx == cout_m1):
                             m.d.sync += [bidx.eq(0), phase.eq(_Load.SHIFTS)]
                 with m.Case(_Load.SHIFTS):
                     m.d.sync += bidx.eq(bidx + 1)
-                    with m.If(bidx == self.cout - 1):
+                    with m.If(bidx == cout_m1):
                         m.d.sync += [bidx.eq(0), phase.eq(_Load.LOADED)]
                 with m.Case(_Load.LOADED):
                     m.d.sync += self.param_err.eq(1)
@@ -419,7 +441,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += [wc.eq(wc + 1), wl.eq(wl + 1)]
             with m.If(wl == C - 1):
                 m.d.sync += [wl.eq(0), wq.eq(wq + 1)]
-            with m.If(wc == self.cin - 1):
+            with m.If(wc == cin_m1):
                 m.d.sync += [wc.eq(0), wl.eq(0), wq.eq(0),
                              wbank.eq(Mux(wbank == BANKS - 1, 0, wbank + 1))]
                 m.d.comb += set_full.eq(1 << wbank)
@@ -523,16 +545,16 @@ class LayerEngine(wiring.Component):
                 m.d.sync += [nxt.eq(mac.o.payload), nxt_valid.eq(1)]
             with m.Elif(~even):
                 m.d.sync += [nxt.eq(paired), nxt_valid.eq(1)]
-            with m.Elif(res_x != self.width - 1):
+            with m.Elif(res_x != width_m1):
                 for j in range(HPOOL_BLOCKS):
                     with m.If(res_rb == j):
                         m.d.sync += pend[j].eq(mac.o.payload)
             m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R)]
             with m.If(res_r0 + R >= self.cout):
                 m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1)]
-                with m.If(res_x == self.width - 1):
+                with m.If(res_x == width_m1):
                     m.d.sync += [res_x.eq(0), res_y.eq(res_y + 1)]
-                    with m.If(res_y == self.height - 1):
+                    with m.If(res_y == height_m1):
                         m.d.sync += res_y.eq(0)
                         m.d.comb += res_last.eq(1)
 
@@ -547,7 +569,7 @@ class LayerEngine(wiring.Component):
         s1_acc = Signal(signed(cfg.acc_bits))
         adv_s = ~s1_valid | rq.i.ready
         fire_s = adv_s & hold_valid
-        s_last = (sj == R - 1) | (sch == self.cout - 1)
+        s_last = (sj == R - 1) | (sch == cout_m1)
         m.d.comb += [
             b_rd.addr.eq(sch), b_rd.en.eq(adv_s),
             s_rd.addr.eq(sch), s_rd.en.eq(adv_s),
@@ -559,7 +581,7 @@ class LayerEngine(wiring.Component):
             m.d.sync += [sj.eq(sj + 1), sch.eq(sch + 1)]
             with m.If(s_last):
                 m.d.sync += [sj.eq(0), hold_valid.eq(0)]
-            with m.If(sch == self.cout - 1):
+            with m.If(sch == cout_m1):
                 m.d.sync += sch.eq(0)
         with m.If(nxt_valid & (~hold_valid | (fire_s & s_last))):
             m.d.sync += [hold.eq(nxt), hold_valid.eq(1), nxt_valid.eq(0)]
@@ -586,17 +608,12 @@ class LayerEngine(wiring.Component):
         # Status: the pass ends when the array's last result has been taken (a
         # column-pooled group drops an odd last column before the requantizer), every
         # conv result has left the requantizer (the max pool drops an odd last row /
-        # column) and every output has been taken. `cycles`
-        # counts from the parameters complete to the end (input streaming and compute).
-        s2 = self.pool == POOL_S2
-        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy, self.cout,
-                                 Mux(hpool, self.width >> 1, self.width), self.height,
-                                 name="conv")
-        out_w = Mux(s2, self.width >> 1, self.width)
-        out_h = Mux(s2, self.height >> 1, self.height)
-        out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy,
-                                self.cout, out_w, out_h, name="out")
-        out_none = (out_w == 0) | (out_h == 0)             # pool 1 of a single row/column
+        # column) and every output has been taken. `cycles` counts from the parameters
+        # complete to the end (input streaming and compute).
+        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy, cout_m1,
+                                 conv_w_m1, height_m1, name="conv")
+        out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy, cout_m1,
+                                out_w_m1, out_h_m1, name="out")
         conv_end = Signal()
         out_end = Signal()
         res_end = Signal()
