@@ -133,14 +133,21 @@ class WindowGen(wiring.Component):
                         m.d.sync += y.eq(0)
 
         # Stage A: read rows y-2 and y-1 at this (x, c); the current pixel replaces row y-2
-        # (lane y % 2) in the row store.
+        # (lane y % 2) in the row store one cycle later, from registers (so the walk's
+        # compares do not reach the block RAM's write enable). The same address is read
+        # again (W + 1) * C >= 2 positions later, after that write; 1x1 mode does not use
+        # the row store. The read is enabled with `adv`: a position that has not fired
+        # reads the address it will read again when it does.
         cur = Mux(pad, 0, self.i.payload)
-        lane_en = Signal(2)
+        wr_en = Signal(2)
+        wr_addr = Signal.like(a)
+        wr_data = Signal(px)
+        m.d.sync += [wr_en.eq(Mux(fire & ~pad, Mux(y[0], 0b10, 0b01), 0)), wr_addr.eq(a),
+                     wr_data.eq(cur)]
         m.d.comb += [
-            lane_en.eq(Mux(y[0], 0b10, 0b01)),
-            row_rd.addr.eq(a), row_rd.en.eq(fire),
-            row_wr.addr.eq(a), row_wr.data[0].eq(cur), row_wr.data[1].eq(cur),
-            row_wr.en.eq(Mux(fire & ~pad, lane_en, 0)),
+            row_rd.addr.eq(a), row_rd.en.eq(adv),
+            row_wr.addr.eq(wr_addr), row_wr.data[0].eq(wr_data), row_wr.data[1].eq(wr_data),
+            row_wr.en.eq(wr_en),
         ]
         # What stages B and C carry along for a position (registered as one struct).
         pos = data.StructLayout({
