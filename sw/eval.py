@@ -327,9 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--ann", required=True, help="COCO-format instances.json for them")
     p.add_argument("--variants", default="channel-mse-bc,channel-max,tensor-max",
-                   help="comma list of WEIGHTS-ACTIVATIONS[-bc] quantization variants, WEIGHTS "
-                        "in channel|tensor, ACTIVATIONS in max|stdM|percentile|mse (stdM: "
-                        "clip at |mean| + M std, e.g. std3), -bc: bias correction")
+                   help="comma list of WEIGHTS-ACTIVATIONS[-bc][-eqA][-fill][-fs] quantization "
+                        "variants, WEIGHTS in channel|tensor, ACTIVATIONS in "
+                        "max|stdM|percentile|mse (stdM: clip at |mean| + M std, e.g. std3), "
+                        "-bc: bias correction, -eqA: activation equalization of strength A, "
+                        "-fill: scale tensors onto their pow2 grid, -fs: f_out search "
+                        "(sw/tune.py)")
     p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
     p.add_argument("--bundle", action="append", default=[],
                    help="also evaluate this bundle file (repeatable)")

@@ -6,7 +6,8 @@ calibrated on a folder of images from the float model's activations by max, outl
 removal at m standard deviations ("std"), percentile or MSE. Biases are int32 at the
 accumulator scale. Tensors concatenated by a route share one f (the coarser).
 Requantization shifts are kept within the hardware's range. The detection heads leave
-the requantizer as `HwConfig.head_bits` integers.
+the requantizer as `HwConfig.head_bits` integers. Optional calibration-time tuning
+(activation equalization, grid fill, activation exponent search) lives in `sw.tune`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,11 @@ class QuantOptions:
     head_activations: str = "max"   # calibration of the detection heads' outputs
     bias_correction: bool = True    # fold the mean weight-quantization error into the bias
     std_m: float = 3.0              # "std": clip at |mean| + std_m * std (see `act_clip`)
+    equalize: float = 0.0           # activation equalization strength alpha (0: off), sw.tune
+    fill: bool = False              # scale tensors so their real MSE clip fills a pow2 grid
+    #                                 (sw.tune; both keep the float function unchanged)
+    fsearch: bool = False           # greedy f_out search on head SQNR (sw.tune)
+    search_images: int = 64         # at most this many calibration images score the f search
 
     def __post_init__(self) -> None:
         if self.weights not in WEIGHT_GRANULARITY:
@@ -66,28 +72,54 @@ class QuantOptions:
             raise ValueError("percentile must lie in (0, 100]")
         if not (math.isfinite(self.std_m) and self.std_m > 0):
             raise ValueError(f"std_m must be a positive number, got {self.std_m!r}")
+        if not (math.isfinite(self.equalize) and 0 <= self.equalize <= 1):
+            raise ValueError(f"equalize must lie in [0, 1], got {self.equalize!r}")
+        if self.search_images < 1:
+            raise ValueError("search_images must be >= 1")
 
     @property
     def tag(self) -> str:
-        """Short name: WEIGHTS-ACTIVATIONS[-bc], e.g. channel-mse-bc or channel-std3-bc.
+        """Short name: WEIGHTS-ACTIVATIONS[-bc][-eqA][-fill][-fs], e.g. channel-mse-bc,
+        channel-std3-bc or channel-mse-bc-eq0.5-fs.
 
-        The "std" method carries its m in the tag (std3, std2.5)."""
+        The "std" method carries its m in the tag (std3, std2.5), equalization its alpha."""
         act = f"std{self.std_m:g}" if self.activations == "std" else self.activations
-        return f"{self.weights}-{act}" + ("-bc" if self.bias_correction else "")
+        return (f"{self.weights}-{act}" + ("-bc" if self.bias_correction else "")
+                + (f"-eq{self.equalize:g}" if self.equalize else "")
+                + ("-fill" if self.fill else "")
+                + ("-fs" if self.fsearch else ""))
 
     @classmethod
     def from_tag(cls, tag: str) -> QuantOptions:
         parts = tag.split("-")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "bc"):
-            raise ValueError(f"{tag!r}: expected WEIGHTS-ACTIVATIONS or WEIGHTS-ACTIVATIONS-bc")
-        act, extra = parts[1], {}
+        extra: dict[str, Any] = {}
+        suffixes = parts[2:]
+        if suffixes[:1] == ["bc"]:
+            extra["bias_correction"], suffixes = True, suffixes[1:]
+        else:
+            extra["bias_correction"] = False
+        if suffixes[:1] and suffixes[0].startswith("eq"):
+            try:
+                extra["equalize"] = float(suffixes[0][2:])
+            except ValueError:
+                raise ValueError(f"{tag!r}: expected eqA with a number A, e.g. eq0.5") from None
+            if not extra["equalize"]:
+                raise ValueError(f"{tag!r}: eq0 is no equalization; leave it out")
+            suffixes = suffixes[1:]
+        if suffixes[:1] == ["fill"]:
+            extra["fill"], suffixes = True, suffixes[1:]
+        if suffixes[:1] == ["fs"]:
+            extra["fsearch"], suffixes = True, suffixes[1:]
+        if len(parts) < 2 or suffixes:
+            raise ValueError(f"{tag!r}: expected WEIGHTS-ACTIVATIONS[-bc][-eqA][-fill][-fs]")
+        act = parts[1]
         if act.startswith("std") and act != "std":
             try:
                 extra["std_m"] = float(act[3:])
             except ValueError:
                 raise ValueError(f"{tag!r}: expected stdM with a number M, e.g. std3") from None
             act = "std"
-        return cls(weights=parts[0], activations=act, bias_correction=len(parts) == 3, **extra)
+        return cls(weights=parts[0], activations=act, **extra)
 
     def manifest_dict(self) -> dict[str, Any]:
         """The options as recorded in a bundle; std_m only where a method uses it, so
@@ -95,6 +127,12 @@ class QuantOptions:
         d = asdict(self)
         if "std" not in (self.activations, self.head_activations):
             del d["std_m"]
+        if not self.equalize:
+            del d["equalize"]
+        if not self.fill:
+            del d["fill"]
+        if not self.fsearch:
+            del d["fsearch"], d["search_images"]
         return d
 
 
@@ -118,6 +156,8 @@ class Calibration:
     images: int
     #: per-channel mean of every layer's output (key -1: the network input)
     means: dict[int, np.ndarray] = field(default_factory=dict)
+    #: the letterboxed uint8 calibration images (for equalization and the f search)
+    inputs: list[np.ndarray] = field(default_factory=list)
 
 
 def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image: int = 100_000,
@@ -128,9 +168,11 @@ def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image:
     maxabs = {i: 0.0 for i in convs}
     chunks: dict[int, list[np.ndarray]] = {i: [] for i in convs}
     sums: dict[int, np.ndarray] = {}
+    inputs: list[np.ndarray] = []
     n = 0
     with torch.no_grad():
         for img in images:
+            inputs.append(img)
             x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
             outs = model(x, keep=True)
             for j, y in [(-1, x), *enumerate(outs)]:
@@ -147,7 +189,7 @@ def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image:
     if n == 0:
         raise ValueError("calibration needs at least one image")
     return Calibration(maxabs, {i: np.concatenate(c) for i, c in chunks.items()}, n,
-                       {j: v / n for j, v in sums.items()})
+                       {j: v / n for j, v in sums.items()}, inputs)
 
 
 def act_clip(cal: Calibration, i: int, method: str, pct: float = 99.99,
@@ -204,11 +246,13 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
                    cal: Calibration, opts: QuantOptions, act_bits: int, weight_bits: int,
                    head_bits: int, max_shift: int, bias_limit: int,
                    input_frac_bits: int = intmath.INPUT_FRAC_BITS,
+                   f_out_delta: dict[int, int] | None = None,
                    ) -> tuple[dict[int, int], dict[int, int], dict[int, np.ndarray]]:
     """Power-of-two scales of every conv layer for any bit widths: (f_in, f_out, f_w).
 
-    Calibrated f_out and max-based f_w, then the constraints: route sources share the
-    coarser f, 0 <= f_in + f_w - f_out <= max_shift, |bias| <= bias_limit at the
+    Calibrated f_out (moved by `f_out_delta[i]` where given, as the f search of
+    `sw.tune.search_frac_bits` chooses) and max-based f_w, then the constraints: route
+    sources share the coarser f, 0 <= f_in + f_w - f_out <= max_shift, |bias| <= bias_limit at the
     accumulator scale; the network input is at 2**-input_frac_bits. `quantize_network`
     calls it with the HwConfig's widths.
     """
@@ -220,6 +264,7 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
         method = opts.head_activations if head else opts.activations
         f_out[i] = _act_frac_bits(cal, i, method, opts.percentile,
                                   head_bits if head else act_bits, opts.std_m)
+        f_out[i] += (f_out_delta or {}).get(i, 0)
     f_w = {i: _weight_frac_bits(params[i][0], opts.weights == "channel", weight_bits)
            for i in convs}
 
@@ -262,12 +307,46 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
 
 def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwConfig,
                      opts: QuantOptions = QuantOptions(), provenance: dict[str, Any] | None = None,
-                     log: Callable[[str], None] | None = None) -> Bundle:
-    """Choose power-of-two scales, quantize weights and biases, and build a bundle."""
+                     log: Callable[[str], None] | None = None,
+                     f_out_delta: dict[int, int] | None = None) -> Bundle:
+    """Choose power-of-two scales, quantize weights and biases, and build a bundle.
+
+    With `opts.equalize` (per-channel scales) and/or `opts.fill` (one scale per tensor
+    that puts its real MSE clip on a power-of-two grid) the float model is first
+    equalized (`sw.tune.equalize`, same float function) and recalibrated on `cal.inputs`;
+    with `opts.fsearch` the activation exponents are then searched on those images
+    (`sw.tune.search_frac_bits`, objective head SQNR in the golden model). `f_out_delta`
+    moves calibrated exponents directly (what the search tries)."""
+    if opts.equalize or opts.fill or opts.fsearch:
+        from sw import tune
+        if not cal.inputs:
+            raise ValueError("equalization, fill and f search need the calibration images "
+                             "(Calibration.inputs)")
+        base = replace(opts, equalize=0.0, fill=False, fsearch=False)
+        if opts.equalize:
+            ranges = tune.channel_ranges(model, cal.inputs)
+            model = tune.equalize(model, tune.equalization_scales(ranges, net.head_indices,
+                                                                  opts.equalize))
+            cal = calibrate(model, cal.inputs)
+        if opts.fill:
+            clips = {i: tune.real_clip(cal.samples[i], cal.maxabs[i], cfg.act_bits)
+                     for i in net.conv_indices}
+            g = tune.fill_scales(clips, network_kinds(net), net.head_indices, cfg.act_bits)
+            model = tune.equalize(model, {i: np.full(net.layers[i].filters, v)
+                                          for i, v in g.items()})
+            cal = calibrate(model, cal.inputs)
+        if opts.fsearch:
+            imgs = cal.inputs[:opts.search_images]
+            refs = tune.float_heads(model, imgs)
+            f_out_delta, _ = tune.search_frac_bits(
+                lambda d: quantize_network(net, model, cal, cfg, base, f_out_delta=d),
+                lambda b: tune.head_sqnr(b, imgs, refs), network_kinds(net), net.head_indices,
+                log=log)
     params = model.fused_params()
     heads = set(net.head_indices)
     f_in, f_out, f_w = pow2_frac_bits(net, params, cal, opts, cfg.act_bits, cfg.weight_bits,
-                                      cfg.head_bits, cfg.max_shift, cfg.bias_limit)
+                                      cfg.head_bits, cfg.max_shift, cfg.bias_limit,
+                                      f_out_delta=f_out_delta)
 
     kinds = network_kinds(net)
     layers: list[dict[str, Any]] = []
@@ -316,7 +395,9 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
         "hw_config": cfg.to_dict(),
         "hw_config_id": cfg.config_id_hex,
         "quantization": {**opts.manifest_dict(), "calibration_images": cal.images,
-                         "quantizer_version": QUANTIZER_VERSION},
+                         "quantizer_version": QUANTIZER_VERSION,
+                         **({"f_out_delta": {str(k): v for k, v in sorted(f_out_delta.items())}}
+                            if f_out_delta else {})},
         "provenance": provenance or {},
     }
     bundle = Bundle(manifest, arrays).seal()
