@@ -525,10 +525,13 @@ class LayerEngine(wiring.Component):
 
         # Result intake: each array result (R channels of one row block of one pixel)
         # waits in `nxt` until the serializer takes it. Column-pooled groups keep an even
-        # column's results in `pend` and pass on the channel-wise max with the next
-        # column's (an odd last column is dropped, as the pool would).
+        # column's results in `pend`; the next column's result waits with its partner
+        # (`nxt_b`, `nxt_pair`) and the channel-wise max is taken as it moves on to the
+        # serializer (an odd last column is dropped, as the pool would).
         acc_row = data.ArrayLayout(signed(cfg.acc_bits), R)
         nxt = Signal(acc_row)
+        nxt_b = Signal(acc_row)
+        nxt_pair = Signal()
         nxt_valid = Signal()
         pend = [Signal(acc_row, name=f"pend{j}") for j in range(HPOOL_BLOCKS)]
         res_rb = Signal(range(g_max // R + 1))     # row block and column of the result
@@ -539,16 +542,13 @@ class LayerEngine(wiring.Component):
         even = ~res_x[0]
         m.d.comb += mac.o.ready.eq(~nxt_valid | (hpool & even))   # even columns: to `pend`
         take_r = mac.o.valid & mac.o.ready
-        paired = Signal(acc_row)
-        for n in range(R):
-            old = Mux(res_rb[0], pend[1][n], pend[0][n]) if HPOOL_BLOCKS == 2 else pend[0][n]
-            new = mac.o.payload[n]
-            m.d.comb += paired[n].eq(Mux(old > new, old, new))
+        partner = Mux(res_rb[0], pend[1], pend[0]) if HPOOL_BLOCKS == 2 else pend[0]
         with m.If(take_r):
             with m.If(~hpool):
-                m.d.sync += [nxt.eq(mac.o.payload), nxt_valid.eq(1)]
+                m.d.sync += [nxt.eq(mac.o.payload), nxt_pair.eq(0), nxt_valid.eq(1)]
             with m.Elif(~even):
-                m.d.sync += [nxt.eq(paired), nxt_valid.eq(1)]
+                m.d.sync += [nxt.eq(mac.o.payload), nxt_b.eq(partner), nxt_pair.eq(1),
+                             nxt_valid.eq(1)]
             with m.Elif(res_x != width_m1):
                 for j in range(HPOOL_BLOCKS):
                     with m.If(res_rb == j):
@@ -588,7 +588,9 @@ class LayerEngine(wiring.Component):
             with m.If(sch == cout_m1):
                 m.d.sync += sch.eq(0)
         with m.If(nxt_valid & (~hold_valid | (fire_s & s_last))):
-            m.d.sync += [hold.eq(nxt), hold_valid.eq(1), nxt_valid.eq(0)]
+            m.d.sync += [hold_valid.eq(1), nxt_valid.eq(0)]
+            for n in range(R):
+                m.d.sync += hold[n].eq(Mux(nxt_pair & (nxt_b[n] > nxt[n]), nxt_b[n], nxt[n]))
         m.d.comb += [
             rq.i.valid.eq(s1_valid),
             rq.i.payload.acc.eq(s1_acc),
