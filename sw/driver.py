@@ -526,7 +526,9 @@ class Device:
                     progress(f"layer {i}: {h}x{wd}x{cin} -> {cout} ({stats[-1].groups} groups"
                              f"{', max pool fused' if pool else ''}), "
                              f"{cyc} cycles ({model} without stalls), MAC utilization "
-                             f"{stats[-1].utilization:.1%}, "
+                             f"{stats[-1].utilization:.1%} "
+                             f"({macs / (cfg.macs_per_cycle * model) if model else 0.0:.1%} "
+                             "without stalls), "
                              f"{stats[-1].bytes_out + stats[-1].bytes_in} link bytes")
             elif kind == "maxpool" and pooled is not None:
                 y, pooled = pooled, None
