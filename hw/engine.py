@@ -287,13 +287,14 @@ class LayerEngine(wiring.Component):
         pack_chunks = math.ceil(TAPS * PACK_CIN / C)
         pk, hpool = Signal(), Signal()
         pk_now = self.k3 & (self.cin == PACK_CIN) if pack_ok else Const(0)
-        hpool_now = ((self.pool == POOL_S2) & (self.cout <= HPOOL_BLOCKS * R)
-                     & (self.width >= 2))
+        s2_now = self.pool == POOL_S2
+        hpool_now = s2_now & (self.cout <= HPOOL_BLOCKS * R) & (self.width >= 2)
+        walk_cin_now = Mux(pk_now, TAPS * PACK_CIN, self.cin)
+        conv_w_now = Mux(hpool_now, self.width >> 1, self.width)   # requantized columns
         walk_cin_max = max(cfg.max_in_channels, TAPS * PACK_CIN)
         walk_cin = Signal(range(walk_cin_max + 1))
         kk_last = Signal(range(TAPS))                     # last tap index of the walk
-        m.d.sync += [pk.eq(pk_now), hpool.eq(hpool_now),
-                     walk_cin.eq(Mux(pk_now, TAPS * PACK_CIN, self.cin)),
+        m.d.sync += [pk.eq(pk_now), hpool.eq(hpool_now), walk_cin.eq(walk_cin_now),
                      kk_last.eq(Mux(self.k3 & ~pk_now, TAPS - 1, 0))]
 
         # Last indices of the counters (register - 1), registered: the counters' ends are
@@ -302,14 +303,12 @@ class LayerEngine(wiring.Component):
             reg = Signal.like(like, name=name)
             m.d.sync += reg.eq(value - 1)
             return reg
-        s2_now = self.pool == POOL_S2
         cout_m1 = last_index(self.cout, self.cout, "cout_m1")
         cin_m1 = last_index(self.cin, self.cin, "cin_m1")
-        walk_cin_m1 = last_index(Mux(pk_now, TAPS * PACK_CIN, self.cin), walk_cin, "walk_cin_m1")
+        walk_cin_m1 = last_index(walk_cin_now, walk_cin, "walk_cin_m1")
         width_m1 = last_index(self.width, self.width, "width_m1")
         height_m1 = last_index(self.height, self.height, "height_m1")
-        conv_w_m1 = last_index(Mux(hpool_now, self.width >> 1, self.width), self.width,
-                               "conv_w_m1")
+        conv_w_m1 = last_index(conv_w_now, self.width, "conv_w_m1")
         out_w_m1 = last_index(Mux(s2_now, self.width >> 1, self.width), self.width, "out_w_m1")
         out_h_m1 = last_index(Mux(s2_now, self.height >> 1, self.height), self.height,
                               "out_h_m1")
@@ -325,15 +324,14 @@ class LayerEngine(wiring.Component):
         # parameters are loaded, many cycles after `start`).
         run = self.busy
         frame = [(wgen.width, self.width), (wgen.height, self.height),
-                 (wgen.channels, self.cin), (mp.width, Mux(hpool_now, self.width >> 1,
-                                                              self.width)),
+                 (wgen.channels, self.cin), (mp.width, conv_w_now),
                  (mp.height, self.height), (mp.channels, self.cout)]
         for port, value in frame:
             reg = Signal.like(port, init=1, name=f"idle_{port.name}")
             m.d.sync += reg.eq(Mux(run, value, 1))
             m.d.comb += port.eq(reg)
         k3_reg, s2_reg, vert_reg = Signal(), Signal(), Signal()
-        m.d.sync += [k3_reg.eq(self.k3 & run), s2_reg.eq((self.pool == POOL_S2) & run),
+        m.d.sync += [k3_reg.eq(self.k3 & run), s2_reg.eq(s2_now & run),
                      vert_reg.eq(hpool_now & run)]
         m.d.comb += [wgen.k3.eq(k3_reg), mp.stride2.eq(s2_reg), mp.vertical.eq(vert_reg)]
 
@@ -542,7 +540,9 @@ class LayerEngine(wiring.Component):
         even = ~res_x[0]
         m.d.comb += mac.o.ready.eq(~nxt_valid | (hpool & even))   # even columns: to `pend`
         take_r = mac.o.valid & mac.o.ready
-        partner = Mux(res_rb[0], pend[1], pend[0]) if HPOOL_BLOCKS == 2 else pend[0]
+        partner = pend[0]                          # pend[res_rb]
+        for j in range(1, HPOOL_BLOCKS):
+            partner = Mux(res_rb == j, pend[j], partner)
         with m.If(take_r):
             with m.If(~hpool):
                 m.d.sync += [nxt.eq(mac.o.payload), nxt_pair.eq(0), nxt_valid.eq(1)]
