@@ -30,11 +30,14 @@ from sw.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
 from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
 
 __all__ = [
+    "MSE_SAMPLES",
+    "MSE_STEPS",
     "Calibration",
     "QuantOptions",
     "act_clip",
     "calibrate",
     "frac_bits_for_max",
+    "mse_clip",
     "pow2_frac_bits",
     "quantize_network",
 ]
@@ -233,6 +236,30 @@ def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int,
     return best
 
 
+#: Clip candidates of the real-scale mse method: max |x| * 2**(-t/8), t = 0..MSE_STEPS.
+MSE_STEPS = 32
+#: Samples of a tensor the real-scale mse clip search looks at (for speed).
+MSE_SAMPLES = 200_000
+
+
+def mse_clip(x: np.ndarray, maxabs: float, bits: int, steps: int = MSE_STEPS) -> float:
+    """Clip range c = maxabs * 2**(-t/8), t in 0..steps, minimising the mean squared
+    error of quantizing x (and +-maxabs) at the real scale c / (2**(bits-1) - 1)."""
+    if maxabs <= 0:
+        return maxabs
+    hi = (1 << (bits - 1)) - 1
+    x = np.concatenate([np.asarray(x, np.float64), [maxabs, -maxabs]])
+    best, best_err = maxabs, math.inf
+    for t in range(steps + 1):
+        c = maxabs * 2.0 ** (-t / 8)
+        s = c / hi
+        q = np.clip(np.floor(x / s + 0.5), -hi - 1, hi)
+        err = float(np.mean((q * s - x) ** 2))
+        if err < best_err:
+            best, best_err = c, err
+    return best
+
+
 def _weight_frac_bits(w: np.ndarray, per_channel: bool, bits: int) -> np.ndarray:
     """f_w per output channel of OIHW weights (all equal when per tensor)."""
     m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
@@ -319,6 +346,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
     moves calibrated exponents directly (what the search tries)."""
     if opts.equalize or opts.fill or opts.fsearch:
         from sw import tune
+        from sw.pipeline import float_heads
         if not cal.inputs:
             raise ValueError("equalization, fill and f search need the calibration images "
                              "(Calibration.inputs)")
@@ -329,7 +357,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
                                                                   opts.equalize))
             cal = calibrate(model, cal.inputs)
         if opts.fill:
-            clips = {i: tune.real_clip(cal.samples[i], cal.maxabs[i], cfg.act_bits)
+            clips = {i: mse_clip(cal.samples[i][:MSE_SAMPLES], cal.maxabs[i], cfg.act_bits)
                      for i in net.conv_indices}
             g = tune.fill_scales(clips, network_kinds(net), net.head_indices, cfg.act_bits)
             model = tune.equalize(model, {i: np.full(net.layers[i].filters, v)
@@ -337,7 +365,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
             cal = calibrate(model, cal.inputs)
         if opts.fsearch:
             imgs = cal.inputs[:opts.search_images]
-            refs = tune.float_heads(model, imgs)
+            refs = [float_heads(model)(img) for img in imgs]
             f_out_delta, _ = tune.search_frac_bits(
                 lambda d: quantize_network(net, model, cal, cfg, base, f_out_delta=d),
                 lambda b: tune.head_sqnr(b, imgs, refs), network_kinds(net), net.head_indices,

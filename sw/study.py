@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -50,11 +49,13 @@ from sw.darknet import Network
 from sw.model import FloatModel, network_kinds, run_graph, scale_groups, scale_roots
 from sw.quant import (
     ACT_METHODS,
+    MSE_SAMPLES,
     WEIGHT_GRANULARITY,
     Calibration,
     QuantOptions,
     _weight_error_bias,
     act_clip,
+    mse_clip,
     pow2_frac_bits,
 )
 
@@ -75,9 +76,6 @@ BITS_RANGE = (4, 16)
 FLOAT_EXACT = 1 << 53
 #: Largest right shift of the integer-multiplier style (n + 7 stays below 63 in int64).
 MUL_MAX_SHIFT = 55
-#: Clip candidates of the real-scale mse method: max |x| * 2**(-t/8), t = 0..MSE_STEPS.
-MSE_STEPS = 32
-MSE_SAMPLES = 200_000
 
 
 @dataclass(frozen=True)
@@ -133,24 +131,6 @@ class StudyConfig:
         """The sw.quant options of the same choices (heads calibrated by max)."""
         return QuantOptions(self.weights, self.method, self.percentile, "max",
                             self.bias_correction, self.std_m)
-
-
-def mse_clip(x: np.ndarray, maxabs: float, bits: int, steps: int = MSE_STEPS) -> float:
-    """Clip range c = maxabs * 2**(-t/8), t in 0..steps, minimising the mean squared
-    error of quantizing x (and +-maxabs) at the real scale c / (2**(bits-1) - 1)."""
-    if maxabs <= 0:
-        return maxabs
-    hi = (1 << (bits - 1)) - 1
-    x = np.concatenate([np.asarray(x, np.float64), [maxabs, -maxabs]])
-    best, best_err = maxabs, math.inf
-    for t in range(steps + 1):
-        c = maxabs * 2.0 ** (-t / 8)
-        s = c / hi
-        q = np.clip(np.floor(x / s + 0.5), -hi - 1, hi)
-        err = float(np.mean((q * s - x) ** 2))
-        if err < best_err:
-            best, best_err = c, err
-    return best
 
 
 @dataclass

@@ -13,7 +13,7 @@ search only the activation exponents; bundles stay plain power-of-two bundles):
   int8 grid, at the cost of smaller (coarser) consumer weights; alpha trades the two.
   The detection heads (linear int16 outputs read by the decoder) are never scaled.
 - **Grid fill** (`fill_scales`, tag suffix -fill): the same transformation with one factor
-  g in [1, 2) per tensor, chosen so that the tensor's MSE-optimal real clip (`real_clip`)
+  g in [1, 2) per tensor, chosen so that the tensor's MSE-optimal real clip (`sw.quant.mse_clip`)
   lands exactly on the top of a power-of-two grid, 127 * 2**-f: a pow2 scale then
   quantizes it like the real-scale "mse" style would.
 - **Activation exponent search** (`search_frac_bits`, tag suffix -fs): starting from the
@@ -37,7 +37,7 @@ from sw.golden import GoldenModel
 from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
 
 __all__ = ["channel_ranges", "conv_inputs", "equalization_scales", "equalize", "fill_scales",
-           "float_heads", "head_sqnr", "real_clip", "search_frac_bits"]
+           "head_sqnr", "search_frac_bits"]
 
 
 def conv_inputs(kinds: Sequence[dict], channels: dict[int, int],
@@ -89,24 +89,6 @@ def equalization_scales(ranges: dict[int, np.ndarray], heads: Sequence[int], alp
     return out
 
 
-def real_clip(samples: np.ndarray, maxabs: float, bits: int = 8, steps: int = 33) -> float:
-    """The clip c = maxabs * 2**(-t/8), t = 0..steps-1, with the least mean squared error
-    of symmetric `bits`-bit quantization at the real scale c / (2**(bits-1) - 1) over the
-    samples plus +-maxabs (the "mse" method of the real-scale study styles)."""
-    if maxabs <= 0:
-        return 0.0
-    x = np.concatenate([samples.astype(np.float64)[:200_000], [maxabs, -maxabs]])
-    hi = (1 << (bits - 1)) - 1
-    best, best_err = maxabs, np.inf
-    for t in range(steps):
-        c = maxabs * 2.0 ** (-t / 8)
-        s = c / hi
-        err = float(np.mean((np.clip(np.floor(x / s + 0.5), -hi - 1, hi) * s - x) ** 2))
-        if err < best_err:
-            best, best_err = c, err
-    return best
-
-
 def fill_scales(clips: dict[int, float], kinds: Sequence[dict], heads: Sequence[int],
                 bits: int = 8) -> dict[int, float]:
     """Per conv layer the factor g >= 1 that maps its real clip onto the top of a
@@ -148,29 +130,18 @@ def equalize(model: FloatModel, scales: dict[int, np.ndarray]) -> FloatModel:
     return eq
 
 
-def float_heads(model: FloatModel, images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-    """The float model's head outputs (HWC float64) per image."""
-    out = []
-    with torch.no_grad():
-        for img in images:
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
-            out.append([h[0].permute(1, 2, 0).double().numpy() for h in model.heads(x)])
-    return out
-
-
 def head_sqnr(bundle: Bundle, images: Sequence[np.ndarray],
               refs: Sequence[Sequence[np.ndarray]]) -> float:
     """Mean over images of the mean over heads of the SQNR (dB) of the bundle's heads (golden
     model) against `refs`, the float heads; as `sw.eval` reports head SQNR."""
+    from sw.eval import sqnr_db
     golden = GoldenModel(bundle)
     vals = []
     for img, ref in zip(images, refs, strict=True):
         heads = golden.heads(intmath.quantize_input(img))
-        per = []
-        for r, h in zip(ref, heads, strict=True):
-            noise = float(np.sum((r - h) ** 2))
-            per.append(200.0 if noise == 0 else 10 * np.log10(float(np.sum(r ** 2)) / noise))
-        vals.append(float(np.mean(per)))
+        # capped, so that an exact head cannot make the mean infinite
+        vals.append(float(np.mean([min(sqnr_db(r, h), 200.0)
+                                   for r, h in zip(ref, heads, strict=True)])))
     return float(np.mean(vals))
 
 

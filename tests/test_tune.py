@@ -10,6 +10,7 @@ from hw.config import HwConfig
 from sw import intmath, tune
 from sw.golden import GoldenModel
 from sw.model import FakeQuantModel, network_kinds, scale_groups
+from sw.pipeline import float_heads
 from sw.quant import QuantOptions, calibrate, quantize_network
 from tests.conftest import random_images, small_bundle
 
@@ -37,10 +38,10 @@ def test_equalization_keeps_the_float_function(small_net, small_model, alpha):
     rng = np.random.default_rng(0)
     wild = {i: rng.uniform(0.1, 10, len(s)) for i, s in scales.items()
             if i not in small_net.head_indices}
-    ref = tune.float_heads(small_model, imgs)
+    ref = [float_heads(small_model)(i) for i in imgs]
     for sc in (scales, wild):
         eq = tune.equalize(small_model, sc)
-        for a, b in zip(ref, tune.float_heads(eq, imgs), strict=True):
+        for a, b in zip(ref, [float_heads(eq)(i) for i in imgs], strict=True):
             for x, y in zip(a, b, strict=True):
                 assert np.allclose(x, y, rtol=1e-4, atol=1e-4 * np.abs(x).max())
     # the original model is untouched
@@ -85,7 +86,7 @@ def test_search_never_worsens_its_objective(small_net, small_model):
     imgs = random_images(3, small_net.width, seed=3)
     cal = calibrate(small_model, imgs)
     hw, opts = HwConfig(), QuantOptions()
-    refs = tune.float_heads(small_model, imgs)
+    refs = [float_heads(small_model)(i) for i in imgs]
 
     def build(d):
         return quantize_network(small_net, small_model, cal, hw, opts, f_out_delta=d)
