@@ -124,7 +124,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
     window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
     reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
-    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 19 cycles, 2 more
+    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 22 cycles, 3 more
     with a pool, and the max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
@@ -147,7 +147,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             gen_t += cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
-    tail = r + c + 19 + (2 if pool != POOL_NONE else 0)
+    tail = r + c + 22 + (3 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
     return math.ceil(mac_t) + tail
 
@@ -208,7 +208,7 @@ class LayerEngine(wiring.Component):
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
     windows (``cin`` cycles each) are written while the array works on the current one
     (`engine_cycles`). Latency from a pixel's complete window to its first output: about
-    the pixel's array cycles + R + C + 16 (+ 4 with pooling).
+    the pixel's array cycles + R + C + 19 (+ 5 with pooling).
     Backpressure: ``o.ready = 0`` stalls the engine without loss;
     ``params.ready`` is always 1 (extra bytes set ``param_err``); ``i.ready`` is 0 until
     the parameters are loaded.
@@ -600,23 +600,30 @@ class LayerEngine(wiring.Component):
             rq.i.payload.head.eq(self.head),
         ]
 
-        # Output: the requantizer directly, or through the max pool.
+        # Output: the requantizer (through a register stage) directly, or through the max
+        # pool, into the output register stage. The two `StreamRegister`s end the `ready`
+        # chains: the receiver's backpressure reaches neither the max pool nor the
+        # requantizer and serializer within one cycle.
+        m.submodules.rq_reg = rq_reg = StreamRegister(rq.o.payload.shape())
+        m.submodules.o_reg = o_reg = StreamRegister(self.o.payload.shape())
+        wiring.connect(m, rq.o, rq_reg.i)
+        wiring.connect(m, o_reg.o, wiring.flipped(self.o))
         pooled = self.pool != POOL_NONE
         m.d.comb += [
-            mp.i.valid.eq(rq.o.valid & pooled),
-            mp.i.payload.eq(rq.o.payload[:cfg.act_bits]),
-            rq.o.ready.eq(Mux(pooled, mp.i.ready, self.o.ready)),
-            mp.o.ready.eq(self.o.ready & pooled),
-            self.o.valid.eq(Mux(pooled, mp.o.valid, rq.o.valid)),
-            self.o.payload.eq(Mux(pooled, mp.o.payload, rq.o.payload)),
+            mp.i.valid.eq(rq_reg.o.valid & pooled),
+            mp.i.payload.eq(rq_reg.o.payload[:cfg.act_bits]),
+            rq_reg.o.ready.eq(Mux(pooled, mp.i.ready, o_reg.i.ready)),
+            mp.o.ready.eq(o_reg.i.ready & pooled),
+            o_reg.i.valid.eq(Mux(pooled, mp.o.valid, rq_reg.o.valid)),
+            o_reg.i.payload.eq(Mux(pooled, mp.o.payload, rq_reg.o.payload)),
         ]
 
         # Status: the pass ends when the array's last result has been taken (a
         # column-pooled group drops an odd last column before the requantizer), every
-        # conv result has left the requantizer (the max pool drops an odd last row /
-        # column) and every output has been taken. `cycles` counts from the parameters
-        # complete to the end (input streaming and compute).
-        conv_last = _map_counter(m, start, rq.o.valid & rq.o.ready & self.busy, cout_m1,
+        # conv result has left the requantizer's register stage (the max pool drops an
+        # odd last row / column) and every output has been taken. `cycles` counts from the
+        # parameters complete to the end (input streaming and compute).
+        conv_last = _map_counter(m, start, rq_reg.o.valid & rq_reg.o.ready & self.busy, cout_m1,
                                  conv_w_m1, height_m1, name="conv")
         out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy, cout_m1,
                                 out_w_m1, out_h_m1, name="out")

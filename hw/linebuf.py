@@ -7,6 +7,7 @@ from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.bankmem import BankedMemory
 from hw.config import DEFAULT, HwConfig
 
 __all__ = ["TAPS", "WINDOW_LATENCY", "WindowGen", "ref_windows", "window_layout"]
@@ -14,7 +15,7 @@ __all__ = ["TAPS", "WINDOW_LATENCY", "WindowGen", "ref_windows", "window_layout"
 #: Taps of a window, row-major: tap ky * 3 + kx is input (i + ky - 1, j + kx - 1).
 TAPS = 9
 #: Cycles from the input pixel completing a window to the window on `o` (no stalls).
-WINDOW_LATENCY = 4
+WINDOW_LATENCY = 5
 
 
 def window_layout(cfg: HwConfig) -> data.ArrayLayout:
@@ -59,17 +60,18 @@ class WindowGen(wiring.Component):
 
     ``ref_windows`` is the golden model. The next frame may follow at once.
 
-    Storage: two rows of W x C (one 16-bit-wide block RAM of ``line_buffer_depth`` words;
-    the third row of a window is the incoming one) and the last two columns' taps per
+    Storage: two rows of W x C (a 16-bit-wide `BankedMemory` of ``line_buffer_depth``
+    words; the third row of a window is the incoming one) and the last two columns' taps per
     channel (``max_in_channels`` x 48 bits, two lanes of three taps, lane ``x % 2`` for
     column x).
 
     Timing: one input pixel per cycle. A 3x3 frame walks ``(H + 1) * (W + 1) * C`` steps
     (the extra row and column carry the bottom/right padding and need no input), so the
     last row leaves without waiting for another frame. A window leaves
-    `WINDOW_LATENCY` (4) cycles after the pixel that completes it (its bottom-right
-    neighbour): row read, column-history read, window assembly, output register; every
-    block-RAM read lands in a register (100 MHz on the ECP5). Backpressure: the whole pipeline
+    `WINDOW_LATENCY` (5) cycles after the pixel that completes it (its bottom-right
+    neighbour): row read (two cycles: the banked store's bank registers, then their
+    multiplexer), column-history read, window assembly, output register; every block-RAM
+    read lands in a register next to it. Backpressure: the whole pipeline
     stalls while ``o`` is valid and not ready; ``i.ready`` depends combinationally on
     ``o.ready``.
     """
@@ -90,15 +92,13 @@ class WindowGen(wiring.Component):
         px = signed(cfg.act_bits)
         column = data.ArrayLayout(px, 3)              # top, middle, bottom tap of a column
         m = Module()
-        m.submodules.rows = rows = memory.Memory(
-            shape=data.ArrayLayout(px, 2), depth=cfg.line_buffer_depth, init=[])
+        m.submodules.rows = rows = BankedMemory(
+            data.ArrayLayout(px, 2), cfg.line_buffer_depth, granularity=1)
         # Column history: lane p holds, per channel, the taps of the last column x with
         # x % 2 == p (so at column x lane x % 2 still holds column x - 2 until it is
         # overwritten, and lane (x - 1) % 2 holds column x - 1).
         m.submodules.cols = cols = memory.Memory(
             shape=data.ArrayLayout(column, 2), depth=cfg.max_in_channels, init=[])
-        row_wr = rows.write_port(granularity=1)
-        row_rd = rows.read_port()                     # old data on a same-address write
         col_wr = cols.write_port(granularity=1)
         col_rd = cols.read_port(transparent_for=(col_wr,))
 
@@ -137,7 +137,8 @@ class WindowGen(wiring.Component):
         # compares do not reach the block RAM's write enable). The same address is read
         # again (W + 1) * C >= 2 positions later, after that write; 1x1 mode does not use
         # the row store. The read is enabled with `adv`: a position that has not fired
-        # reads the address it will read again when it does.
+        # reads the address it will read again when it does. A same-address read and
+        # write on one edge read the old word.
         cur = Mux(pad, 0, self.i.payload)
         wr_en = Signal(2)
         wr_addr = Signal.like(a)
@@ -145,30 +146,35 @@ class WindowGen(wiring.Component):
         m.d.sync += [wr_en.eq(Mux(fire & ~pad, Mux(y[0], 0b10, 0b01), 0)), wr_addr.eq(a),
                      wr_data.eq(cur)]
         m.d.comb += [
-            row_rd.addr.eq(a), row_rd.en.eq(adv),
-            row_wr.addr.eq(wr_addr), row_wr.data[0].eq(wr_data), row_wr.data[1].eq(wr_data),
-            row_wr.en.eq(wr_en),
+            rows.rd_addr.eq(a), rows.rd_en.eq(adv),
+            rows.wr_addr.eq(wr_addr), rows.wr_data[0].eq(wr_data), rows.wr_data[1].eq(wr_data),
+            rows.wr_en.eq(wr_en),
         ]
-        # What stages B and C carry along for a position (registered as one struct).
+        # What stages A2, B and C carry along for a position (registered as one struct).
         pos = data.StructLayout({
             "valid": 1, "cur": px, "odd": 1, "pad_col": 1, "top_zero": 1, "left_zero": 1,
             "xodd": 1, "emit": 1, "k3": 1, "c": Shape.cast(range(cfg.max_in_channels)),
         })
-        pb = Signal(pos)
+        pa = Signal(pos)
         with m.If(adv):
             m.d.sync += [
-                pb.valid.eq(fire), pb.cur.eq(cur), pb.odd.eq(y[0]), pb.pad_col.eq(pad_col),
-                pb.top_zero.eq(y == 1), pb.left_zero.eq(x == 1), pb.xodd.eq(x[0]),
-                pb.k3.eq(k3), pb.c.eq(c), pb.emit.eq(~k3 | ((y != 0) & (x != 0))),
+                pa.valid.eq(fire), pa.cur.eq(cur), pa.odd.eq(y[0]), pa.pad_col.eq(pad_col),
+                pa.top_zero.eq(y == 1), pa.left_zero.eq(x == 1), pa.xodd.eq(x[0]),
+                pa.k3.eq(k3), pa.c.eq(c), pa.emit.eq(~k3 | ((y != 0) & (x != 0))),
             ]
 
-        # Stage B: the row store's read data goes straight into a register; read this
-        # channel's column history (used in stage D).
+        # Stage A2: the row store's banks land their reads in their registers.
+        pb = Signal(pos)
+        with m.If(adv):
+            m.d.sync += pb.eq(pa)
+
+        # Stage B: the row store's bank multiplexer into a register; read this channel's
+        # column history (used in stage D).
         m.d.comb += [col_rd.addr.eq(pb.c), col_rd.en.eq(adv)]
         rows_c = Signal(data.ArrayLayout(px, 2))
         pc = Signal(pos)
         with m.If(adv):
-            m.d.sync += [rows_c.eq(row_rd.data), pc.eq(pb)]
+            m.d.sync += [rows_c.eq(rows.rd_data), pc.eq(pb)]
 
         # Stage C: this column's three taps (zero in the padding column, and the top one
         # above the map) go into lane x % 2 of the column history. It is read in stage B

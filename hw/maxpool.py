@@ -7,12 +7,13 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.bankmem import BankedMemory
 from hw.config import DEFAULT, HwConfig
 
 __all__ = ["MAXPOOL_LATENCY", "MaxPool", "maxpool_out_shape", "ref_maxpool"]
 
 #: Cycles from the input pixel completing a window to the window's max on `o` (no stalls).
-MAXPOOL_LATENCY = 4
+MAXPOOL_LATENCY = 5
 
 
 def maxpool_out_shape(h: int, w: int, stride2: bool, vertical: bool = False
@@ -67,9 +68,10 @@ class MaxPool(wiring.Component):
     Timing: one input pixel per cycle. In stride-1 mode the block also walks one extra
     column per row and one extra row (``(H + 1) * (W + 1) * C`` cycles per frame, the
     extra ones needing no input), which flushes the last row without a further frame.
-    Latency from the pixel completing a window to its output: `MAXPOOL_LATENCY` (4) cycles
-    (row read, column read, vertical max, window max: every block-RAM read lands in a
-    register and no stage has more than one 8-bit compare, for 100 MHz on the ECP5).
+    Latency from the pixel completing a window to its output: `MAXPOOL_LATENCY` (5) cycles
+    (row read into the banked row store's bank registers, their multiplexer, column read,
+    vertical max, window max: every block-RAM read lands in a register next to it and no
+    stage has more than one 8-bit compare).
     Backpressure: the whole pipeline stalls while ``o`` is valid and not ready;
     ``i.ready`` depends combinationally on ``o.ready``.
     """
@@ -89,12 +91,9 @@ class MaxPool(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
         m = Module()
-        m.submodules.rows = rows = memory.Memory(
-            shape=signed(cfg.act_bits), depth=cfg.line_buffer_depth, init=[])
+        m.submodules.rows = rows = BankedMemory(signed(cfg.act_bits), cfg.line_buffer_depth)
         m.submodules.cols = cols = memory.Memory(
             shape=signed(cfg.act_bits), depth=cfg.max_in_channels, init=[])
-        row_wr = rows.write_port()
-        row_rd = rows.read_port()                    # old data on a same-address write
         col_wr = cols.write_port()
         col_rd = cols.read_port(transparent_for=(col_wr,))
 
@@ -131,24 +130,35 @@ class MaxPool(wiring.Component):
                         m.d.sync += y.eq(0)
 
         # Stage A: read the pixel one row up (same x, c); store the current pixel for the
-        # next row.
+        # next row (the read sees the old word). The read is enabled with `adv`: a
+        # position that has not fired reads the address it will read again when it does.
         lowest = -(1 << (cfg.act_bits - 1))
         cur = Mux(pad, lowest, self.i.payload)
         m.d.comb += [
-            row_rd.addr.eq(a), row_rd.en.eq(fire),
-            row_wr.addr.eq(a), row_wr.data.eq(cur), row_wr.en.eq(fire & ~pad),
+            rows.rd_addr.eq(a), rows.rd_en.eq(adv),
+            rows.wr_addr.eq(a), rows.wr_data.eq(cur), rows.wr_en.eq(fire & ~pad),
         ]
+        valid_a = Signal()
+        cur_a = Signal(signed(cfg.act_bits))
+        pad_col_a = Signal()
+        emit_a = Signal()
+        c_a = Signal.like(c)
+        with m.If(adv):
+            m.d.sync += [valid_a.eq(fire), cur_a.eq(cur), pad_col_a.eq(pad_col),
+                         emit_a.eq(emit), c_a.eq(c)]
+
+        # Stage A2: the row store's banks land their reads in their registers.
         valid_b = Signal()
         cur_b = Signal(signed(cfg.act_bits))
         pad_col_b = Signal()
         emit_b = Signal()
         c_b = Signal.like(c)
         with m.If(adv):
-            m.d.sync += [valid_b.eq(fire), cur_b.eq(cur), pad_col_b.eq(pad_col),
-                         emit_b.eq(emit), c_b.eq(c)]
+            m.d.sync += [valid_b.eq(valid_a), cur_b.eq(cur_a), pad_col_b.eq(pad_col_a),
+                         emit_b.eq(emit_a), c_b.eq(c_a)]
 
-        # Stage B: the block RAM's read data goes straight into a register (nothing but
-        # wiring after the RAM); read the vertical max of the previous column (same c).
+        # Stage B: the row store's bank multiplexer into a register; read the vertical max
+        # of the previous column (same c).
         m.d.comb += [col_rd.addr.eq(c_b), col_rd.en.eq(adv)]
         valid_c = Signal()
         up_c = Signal(signed(cfg.act_bits))
@@ -157,7 +167,7 @@ class MaxPool(wiring.Component):
         emit_c = Signal()
         c_c = Signal.like(c)
         with m.If(adv):
-            m.d.sync += [valid_c.eq(valid_b), up_c.eq(row_rd.data), cur_c.eq(cur_b),
+            m.d.sync += [valid_c.eq(valid_b), up_c.eq(rows.rd_data), cur_c.eq(cur_b),
                          pad_col_c.eq(pad_col_b), emit_c.eq(emit_b), c_c.eq(c_b)]
 
         # Stage C: vertical max of this column (the pad column has no stored row above).

@@ -29,7 +29,7 @@ def test_help_lists_boards(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name, board in BOARDS.items():
         assert name in out and board.description in out
-    assert {"arty_a7", "arty_a7_100", "ulx3s_85f"} <= set(BOARDS)
+    assert {"arty_a7", "arty_a7_100", "ulx3s_85f", "orangecrab_85f"} <= set(BOARDS)
 
 
 def test_unknown_board_exits_2_with_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,6 +127,20 @@ def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
     il = (out / "tinyyolo.il").read_text()
     assert "EHXPLLL" in il and "CLKFB_DIV" in il
     assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
+
+
+def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
+    out = tmp_path / "orangecrab"
+    assert main(["--board", "orangecrab_85f", "--no-estimate", "--no-pnr",
+                 "--build-dir", str(out)]) == 0
+    lpf = (out / "tinyyolo.lpf").read_text()
+    # 48 MHz oscillator, Feather pins 0/1 (UART), RGB LED, user button
+    for pin in ("A9", "N17", "M18", "K4", "M3", "J3", "J17"):
+        assert f'SITE "{pin}"' in lpf
+    assert "EHXPLLL" in (out / "tinyyolo.il").read_text()
+    script = (out / "build_tinyyolo.sh").read_text()
+    assert "--85k" in script and "--speed 8" in script and "dfu-suffix" not in script
+    assert not (out / "tinyyolo.bit").exists()
 
 
 # -- clock plans --------------------------------------------------------------------------
