@@ -35,10 +35,10 @@ import struct
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
-from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.config import HwConfig
+from hw.fifo import BlockRamFifo
 from hw.link import ErrCode, FrameReceiver, FrameSender, OpCode, PayloadReader, ReplyCode
 from sw import protocol
 
@@ -93,14 +93,10 @@ class DeviceTop(wiring.Component):
         if self.engine:
             from hw.engine import LayerEngine
             m.submodules.engine = eng = LayerEngine(self.cfg)
-            m.submodules.out_fifo = fifo = SyncFIFOBuffered(width=8, depth=OUT_FIFO_DEPTH)
-            # Two registers after the FIFO's block RAM: its read data lands in a register
-            # before the sender's byte mux (`out_level` counts both).
-            m.submodules.out_reg = oreg = SyncFIFO(width=8, depth=2)
-            out_level = Signal(range(OUT_FIFO_DEPTH + 3))
-            m.d.comb += [oreg.w_data.eq(fifo.r_data), oreg.w_en.eq(fifo.r_rdy),
-                         fifo.r_en.eq(oreg.w_rdy),
-                         out_level.eq(fifo.r_level + oreg.r_level)]
+            # The output queue: its block RAM's reads land in registers next to it and run
+            # ahead into a small output queue before the sender's byte mux.
+            m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
+            out_level = fifo.level
         cfg = self.cfg
         frame = rcv.frame.payload
         ident = identity(cfg, self.engine).encode()
@@ -139,14 +135,14 @@ class DeviceTop(wiring.Component):
             ohas = Signal()
             oidx = Signal(range(out_value_bytes(cfg, True) + 1))
             last_byte = Signal()
-            m.d.comb += [fifo.w_data.eq(oval.word_select(oidx, 8)), fifo.w_en.eq(ohas),
-                         last_byte.eq(ohas & fifo.w_rdy & (oidx + 1 == nbytes)),
+            m.d.comb += [fifo.w.payload.eq(oval.word_select(oidx, 8)), fifo.w.valid.eq(ohas),
+                         last_byte.eq(ohas & fifo.w.ready & (oidx + 1 == nbytes)),
                          eng.o.ready.eq(~ohas | last_byte)]
             with m.If(eng.o.valid & eng.o.ready):
                 m.d.sync += [oval.eq(eng.o.payload.as_unsigned()), ohas.eq(1), oidx.eq(0)]
             with m.Elif(last_byte):
                 m.d.sync += ohas.eq(0)
-            with m.Elif(ohas & fifo.w_rdy):
+            with m.Elif(ohas & fifo.w.ready):
                 m.d.sync += oidx.eq(oidx + 1)
 
         # Short replies are shifted out of `regs`, lowest byte first; ECHO replies send the
@@ -184,9 +180,10 @@ class DeviceTop(wiring.Component):
         def send_fifo(state: str, then: str) -> None:
             """A state sending `reply_len` output bytes from the FIFO (`ocount` counts)."""
             with m.State(state):
-                m.d.comb += [snd.data.valid.eq(oreg.r_rdy), snd.data.payload.eq(oreg.r_data),
-                             oreg.r_en.eq(snd.data.ready)]
-                with m.If(snd.data.ready & oreg.r_rdy):
+                m.d.comb += [snd.data.valid.eq(fifo.r.valid),
+                             snd.data.payload.eq(fifo.r.payload),
+                             fifo.r.ready.eq(snd.data.ready)]
+                with m.If(snd.data.ready & fifo.r.valid):
                     m.d.sync += ocount.eq(ocount + 1)
                     with m.If(ocount + 1 == reply_len):
                         m.next = then
