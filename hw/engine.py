@@ -124,7 +124,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
     window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
     reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
-    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 22 cycles, 3 more
+    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 23 cycles, 3 more
     with a pool, and the max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
@@ -147,7 +147,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             gen_t += cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
-    tail = r + c + 22 + (3 if pool != POOL_NONE else 0)
+    tail = r + c + 23 + (3 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
     return math.ceil(mac_t) + tail
 
@@ -208,7 +208,7 @@ class LayerEngine(wiring.Component):
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
     windows (``cin`` cycles each) are written while the array works on the current one
     (`engine_cycles`). Latency from a pixel's complete window to its first output: about
-    the pixel's array cycles + R + C + 19 (+ 5 with pooling).
+    the pixel's array cycles + R + C + 20 (+ 5 with pooling).
     Backpressure: ``o.ready = 0`` stalls the engine without loss;
     ``params.ready`` is always 1 (extra bytes set ``param_err``); ``i.ready`` is 0 until
     the parameters are loaded.
@@ -460,7 +460,9 @@ class LayerEngine(wiring.Component):
         f1_mask = Signal(C)
         f2_valid = Signal()
         m.submodules.f3 = f3 = StreamRegister(mac.i.payload.shape())
-        adv_2 = ~f2_valid | f3.i.ready
+        f2b_valid = Signal()
+        adv_2b = ~f2b_valid | f3.i.ready
+        adv_2 = ~f2_valid | adv_2b
         adv_f = ~f1_valid | adv_2
         fire_f = adv_f & full.bit_select(rbank, 1)
         q_last = fcb + C >= walk_cin
@@ -487,10 +489,10 @@ class LayerEngine(wiring.Component):
                         m.d.comb += clr_full.eq(1 << rbank)
         m.d.sync += full.eq((full | set_full) & ~clr_full)
         # Stage F2: the memories' read data registered as is (no logic after the block
-        # RAMs); the tap select and channel mask run between F2 and stage F3, a register
-        # stage with a skid buffer (`StreamRegister`), so the weight memory's 30-odd block
-        # RAMs reach the array over two registered hops and the array's `ready` stops at
-        # F3.
+        # RAMs); the tap select and channel mask run between F2b (below) and stage F3, a
+        # register stage with a skid buffer (`StreamRegister`), so the weight memory's
+        # 30-odd block RAMs reach the array over three registered hops and the array's
+        # `ready` stops at F3.
         f2_last = Signal()
         f2_tap = Signal(range(TAPS))
         f2_q = Signal.like(f1_q)
@@ -502,11 +504,24 @@ class LayerEngine(wiring.Component):
                          f2_q.eq(f1_q), f2_mask.eq(f1_mask),
                          f2_pix.eq(pix_rd.data.as_value()),
                          f2_w.eq(w_rd.data.as_value())]
-        x_sel = f2_pix.word_select(f2_tap, C * cfg.act_bits)
+        # Stage F2b: the same again (no logic between), so that the RAMs' slow clock-to-out
+        # and the long way from the RAM columns to the array take two hops: F2 can sit by
+        # the RAMs and F2b between them and F3.
+        f2b_last = Signal()
+        f2b_tap = Signal.like(f2_tap)
+        f2b_q = Signal.like(f2_q)
+        f2b_mask = Signal.like(f2_mask)
+        f2b_pix = Signal.like(f2_pix)
+        f2b_w = Signal.like(f2_w)
+        with m.If(adv_2b):
+            m.d.sync += [f2b_valid.eq(f2_valid), f2b_last.eq(f2_last), f2b_tap.eq(f2_tap),
+                         f2b_q.eq(f2_q), f2b_mask.eq(f2_mask), f2b_pix.eq(f2_pix),
+                         f2b_w.eq(f2_w)]
+        x_sel = f2b_pix.word_select(f2b_tap, C * cfg.act_bits)
         m.d.comb += [
-            f3.i.valid.eq(f2_valid),
-            f3.i.payload.last.eq(f2_last),
-            f3.i.payload.w.as_value().eq(f2_w),
+            f3.i.valid.eq(f2b_valid),
+            f3.i.payload.last.eq(f2b_last),
+            f3.i.payload.w.as_value().eq(f2b_w),
         ]
         wiring.connect(m, f3.o, mac.i)
         a = cfg.act_bits
@@ -518,8 +533,8 @@ class LayerEngine(wiring.Component):
                 for q in range(pack_chunks):
                     f = min(q * C + n, TAPS * PACK_CIN - 1)
                     e = f // PACK_CIN * C + f % PACK_CIN
-                    lane_x = Mux(pk & (f2_q == q), f2_pix[e * a:(e + 1) * a], lane_x)
-            m.d.comb += f3.i.payload.x[n].eq(Mux(f2_mask[n], lane_x, 0))
+                    lane_x = Mux(pk & (f2b_q == q), f2b_pix[e * a:(e + 1) * a], lane_x)
+            m.d.comb += f3.i.payload.x[n].eq(Mux(f2b_mask[n], lane_x, 0))
 
         # Result intake: each array result (R channels of one row block of one pixel)
         # waits in `nxt` until the serializer takes it. Column-pooled groups keep an even
