@@ -636,11 +636,13 @@ class LayerEngine(wiring.Component):
         # Status: the pass ends when the array's last result has been taken (a
         # column-pooled group drops an odd last column before the requantizer), every
         # conv result has left the requantizer's register stage (the max pool drops an
-        # odd last row / column) and every output has been taken. `cycles` counts from the
-        # parameters complete to the end (input streaming and compute).
+        # odd last row / column) and every output has been taken: counted into the output
+        # register stage (so the receiver's `ready` reaches no counter), then that stage
+        # empty. `cycles` counts from the parameters complete to the end (input streaming
+        # and compute).
         conv_last = _map_counter(m, start, rq_reg.o.valid & rq_reg.o.ready & self.busy, cout_m1,
                                  conv_w_m1, height_m1, name="conv")
-        out_last = _map_counter(m, start, self.o.valid & self.o.ready & self.busy, cout_m1,
+        out_last = _map_counter(m, start, o_reg.i.valid & o_reg.i.ready & self.busy, cout_m1,
                                 out_w_m1, out_h_m1, name="out")
         conv_end = Signal()
         out_end = Signal()
@@ -659,6 +661,6 @@ class LayerEngine(wiring.Component):
             with m.If(res_last):
                 m.d.sync += res_end.eq(1)
             with m.If((res_end | res_last) & (conv_end | conv_last)
-                      & (out_end | out_last | out_none)):
+                      & ((out_end & ~self.o.valid) | out_none)):
                 m.d.sync += [self.busy.eq(0), self.done.eq(1)]
         return m

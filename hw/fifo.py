@@ -16,10 +16,11 @@ class BlockRamFifo(wiring.Component):
     """First in, first out: ``depth`` words of ``width`` bits in block RAM (`BankedMemory`)
     plus an ``out_depth``-word output queue that reads run ahead into.
 
-    ``w`` takes a word per cycle while the RAM part has room (``w.ready`` from registers);
+    ``w`` takes a word per cycle while the RAM part has room (``w.ready`` is a register);
     ``r`` gives them back in order, ``r.valid``/``r.payload`` from registers, and
-    ``r.ready`` reaches neither the RAM nor its read pointer. ``level`` counts the words
-    held (RAM, reads in flight, output queue), at most ``depth + out_depth``.
+    ``r.ready`` reaches neither the RAM nor its read pointer. ``level`` (a register)
+    counts the words held (RAM, reads in flight, output queue), at most
+    ``depth + out_depth``.
     Latency: a word written into an empty queue is on ``r`` 5 cycles later (the count's
     register, the two-cycle RAM read, the output queue's two). One word per cycle with
     ``out_depth`` >= 5 (the reads in flight plus the output queue's own latency).
@@ -48,8 +49,9 @@ class BlockRamFifo(wiring.Component):
         wp = Signal(range(self.depth))
         rp = Signal(range(self.depth))
         stored = Signal(range(self.depth + 1))
+        full = Signal()
         write = self.w.valid & self.w.ready
-        m.d.comb += [self.w.ready.eq(stored != self.depth),
+        m.d.comb += [self.w.ready.eq(~full),
                      mem.wr_addr.eq(wp), mem.wr_data.eq(self.w.payload), mem.wr_en.eq(write)]
         with m.If(write):
             m.d.sync += wp.eq(wp + 1)
@@ -69,8 +71,12 @@ class BlockRamFifo(wiring.Component):
             m.d.sync += rp.eq(rp + 1)
             with m.If(rp == self.depth - 1):
                 m.d.sync += rp.eq(0)
-        m.d.sync += stored.eq(stored + write - issue)
+        stored_next = Signal.like(stored)
+        m.d.comb += stored_next.eq(stored + write - issue)
+        m.d.sync += [stored.eq(stored_next), full.eq(stored_next == self.depth)]
         m.d.comb += [out.w_en.eq(flight[-1]), out.w_data.eq(mem.rd_data)]
 
-        m.d.comb += self.level.eq(stored + in_flight + out.level)
+        # `level`: words in minus words out, a register (equal to stored + in flight +
+        # the output queue's level).
+        m.d.sync += self.level.eq(self.level + write - (self.r.valid & self.r.ready))
         return m
