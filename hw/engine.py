@@ -552,6 +552,7 @@ class LayerEngine(wiring.Component):
         res_x = Signal(range(cfg.max_width))
         res_y = Signal(range(cfg.max_width))
         res_last = Signal()                        # the pass's last result is taken
+        res_rb_last = Signal()                     # res_r0 + R >= cout, kept in a register
         even = ~res_x[0]
         m.d.comb += mac.o.ready.eq(~nxt_valid | (hpool & even))   # even columns: to `pend`
         take_r = mac.o.valid & mac.o.ready
@@ -568,9 +569,12 @@ class LayerEngine(wiring.Component):
                 for j in range(HPOOL_BLOCKS):
                     with m.If(res_rb == j):
                         m.d.sync += pend[j].eq(mac.o.payload)
-            m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R)]
-            with m.If(res_r0 + R >= self.cout):
-                m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1)]
+            with m.If(~res_rb_last):
+                m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R),
+                             res_rb_last.eq(res_r0 + 2 * R >= self.cout)]
+            with m.Else():
+                m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1),
+                             res_rb_last.eq(self.cout <= R)]
                 with m.If(res_x == width_m1):
                     m.d.sync += [res_x.eq(0), res_y.eq(res_y + 1)]
                     with m.If(res_y == height_m1):
@@ -650,7 +654,8 @@ class LayerEngine(wiring.Component):
         with m.If(start):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.cycles.eq(0),
                          conv_end.eq(0), out_end.eq(0), res_end.eq(0), res_rb.eq(0),
-                         res_r0.eq(0), res_x.eq(0), res_y.eq(0)]
+                         res_r0.eq(0), res_rb_last.eq(self.cout <= R), res_x.eq(0),
+                         res_y.eq(0)]
         with m.Elif(self.busy):
             with m.If(self.loaded):
                 m.d.sync += self.cycles.eq(self.cycles + 1)
