@@ -465,10 +465,23 @@ class LayerEngine(wiring.Component):
         adv_2 = ~f2_valid | adv_2b
         adv_f = ~f1_valid | adv_2
         fire_f = adv_f & full.bit_select(rbank, 1)
-        q_last = fcb + C >= walk_cin
+        # q_last (fcb + C >= walk_cin: the tap's last chunk) and rb_last (fr0 + R >= cout:
+        # the pixel's last row block) are registers, updated with fcb and fr0 and, while
+        # those rest at 0 between pixels and passes, from the layer registers.
+        q_last = Signal()
         t_last = ft == kk_last
-        rb_last = fr0 + R >= self.cout
+        rb_last = Signal()
         clr_full = Signal(BANKS)
+        step_q = fire_f
+        step_rb = fire_f & q_last & t_last
+        with m.If(step_q):
+            m.d.sync += q_last.eq(Mux(q_last, walk_cin <= C, fcb + 2 * C >= walk_cin))
+        with m.Elif(fcb == 0):
+            m.d.sync += q_last.eq(walk_cin <= C)
+        with m.If(step_rb):
+            m.d.sync += rb_last.eq(Mux(rb_last, self.cout <= R, fr0 + 2 * R >= self.cout))
+        with m.Elif(fr0 == 0):
+            m.d.sync += rb_last.eq(self.cout <= R)
         m.d.comb += [
             pix_rd.addr.eq(rbank * nq_max + Mux(pk, 0, fq)), pix_rd.en.eq(adv_f),
             w_rd.addr.eq(fwa), w_rd.en.eq(adv_f),
