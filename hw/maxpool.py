@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import memory, stream, wiring
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bankmem import BankedMemory
@@ -138,49 +138,38 @@ class MaxPool(wiring.Component):
             rows.rd_addr.eq(a), rows.rd_en.eq(adv),
             rows.wr_addr.eq(a), rows.wr_data.eq(cur), rows.wr_en.eq(fire & ~pad),
         ]
-        valid_a = Signal()
-        cur_a = Signal(signed(cfg.act_bits))
-        pad_col_a = Signal()
-        emit_a = Signal()
-        c_a = Signal.like(c)
+        # What stages A2 and B carry along for a position (registered as one struct).
+        pos = data.StructLayout({"valid": 1, "cur": signed(cfg.act_bits), "pad_col": 1,
+                                 "emit": 1, "c": Shape.cast(range(cfg.max_in_channels))})
+        pa = Signal(pos)
         with m.If(adv):
-            m.d.sync += [valid_a.eq(fire), cur_a.eq(cur), pad_col_a.eq(pad_col),
-                         emit_a.eq(emit), c_a.eq(c)]
+            m.d.sync += [pa.valid.eq(fire), pa.cur.eq(cur), pa.pad_col.eq(pad_col),
+                         pa.emit.eq(emit), pa.c.eq(c)]
 
         # Stage A2: the row store's banks land their reads in their registers.
-        valid_b = Signal()
-        cur_b = Signal(signed(cfg.act_bits))
-        pad_col_b = Signal()
-        emit_b = Signal()
-        c_b = Signal.like(c)
+        pb = Signal(pos)
         with m.If(adv):
-            m.d.sync += [valid_b.eq(valid_a), cur_b.eq(cur_a), pad_col_b.eq(pad_col_a),
-                         emit_b.eq(emit_a), c_b.eq(c_a)]
+            m.d.sync += pb.eq(pa)
 
         # Stage B: the row store's bank multiplexer into a register; read the vertical max
         # of the previous column (same c).
-        m.d.comb += [col_rd.addr.eq(c_b), col_rd.en.eq(adv)]
-        valid_c = Signal()
+        m.d.comb += [col_rd.addr.eq(pb.c), col_rd.en.eq(adv)]
+        pc = Signal(pos)
         up_c = Signal(signed(cfg.act_bits))
-        cur_c = Signal(signed(cfg.act_bits))
-        pad_col_c = Signal()
-        emit_c = Signal()
-        c_c = Signal.like(c)
         with m.If(adv):
-            m.d.sync += [valid_c.eq(valid_b), up_c.eq(rows.rd_data), cur_c.eq(cur_b),
-                         pad_col_c.eq(pad_col_b), emit_c.eq(emit_b), c_c.eq(c_b)]
+            m.d.sync += [pc.eq(pb), up_c.eq(rows.rd_data)]
 
         # Stage C: vertical max of this column (the pad column has no stored row above).
-        up = Mux(pad_col_c, lowest, up_c)
+        up = Mux(pc.pad_col, lowest, up_c)
         vert = Signal(signed(cfg.act_bits))
-        m.d.comb += vert.eq(Mux(up > cur_c, up, cur_c))
+        m.d.comb += vert.eq(Mux(up > pc.cur, up, pc.cur))
         valid_d = Signal()
         emit_d = Signal()
         c_d = Signal.like(c)
         left_d = Signal(signed(cfg.act_bits))
         vert_d = Signal(signed(cfg.act_bits))
         with m.If(adv):
-            m.d.sync += [valid_d.eq(valid_c), emit_d.eq(valid_c & emit_c), c_d.eq(c_c),
+            m.d.sync += [valid_d.eq(pc.valid), emit_d.eq(pc.valid & pc.emit), c_d.eq(pc.c),
                          left_d.eq(col_rd.data), vert_d.eq(vert)]
 
         # Stage D: the vertical max goes to the column store from a register (the store is
