@@ -20,6 +20,6 @@ ULX3S_85F = Board(
     capacity={"LUT4": 83_640, "FF": 83_640, "MULT18X18D": 156, "DP16KD": 208},
     loader_board="ulx3s",
     # 3 Mbaud (the FT231X's limit, not 12 Mbaud) at 45 MHz (divisor 15): the default
-    # config's 100 MHz is not met by nextpnr on this part (49 MHz, see the README, Boards).
+    # config's 100 MHz is not met by nextpnr on this speed-6 part (92-94 MHz, README, Boards).
     hw_config="ulx3s_85f.json",
 )
