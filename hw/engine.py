@@ -12,7 +12,7 @@ import functools
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -193,6 +193,20 @@ def _map_counter(m: Module, clear: Signal, fire: Signal, c: Signal, w: Signal, h
                 with m.If(cy == h):
                     m.d.sync += cy.eq(0)
     return last
+
+
+def _end_flag(m: Module, step: Value, base: Signal, size: int, limit: Value, *,
+              name: str) -> Signal:
+    """A register equal to `base + size >= limit` ("this block is the last"), for a `base`
+    that on `step` moves up by `size`, or back to 0 when the flag is set, and otherwise
+    rests (at 0 between pixels and passes, where the flag follows `limit`): no
+    add-and-compare chain between `base` and the logic that uses the flag."""
+    flag = Signal(name=name)
+    with m.If(step):
+        m.d.sync += flag.eq(Mux(flag, limit <= size, base + 2 * size >= limit))
+    with m.Elif(base == 0):
+        m.d.sync += flag.eq(limit <= size)
+    return flag
 
 
 class LayerEngine(wiring.Component):
@@ -465,23 +479,12 @@ class LayerEngine(wiring.Component):
         adv_2 = ~f2_valid | adv_2b
         adv_f = ~f1_valid | adv_2
         fire_f = adv_f & full.bit_select(rbank, 1)
-        # q_last (fcb + C >= walk_cin: the tap's last chunk) and rb_last (fr0 + R >= cout:
-        # the pixel's last row block) are registers, updated with fcb and fr0 and, while
-        # those rest at 0 between pixels and passes, from the layer registers.
-        q_last = Signal()
+        # the tap's last chunk (fcb + C >= walk_cin) and the pixel's last row block
+        # (fr0 + R >= cout), kept in registers
+        q_last = _end_flag(m, fire_f, fcb, C, walk_cin, name="q_last")
         t_last = ft == kk_last
-        rb_last = Signal()
+        rb_last = _end_flag(m, fire_f & q_last & t_last, fr0, R, self.cout, name="rb_last")
         clr_full = Signal(BANKS)
-        step_q = fire_f
-        step_rb = fire_f & q_last & t_last
-        with m.If(step_q):
-            m.d.sync += q_last.eq(Mux(q_last, walk_cin <= C, fcb + 2 * C >= walk_cin))
-        with m.Elif(fcb == 0):
-            m.d.sync += q_last.eq(walk_cin <= C)
-        with m.If(step_rb):
-            m.d.sync += rb_last.eq(Mux(rb_last, self.cout <= R, fr0 + 2 * R >= self.cout))
-        with m.Elif(fr0 == 0):
-            m.d.sync += rb_last.eq(self.cout <= R)
         m.d.comb += [
             pix_rd.addr.eq(rbank * nq_max + Mux(pk, 0, fq)), pix_rd.en.eq(adv_f),
             w_rd.addr.eq(fwa), w_rd.en.eq(adv_f),
@@ -565,10 +568,10 @@ class LayerEngine(wiring.Component):
         res_x = Signal(range(cfg.max_width))
         res_y = Signal(range(cfg.max_width))
         res_last = Signal()                        # the pass's last result is taken
-        res_rb_last = Signal()                     # res_r0 + R >= cout, kept in a register
         even = ~res_x[0]
         m.d.comb += mac.o.ready.eq(~nxt_valid | (hpool & even))   # even columns: to `pend`
         take_r = mac.o.valid & mac.o.ready
+        res_rb_last = _end_flag(m, take_r, res_r0, R, self.cout, name="res_rb_last")
         partner = pend[0]                          # pend[res_rb]
         for j in range(1, HPOOL_BLOCKS):
             partner = Mux(res_rb == j, pend[j], partner)
@@ -583,11 +586,9 @@ class LayerEngine(wiring.Component):
                     with m.If(res_rb == j):
                         m.d.sync += pend[j].eq(mac.o.payload)
             with m.If(~res_rb_last):
-                m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R),
-                             res_rb_last.eq(res_r0 + 2 * R >= self.cout)]
+                m.d.sync += [res_rb.eq(res_rb + 1), res_r0.eq(res_r0 + R)]
             with m.Else():
-                m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1),
-                             res_rb_last.eq(self.cout <= R)]
+                m.d.sync += [res_rb.eq(0), res_r0.eq(0), res_x.eq(res_x + 1)]
                 with m.If(res_x == width_m1):
                     m.d.sync += [res_x.eq(0), res_y.eq(res_y + 1)]
                     with m.If(res_y == height_m1):
@@ -667,8 +668,7 @@ class LayerEngine(wiring.Component):
         with m.If(start):
             m.d.sync += [self.busy.eq(1), self.done.eq(0), self.cycles.eq(0),
                          conv_end.eq(0), out_end.eq(0), res_end.eq(0), res_rb.eq(0),
-                         res_r0.eq(0), res_rb_last.eq(self.cout <= R), res_x.eq(0),
-                         res_y.eq(0)]
+                         res_r0.eq(0), res_x.eq(0), res_y.eq(0)]
         with m.Elif(self.busy):
             with m.If(self.loaded):
                 m.d.sync += self.cycles.eq(self.cycles + 1)
