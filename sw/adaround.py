@@ -41,15 +41,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from sw import intmath
+from sw import intmath, tune
 from sw.bundle import Bundle
 from sw.darknet import Network
 from sw.golden import GoldenModel, host_layer, im2col
 from sw.model import FloatModel, network_kinds
-from sw.quant import MSE_SAMPLES, calibrate, mse_clip
 
 __all__ = ["AdaRoundOptions", "LayerResult", "adaround", "check_match", "layer_loss",
-           "rectified_sigmoid", "reference_model", "rounding_regularizer"]
+           "rectified_sigmoid", "reference_model", "reference_transform",
+           "rounding_regularizer"]
 
 #: Stretch of the rectified sigmoid (the paper's zeta, gamma).
 ZETA, GAMMA = 1.1, -0.1
@@ -138,31 +138,29 @@ def _chunked_loss(x: torch.Tensor, w_int: torch.Tensor, scale: torch.Tensor,
     return total / len(x)
 
 
-def reference_model(net: Network, model: FloatModel, bundle: Bundle,
-                    calib: Sequence[np.ndarray] | None) -> FloatModel:
-    """The float model whose weights the bundle rounds: `model` itself, or for bundles
-    built with equalization / grid fill its transformed copy, rebuilt from the
-    calibration images `calib` as `sw.quant.quantize_network` does."""
-    from sw import tune
-
+def reference_transform(net: Network, model: FloatModel, bundle: Bundle,
+                        calib: Sequence[np.ndarray] | None,
+                        ) -> tuple[FloatModel, list[dict[int, np.ndarray]]]:
+    """The float model whose weights the bundle rounds and the scale steps that made it
+    (`sw.tune.transform`): `model` itself and no step, or for bundles built with
+    equalization / grid fill its transformed copy, rebuilt from the calibration images
+    `calib` as `sw.quant.quantize_network` does."""
     q = bundle.manifest.get("quantization", {})
     alpha, fill = float(q.get("equalize", 0.0)), bool(q.get("fill", False))
     if not (alpha or fill):
-        return model
+        return model, []
     if not calib:
         raise ValueError("the bundle was built with equalization/fill: its float weights "
                          "need the calibration images (--calib)")
-    act_bits = bundle.config.act_bits
-    if alpha:
-        ranges = tune.channel_ranges(model, calib)
-        model = tune.equalize(model, tune.equalization_scales(ranges, net.head_indices, alpha))
-    if fill:
-        cal = calibrate(model, calib)
-        clips = {i: mse_clip(cal.samples[i][:MSE_SAMPLES], cal.maxabs[i], act_bits)
-                 for i in net.conv_indices}
-        g = tune.fill_scales(clips, network_kinds(net), net.head_indices, act_bits)
-        model = tune.equalize(model, {i: np.full(net.layers[i].filters, v) for i, v in g.items()})
-    return model
+    model, steps, _ = tune.transform(net, model, calib, alpha, fill, bundle.config.act_bits,
+                                     final_calibration=False)
+    return model, steps
+
+
+def reference_model(net: Network, model: FloatModel, bundle: Bundle,
+                    calib: Sequence[np.ndarray] | None) -> FloatModel:
+    """The float model whose weights the bundle rounds (see `reference_transform`)."""
+    return reference_transform(net, model, bundle, calib)[0]
 
 
 def _nearest(w: np.ndarray, fw: np.ndarray, bits: int) -> np.ndarray:

@@ -351,18 +351,8 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
             raise ValueError("equalization, fill and f search need the calibration images "
                              "(Calibration.inputs)")
         base = replace(opts, equalize=0.0, fill=False, fsearch=False)
-        if opts.equalize:
-            ranges = tune.channel_ranges(model, cal.inputs)
-            model = tune.equalize(model, tune.equalization_scales(ranges, net.head_indices,
-                                                                  opts.equalize))
-            cal = calibrate(model, cal.inputs)
-        if opts.fill:
-            clips = {i: mse_clip(cal.samples[i][:MSE_SAMPLES], cal.maxabs[i], cfg.act_bits)
-                     for i in net.conv_indices}
-            g = tune.fill_scales(clips, network_kinds(net), net.head_indices, cfg.act_bits)
-            model = tune.equalize(model, {i: np.full(net.layers[i].filters, v)
-                                          for i, v in g.items()})
-            cal = calibrate(model, cal.inputs)
+        model, _, cal = tune.transform(net, model, cal.inputs, opts.equalize, opts.fill,
+                                       cfg.act_bits, cal)
         if opts.fsearch:
             imgs = cal.inputs[:opts.search_images]
             refs = [float_heads(model)(img) for img in imgs]

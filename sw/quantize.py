@@ -34,10 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--percentile", type=float, default=QuantOptions().percentile)
     p.add_argument("--no-bias-correction", action="store_true",
                    help="skip the bias correction of weight rounding (on by default)")
+    p.add_argument("--variant", metavar="TAG",
+                   help="all options as one variant tag of sw.eval, tuning steps included "
+                        "(e.g. channel-mse-bc-eq0.5-fill); replaces the four options above")
     args = p.parse_args(argv)
     try:
-        opts = QuantOptions(args.weight_scales, args.act_calib, args.percentile,
-                            bias_correction=not args.no_bias_correction)
+        opts = (QuantOptions.from_tag(args.variant) if args.variant else
+                QuantOptions(args.weight_scales, args.act_calib, args.percentile,
+                             bias_correction=not args.no_bias_correction))
         bundle = build_bundle(Path(args.out), args.cfg, args.weights, args.calib,
                               load_config(args.hw_config), opts)
     except (ValueError, ImageError, DarknetError, BundleError, ConfigError, WeightsError,

@@ -33,11 +33,13 @@ import torch
 
 from sw import intmath
 from sw.bundle import Bundle
+from sw.darknet import Network
 from sw.golden import GoldenModel
 from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
+from sw.quant import MSE_SAMPLES, Calibration, calibrate, mse_clip
 
 __all__ = ["channel_ranges", "conv_inputs", "equalization_scales", "equalize", "fill_scales",
-           "head_sqnr", "search_frac_bits"]
+           "head_sqnr", "search_frac_bits", "transform"]
 
 
 def conv_inputs(kinds: Sequence[dict], channels: dict[int, int],
@@ -128,6 +130,33 @@ def equalize(model: FloatModel, scales: dict[int, np.ndarray]) -> FloatModel:
         conv.weight.data = torch.from_numpy(w.astype(np.float32))
         conv.bias.data = torch.from_numpy(b.astype(np.float32))
     return eq
+
+
+def transform(net: Network, model: FloatModel, images: Sequence[np.ndarray], alpha: float,
+              fill: bool, act_bits: int, cal: Calibration | None = None,
+              final_calibration: bool = True,
+              ) -> tuple[FloatModel, list[dict[int, np.ndarray]], Calibration | None]:
+    """Equalization (alpha > 0) then grid fill, as the quantizer runs them on calibration
+    images. Returns the transformed model, the per-channel scales of each step (`equalize`
+    them onto the float model, in order, to replay the transform without the images) and
+    the calibration of the transformed model (`cal`, given or computed, when no step ran;
+    None without `final_calibration`)."""
+    steps: list[dict[int, np.ndarray]] = []
+    if alpha:
+        steps.append(equalization_scales(channel_ranges(model, images), net.head_indices, alpha))
+        model = equalize(model, steps[-1])
+        cal = None
+    if fill:
+        cal = cal or calibrate(model, images)
+        clips = {i: mse_clip(cal.samples[i][:MSE_SAMPLES], cal.maxabs[i], act_bits)
+                 for i in net.conv_indices}
+        g = fill_scales(clips, network_kinds(net), net.head_indices, act_bits)
+        steps.append({i: np.full(net.layers[i].filters, v) for i, v in g.items()})
+        model = equalize(model, steps[-1])
+        cal = None
+    if cal is None and final_calibration:
+        cal = calibrate(model, images)
+    return model, steps, cal
 
 
 def head_sqnr(bundle: Bundle, images: Sequence[np.ndarray],
