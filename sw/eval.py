@@ -9,7 +9,7 @@ the float model: detections matched at score >= 0.25 (same class, IoU >= 0.5), h
 SQNR in dB, and "fidelity" mAP@0.5:0.95 scoring the int8 detections against the float
 model's own detections (score >= 0.25) as ground truth. With --bootstrap N, adds 95%
 percentile intervals over N resamples of the images (with replacement) for each backend's
-mAP and for the paired difference float - backend.
+mAP, for the paired difference float - backend and for each quantized backend's fidelity.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from hw.config import load_config
 from sw.bundle import Bundle
-from sw.pipeline import CALIB_DIR, build_bundle, load_float, log, make_backend
+from sw.pipeline import CALIB_DIR, build_bundle, default_bundle, load_float, log, make_backend
 from sw.postprocess import (
     COCO80_TO_91,
     Detection,
@@ -217,12 +217,24 @@ def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
     return Bundle.load(path, expect=hw)
 
 
+def named_bundles(variants: Sequence[str], bundles: Sequence[str], hw_path: str | None,
+                  calib: str) -> list[tuple[str, Bundle]]:
+    """(name, bundle) for PTQ variant tags (calibrated on `calib`) and bundle files
+    ("default": the default bundle), all checked against the HwConfig."""
+    hw = load_config(hw_path)
+    named = [(v, variant_bundle(v, hw_path, calib)) for v in variants]
+    for p in bundles:
+        path = default_bundle(hw) if p == "default" else Path(p)
+        named.append(("default" if p == "default" else path.stem, Bundle.load(path, expect=hw)))
+    return named
+
+
 def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limit: int | None,
              hw_path: str | None, calib: str, bundles: Sequence[str] = (),
-             bootstrap: int = 0, seed: int = 0) -> dict:
+             bootstrap: int = 0, seed: int = 0, skip: int = 0) -> dict:
     gt = json.loads(ann.read_text())
     by_name = {img["file_name"]: img for img in gt["images"]}
-    files = sorted(p for p in images.iterdir() if p.name in by_name)
+    files = sorted(p for p in images.iterdir() if p.name in by_name)[skip:]
     if limit:
         files = files[:limit]
     if not files:
@@ -230,9 +242,7 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
     gt = {**gt, "images": [by_name[p.name] for p in files]}
     net, model, _ = load_float()
     backends = {"float": make_backend("float", net=net, model=model)}
-    named = [(v, variant_bundle(v, hw_path, calib)) for v in variants]
-    named += [(Path(p).stem, Bundle.load(p, expect=load_config(hw_path))) for p in bundles]
-    for name, b in named:
+    for name, b in named_bundles(variants, bundles, hw_path, calib):
         backends[f"{name} golden"] = make_backend("golden", b)
         if fakequant:
             backends[f"{name} fakequant"] = make_backend("fakequant", b)
@@ -282,9 +292,14 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
     if bootstrap:
         log(f"bootstrap: {bootstrap} resamples of {len(files)} images ...")
         ci = bootstrap_map(gt, dets, bootstrap, seed, ref="float")
+        quant = {k: v for k, v in dets.items() if k != "float"}
+        fid = bootstrap_map(fid_gt, quant, bootstrap, seed) if quant else {}
         report["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": 0.95}
         for row in report["rows"]:
             row["ci"] = ci[row["backend"]]
+            if row["backend"] in fid:
+                f = fid[row["backend"]]
+                row["ci"].update(fidelity50=f["mAP50"], fidelity50_95=f["mAP50_95"])
     return report
 
 
@@ -307,13 +322,15 @@ def markdown(report: dict) -> str:
         lines += ["", f"{b['level']:.0%} bootstrap intervals over images ({b['resamples']} "
                   f"resamples, seed {b['seed']}); difference = float - backend, paired:", "",
                   "| backend | mAP@0.5 | mAP@0.5:0.95 | float - backend mAP@0.5 "
-                  "| float - backend mAP@0.5:0.95 |", "|---|---|---|---|---|"]
+                  "| float - backend mAP@0.5:0.95 | fidelity mAP@0.5:0.95 |",
+                  "|---|---|---|---|---|---|"]
         for r in report["rows"]:
             c = r["ci"]
             diff = ("| - | - " if "diff50" not in c else
                     f"| {fmt_ci(c['diff50'])} | {fmt_ci(c['diff50_95'])} ")
+            fid = f"| {fmt_ci(c['fidelity50_95'])} " if "fidelity50_95" in c else "| - "
             lines.append(f"| {r['backend']} | {fmt_ci(c['mAP50'])} | {fmt_ci(c['mAP50_95'])} "
-                         f"{diff}|")
+                         f"{diff}{fid}|")
     return "\n".join(lines)
 
 
@@ -335,9 +352,13 @@ def main(argv: list[str] | None = None) -> int:
                         "(sw/tune.py)")
     p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
     p.add_argument("--bundle", action="append", default=[],
-                   help="also evaluate this bundle file (repeatable)")
+                   help="also evaluate this bundle file (repeatable); 'default': the default "
+                        "bundle sw/host.py runs")
     p.add_argument("--fakequant", action="store_true", help="also run the fake-quant model")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--skip", type=int, default=0, metavar="K",
+                   help="leave out the first K images (sorted by name): the default bundle is "
+                        "calibrated on the first 64 of coco-train128, so --skip 64 holds it out")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (after --skip)")
     p.add_argument("--hw-config", help="HwConfig JSON")
     p.add_argument("--json", help="write the report as JSON here")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
@@ -346,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.bootstrap < 0:
         p.error("--bootstrap must be >= 0")
+    if args.skip < 0:
+        p.error("--skip must be >= 0")
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         try:
@@ -357,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if not f.exists():
             p.error(f"{f}: not found")
     report = evaluate(images, ann, variants, args.fakequant, args.limit, args.hw_config,
-                      args.calib, args.bundle, args.bootstrap, args.seed)
+                      args.calib, args.bundle, args.bootstrap, args.seed, args.skip)
     print(markdown(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -76,11 +76,15 @@ def test_eval_cli_end_to_end(tmp_path, pretrained, pretrained_bundle, capsys):
     ann.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     out = tmp_path / "report.json"
     assert main(["--images", str(tmp_path / "imgs"), "--ann", str(ann), "--variants",
-                 "channel-mse-bc", "--json", str(out)]) == 0
+                 "channel-mse-bc", "--json", str(out), "--bootstrap", "20"]) == 0
     rows = {r["backend"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["float"]["mAP50"] == pytest.approx(1.0)
     int8 = rows["channel-mse-bc golden"]
     assert 0.5 < int8["mAP50"] <= 1.0 and int8["fidelity50"] == pytest.approx(int8["mAP50"])
+    # fidelity intervals for the quantized backends only; float is the fidelity reference
+    assert "fidelity50_95" not in rows["float"]["ci"]
+    lo, hi = int8["ci"]["fidelity50_95"]
+    assert 0 <= lo <= hi <= 1 and int8["ci"]["fidelity50"][1] <= 1
     assert "| channel-mse-bc golden |" in capsys.readouterr().out
 
 
@@ -189,11 +193,13 @@ def test_markdown_prints_bootstrap_intervals():
             {"backend": "q golden", "mAP50": 0.45, "mAP50_95": 0.2, "s_per_image": 0.3,
              "fidelity50": 0.9, "fidelity50_95": 0.8, "head_sqnr_db": 30.0, "matched": 9,
              "dets": 10, "ci": {"mAP50": (0.35, 0.55), "mAP50_95": (0.15, 0.25),
-                                "diff50": (0.01, 0.09), "diff50_95": (0.0, 0.1)}}]
+                                "diff50": (0.01, 0.09), "diff50_95": (0.0, 0.1),
+                                "fidelity50": (0.85, 0.95), "fidelity50_95": (0.7, 0.9)}}]
     md = markdown({"images": 2, "annotations": 3, "float_dets_at_0.25": 4, "rows": rows,
                    "bootstrap": {"resamples": 50, "seed": 0, "level": 0.95}})
-    assert "| q golden | [0.3500, 0.5500] | [0.1500, 0.2500] | [0.0100, 0.0900] |" in md
-    assert "| float | [0.4000, 0.6000] | [0.2000, 0.3000] | - | - |" in md
+    assert ("| q golden | [0.3500, 0.5500] | [0.1500, 0.2500] | [0.0100, 0.0900] "
+            "| [0.0000, 0.1000] | [0.7000, 0.9000] |") in md
+    assert "| float | [0.4000, 0.6000] | [0.2000, 0.3000] | - | - | - |" in md
     assert "bootstrap" not in markdown({"images": 2, "annotations": 3,
                                         "float_dets_at_0.25": 4, "rows": rows[:1]})
 
