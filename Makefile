@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 COCO ?= ../shared/data/coco-train128
 
-.PHONY: setup demo test lint bench eval synth study
+.PHONY: setup demo test lint bench eval fidelity synth study default-bundle
 
 setup:
 	bash scripts/setup.sh
@@ -21,8 +21,22 @@ bench: setup
 	$(PY) bench/engine_util.py
 	$(PY) bench/sim_frame.py
 
+# Float vs the default bundle (calibrated on the first 64 images) vs PTQ variants calibrated
+# on assets/, on the held-out last 64 images of coco-train128, with bootstrap intervals.
 eval: setup
-	$(PY) -m sw.eval --images ../shared/data/coco-train128/images --ann ../shared/data/coco-train128/instances.json
+	$(PY) -m sw.eval --images $(COCO)/images --ann $(COCO)/instances.json --skip 64 \
+		--bundle default --variants channel-mse-bc,channel-max,tensor-max --bootstrap 200
+
+# Label-free fidelity of the default bundle against the assets/-calibrated PTQ on 8 views
+# (image, mirror, 6 seeded crops) of each held-out image, cluster-bootstrap intervals.
+fidelity: setup
+	OMP_NUM_THREADS=1 $(PY) -m sw.fidelity --images $(COCO)/images --skip 64 --views 8 \
+		--variants channel-mse-bc --bundle default --bootstrap 200
+
+# Rebuild the shipped default bundle (sw/data/yolov3-tiny-default.npz, a compact file):
+# eq0.5-fill PTQ + AdaRound on the first 64 coco-train128 images, about 10 minutes.
+default-bundle: setup
+	OMP_NUM_THREADS=1 $(PY) -m sw.compact make --images $(COCO)/images --first 64
 
 synth: setup
 	$(PY) -m hw.synth_report

@@ -68,8 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hw-config", help="HwConfig JSON (default: the default build)")
     p.add_argument("--port", help="with --backend sim: the board's serial port (default: "
                                   "the Verilator simulator)")
-    p.add_argument("--calib", default=str(CALIB_DIR),
-                   help="calibration images when a bundle must be built (default: %(default)s)")
+    p.add_argument("--calib", help="calibrate a bundle on this folder of images (default: the "
+                                   "shipped default bundle, or for other cfg / weights / "
+                                   f"HwConfig a bundle calibrated on {CALIB_DIR.name}/)")
     p.add_argument("--out", help="folder for annotated images and detections.json")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -95,7 +96,7 @@ def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
     """The bundle to run: --bundle, else one built (and cached) from cfg/weights/calib."""
     if args.bundle:
         return Bundle.load(args.bundle, expect=hw)
-    if not args.cfg and not args.weights and Path(args.calib) == CALIB_DIR:
+    if not args.cfg and not args.weights and not args.calib:
         return Bundle.load(default_bundle(hw), expect=hw)
     cfg = Path(args.cfg) if args.cfg else default_cfg()
     weights = Path(args.weights) if args.weights else fetch_weights()
@@ -105,11 +106,12 @@ def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
             h.update(f.read_bytes())
         except OSError as e:
             raise DarknetError(f"{f}: cannot read: {e.strerror}") from e
-    for f in image_files(args.calib):
+    calib = args.calib or CALIB_DIR
+    for f in image_files(calib):
         h.update(f"{f.name}:{f.stat().st_size}".encode())
     path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:16]}-{hw.config_id_hex}.npz"
     if not path.exists():
-        build_bundle(path, cfg, weights, args.calib, hw)
+        build_bundle(path, cfg, weights, calib, hw)
     return Bundle.load(path, expect=hw)
 
 

@@ -77,15 +77,19 @@ def letterboxed(paths: Sequence[Path], size: int) -> list[np.ndarray]:
 
 
 def build_bundle(out: Path, cfg: str | Path | None = None, weights: str | Path | None = None,
-                 calib: str | Path = CALIB_DIR, hw: HwConfig | None = None,
+                 calib: str | Path | Sequence[Path] = CALIB_DIR, hw: HwConfig | None = None,
                  opts: QuantOptions = QuantOptions()) -> Bundle:
-    """Calibrate on a folder of images, quantize, and save a bundle to `out`."""
+    """Calibrate on a folder of images (or a list of image files), quantize, and save a
+    bundle to `out`."""
     hw = hw or HwConfig()
     net, model, prov = load_float(cfg, weights)
     if net.width != net.height:
         raise ValueError("only square network inputs are supported")
-    files = image_files(calib)
-    log(f"calibrating on {len(files)} images from {calib} ...")
+    if isinstance(calib, str | Path):
+        files, where = image_files(calib), calib
+    else:
+        files, where = list(calib), "a list"
+    log(f"calibrating on {len(files)} images from {where} ...")
     t0 = time.time()
     cal = calibrate(model, (letterbox(load_image(p), net.width)[0] for p in files),
                     progress=lambda n: log(f"  calibration image {n}/{len(files)}"))
@@ -103,12 +107,28 @@ def default_bundle_path(hw: HwConfig, opts: QuantOptions = QuantOptions()) -> Pa
 
 
 def default_bundle(hw: HwConfig | None = None) -> Path:
-    """The pretrained network's default bundle, built on first use."""
+    """The pretrained network's default bundle, built on first use and cached.
+
+    For the default HwConfig it is the shipped compact bundle (`sw.compact.DEFAULT`:
+    calibrated and AdaRound-tuned on COCO images) rebuilt on the fetched weights; for any
+    other HwConfig, a plain PTQ bundle calibrated on the sample photos in `assets/`."""
+    from sw import compact
+
     hw = hw or HwConfig()
-    path = default_bundle_path(hw)
+    made = compact.read_manifest(compact.DEFAULT)["bundle"]
+    if made["hw_config_id"] != hw.config_id_hex:
+        path = default_bundle_path(hw)
+        if not path.exists():
+            log(f"the shipped default bundle is for HwConfig {made['hw_config_id']}: "
+                f"calibrating one for {hw.config_id_hex} on {CALIB_DIR} into {path}")
+            build_bundle(path, hw=hw)
+        return path
+    path = cache_dir() / "bundles" / f"yolov3-tiny-default-{made['content_hash'][:16]}.npz"
     if not path.exists():
-        log(f"no bundle for HwConfig {hw.config_id_hex} yet: building {path}")
-        build_bundle(path, hw=hw)
+        log(f"rebuilding the default bundle from {compact.DEFAULT.name} on the pretrained "
+            f"weights into {path}")
+        net, model, prov = load_float()
+        compact.unpack(compact.DEFAULT, net, model, prov).save(path)
     return path
 
 
