@@ -29,7 +29,7 @@ import numpy as np
 
 from hw.config import ConfigError, HwConfig
 
-__all__ = ["FORMAT", "VERSION", "Bundle", "BundleError"]
+__all__ = ["FORMAT", "VERSION", "Bundle", "BundleError", "read_npz", "write_npz"]
 
 FORMAT = "tinyyolo-fpga-bundle"
 VERSION = 1
@@ -50,6 +50,55 @@ def _content_hash(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> st
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def write_npz(path: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+              compressed: bool = False) -> Path:
+    """Write a JSON manifest and arrays as one .npz atomically (temporary file, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = json.dumps(manifest, sort_keys=True).encode()
+    payload = {_MANIFEST: np.frombuffer(blob, np.uint8), **arrays}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            (np.savez_compressed if compressed else np.savez)(f, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_npz(path: Path, what: str, error: type[BundleError], fmt: str, version: int,
+             hint: str = "") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(manifest, arrays) of a file `write_npz` wrote with manifest "format" `fmt` and
+    "version" `version`; `error` naming the file and `what` it should be if it cannot be
+    read, is no such file, is corrupt or truncated, or has another format or version
+    (`hint`: what to do then)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from e
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            if _MANIFEST not in npz.files:
+                raise error(f"{path}: not a {what} (no manifest)")
+            arrays = {n: npz[n] for n in npz.files}
+    except error:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise error(f"{path}: corrupt or truncated {what} ({e})") from e
+    try:
+        manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: corrupt manifest ({e})") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise error(f"{path}: not a {fmt} file")
+    if manifest.get("version") != version:
+        raise error(f"{path}: {what} format version {manifest.get('version')!r}, this "
+                    f"software reads version {version}{hint}")
+    return manifest, arrays
 
 
 @dataclass
@@ -117,46 +166,13 @@ class Bundle:
 
     def save(self, path: str | Path) -> Path:
         self.seal()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = json.dumps(self.manifest, sort_keys=True).encode()
-        payload = {_MANIFEST: np.frombuffer(blob, np.uint8), **self.arrays}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_npz(path, self.manifest, self.arrays)
 
     @classmethod
     def load(cls, path: str | Path, expect: HwConfig | None = None) -> Bundle:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise BundleError(f"{path}: cannot read bundle: {e.strerror}") from e
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                names = list(npz.files)
-                if _MANIFEST not in names:
-                    raise BundleError(f"{path}: not a bundle (no manifest)")
-                arrays = {n: npz[n] for n in names}
-        except BundleError:
-            raise
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-            raise BundleError(f"{path}: corrupt or truncated bundle ({e})") from e
-        try:
-            manifest = json.loads(arrays.pop(_MANIFEST).tobytes().decode())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BundleError(f"{path}: corrupt manifest ({e})") from e
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise BundleError(f"{path}: not a {FORMAT} file")
-        if manifest.get("version") != VERSION:
-            raise BundleError(f"{path}: bundle format version {manifest.get('version')!r}, "
-                              f"this software reads version {VERSION}: re-export the bundle")
+        manifest, arrays = read_npz(path, "bundle", BundleError, FORMAT, VERSION,
+                                    ": re-export the bundle")
         digest = _content_hash(manifest, arrays)
         if digest != manifest.get("content_hash"):
             raise BundleError(f"{path}: content hash mismatch (stored "

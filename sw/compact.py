@@ -20,13 +20,10 @@ those images decided (scales, rounding, biases) fits in the compact file.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sw import tune
-from sw.bundle import Bundle, BundleError
+from sw.bundle import Bundle, BundleError, read_npz, write_npz
 from sw.darknet import Network
 from sw.model import FloatModel
 
@@ -112,43 +109,11 @@ def pack(bundle: Bundle, model: FloatModel, steps: Sequence[dict[int, np.ndarray
 
 def save(path: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
     """Write a compact file (deflated .npz) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = np.frombuffer(json.dumps(manifest, sort_keys=True).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{_MANIFEST: blob, **arrays})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_npz(path, manifest, arrays, compressed=True)
 
 
-def _load(path: Path, arrays_too: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CompactError(f"{path}: cannot read compact bundle: {e.strerror}") from e
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if _MANIFEST not in npz.files:
-                raise CompactError(f"{path}: not a compact bundle (no manifest)")
-            blob = npz[_MANIFEST]
-            arrays = {n: npz[n] for n in npz.files if n != _MANIFEST} if arrays_too else {}
-        manifest = json.loads(blob.tobytes().decode())
-    except CompactError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError,
-            UnicodeDecodeError) as e:
-        raise CompactError(f"{path}: corrupt or truncated compact bundle ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CompactError(f"{path}: not a {FORMAT} file")
-    if manifest.get("version") != VERSION:
-        raise CompactError(f"{path}: compact format version {manifest.get('version')!r}, this "
-                           f"software reads version {VERSION}")
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    manifest, arrays = read_npz(path, "compact bundle", CompactError, FORMAT, VERSION)
     if not isinstance(manifest.get("bundle"), dict) or "content_hash" not in manifest["bundle"]:
         raise CompactError(f"{path}: the manifest holds no bundle manifest")
     return manifest, arrays
@@ -156,7 +121,7 @@ def _load(path: Path, arrays_too: bool = True) -> tuple[dict[str, Any], dict[str
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The compact file's manifest; its "bundle" entry is the rebuilt bundle's manifest."""
-    return _load(Path(path), arrays_too=False)[0]
+    return _load(Path(path))[0]
 
 
 def unpack(path: str | Path, net: Network, model: FloatModel, provenance: dict[str, Any],

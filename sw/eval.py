@@ -179,6 +179,15 @@ def _results(dets: list[Detection], image_id: int) -> list[dict]:
              "bbox": [float(v) for v in d.bbox], "score": float(d.score)} for d in dets]
 
 
+def add_ground_truth(gt: dict, dets: Sequence[Detection], image_id: int) -> None:
+    """Append detections (the float model's, for fidelity) to a COCO ground-truth dict."""
+    for d in dets:
+        x, y, w, h = d.bbox
+        gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id,
+                                  "category_id": COCO80_TO_91[d.class_id],
+                                  "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+
+
 def matched(ref: list[Detection], other: list[Detection], iou: float = 0.5) -> int:
     """Greedy one-to-one matches of same-class boxes with IoU >= iou."""
     if not ref or not other:
@@ -263,12 +272,7 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
             d_op = [d for d in d_all if d.score >= AGREE_CONF]
             if ref_heads is None:
                 ref_heads, ref_dets = heads, d_op
-                for d in d_op:
-                    x, y, w, h = d.bbox
-                    fid_gt["annotations"].append({
-                        "id": len(fid_gt["annotations"]) + 1, "image_id": img_id,
-                        "category_id": COCO80_TO_91[d.class_id], "bbox": [x, y, w, h],
-                        "area": w * h, "iscrowd": 0})
+                add_ground_truth(fid_gt, d_op, img_id)
             else:
                 pairs = zip(ref_heads, heads, strict=True)
                 stats[name]["sqnr"].append(np.mean([sqnr_db(r, h) for r, h in pairs]))

@@ -33,6 +33,7 @@ from sw.eval import (
     EVAL_CONF,
     ImageEval,
     _results,
+    add_ground_truth,
     fmt_ci,
     named_bundles,
     percentile_interval,
@@ -82,11 +83,8 @@ def evaluate(files: Sequence[Path], float_be: Backend, bundles: dict[str, Backen
             source.append(n)
             lb, box = letterbox(view, size)
             ref = float_be.heads(lb)
-            for d in detect(ref, float_be.specs, box, AGREE_CONF, 0.45, max_dets=100):
-                x, y, w, h = d.bbox
-                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": vid,
-                                          "category_id": COCO80_TO_91[d.class_id],
-                                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+            add_ground_truth(gt, detect(ref, float_be.specs, box, AGREE_CONF, 0.45,
+                                        max_dets=100), vid)
             for name, be in bundles.items():
                 heads = be.heads(lb)
                 dets[name] += _results(detect(heads, be.specs, box, EVAL_CONF, 0.45,
