@@ -46,8 +46,9 @@ VERSION = 1
 _MANIFEST = "__manifest__"
 #: The shipped default bundle (see README, "The default bundle").
 DEFAULT = Path(__file__).resolve().parent / "data" / "yolov3-tiny-default.npz"
-#: How `make` builds it: PTQ variant tag, calibration/AdaRound images (first K, sorted).
-DEFAULT_RECIPE = {"tag": "channel-mse-bc-eq0.5-fill", "first": 64}
+#: How `make` builds it: PTQ variant tag, calibration/AdaRound images (first K, sorted),
+#: AdaRound on `views` views of each (the image, its mirror, crops seeded by view_seed).
+DEFAULT_RECIPE = {"tag": "channel-mse-bc-eq0.5-fill", "first": 64, "views": 4, "view_seed": 123}
 #: A rounding of the float model has exceptions only where the int8 range saturates.
 _MAX_EXCEPTIONS = 1e-3
 
@@ -182,7 +183,9 @@ def _make(args: Any, log: Any) -> tuple[Bundle, list[dict[int, np.ndarray]]]:
     """Calibrate, quantize and AdaRound-tune on images skip .. skip + first - 1 (sorted by
     name): the bundle and the scale steps of its float model."""
     from sw.adaround import AdaRoundOptions, adaround, reference_transform
+    from sw.fidelity import views
     from sw.pipeline import build_bundle, image_files, letterboxed, load_float
+    from sw.postprocess import letterbox, load_image
     from sw.quant import QuantOptions
 
     files = image_files(args.images)[args.skip:args.skip + args.first]
@@ -192,10 +195,18 @@ def _make(args: Any, log: Any) -> tuple[Bundle, list[dict[int, np.ndarray]]]:
         start = build_bundle(Path(tmp) / "ptq.npz", calib=files,
                              opts=QuantOptions.from_tag(args.tag))
     net, model, _ = load_float()
-    imgs = letterboxed(files, start.input_shape[0])
+    size = start.input_shape[0]
+    imgs = letterboxed(files, size)
     ref, steps = reference_transform(net, model, start, imgs)
+    if args.views > 1:      # AdaRound on views of each image (sw.fidelity.views), seeded
+        rng = np.random.default_rng(args.view_seed)
+        imgs = [letterbox(v, size)[0] for f in files
+                for v in views(load_image(f), args.views, rng)]
     bundle, _ = adaround(start, ref, imgs, AdaRoundOptions(), log)
-    bundle.manifest["quantization"]["adaround"]["image_names"] = [f.name for f in files]
+    record = bundle.manifest["quantization"]["adaround"]
+    record["image_names"] = [f.name for f in files]
+    if args.views > 1:
+        record.update(views=args.views, view_seed=args.view_seed)
     return bundle.seal(), steps
 
 
@@ -215,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="calibrate and tune on the first K images (default %(default)s)")
     mk.add_argument("--skip", type=int, default=0,
                     help="leave out the first K images (the other fold of a 2-fold check)")
+    mk.add_argument("--views", type=int, default=DEFAULT_RECIPE["views"],
+                    help="AdaRound on this many views of each image: the image, its mirror, "
+                         "random crops (sw.fidelity.views; 1: the images only; default "
+                         "%(default)s)")
+    mk.add_argument("--view-seed", type=int, default=DEFAULT_RECIPE["view_seed"],
+                    help="seed of the crops (default %(default)s)")
     mk.add_argument("--tag", default=DEFAULT_RECIPE["tag"],
                     help="PTQ variant (default %(default)s)")
     mk.add_argument("--out", default=str(DEFAULT), help="compact file (default %(default)s)")
@@ -227,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--compact", default=str(DEFAULT), help="default %(default)s")
     up.add_argument("--out", required=True, help="bundle file to write")
     args = p.parse_args(argv)
-    if args.cmd == "make" and (args.first < 1 or args.skip < 0):
-        p.error("--first must be >= 1 and --skip >= 0")
+    if args.cmd == "make" and (args.first < 1 or args.skip < 0 or args.views < 1):
+        p.error("--first and --views must be >= 1, --skip >= 0")
     t0 = time.time()
     try:
         if args.cmd == "unpack":
