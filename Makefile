@@ -34,7 +34,7 @@ fidelity: setup
 		--variants channel-mse-bc --bundle default --bootstrap 200
 
 # Rebuild the shipped default bundle (sw/data/yolov3-tiny-default.npz, a compact file):
-# eq0.5-fill PTQ + AdaRound on the first 64 coco-train128 images, about 10 minutes.
+# eq0.5-fill PTQ on the first 64 coco-train128 images + AdaRound on 4 views of each, ~8 min.
 default-bundle: setup
 	OMP_NUM_THREADS=1 $(PY) -m sw.compact make --images $(COCO)/images --first 64
 

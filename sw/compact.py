@@ -33,6 +33,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from hw.config import HwConfig
 from sw import tune
 from sw.bundle import Bundle, BundleError, read_npz, write_npz
 from sw.darknet import Network
@@ -43,7 +44,6 @@ __all__ = ["DEFAULT", "DEFAULT_RECIPE", "FORMAT", "VERSION", "CompactError", "pa
 
 FORMAT = "tinyyolo-fpga-compact"
 VERSION = 1
-_MANIFEST = "__manifest__"
 #: The shipped default bundle (see README, "The default bundle").
 DEFAULT = Path(__file__).resolve().parent / "data" / "yolov3-tiny-default.npz"
 #: How `make` builds it: PTQ variant tag, calibration/AdaRound images (first K, sorted),
@@ -148,6 +148,7 @@ def unpack(path: str | Path, net: Network, model: FloatModel, provenance: dict[s
                 k, i = name[4:].split(".l")
                 steps[int(k)][int(i)] = a
         params = _replay(model, steps).fused_params()
+        w_max = HwConfig.from_dict(bm["hw_config"]).weight_max
         out: dict[str, np.ndarray] = {}
         for i in _convs(bm):
             fw = arrays[f"l{i}.f_w"]
@@ -155,8 +156,8 @@ def unpack(path: str | Path, net: Network, model: FloatModel, provenance: dict[s
             up = np.unpackbits(arrays[f"l{i}.up"], count=base.size).astype(np.int64)
             q = base.ravel() + up
             q[arrays[f"l{i}.fix_index"]] = arrays[f"l{i}.fix_value"]
-            if np.abs(q).max(initial=0) > 127:
-                raise CompactError(f"{path}: layer {i}: weights outside int8 after unpacking: "
+            if np.abs(q).max(initial=0) > w_max:
+                raise CompactError(f"{path}: layer {i}: weights beyond +-{w_max} after unpacking: "
                                    f"the float weights are not the ones it was packed on")
             out[f"l{i}.weight"] = q.reshape(base.shape).astype(np.int8)
             out[f"l{i}.bias"] = arrays[f"l{i}.bias"]
@@ -179,9 +180,9 @@ def unpack(path: str | Path, net: Network, model: FloatModel, provenance: dict[s
 
 # -- command line -------------------------------------------------------------------------
 
-def _make(args: Any, log: Any) -> tuple[Bundle, list[dict[int, np.ndarray]]]:
+def _make(args: Any, log: Any) -> tuple[Bundle, FloatModel, list[dict[int, np.ndarray]]]:
     """Calibrate, quantize and AdaRound-tune on images skip .. skip + first - 1 (sorted by
-    name): the bundle and the scale steps of its float model."""
+    name): the bundle, the pretrained float model and the scale steps it rounds after."""
     from sw.adaround import AdaRoundOptions, adaround, reference_transform
     from sw.fidelity import views
     from sw.pipeline import build_bundle, image_files, letterboxed, load_float
@@ -207,7 +208,7 @@ def _make(args: Any, log: Any) -> tuple[Bundle, list[dict[int, np.ndarray]]]:
     record["image_names"] = [f.name for f in files]
     if args.views > 1:
         record.update(views=args.views, view_seed=args.view_seed)
-    return bundle.seal(), steps
+    return bundle.seal(), model, steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,10 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"bundle {bundle.content_hash[:12]} written to {args.out}")
             return 0
         if args.cmd == "make":
-            bundle, steps = _make(args, log)
+            bundle, model, steps = _make(args, log)
             if args.bundle_out:
                 bundle.save(args.bundle_out)
-            net, model, _ = load_float()
         else:
             from sw.adaround import reference_transform
 

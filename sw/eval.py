@@ -149,19 +149,32 @@ def percentile_interval(values: Sequence[float] | np.ndarray,
 
 def bootstrap_map(gt: dict, dets: dict[str, list[dict]], n: int = 200, seed: int = 0,
                   ref: str | None = None, level: float = 0.95) -> dict[str, dict]:
-    """Bootstrap intervals over images of mAP@0.5 and mAP@0.5:0.95 per detection set.
-
-    Every set is scored on the same n seeded resamples of the images (with replacement;
-    a duplicated image counts as a new image in gt and detections). Returns per name
-    {"mAP50": (lo, hi), "mAP50_95": (lo, hi)} and, when `ref` names one of the sets, for
-    the others the paired difference ref - name as "diff50" and "diff50_95" (lo, hi).
-    """
+    """Bootstrap intervals over images of mAP@0.5 and mAP@0.5:0.95 per detection set
+    (`bootstrap_evals` of each set's `ImageEval`)."""
     if not dets:
         raise ValueError("bootstrap_map: no detection sets")
-    if ref is not None and ref not in dets:
+    return bootstrap_evals({k: ImageEval(gt, d) for k, d in dets.items()}, n, seed, ref, level)
+
+
+def bootstrap_evals(evals: dict[str, ImageEval], n: int = 200, seed: int = 0,
+                    ref: str | None = None, level: float = 0.95,
+                    clusters: Sequence[np.ndarray] | None = None) -> dict[str, dict]:
+    """Bootstrap intervals of mAP@0.5 and mAP@0.5:0.95 per evaluation.
+
+    Every set is scored on the same n seeded resamples of the images (with replacement;
+    a duplicated image counts as a new image in gt and detections), or with `clusters`
+    (arrays of image positions) of the clusters, each bringing all its images. Returns per
+    name {"mAP50": (lo, hi), "mAP50_95": (lo, hi)} and, when `ref` names one of the sets,
+    for the others the paired difference ref - name as "diff50" and "diff50_95" (lo, hi).
+    """
+    if not evals:
+        raise ValueError("bootstrap_map: no detection sets")
+    if ref is not None and ref not in evals:
         raise ValueError(f"bootstrap_map: reference {ref!r} is not one of the detection sets")
-    evals = {k: ImageEval(gt, d) for k, d in dets.items()}
-    idx = resample_indices(len(next(iter(evals.values()))), n, seed)
+    units = len(clusters) if clusters is not None else len(next(iter(evals.values())))
+    idx = resample_indices(units, n, seed)
+    if clusters is not None:
+        idx = [np.concatenate([clusters[i] for i in row]) for row in idx]
     vals = {k: np.array([e.map(ix) for ix in idx]) for k, e in evals.items()}
     out: dict[str, dict] = {}
     for k, v in vals.items():

@@ -34,9 +34,9 @@ from sw.eval import (
     ImageEval,
     _results,
     add_ground_truth,
+    bootstrap_evals,
     fmt_ci,
     named_bundles,
-    percentile_interval,
     sqnr_db,
 )
 from sw.pipeline import CALIB_DIR, Backend, image_files, load_float, log, make_backend
@@ -103,21 +103,14 @@ def evaluate(files: Sequence[Path], float_be: Backend, bundles: dict[str, Backen
     if bootstrap:
         log(f"cluster bootstrap: {bootstrap} resamples of {len(files)} images ...")
         by_image = [np.flatnonzero(np.asarray(source) == i) for i in range(len(files))]
-        brng = np.random.default_rng(seed)
-        vals = {k: [] for k in evals}
-        for _ in range(bootstrap):
-            pick = brng.integers(0, len(files), len(files))
-            idx = np.concatenate([by_image[i] for i in pick])
-            for k, ev in evals.items():
-                vals[k].append(ev.map(idx))
         first = next(iter(evals))
-        base = np.array(vals[first])
+        ci = bootstrap_evals(evals, bootstrap, seed, ref=first, clusters=by_image)
         for row in report["rows"]:
-            v = np.array(vals[row["bundle"]])
-            row["ci"] = {"fidelity50": percentile_interval(v[:, 0]),
-                         "fidelity50_95": percentile_interval(v[:, 1])}
-            if row["bundle"] != first:
-                row["ci"]["diff50_95"] = percentile_interval(v[:, 1] - base[:, 1])
+            c = ci[row["bundle"]]
+            row["ci"] = {"fidelity50": c["mAP50"], "fidelity50_95": c["mAP50_95"]}
+            if "diff50_95" in c:            # first - bundle: report bundle - first
+                lo, hi = c["diff50_95"]
+                row["ci"]["diff50_95"] = (-hi, -lo)
         report["bootstrap"] = {"resamples": bootstrap, "level": 0.95, "reference": first}
     return report
 
