@@ -24,24 +24,24 @@ bench: setup
 # Float vs the default bundle (calibrated on the first 64 images) vs PTQ variants calibrated
 # on assets/, on the held-out last 64 images of coco-train128, with bootstrap intervals.
 eval: setup
-	$(PY) -m sw.eval --images $(COCO)/images --ann $(COCO)/instances.json --skip 64 \
+	$(PY) -m sw.eval.evaluate --images $(COCO)/images --ann $(COCO)/instances.json --skip 64 \
 		--bundle default --variants channel-mse-bc,channel-max,tensor-max --bootstrap 200
 
 # Label-free fidelity of the default bundle against the assets/-calibrated PTQ on 8 views
 # (image, mirror, 6 seeded crops) of each held-out image, cluster-bootstrap intervals.
 fidelity: setup
-	OMP_NUM_THREADS=1 $(PY) -m sw.fidelity --images $(COCO)/images --skip 64 --views 8 \
+	OMP_NUM_THREADS=1 $(PY) -m sw.eval.fidelity --images $(COCO)/images --skip 64 --views 8 \
 		--variants channel-mse-bc --bundle default --bootstrap 200
 
-# Rebuild the shipped default bundle (sw/data/yolov3-tiny-default.npz, a compact file):
+# Rebuild the shipped default bundle (sw/runtime/data/yolov3-tiny-default.npz, a compact file):
 # eq0.5-fill PTQ on the first 64 coco-train128 images + AdaRound on 4 views of each, ~8 min.
 default-bundle: setup
-	OMP_NUM_THREADS=1 $(PY) -m sw.compact make --images $(COCO)/images --first 64
+	OMP_NUM_THREADS=1 $(PY) -m sw.quant.compact make --images $(COCO)/images --first 64
 
 synth: setup
 	$(PY) -m hw.synth_report
 
 # PTQ study (docs/study.md): bits x calibration method x adjustment style, about an hour.
 study: setup
-	OMP_NUM_THREADS=1 $(PY) -m sw.study --images $(COCO)/images --ann $(COCO)/instances.json \
+	OMP_NUM_THREADS=1 $(PY) -m sw.eval.study --images $(COCO)/images --ann $(COCO)/instances.json \
 		--calib-images 32 --bits 8,4,6,16,10,12 --out docs/study-results

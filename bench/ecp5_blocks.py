@@ -27,7 +27,7 @@ from amaranth.hdl import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
 from hw.build import critical_path, parse_nextpnr_fmax
-from hw.config import HwConfig, load_config
+from hw.spec.config import HwConfig, load_config
 
 
 def _blocks() -> dict[str, Callable[[HwConfig], wiring.Component]]:

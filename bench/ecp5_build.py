@@ -16,7 +16,7 @@ from pathlib import Path
 
 from boards import BOARDS
 from hw.build import NAME, BuildError, build, critical_path, format_usage, parse_nextpnr_fmax
-from hw.config import load_config
+from hw.spec.config import load_config
 
 
 def nextpnr_utilisation(log: str) -> dict[str, tuple[int, int]]:

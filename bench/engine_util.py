@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hw.config import load_config  # noqa: E402
-from hw.engine import POOL_NONE, POOL_S1, POOL_S2, engine_cycles, group_size, param_bytes  # noqa: E402
-from sw.darknet import Conv, MaxPool, load_cfg  # noqa: E402
-from sw.weights import default_cfg  # noqa: E402
+from hw.spec.config import load_config  # noqa: E402
+from hw.spec.engine import POOL_NONE, POOL_S1, POOL_S2, engine_cycles, group_size, param_bytes  # noqa: E402
+from sw.runtime.darknet import Conv, MaxPool, load_cfg  # noqa: E402
+from sw.runtime.weights import default_cfg  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from sw import intmath  # noqa: E402
-from sw.bundle import Bundle  # noqa: E402
-from sw.golden import GoldenModel  # noqa: E402
-from sw.postprocess import letterbox, load_image  # noqa: E402
+from hw.spec import intmath  # noqa: E402
+from sw.runtime.bundle import Bundle  # noqa: E402
+from sw.runtime.golden import GoldenModel  # noqa: E402
+from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 
 
 def machine() -> str:
@@ -49,7 +49,8 @@ def main() -> int:
     p.add_argument("--image", default=str(ROOT / "assets" / "dog.jpg"))
     args = p.parse_args()
     path = args.bundle or subprocess.run(
-        [sys.executable, "-c", "from sw.pipeline import default_bundle; print(default_bundle())"],
+        [sys.executable, "-c",
+         "from sw.quant.pipeline import default_bundle; print(default_bundle())"],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
     bundle = Bundle.load(path)
     golden = GoldenModel(bundle)

@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.golden_frame import machine  # noqa: E402
-from sw import intmath  # noqa: E402
-from sw.bundle import Bundle  # noqa: E402
-from sw.driver import Device, SimLink  # noqa: E402
-from sw.pipeline import default_bundle  # noqa: E402
-from sw.postprocess import letterbox, load_image  # noqa: E402
+from hw.spec import intmath  # noqa: E402
+from sw.quant.pipeline import default_bundle  # noqa: E402
+from sw.runtime.bundle import Bundle  # noqa: E402
+from sw.runtime.device import Device  # noqa: E402
+from sw.runtime.link import SimLink  # noqa: E402
+from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 
 
 def main() -> int:

@@ -30,7 +30,7 @@ from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from boards import BOARDS, Board
-from hw.config import ConfigError, HwConfig, load_config
+from hw.spec.config import ConfigError, HwConfig, load_config
 
 __all__ = ["NAME", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
            "EcpPll", "Mmcm", "build", "check_fit", "clock_plan", "critical_path",

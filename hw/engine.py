@@ -3,41 +3,35 @@ requantization, activation and an optional 2x2 max pool (see docs/engine.md).
 
 Datapath: WindowGen -> per-pixel reorder buffer (BANKS pixels) -> MacArray -> result
 serializer (bias and shift memories) -> Requantizer -> MaxPool (bypassed when pool = 0).
-`ref_engine` is the golden model, built on `sw.golden` and `sw.intmath`.
+The host-facing contract (parameter layout, group sizes, cycle model) is `hw.spec.engine`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
-import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw._pipe import StreamRegister
-from hw.config import DEFAULT, HwConfig
-from hw.linebuf import TAPS, WindowGen
+from hw.linebuf import WindowGen
 from hw.mac_array import MacArray
 from hw.maxpool import MaxPool
 from hw.requant import Requantizer
-from sw import golden, intmath
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import (
+    BANKS,
+    HPOOL_BLOCKS,
+    PACK_CIN,
+    POOL_NONE,
+    POOL_S2,
+    TAPS,
+    max_group,
+    packed,
+)
 
-__all__ = [
-    "LayerEngine",
-    "engine_cycles",
-    "group_params",
-    "group_size",
-    "max_group",
-    "param_bytes",
-    "ref_engine",
-]
-
-#: Pixels the reorder buffer holds: one being computed, two being filled / waiting, so
-#: that the window generator's row-start column (no window, cin cycles) stays hidden.
-BANKS = 3
-
+__all__ = ["LayerEngine"]
 
 class _Load(enum.Enum, shape=2):
     """Parameter loader state: which part of the group's byte stream comes next."""
@@ -45,131 +39,6 @@ class _Load(enum.Enum, shape=2):
     BIASES = 1
     SHIFTS = 2
     LOADED = 3
-
-
-#: Pool modes of the `pool` port.
-POOL_NONE, POOL_S2, POOL_S1 = 0, 1, 2
-
-#: 3x3 layers with this many input channels (the RGB input layer) run packed: their
-#: 9 * PACK_CIN taps x channels fill ceil(9 * PACK_CIN / C) array vectors instead of 9.
-PACK_CIN = 3
-#: Stride-2 pooled groups of at most this many row blocks pool pairs of columns on the
-#: accumulators, before the requantizer (exact: requantization is monotonic).
-HPOOL_BLOCKS = 2
-
-
-def packed(cfg: HwConfig, k: int, cin: int) -> bool:
-    """Whether a 3x3 group with `cin` input channels runs packed (`PACK_CIN`)."""
-    return (k == 3 and cin == PACK_CIN and cfg.array_cols >= PACK_CIN
-            and math.ceil(TAPS * PACK_CIN / cfg.array_cols) < TAPS)
-
-
-def column_pooled(cfg: HwConfig, w: int, cout: int, pool: int) -> bool:
-    """Whether a group pools column pairs on the accumulators (`HPOOL_BLOCKS`)."""
-    return pool == POOL_S2 and cout <= HPOOL_BLOCKS * cfg.array_rows and w >= 2
-
-
-def max_group(cfg: HwConfig) -> int:
-    """Most output channels of one group: sizes the bias and shift memories.
-
-    ``weight_mem_bytes // (9 * array_cols)`` (the group of a 3x3 layer with C input
-    channels), at most ``max_in_channels`` (the max pool's channel limit), rounded down to
-    a multiple of ``array_rows``.
-    """
-    n = min(cfg.weight_mem_bytes // (TAPS * cfg.array_cols), cfg.max_in_channels)
-    return n // cfg.array_rows * cfg.array_rows
-
-
-def group_size(cfg: HwConfig, k: int, cin: int) -> int:
-    """Largest group (output channels, a multiple of array_rows) the engine can run.
-
-    The weight memory stores ``ceil(cout/R) * k*k * ceil(cin/C)`` words of R x C bytes
-    (input channels padded to a multiple of C). 0 when not even R channels fit.
-    """
-    if k not in (1, 3) or cin < 1:
-        raise ValueError(f"k must be 1 or 3 and cin >= 1, got k={k} cin={cin}")
-    r, c = cfg.array_rows, cfg.array_cols
-    words = cfg.weight_mem_bytes // (r * c)
-    blocks = words // (k * k * math.ceil(cin / c))
-    return min(blocks * r, max_group(cfg))
-
-
-def param_bytes(k: int, cin: int, cout: int) -> int:
-    """Bytes on `params` for one group: OHWI weights, int32 biases, shift bytes."""
-    return cout * k * k * cin + 5 * cout
-
-
-def group_params(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
-    """The `params` byte stream of one group: OHWI int8 weights, int32 LE biases, shifts.
-
-    w: (cout, k, k, cin) int8 weights of the group's channels; b: (cout,); shift: (cout,).
-    """
-    w, b, shift = np.asarray(w), np.asarray(b), np.asarray(shift)
-    if w.ndim != 4 or b.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
-        raise ValueError(f"bad group shapes: w {w.shape}, b {b.shape}, shift {shift.shape}")
-    return (w.astype(np.int8).tobytes() + b.astype("<i4").tobytes()
-            + shift.astype(np.uint8).tobytes())
-
-
-@functools.lru_cache(maxsize=256)
-def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
-                  pool: int = POOL_NONE) -> int:
-    """Expected cycles of one pass (one group) with no stalls: the documented schedule.
-
-    A pixel occupies the array for M = max(nrb * k*k * nq, nrb * R) cycles (nrb =
-    ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer needs R cycles per
-    row block). Packed groups (`packed`) run nq = ceil(9 * cin / C) vectors of one tap;
-    column-pooled groups (`column_pooled`) serialize every other pixel only, so
-    M = max(nrb * k*k * nq, nrb * R / 2). The window generator walks its positions at
-    cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
-    window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
-    reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
-    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 23 cycles, 3 more
-    with a pool, and the max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
-    """
-    r, c = cfg.array_rows, cfg.array_cols
-    nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
-    if packed(cfg, k, cin):
-        nq, kk = math.ceil(kk * cin / c), 1
-    ser = nrb * r / 2 if column_pooled(cfg, w, cout, pool) else nrb * r
-    busy = max(nrb * kk * nq, ser)
-    rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
-    gen_t = mac_t = 0
-    finish: list[int] = []
-    for y in range(rows):
-        for x in range(cols):
-            if k == 3 and (y == 0 or x == 0):
-                gen_t += cin
-                continue
-            n = len(finish)
-            if n >= BANKS:
-                gen_t = max(gen_t, finish[n - BANKS])
-            gen_t += cin
-            mac_t = max(mac_t, gen_t) + busy
-            finish.append(mac_t)
-    tail = r + c + 23 + (3 if pool != POOL_NONE else 0)
-    tail += (w + 1) * cout if pool == POOL_S1 else 0
-    return math.ceil(mac_t) + tail
-
-
-def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,
-               leaky: bool, head: bool, pool: int, cfg: HwConfig = DEFAULT) -> np.ndarray:
-    """Golden output of one pass: (OH, OW, cout) int64.
-
-    x: (H, W, cin) int8; w: (cout, k, k, cin) OHWI int8; b: (cout,) int32; shift: (cout,).
-    Conv stride 1, pad k // 2 (`sw.golden.conv_acc`, bias included), `sw.intmath.requant`,
-    then `sw.golden.maxpool`: pool 1 = size 2 stride 2 without padding (odd last row and
-    column dropped), pool 2 = size 2 stride 1 with Darknet's padding 1 (border rule).
-    """
-    k = w.shape[1]
-    acc = golden.conv_acc(np.asarray(x), np.asarray(w), np.asarray(b), 1, k // 2)
-    y = intmath.requant(acc, np.asarray(shift, dtype=np.int64), leaky,
-                        cfg.head_bits if head else cfg.act_bits)
-    if pool == POOL_S2:
-        y = golden.maxpool(y, 2, 2, 0)
-    elif pool == POOL_S1:
-        y = golden.maxpool(y, 2, 1, 1)
-    return np.asarray(y, dtype=np.int64)
 
 
 def _map_counter(m: Module, clear: Signal, fire: Signal, c: Signal, w: Signal, h: Signal, *,

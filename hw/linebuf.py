@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bankmem import BankedMemory
-from hw.config import DEFAULT, HwConfig
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import TAPS
 
-__all__ = ["TAPS", "WINDOW_LATENCY", "WindowGen", "ref_windows", "window_layout"]
+__all__ = ["WINDOW_LATENCY", "WindowGen", "window_layout"]
 
-#: Taps of a window, row-major: tap ky * 3 + kx is input (i + ky - 1, j + kx - 1).
-TAPS = 9
 #: Cycles from the input pixel completing a window to the window on `o` (no stalls).
 WINDOW_LATENCY = 5
 
@@ -21,28 +19,6 @@ WINDOW_LATENCY = 5
 def window_layout(cfg: HwConfig) -> data.ArrayLayout:
     """One window: 9 int8 taps, row-major (top-left first)."""
     return data.ArrayLayout(signed(cfg.act_bits), TAPS)
-
-
-def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
-    """Golden windows of an (H, W, C) map: (H, W, C, 9) int64, zero padded on all borders.
-
-    k = 3: tap ky * 3 + kx of window (i, j, c) is x[i + ky - 1, j + kx - 1, c], or 0 outside
-    the map. k = 1: only the centre tap (index 4) carries x[i, j, c], the others are 0.
-    """
-    x = np.asarray(x, dtype=np.int64)
-    h, w, c = x.shape
-    out = np.zeros((h, w, c, TAPS), dtype=np.int64)
-    if k == 1:
-        out[..., 4] = x
-        return out
-    if k != 3:
-        raise ValueError(f"kernel size must be 1 or 3, got {k}")
-    p = np.zeros((h + 2, w + 2, c), dtype=np.int64)
-    p[1:-1, 1:-1] = x
-    for ky in range(3):
-        for kx in range(3):
-            out[..., ky * 3 + kx] = p[ky:ky + h, kx:kx + w]
-    return out
 
 
 class WindowGen(wiring.Component):
@@ -58,7 +34,7 @@ class WindowGen(wiring.Component):
       four borders, as for a 3x3 conv with stride 1 and pad 1).
     - ``k3 = 0``: 1x1 pass-through: the same windows with only the centre tap set.
 
-    ``ref_windows`` is the golden model. The next frame may follow at once.
+    ``tests.reference.ref_windows`` states it exactly. The next frame may follow at once.
 
     Storage: two rows of W x C (a 16-bit-wide `BankedMemory` of ``line_buffer_depth``
     words; the third row of a window is the incoming one) and the last two columns' taps per

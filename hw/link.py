@@ -1,7 +1,7 @@
-"""Host link framing in gateware: frame receiver, reply framer, CRC-16 (sw/protocol.py).
+"""Host link framing in gateware: frame receiver, reply framer, CRC-16 (hw/spec/protocol.py).
 
 Every constant (sync bytes, maximum payload, error codes, CRC polynomial) comes from
-`sw.protocol`; the Amaranth enums below are built from its IntEnums, so the numbers exist
+`hw.spec.protocol`; the Amaranth enums below are built from its IntEnums, so the numbers exist
 once and still show as names in waveforms.
 """
 
@@ -18,7 +18,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sw import protocol
+from hw.spec import protocol
 
 __all__ = ["BUFFER_READ_LATENCY", "ErrCode", "FrameReceiver", "FrameSender", "OpCode",
            "PayloadReader", "ReplyCode", "crc16_next", "frame_info_layout",
@@ -28,14 +28,14 @@ __all__ = ["BUFFER_READ_LATENCY", "ErrCode", "FrameReceiver", "FrameSender", "Op
 BUFFER_READ_LATENCY = 2
 
 def _hw_enum(name: str, codes: type[pyenum.IntEnum]) -> type[enum.Enum]:
-    """An 8-bit Amaranth enum with the members of a sw.protocol IntEnum."""
+    """An 8-bit Amaranth enum with the members of a hw.spec.protocol IntEnum."""
     def body(ns: dict) -> None:
         for member in codes:
             ns[member.name] = member.value
     return types.new_class(name, (enum.Enum,), {"shape": 8}, body)
 
 
-#: The protocol's codes as Amaranth enums (values from sw.protocol, never retyped).
+#: The protocol's codes as Amaranth enums (values from hw.spec.protocol, never retyped).
 OpCode = _hw_enum("OpCode", protocol.Op)
 ReplyCode = _hw_enum("ReplyCode", protocol.Reply)
 ErrCode = _hw_enum("ErrCode", protocol.Err)
@@ -47,7 +47,7 @@ reply_header_layout = data.StructLayout({"code": ReplyCode, "length": 16})
 
 
 def crc16_next(crc: Value, byte: Value) -> Value:
-    """`sw.protocol.crc16_update` as combinational logic (16-bit CRC, one byte).
+    """`hw.spec.protocol.crc16_update` as combinational logic (16-bit CRC, one byte).
 
     The update is linear over GF(2), so each next-state bit is the XOR of the state and
     byte bits whose unit vectors flip it (found by running the Python reference on them).

@@ -11,24 +11,14 @@ streamed once per group.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw._pipe import delay
-from hw.config import DEFAULT, HwConfig
+from hw.spec.config import DEFAULT, HwConfig
 
-__all__ = [
-    "MacArray",
-    "conv_layer_cycles",
-    "conv_layer_utilization",
-    "mac_in_layout",
-    "mac_out_layout",
-    "ref_mac",
-]
+__all__ = ["MacArray", "mac_in_layout", "mac_out_layout"]
 
 
 def mac_in_layout(cfg: HwConfig) -> data.StructLayout:
@@ -47,38 +37,13 @@ def mac_out_layout(cfg: HwConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(cfg.acc_bits), cfg.array_rows)
 
 
-def ref_mac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Golden dot products of one group: x is (n, C), w is (n, R, C); returns (R,) int64.
-
-    The sum of all n * C products per output channel, computed exactly.
-    """
-    x = np.asarray(x, dtype=np.int64)
-    w = np.asarray(w, dtype=np.int64)
-    return np.einsum("nc,nrc->r", x, w)
-
-
-def conv_layer_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int) -> int:
-    """Array cycles of one conv layer (no stalls): one input vector per cycle.
-
-    Every output pixel needs k*k*ceil(cin/C) vectors per group of R output channels.
-    """
-    return (h * w * k * k * math.ceil(cin / cfg.array_cols)
-            * math.ceil(cout / cfg.array_rows))
-
-
-def conv_layer_utilization(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int) -> float:
-    """Useful MACs over the array's MAC slots for one conv layer."""
-    return h * w * k * k * cin * cout / (conv_layer_cycles(cfg, h, w, cin, cout, k)
-                                         * cfg.macs_per_cycle)
-
-
 class MacArray(wiring.Component):
     """R x C systolic int8 multiply-accumulate array (R = array_rows, C = array_cols).
 
     Contract: a *group* is a run of input vectors whose last one has ``last = 1``. For each
     group the array emits one transfer on ``o`` with, for every row r,
-    ``sum over the group's vectors of sum_c w[r][c] * x[c]``; ``ref_mac`` is the golden
-    model. Products are exact for all int8 operands (|x * w| <= 2**14); the row partial
+    ``sum over the group's vectors of sum_c w[r][c] * x[c]`` (``tests.reference.ref_mac``).
+    Products are exact for all int8 operands (|x * w| <= 2**14); the row partial
     sums are exact; the accumulator is ``acc_bits`` wide and exact while the group's
     ``n * C`` terms stay within ``HwConfig.max_dot_terms`` (it wraps beyond).
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bankmem import BankedMemory
-from hw.config import DEFAULT, HwConfig
+from hw.spec.config import DEFAULT, HwConfig
 
-__all__ = ["MAXPOOL_LATENCY", "MaxPool", "maxpool_out_shape", "ref_maxpool"]
+__all__ = ["MAXPOOL_LATENCY", "MaxPool", "maxpool_out_shape"]
 
 #: Cycles from the input pixel completing a window to the window's max on `o` (no stalls).
 MAXPOOL_LATENCY = 5
@@ -23,28 +22,6 @@ def maxpool_out_shape(h: int, w: int, stride2: bool, vertical: bool = False
     if vertical:
         return (h // 2, w)
     return (h // 2, w // 2) if stride2 else (h, w)
-
-
-def ref_maxpool(x: np.ndarray, stride2: bool, vertical: bool = False) -> np.ndarray:
-    """Golden 2x2 max pool of an (H, W, C) int8 map.
-
-    Stride 2 drops an odd last row/column. Stride 1 keeps H x W: the window at (i, j)
-    covers rows i..i+1 and columns j..j+1, ignoring positions past the bottom/right edge.
-    `vertical` (with stride 2): 2x1 windows, rows 2i and 2i+1 of each column.
-    """
-    x = np.asarray(x, dtype=np.int64)
-    h, w, c = x.shape
-    if vertical:
-        if not stride2:
-            raise ValueError("vertical pooling needs stride2")
-        return x[:2 * (h // 2)].reshape(h // 2, 2, w, c).max(axis=1)
-    if stride2:
-        oh, ow = h // 2, w // 2
-        return x[:2 * oh, :2 * ow].reshape(oh, 2, ow, 2, c).max(axis=(1, 3))
-    lo = np.iinfo(np.int64).min
-    p = np.full((h + 1, w + 1, c), lo, dtype=np.int64)
-    p[:h, :w] = x
-    return np.maximum(np.maximum(p[:h, :w], p[1:, :w]), np.maximum(p[:h, 1:], p[1:, 1:]))
 
 
 class MaxPool(wiring.Component):
@@ -62,7 +39,7 @@ class MaxPool(wiring.Component):
     - ``vertical = 1`` (with ``stride2 = 1`` only): 2x1 windows, ``floor(H/2) x W x C``
       outputs (for a map whose columns were pooled before, as the layer engine does).
 
-    Outputs leave in HWC order; ``ref_maxpool`` is the golden model. After a frame the
+    Outputs leave in HWC order; ``tests.reference.ref_maxpool`` states it exactly. After a frame the
     block is ready for the next one with no reset.
 
     Timing: one input pixel per cycle. In stride-1 mode the block also walks one extra

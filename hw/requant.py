@@ -1,7 +1,7 @@
 """Power-of-two requantizer: accumulator + bias to int8 (or the linear head format).
 
-The arithmetic is the contract of `sw.intmath.requant`, bit for bit; `ref_requant` below is
-the golden function the testbenches compare against.
+The arithmetic is the contract of `hw.spec.intmath.requant`, bit for bit
+(`tests.reference.ref_requant` is what the testbenches compare against).
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import DEFAULT, HwConfig
-from sw.intmath import LEAKY_MUL, LEAKY_SHIFT, requant
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.intmath import LEAKY_MUL, LEAKY_SHIFT
 
-__all__ = ["REQUANT_LATENCY", "Requantizer", "ref_requant", "requant_in_layout"]
+__all__ = ["REQUANT_LATENCY", "Requantizer", "requant_in_layout"]
 
 #: Cycles from an accepted input to its result on `o` when `o` is always ready.
 REQUANT_LATENCY = 5
@@ -30,13 +30,6 @@ def requant_in_layout(cfg: HwConfig) -> data.StructLayout:
     })
 
 
-def ref_requant(acc: int, bias: int, shift: int, leaky: bool, head: bool,
-                cfg: HwConfig = DEFAULT) -> int:
-    """Golden model of one requantizer transfer, built on `sw.intmath.requant`."""
-    out_bits = cfg.head_bits if head else cfg.act_bits
-    return int(requant(int(acc) + int(bias), int(shift), bool(leaky), out_bits))
-
-
 class Requantizer(wiring.Component):
     """Bias add, optional leaky ReLU, rounding right shift and saturation.
 
@@ -49,7 +42,7 @@ class Requantizer(wiring.Component):
     - ``y`` saturates to ``act_bits`` (int8) or, with ``head`` set, to ``head_bits``;
       `o.payload` is ``head_bits`` wide, int8 results sign-extended.
 
-    This equals ``sw.intmath.requant(acc + bias, shift, leaky, out_bits)`` for *every*
+    This equals ``hw.spec.intmath.requant(acc + bias, shift, leaky, out_bits)`` for *every*
     representable input, not only for those the numerics allow. Widths: ``acc`` and
     ``bias`` are ``acc_bits`` signed, so ``|a| <= 2**acc_bits`` fits ``acc_bits + 1``
     signed bits; ``|13 a| < 16 * 2**acc_bits`` fits ``acc_bits + 5`` signed bits; the

@@ -22,11 +22,11 @@ from pathlib import Path
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
-from hw.config import HwConfig, load_config
 from hw.linebuf import WindowGen
 from hw.mac_array import MacArray
 from hw.maxpool import MaxPool
 from hw.requant import Requantizer
+from hw.spec.config import HwConfig, load_config
 
 __all__ = ["BLOCKS", "Resources", "main", "synth_block", "synth_cells", "xc7_resources"]
 

@@ -1,4 +1,4 @@
-"""The device top: host link protocol (sw/protocol.py) over a byte stream, driving the
+"""The device top: host link protocol (hw/spec/protocol.py) over a byte stream, driving the
 layer engine (hw/engine.py, docs/engine.md).
 
 `DeviceTop(cfg)` takes request bytes on `rx` and gives reply bytes on `tx`; boards put a
@@ -30,30 +30,25 @@ sends a request, then waits for its reply. `engine=False` builds the link alone
 
 from __future__ import annotations
 
-import math
 import struct
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.config import HwConfig
 from hw.fifo import BlockRamFifo
 from hw.link import ErrCode, FrameReceiver, FrameSender, OpCode, PayloadReader, ReplyCode
-from sw import protocol
+from hw.spec import protocol
+from hw.spec.config import HwConfig
+from hw.spec.engine import out_value_bytes
 
-__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "out_value_bytes"]
+__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity"]
 
 #: Bumped with every change of the device's observable behaviour.
 GATEWARE_VERSION = 2
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
-
-
-def out_value_bytes(cfg: HwConfig, head: bool) -> int:
-    """Bytes per output value on the link: 1, or ceil(head_bits / 8) in head mode."""
-    return math.ceil(cfg.head_bits / 8) if head else 1
 
 
 def identity(cfg: HwConfig, engine: bool = True) -> protocol.Identity:

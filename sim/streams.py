@@ -22,7 +22,7 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from hw.config import DEFAULT, HwConfig
+from hw.spec.config import DEFAULT, HwConfig
 
 __all__ = [
     "FRAME_CONFIGS",

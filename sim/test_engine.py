@@ -18,16 +18,10 @@ import pytest
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from streams import Sink, Source, compare, config, params, run_streams, start
 
-from hw.config import DEFAULT, HwConfig
-from hw.engine import (
-    LayerEngine,
-    engine_cycles,
-    group_params,
-    group_size,
-    max_group,
-    param_bytes,
-    ref_engine,
-)
+from hw.engine import LayerEngine
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import engine_cycles, group_params, group_size, max_group, param_bytes
+from tests.reference import ref_engine
 
 #: Engine configs: the default build and a 4x4 one whose weight memory (144 words) is
 #: small enough that the group limit comes from it.

@@ -11,8 +11,9 @@ import pytest
 from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start, unpack
 
-from hw.config import HwConfig
-from hw.linebuf import WINDOW_LATENCY, WindowGen, ref_windows, window_layout
+from hw.linebuf import WINDOW_LATENCY, WindowGen, window_layout
+from hw.spec.config import HwConfig
+from tests.reference import ref_windows
 
 Frame = tuple[int, int, int, int, str]    # H, W, C, kernel size, data kind
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from streams import Sink, Source, compare, config, pack, params, run_streams, start, unpack
 
-from hw.config import DEFAULT, HwConfig
-from hw.mac_array import MacArray, mac_in_layout, mac_out_layout, ref_mac
+from hw.mac_array import MacArray, mac_in_layout, mac_out_layout
+from hw.spec.config import DEFAULT, HwConfig
+from tests.reference import ref_mac
 
 Group = tuple[np.ndarray, np.ndarray]     # x (n, C), w (n, R, C)
 

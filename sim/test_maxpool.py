@@ -11,8 +11,9 @@ import pytest
 from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start
 
-from hw.config import HwConfig
-from hw.maxpool import MAXPOOL_LATENCY, MaxPool, maxpool_out_shape, ref_maxpool
+from hw.maxpool import MAXPOOL_LATENCY, MaxPool, maxpool_out_shape
+from hw.spec.config import HwConfig
+from tests.reference import ref_maxpool
 
 Frame = tuple[int, int, int, bool, str, bool]    # H, W, C, stride2, data kind, vertical
 

@@ -1,4 +1,4 @@
-"""Requantizer (hw/requant.py) against ref_requant (sw.intmath.requant), cocotb + Verilator."""
+"""Requantizer (hw/requant.py) against ref_requant (hw.spec.intmath.requant), cocotb + Verilator."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import cocotb
 import pytest
 from streams import Sink, Source, compare, config, pack, params, run_streams, start
 
-from hw.config import DEFAULT, HwConfig
-from hw.requant import REQUANT_LATENCY, Requantizer, ref_requant, requant_in_layout
+from hw.requant import REQUANT_LATENCY, Requantizer, requant_in_layout
+from hw.spec.config import DEFAULT, HwConfig
+from tests.reference import ref_requant
 
 Item = tuple[int, int, int, int, int]   # acc, bias, shift, leaky, head
 

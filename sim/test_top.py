@@ -4,7 +4,7 @@ corruption fuzz. The engine behind the link is tested through the C++ harness
 (tests/test_driver.py).
 
 Request bytes go in with random idle cycles, reply bytes are taken with random
-backpressure; replies are decoded with sw.protocol.FrameDecoder.
+backpressure; replies are decoded with hw.spec.protocol.FrameDecoder.
 """
 
 from __future__ import annotations
@@ -17,8 +17,18 @@ import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 from streams import config, params, start
 
+from hw.spec.protocol import (
+    MAX_PAYLOAD,
+    SYNC,
+    Err,
+    Frame,
+    FrameDecoder,
+    Op,
+    Reply,
+    Status,
+    encode_frame,
+)
 from hw.top import identity
-from sw.protocol import MAX_PAYLOAD, SYNC, Err, Frame, FrameDecoder, Op, Reply, Status, encode_frame
 
 TIMEOUT = 300
 
@@ -130,7 +140,7 @@ async def top_corruption_fuzz(dut: Any) -> None:
 def test_device_top() -> None:
     from harness import run_block
 
-    from hw.config import DEFAULT
+    from hw.spec.config import DEFAULT
     from hw.top import DeviceTop
 
     run_block(DeviceTop(DEFAULT, TIMEOUT, engine=False), "device_top", f"link-t{TIMEOUT}",

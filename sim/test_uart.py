@@ -13,8 +13,8 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from streams import config, params, start
 
-from hw.config import HwConfig
-from sw.protocol import Err, Frame, FrameDecoder, Op, Reply, encode_frame
+from hw.spec.config import HwConfig
+from hw.spec.protocol import Err, Frame, FrameDecoder, Op, Reply, encode_frame
 
 #: 100 MHz / 25 Mbaud: a 4-cycle bit, small enough for a quick simulation.
 CFG = HwConfig(uart_baud=25_000_000)

@@ -2,7 +2,7 @@
 
 Backends: `golden` (the NumPy integer model, bit-exact to the hardware), `fakequant`
 (the PyTorch fake-quant model, same integers), `float` (the float network), `sim` (the
-device through sw/driver.py: the Verilator simulator of the gateware, or with `--port`
+device through sw/runtime/device.py: the Verilator simulator of the gateware, or with `--port`
 the board on a serial port).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -22,21 +21,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw.config import ConfigError, HwConfig, load_config
-from sw.bundle import Bundle, BundleError
-from sw.darknet import DarknetError
-from sw.driver import DeviceError, LinkError
-from sw.pipeline import (
-    BACKENDS,
-    CALIB_DIR,
-    build_bundle,
-    default_bundle,
-    image_files,
-    load_float,
-    log,
-    make_backend,
-)
-from sw.postprocess import (
+from hw.spec.config import ConfigError, HwConfig, load_config
+from hw.spec.engine import PassError
+from sw.runtime import detect
+from sw.runtime.bundle import VERSION as BUNDLE_VERSION
+from sw.runtime.bundle import Bundle, BundleError
+from sw.runtime.darknet import DarknetError
+from sw.runtime.detect import BACKENDS, CALIB_DIR, Backend
+from sw.runtime.device import DeviceError
+from sw.runtime.link import LinkError
+from sw.runtime.postprocess import (
     ImageError,
     class_names,
     draw_detections,
@@ -44,7 +38,8 @@ from sw.postprocess import (
     save_image_atomic,
     to_coco_results,
 )
-from sw.weights import WeightsError, cache_dir, default_cfg, fetch_weights
+from sw.runtime.util import image_files, log, sha256_file, write_json_atomic
+from sw.runtime.weights import WeightsError, cache_dir, default_cfg, fetch_weights
 
 EXAMPLES = """examples:
   python sw/host.py --image dog.jpg                      # bundled sample, simulated RTL
@@ -93,44 +88,53 @@ def resolve_images(arg: str) -> list[Path]:
 
 
 def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
-    """The bundle to run: --bundle, else one built (and cached) from cfg/weights/calib."""
+    """The bundle to run: --bundle; else the shipped default bundle where its number
+    formats are the config's; else one calibrated from cfg / weights / calib and cached
+    under a key of everything that decides it (the quantizer and bundle versions and
+    options, the cfg, weights and calibration images' contents, the number formats)."""
     if args.bundle:
         return Bundle.load(args.bundle, expect=hw)
-    if not args.cfg and not args.weights and not args.calib:
+    custom = args.cfg or args.weights or args.calib
+    if not custom and (path := detect.shipped_bundle(hw)) is not None:
+        return Bundle.load(path, expect=hw)
+    from sw.quant.pipeline import build_bundle, default_bundle  # torch: only to quantize
+    from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions
+
+    if not custom:
         return Bundle.load(default_bundle(hw), expect=hw)
     cfg = Path(args.cfg) if args.cfg else default_cfg()
     weights = Path(args.weights) if args.weights else fetch_weights()
-    h = hashlib.sha256()
-    for f in (cfg, weights):
-        try:
-            h.update(f.read_bytes())
-        except OSError as e:
-            raise DarknetError(f"{f}: cannot read: {e.strerror}") from e
     calib = args.calib or CALIB_DIR
-    for f in image_files(calib):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:16]}-{hw.config_id_hex}.npz"
+    h = hashlib.sha256(f"quantizer {QUANTIZER_VERSION} bundle {BUNDLE_VERSION} "
+                       f"{QuantOptions().tag} numerics {hw.numerics_id_hex}".encode())
+    try:
+        for f in (cfg, weights, *image_files(calib)):
+            h.update(f"\0{f.name}\0{sha256_file(f)}".encode())
+    except OSError as e:
+        raise DarknetError(f"{e.filename}: cannot read: {e.strerror}") from e
+    path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:16]}.npz"
     if not path.exists():
         build_bundle(path, cfg, weights, calib, hw)
     return Bundle.load(path, expect=hw)
 
 
-def write_json_atomic(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
+    """The backend the arguments ask for; torch is imported only for float and fakequant."""
+    if args.backend == "float":
+        from sw.quant.pipeline import load_float, make_backend
+        net, model, _ = load_float(args.cfg, args.weights)
+        return make_backend("float", net=net, model=model)
+    bundle = get_bundle(args, hw)
+    if args.backend == "fakequant":
+        from sw.quant.pipeline import make_backend
+        return make_backend("fakequant", bundle)
+    return detect.make_backend(args.backend, bundle, hw, args.port)
 
 
 def run(args: argparse.Namespace) -> int:
     hw = load_config(args.hw_config)
     images = resolve_images(args.image)
-    if args.backend == "float":
-        net, model, _ = load_float(args.cfg, args.weights)
-        backend = make_backend("float", net=net, model=model)
-    else:
-        backend = make_backend(args.backend, get_bundle(args, hw), port=args.port)
+    backend = make_backend(args, hw)
     out = Path(args.out) if args.out else None
     staging = None
     if out:  # annotated images go to a staging folder, moved into place at the end
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _detect_all(images: list[Path], backend, args: argparse.Namespace, out: Path | None,
+def _detect_all(images: list[Path], backend: Backend, args: argparse.Namespace, out: Path | None,
                 staging: Path | None) -> int:
     names = class_names()
     results, annotated = [], []
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ImageError, DarknetError, BundleError, ConfigError, WeightsError,
-            FileNotFoundError, LinkError, DeviceError) as e:
+            FileNotFoundError, LinkError, DeviceError, PassError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

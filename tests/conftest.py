@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from sw.darknet import ConvWeights, Network, parse_cfg
-from sw.model import FloatModel
-from sw.quant import QuantOptions, calibrate, quantize_network
+from hw.spec.config import HwConfig
+from sw.quant.calib import calibrate
+from sw.quant.model import FloatModel
+from sw.quant.ptq import QuantOptions, quantize_network
+from sw.runtime.darknet import ConvWeights, Network, parse_cfg
 
 # Every layer type the project supports: 3x3 and 1x1 convs, a reduction longer than the
 # golden model's exact float32 chunk (layer 5: 3*3*130 = 1170 terms), maxpool stride 2 and
@@ -159,8 +160,14 @@ def small_net() -> Network:
 
 
 @pytest.fixture(scope="session")
-def small_model(small_net: Network) -> FloatModel:
-    return FloatModel(small_net, random_params(small_net)).eval()
+def small_params(small_net: Network) -> list[ConvWeights]:
+    """The small network's (random) Darknet weights."""
+    return random_params(small_net)
+
+
+@pytest.fixture(scope="session")
+def small_model(small_net: Network, small_params: list[ConvWeights]) -> FloatModel:
+    return FloatModel(small_net, small_params).eval()
 
 
 def small_bundle(net: Network, model: FloatModel, opts: QuantOptions = QuantOptions(),
@@ -172,13 +179,13 @@ def small_bundle(net: Network, model: FloatModel, opts: QuantOptions = QuantOpti
 @pytest.fixture(scope="session")
 def pretrained():
     """(network, float model) of the fetched pretrained Tiny-YOLOv3 (fetched on first use)."""
-    from sw.pipeline import load_float
+    from sw.quant.pipeline import load_float
     net, model, _ = load_float()
     return net, model
 
 
 @pytest.fixture(scope="session")
 def pretrained_bundle():
-    from sw.bundle import Bundle
-    from sw.pipeline import default_bundle
+    from sw.quant.pipeline import default_bundle
+    from sw.runtime.bundle import Bundle
     return Bundle.load(default_bundle())

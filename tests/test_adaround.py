@@ -1,4 +1,4 @@
-"""AdaRound (sw.adaround): only the rounding of the integer weights changes, no layer's
+"""AdaRound (sw.quant.adaround): only the rounding of the integer weights changes, no layer's
 reconstruction loss rises, and the exported bundle stays bit-exact in the golden model."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sw import intmath
-from sw.adaround import (
+from hw.spec import intmath
+from sw.quant.adaround import (
     AdaRoundOptions,
     _inverse_h,
     adaround,
@@ -22,9 +22,9 @@ from sw.adaround import (
     reference_model,
     rounding_regularizer,
 )
-from sw.golden import GoldenModel, im2col
-from sw.model import FakeQuantModel, FloatModel
-from sw.quant import QuantOptions
+from sw.quant.model import FakeQuantModel, FloatModel
+from sw.quant.ptq import QuantOptions
+from sw.runtime.golden import GoldenModel, im2col
 from tests.conftest import random_images, random_params, small_bundle
 
 FAST = AdaRoundOptions(iters=60, batch=64, positions=2048, bias_iters=20)
@@ -42,7 +42,7 @@ def test_only_the_rounding_changes(small_net, small_model, rounded):
     ptq, ada, results, _ = rounded
     assert ada.layers == ptq.layers                      # f_in, f_out, graph
     params = small_model.fused_params()
-    w_max = ptq.config.weight_max
+    w_max = ptq.numerics.weight_max
     for i in small_net.conv_indices:
         assert np.array_equal(ada.f_w(i), ptq.f_w(i))
         assert np.array_equal(ada.shift(i), ptq.shift(i))
@@ -52,7 +52,7 @@ def test_only_the_rounding_changes(small_net, small_model, rounded):
         assert np.all((w == np.clip(np.floor(ws), -w_max, w_max))
                       | (w == np.clip(np.floor(ws) + 1, -w_max, w_max))), i
         assert np.abs(w - ptq.weight(i)).max() <= 1, i
-        assert np.abs(ada.bias(i)).max() <= ptq.config.bias_limit
+        assert np.abs(ada.bias(i)).max() <= ptq.numerics.bias_limit
     assert [r.layer for r in results] == small_net.conv_indices
     assert ada.manifest["quantization"]["adaround"]["iters"] == FAST.iters
 

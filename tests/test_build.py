@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from boards import BOARDS
 from hw import build as hwb
 from hw.build import BoardCore, ClockError, check_fit, ecp5_pll, main, mmcm_plan, parse_nextpnr_fmax
-from hw.config import DEFAULT, HwConfig
+from hw.spec.config import DEFAULT, HwConfig
 
 
 def _write_config(tmp_path: Path, **fields: int) -> Path:

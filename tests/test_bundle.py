@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from sw.bundle import Bundle, BundleError
+from hw.spec.config import HwConfig
+from sw.runtime.bundle import Bundle, BundleError
 from tests.conftest import small_bundle
 
 
@@ -46,11 +46,21 @@ def test_contents(bundle):
             assert 0 <= s.min() and s.max() <= HwConfig().max_shift
 
 
-def test_config_mismatch(tmp_path, bundle):
+def test_bundle_serves_every_config_of_its_numerics(tmp_path, bundle):
+    """A bundle records the number formats, not the build: another array size, clock or
+    baud rate (the ULX3S config) computes the same integers and takes the same bundle."""
     path = bundle.save(tmp_path / "b.npz")
-    other = HwConfig(array_rows=4)
-    with pytest.raises(BundleError, match=f"made for HwConfig {HwConfig().config_id_hex}, "
-                                          f"the hardware is {other.config_id_hex}"):
+    assert bundle.manifest["numerics_id"] == HwConfig().numerics_id_hex
+    for other in (HwConfig(array_rows=4), HwConfig(clock_hz=45_000_000, uart_baud=3_000_000)):
+        assert other.config_id != HwConfig().config_id
+        assert Bundle.load(path, expect=other).content_hash == bundle.content_hash
+
+
+def test_numerics_mismatch(tmp_path, bundle):
+    path = bundle.save(tmp_path / "b.npz")
+    other = HwConfig(head_bits=12)
+    with pytest.raises(BundleError, match=f"made for numerics {HwConfig().numerics_id_hex} .*"
+                                          f"computes with {other.numerics_id_hex}"):
         Bundle.load(path, expect=other)
 
 
@@ -86,7 +96,7 @@ def _rewrite(tmp_path, bundle, edit_manifest=None, edit_arrays=None, rehash=True
     if edit_arrays:
         edit_arrays(arrays)
     if rehash:
-        from sw.bundle import _content_hash
+        from sw.runtime.bundle import _content_hash
         manifest["content_hash"] = _content_hash(manifest, arrays)
     path = tmp_path / "edited.npz"
     blob = np.frombuffer(json.dumps(manifest).encode(), np.uint8)
@@ -101,7 +111,7 @@ def _rewrite(tmp_path, bundle, edit_manifest=None, edit_arrays=None, rehash=True
     (lambda m: m["layers"][13].update(layers=[12, 9]), "layer 13"),
     (lambda m: m["layers"][0].update(kind="shortcut"), "unknown kind"),
     (lambda m: m["layers"][8].update(out_bits=8), "layer 8: out_bits 8"),
-    (lambda m: m["hw_config"].update(array_rows=4), "hw_config does not match"),
+    (lambda m: m["numerics"].update(head_bits=12), "numerics do not match"),
 ])
 def test_inconsistent_manifest(tmp_path, bundle, edit, needle):
     path = _rewrite(tmp_path, bundle, edit_manifest=edit)

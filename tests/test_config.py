@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hw.config import DEFAULT, ConfigError, HwConfig, load_config
+from hw.spec.config import DEFAULT, ConfigError, HwConfig, load_config
 
 
 def test_frozen_and_derived():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw.darknet import (
+from sw.runtime.darknet import (
     BN_EPS,
     Conv,
     DarknetError,
@@ -21,7 +21,7 @@ from sw.darknet import (
     read_weights,
     write_weights,
 )
-from sw.weights import default_cfg
+from sw.runtime.weights import default_cfg
 from tests.conftest import SMALL_CFG, random_params
 
 

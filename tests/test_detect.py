@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sw.pipeline import CALIB_DIR, make_backend
-from sw.postprocess import box_iou, class_names, load_image
+from sw.quant.pipeline import make_backend
+from sw.runtime.detect import CALIB_DIR
+from sw.runtime.postprocess import box_iou, class_names, load_image
 
 
 def _xyxy(d):

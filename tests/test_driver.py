@@ -1,4 +1,4 @@
-"""sw/driver.py over SimLink: the Verilator simulator of DeviceTop behind a pipe.
+"""sw/runtime/device.py over SimLink: the Verilator simulator of DeviceTop behind a pipe.
 
 The simulator is built once (cached in sim/sim_build/) for the default HwConfig.
 """
@@ -11,20 +11,14 @@ import struct
 import numpy as np
 import pytest
 
-from hw.config import DEFAULT, HwConfig
+from hw.spec import protocol
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import PassError
+from hw.spec.protocol import MAX_PAYLOAD, SYNC, Err, Frame, FrameDecoder, Op, Reply, encode_frame
 from hw.top import identity
-from sw import protocol
-from sw.driver import (
-    ConfigMismatchError,
-    Device,
-    DeviceError,
-    Link,
-    LinkError,
-    LinkTimeout,
-    SerialLink,
-    SimLink,
-)
-from sw.protocol import MAX_PAYLOAD, SYNC, Err, Frame, FrameDecoder, Op, Reply, encode_frame
+from sw.runtime.device import ConfigMismatchError, Device, DeviceError
+from sw.runtime.link import Link, LinkError, LinkTimeout, SerialLink, SimLink
+from sw.runtime.scheduler import run_network
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +213,8 @@ def test_serial_link_errors_clearly():
     (40, 40, 1, 1, 3, True, False, 0),      # 1600 outputs: DATA frames plus the final OK
 ])
 def test_engine_pass_matches_golden(dev, h, w, cin, cout, k, leaky, head, pool):
-    from hw.engine import engine_cycles, ref_engine
+    from hw.spec.engine import engine_cycles
+    from tests.reference import ref_engine
 
     rng = np.random.default_rng(h * 1000 + cin)
     x = rng.integers(-128, 128, (h, w, cin)).astype(np.int8)
@@ -235,7 +230,7 @@ def test_engine_pass_matches_golden(dev, h, w, cin, cout, k, leaky, head, pool):
 
 
 def test_engine_order_errors(dev):
-    from hw.engine import ref_engine
+    from tests.reference import ref_engine
 
     x = np.ones((2, 2, 1), np.int8)
     wt = np.ones((1, 1, 1, 1), np.int8)
@@ -265,7 +260,7 @@ def test_engine_order_errors(dev):
     (DEFAULT.max_width, 2, DEFAULT.line_buffer_depth // DEFAULT.max_width + 1, 1, 1, 0, 0, 0),
 ])
 def test_layer_config_outside_limits_is_refused(dev, shape):
-    from hw.engine import ref_engine
+    from tests.reference import ref_engine
 
     with pytest.raises(DeviceError, match="BAD_LAYER.*LAYER_CONFIG"):
         dev.request(Op.LAYER_CONFIG, struct.pack(protocol.LAYER_FORMAT, *shape))
@@ -281,15 +276,15 @@ def test_layer_config_outside_limits_is_refused(dev, shape):
 
 
 def test_run_network_matches_golden(link, small_net, small_model):
-    from sw import intmath
-    from sw.golden import GoldenModel
+    from hw.spec import intmath
+    from sw.runtime.golden import GoldenModel
 
     from .conftest import random_images, small_bundle
 
     bundle = small_bundle(small_net, small_model)
     xq = intmath.quantize_input(random_images(1, small_net.width, seed=4)[0])
     dev = Device(link, timeout=10.0)
-    run = dev.run_network(bundle, xq)
+    run = run_network(dev, DEFAULT, bundle, xq)
     want = GoldenModel(bundle).run(xq)
     assert len(run.outputs) == len(want)
     for i, (a, e) in enumerate(zip(run.outputs, want, strict=True)):
@@ -300,7 +295,7 @@ def test_run_network_matches_golden(link, small_net, small_model):
         assert s.cycles >= 0.99 * s.model_cycles > 0 and 0 < s.utilization <= 1
         assert s.bytes_out > 0 and s.bytes_in > 0
     # with fused max pools: the same outputs, the fused convs' own outputs left out
-    fused = dev.run_network(bundle, xq, fuse_pool=True)
+    fused = run_network(dev, DEFAULT, bundle, xq, fuse_pool=True)
     pools = {s.layer: s.pool for s in fused.stats if s.pool}
     assert 1 in pools.values()                  # (its stride-1 pool follows a route source)
     for i, (a, e) in enumerate(zip(fused.outputs, want, strict=True)):
@@ -312,17 +307,24 @@ def test_run_network_matches_golden(link, small_net, small_model):
 
 
 def test_run_network_refuses_other_config(link, small_net, small_model):
+    """The device must identify as the config the host expects, and the bundle must be
+    quantized for that config's number formats."""
+    from sw.runtime.bundle import BundleError
+
     from .conftest import small_bundle
 
-    bundle = small_bundle(small_net, small_model, hw=HwConfig(array_rows=4, array_cols=4))
+    bundle = small_bundle(small_net, small_model)
     x = np.zeros(bundle.input_shape, np.int8)
     with pytest.raises(ConfigMismatchError):
-        Device(link).run_network(bundle, x)
+        run_network(Device(link), HwConfig(array_rows=4, array_cols=4), bundle, x)
+    other = small_bundle(small_net, small_model, hw=HwConfig(head_bits=12))
+    with pytest.raises(BundleError, match="made for numerics"):
+        run_network(Device(link), DEFAULT, other, x)
 
 
 def test_sim_backend_equals_golden(small_net, small_model):
     """The pipeline's "sim" backend gives the golden backend's head outputs exactly."""
-    from sw.pipeline import make_backend
+    from sw.quant.pipeline import make_backend
 
     from .conftest import random_images, small_bundle
 
@@ -336,10 +338,10 @@ def test_sim_backend_equals_golden(small_net, small_model):
 def test_run_group_rejects_what_the_engine_cannot_run(dev):
     x = np.zeros((4, 4, 256), np.int8)
     sent = dev.bytes_out
-    with pytest.raises(ValueError, match="exceeds the engine's group size 16"):
+    with pytest.raises(PassError, match="exceeds the engine's group size 16"):
         dev.run_group(x, np.zeros((17, 3, 3, 256), np.int8), np.zeros(17), np.zeros(17),
                       leaky=True, head=False, cfg=DEFAULT)
-    with pytest.raises(ValueError, match="pools only int8"):
+    with pytest.raises(PassError, match="pools only int8"):
         dev.run_group(x, np.zeros((1, 1, 1, 256), np.int8), np.zeros(1), np.zeros(1),
                       leaky=False, head=True, pool=1, cfg=DEFAULT)
     assert dev.bytes_out == sent                  # refused before anything was sent

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from sw.eval import coco_map, matched, sqnr_db
-from sw.postprocess import Detection
+from sw.eval.evaluate import coco_map, matched
+from sw.quant.tune import sqnr_db
+from sw.runtime.postprocess import Detection
 
 
 def _gt(boxes):
@@ -54,9 +55,10 @@ def test_eval_cli_end_to_end(tmp_path, pretrained, pretrained_bundle, capsys):
     import json
     import shutil
 
-    from sw.eval import AGREE_CONF, main
-    from sw.pipeline import CALIB_DIR, make_backend
-    from sw.postprocess import COCO80_TO_91, class_names, load_image
+    from sw.eval.evaluate import AGREE_CONF, main
+    from sw.quant.pipeline import make_backend
+    from sw.runtime.detect import CALIB_DIR
+    from sw.runtime.postprocess import COCO80_TO_91, class_names, load_image
 
     net, model = pretrained
     backend = make_backend("float", net=net, model=model)
@@ -89,7 +91,7 @@ def test_eval_cli_end_to_end(tmp_path, pretrained, pretrained_bundle, capsys):
 
 
 def test_eval_cli_rejects_bad_variant(tmp_path):
-    from sw.eval import main
+    from sw.eval.evaluate import main
     with pytest.raises(SystemExit) as e:
         main(["--images", str(tmp_path), "--ann", str(tmp_path), "--variants", "row-max"])
     assert e.value.code == 2
@@ -124,7 +126,7 @@ def _synthetic(n_img=20, seed=0):
 
 def test_image_eval_equals_coco_map_with_fresh_ids():
     """Scoring a multiset of images = coco_map on explicitly duplicated, renumbered images."""
-    from sw.eval import ImageEval
+    from sw.eval.evaluate import ImageEval
 
     gt, dets = _synthetic()
     ie = ImageEval(gt, dets)
@@ -146,7 +148,7 @@ def test_image_eval_equals_coco_map_with_fresh_ids():
 
 
 def test_bootstrap_intervals():
-    from sw.eval import bootstrap_map
+    from sw.eval.evaluate import bootstrap_map
 
     gt, dets = _synthetic(30)
     worse = [d for k, d in enumerate(dets) if k % 3]  # drop a third of the detections
@@ -167,7 +169,7 @@ def test_bootstrap_intervals():
 
 
 def test_bootstrap_errors():
-    from sw.eval import bootstrap_map, percentile_interval, resample_indices
+    from sw.eval.evaluate import bootstrap_map, percentile_interval, resample_indices
 
     gt, dets = _synthetic(5)
     with pytest.raises(ValueError, match="no images"):
@@ -186,7 +188,7 @@ def test_bootstrap_errors():
 
 
 def test_markdown_prints_bootstrap_intervals():
-    from sw.eval import markdown
+    from sw.eval.evaluate import markdown
 
     rows = [{"backend": "float", "mAP50": 0.5, "mAP50_95": 0.25, "s_per_image": 0.1,
              "ci": {"mAP50": (0.4, 0.6), "mAP50_95": (0.2, 0.3)}},
@@ -205,7 +207,7 @@ def test_markdown_prints_bootstrap_intervals():
 
 
 def test_eval_cli_rejects_negative_bootstrap(tmp_path):
-    from sw.eval import main
+    from sw.eval.evaluate import main
     with pytest.raises(SystemExit) as e:
         main(["--images", str(tmp_path), "--ann", str(tmp_path), "--bootstrap", "-2"])
     assert e.value.code == 2

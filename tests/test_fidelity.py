@@ -1,12 +1,14 @@
-"""Label-free fidelity on views of images (sw.fidelity)."""
+"""Label-free fidelity on views of images (sw.eval.fidelity)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sw.fidelity import evaluate, main, markdown, views
-from sw.pipeline import CALIB_DIR, make_backend
+from sw.eval.fidelity import evaluate, main, markdown
+from sw.quant.pipeline import make_backend
+from sw.quant.views import views
+from sw.runtime.detect import CALIB_DIR
 
 
 def test_views_are_the_image_its_mirror_and_seeded_crops():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sw import intmath
-from sw.golden import EXACT_TERMS, GoldenModel, conv_acc, maxpool, upsample
-from sw.model import FakeQuantModel
-from sw.quant import QuantOptions
+from hw.spec import intmath
+from sw.quant.model import FakeQuantModel
+from sw.quant.ptq import QuantOptions
+from sw.runtime.golden import EXACT_TERMS, GoldenModel, conv_acc, maxpool, upsample
 from tests.conftest import random_images, small_bundle
 
 
@@ -109,8 +109,8 @@ def test_golden_rejects_wrong_input(small_net, small_model):
 
 def test_golden_equals_fakequant_full_frame_pretrained(pretrained_bundle):
     """A whole 416x416 Tiny-YOLOv3 frame (dog.jpg), every layer bit for bit."""
-    from sw.pipeline import CALIB_DIR
-    from sw.postprocess import letterbox, load_image
+    from sw.runtime.detect import CALIB_DIR
+    from sw.runtime.postprocess import letterbox, load_image
     lb, _ = letterbox(load_image(CALIB_DIR / "dog.jpg"), 416)
     x = intmath.quantize_input(lb)
     g = GoldenModel(pretrained_bundle).run(x)

@@ -11,20 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from hw.config import HwConfig
-from sw.postprocess import COCO80_TO_91, class_names
+from hw.spec.config import HwConfig
+from sw.runtime.postprocess import COCO80_TO_91, class_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def host(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def host(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+         ) -> subprocess.CompletedProcess:
     """Run the CLI; the golden backend unless the call names one (the default, the
     simulated RTL, takes minutes per frame: tests/test_driver.py and sim/ cover it)."""
     if "--backend" not in args:
         args = ("--backend", "golden", *args)
     return subprocess.run([sys.executable, str(ROOT / "sw" / "host.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": ""})
+                          env={**os.environ, "PYTHONPATH": "", **(env or {})})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -104,12 +105,12 @@ def test_bad_bundle_and_config(tmp_path, pretrained_bundle):
     (tmp_path / "b.npz").write_bytes(b"PK\x03\x04garbage")
     r = host("--image", "dog.jpg", "--bundle", str(tmp_path / "b.npz"))
     assert r.returncode == 2 and "corrupt" in r.stderr
-    other = tmp_path / "hw4.json"
-    HwConfig(array_rows=4).save(other)
+    other = tmp_path / "head12.json"
+    HwConfig(head_bits=12).save(other)
     good = tmp_path / "good.npz"
     pretrained_bundle.save(good)
     r = host("--image", "dog.jpg", "--bundle", str(good), "--hw-config", str(other))
-    assert r.returncode == 2 and "re-quantize" in r.stderr
+    assert r.returncode == 2 and "quantize the network again" in r.stderr
     (tmp_path / "bad.json").write_text("{")
     r = host("--image", "dog.jpg", "--hw-config", str(tmp_path / "bad.json"))
     assert r.returncode == 2 and "invalid JSON" in r.stderr
@@ -123,7 +124,7 @@ def test_bad_cfg_and_weights(tmp_path):
     (tmp_path / "w.weights").write_bytes(b"\0" * 64)
     r = host("--image", "dog.jpg", "--cfg", str(cfg), "--weights", str(tmp_path / "w.weights"))
     assert r.returncode == 2 and "bad.cfg:6:" in r.stderr
-    good_cfg = ROOT / "sw" / "data" / "yolov3-tiny.cfg"
+    good_cfg = ROOT / "sw" / "runtime" / "data" / "yolov3-tiny.cfg"
     r = host("--image", "dog.jpg", "--cfg", str(good_cfg), "--weights",
              str(tmp_path / "w.weights"))
     assert r.returncode == 2 and "truncated" in r.stderr
@@ -137,15 +138,26 @@ def test_argument_errors():
 
 
 def test_own_calibration_folder_builds_its_own_bundle(tmp_path):
-    from sw.bundle import Bundle
-    from sw.weights import cache_dir
+    """--calib builds a bundle cached under a key of the images' contents (a fresh cache
+    here; the weights are the fetched ones, named explicitly)."""
+    from sw.runtime.bundle import Bundle
+    from sw.runtime.weights import fetch_weights
     calib = tmp_path / "calib"
     calib.mkdir()
     for name in ("eagle.jpg", "horses.jpg"):
         shutil.copy(ROOT / "assets" / name, calib / f"mine-{name}")
-    r = host("--image", "dog.jpg", "--calib", str(calib))
+    cache = tmp_path / "cache"
+    args = ("--image", "dog.jpg", "--calib", str(calib), "--weights", str(fetch_weights()))
+    r = host(*args, env={"TINYYOLO_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
-    assert "dog" in r.stdout
-    made = [Bundle.load(p) for p in (cache_dir() / "bundles").glob("custom-*.npz")]
-    assert any(b.manifest["provenance"]["calibration"] == ["mine-eagle.jpg", "mine-horses.jpg"]
-               for b in made)
+    assert "dog" in r.stdout and "calibrating on 2 images" in r.stderr
+    (path,) = (cache / "bundles").glob("custom-*.npz")
+    calibration = Bundle.load(path).manifest["provenance"]["calibration"]
+    assert calibration == ["mine-eagle.jpg", "mine-horses.jpg"]
+    r = host(*args, env={"TINYYOLO_CACHE": str(cache)})        # cached: no calibration
+    assert r.returncode == 0 and "calibrating" not in r.stderr, r.stderr
+    # the key is the images' contents: another image under the same name is a new bundle
+    shutil.copy(ROOT / "assets" / "kite.jpg", calib / "mine-horses.jpg")
+    r = host(*args, env={"TINYYOLO_CACHE": str(cache)})
+    assert r.returncode == 0 and "calibrating on 2 images" in r.stderr, r.stderr
+    assert len(list((cache / "bundles").glob("custom-*.npz"))) == 2

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.config import HwConfig
-from hw.engine import LayerEngine, group_params, group_size, param_bytes, ref_engine
+from hw.engine import LayerEngine
+from hw.spec.config import HwConfig
+from hw.spec.engine import group_params, group_size, param_bytes
+from tests.reference import ref_engine
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)

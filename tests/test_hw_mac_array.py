@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.config import HwConfig
-from hw.mac_array import MacArray, conv_layer_utilization, ref_mac
+from hw.mac_array import MacArray
+from hw.spec.config import HwConfig
+from tests.reference import ref_mac
 
 
 @pytest.mark.parametrize(("rows", "cols"), [(2, 3), (4, 4)])
@@ -38,9 +39,3 @@ def test_mac_array_matches_reference(rows: int, cols: int) -> None:
     sim.run()
     assert got == [ref_mac(x, w).tolist() for x, w in groups]
 
-
-def test_utilization_of_channel_padding() -> None:
-    cfg = HwConfig(array_rows=8, array_cols=8)
-    assert conv_layer_utilization(cfg, 416, 416, 3, 16, 3) == pytest.approx(3 / 8)
-    assert conv_layer_utilization(cfg, 13, 13, 512, 255, 1) == pytest.approx(255 / 256)
-    assert conv_layer_utilization(cfg, 26, 26, 256, 512, 3) == pytest.approx(1.0)

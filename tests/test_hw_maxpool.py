@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.config import HwConfig
-from hw.maxpool import MaxPool, ref_maxpool
+from hw.maxpool import MaxPool
+from hw.spec.config import HwConfig
+from tests.reference import ref_maxpool
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=8,
                line_buffer_depth=32)

@@ -11,7 +11,7 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from hw.link import FrameReceiver, PayloadReader
-from sw.protocol import MAX_PAYLOAD, Op, encode_frame
+from hw.spec.protocol import MAX_PAYLOAD, Op, encode_frame
 
 
 class _Dut:

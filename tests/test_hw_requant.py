@@ -6,8 +6,9 @@ import random
 
 from amaranth.sim import Simulator
 
-from hw.config import DEFAULT
-from hw.requant import REQUANT_LATENCY, Requantizer, ref_requant
+from hw.requant import REQUANT_LATENCY, Requantizer
+from hw.spec.config import DEFAULT
+from tests.reference import ref_requant
 
 
 def test_requant_matches_reference() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sw import intmath
+from hw.spec import intmath
 
 
 def ref_round_shift(x: int, s: int) -> int:

@@ -1,4 +1,4 @@
-"""Tests for sw.postprocess."""
+"""Tests for sw.runtime.postprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sw.postprocess import (
+from sw.runtime.postprocess import (
     COCO80_TO_91,
     Detection,
     HeadSpec,

@@ -1,4 +1,4 @@
-"""sw/protocol.py: CRC vectors, frame round trips, resync after garbage, truncation."""
+"""hw/spec/protocol.py: CRC vectors, frame round trips, resync after garbage, truncation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sw.protocol import (
+from hw.spec.protocol import (
     MAX_PAYLOAD,
     SYNC,
     TIMEOUT_BYTE_TIMES,

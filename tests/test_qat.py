@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from sw import intmath
-from sw.golden import GoldenModel
-from sw.model import FakeQuantModel, scale_groups
-from sw.qat import QATModel, QatOptions, distill
+from hw.spec import intmath
+from sw.quant.model import FakeQuantModel
+from sw.quant.qat import QATModel, QatOptions, distill
+from sw.runtime.golden import GoldenModel
+from sw.runtime.graph import scale_groups
 from tests.conftest import random_images, small_bundle
 
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from sw.quant import QuantOptions, frac_bits_for_max
+from hw.spec.config import HwConfig
+from sw.quant.calib import frac_bits_for_max
+from sw.quant.ptq import QuantOptions
 from tests.conftest import small_bundle
 
 
@@ -75,7 +76,7 @@ def test_quantization_error_is_small(small_net, small_model):
 def test_shift_range_respected_for_narrow_shift_config(small_net, small_model):
     hw = HwConfig(shift_bits=3)  # max shift 7 forces the constraint loop to act
     b = small_bundle(small_net, small_model, hw=hw)
-    assert b.manifest["hw_config_id"] == hw.config_id_hex
+    assert b.manifest["numerics_id"] == hw.numerics_id_hex
     for i, layer in enumerate(b.layers):
         if layer["kind"] == "conv":
             assert 0 <= b.shift(i).min() and b.shift(i).max() <= 7
@@ -141,7 +142,8 @@ def test_std_m_recorded_only_where_used(small_net, small_model):
 
 
 def test_pow2_frac_bits_matches_the_bundle(small_net, small_model):
-    from sw.quant import calibrate, pow2_frac_bits
+    from sw.quant.calib import calibrate
+    from sw.quant.ptq import pow2_frac_bits
     from tests.conftest import random_images
 
     cal = calibrate(small_model, random_images(4, small_net.width))

@@ -1,4 +1,4 @@
-"""`python -m sw.quantize`: a variant tag selects every option, tuning steps included."""
+"""`python -m sw.quant.quantize`: a variant tag selects every option, tuning steps included."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sw.bundle import Bundle
-from sw.darknet import write_weights
-from sw.quantize import main
+from sw.quant.quantize import main
+from sw.runtime.bundle import Bundle
+from sw.runtime.darknet import write_weights
 from tests.conftest import SMALL_CFG, random_images, random_params
 
 

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from hw.config import HwConfig
-from sw import intmath
-from sw.golden import GoldenModel
-from sw.quant import Calibration, QuantOptions, act_clip, calibrate, quantize_network
-from sw.study import (
+from hw.spec import intmath
+from hw.spec.config import HwConfig
+from sw.eval.study import (
     METHODS,
     STYLES,
     StudyConfig,
@@ -27,6 +25,9 @@ from sw.study import (
     plot,
     split_images,
 )
+from sw.quant.calib import Calibration, act_clip, calibrate
+from sw.quant.ptq import QuantOptions, quantize_network
+from sw.runtime.golden import GoldenModel
 from tests.conftest import random_images
 
 BITS = (4, 6, 8, 12, 16)
@@ -134,8 +135,8 @@ def test_routes_share_one_real_scale(small_net, small_model, small_cal):
 
 
 def test_accumulator_bound_is_checked(small_net, small_model, small_cal, monkeypatch):
-    import sw.study
-    monkeypatch.setattr(sw.study, "FLOAT_EXACT", 1 << 30)
+    import sw.eval.study
+    monkeypatch.setattr(sw.eval.study, "FLOAT_EXACT", 1 << 30)
     with pytest.raises(ValueError, match="not exact in float64"):
         StudyModel(small_net, small_model, small_cal, StudyConfig(16, "max", "float"))
 

@@ -1,4 +1,4 @@
-"""Calibration-time tuning (sw.tune): equalization keeps the float function, tuned bundles
+"""Calibration-time tuning (sw.quant.tune): equalization keeps the float function, tuned bundles
 stay bit-exact in the golden model, and the f search never worsens its objective."""
 
 from __future__ import annotations
@@ -6,19 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw.config import HwConfig
-from sw import intmath, tune
-from sw.golden import GoldenModel
-from sw.model import FakeQuantModel, network_kinds, scale_groups
-from sw.pipeline import float_heads
-from sw.quant import QuantOptions, calibrate, quantize_network
+from hw.spec import intmath
+from hw.spec.config import HwConfig
+from sw.quant import tune
+from sw.quant.calib import calibrate
+from sw.quant.model import FakeQuantModel, float_heads
+from sw.quant.ptq import QuantOptions, quantize_network
+from sw.runtime.golden import GoldenModel
+from sw.runtime.graph import conv_inputs, network_kinds, scale_groups
 from tests.conftest import random_images, small_bundle
 
 
 def test_conv_inputs_follow_the_route_graph(small_net, small_model):
     kinds = network_kinds(small_net)
     channels = {i: w.shape[0] for i, (w, _) in small_model.fused_params().items()}
-    ins = tune.conv_inputs(kinds, channels)
+    ins = conv_inputs(kinds, channels)
     assert ins[0] == []                       # the network input
     assert ins[2] == [(0, 0)]                 # through a maxpool
     assert ins[8] == [(7, 0)]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sw import weights
-from sw.weights import WeightsError, fetch_weights
+from sw.runtime import weights
+from sw.runtime.weights import WeightsError, fetch_weights
 
 FAKE = b"darknet weights" * 100
 

@@ -1,6 +1,6 @@
 // Verilator harness of DeviceTop: protocol bytes on stdin go to the device's rx stream,
 // bytes from its tx stream go to stdout (both binary). Built and cached by
-// sw/driver.py (build_harness); top-level ports are plain: clk, rst, rx_valid, rx_ready,
+// sw/runtime/device.py (build_harness); top-level ports are plain: clk, rst, rx_valid, rx_ready,
 // rx_payload, tx_valid, tx_ready, tx_payload, active (a received frame is being executed).
 //
 // Time: the clock runs while there is work: input queued, a frame being executed

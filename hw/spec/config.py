@@ -2,10 +2,15 @@
 
 `HwConfig` is frozen; every number the gateware, golden model, quantizer, bundle
 writer, testbenches and driver need comes from its fields or from properties derived
-from them. `config_id` is a stable 32-bit hash of the fields: the gateware exposes it,
-bundles record it, and the driver refuses a bundle or a device whose id differs.
+from them. Two ids come from it:
 
-Pure Python on purpose (no Amaranth import), so the software side can read it.
+- `config_id`, a stable 32-bit hash of all fields: the gateware exposes it and the driver
+  refuses a device (simulator or bitstream) built for another config;
+- `numerics_id`, a hash of the number formats alone (`Numerics`, the fields that change
+  integer results): bundles record it, so one bundle runs on every build that computes
+  the same integers (another array size, clock or baud rate).
+
+Part of the contract layer (`hw.spec`): plain Python, no Amaranth, nothing else of ours.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT", "ConfigError", "HwConfig", "load_config"]
+__all__ = ["DEFAULT", "ConfigError", "HwConfig", "Numerics", "load_config"]
 
 #: Bumped when the meaning of a field changes, so old ids never collide with new ones.
 CONFIG_SCHEMA = 1
@@ -27,40 +32,33 @@ class ConfigError(ValueError):
     """A hardware config that cannot be built or loaded."""
 
 
-@dataclass(frozen=True)
-class HwConfig:
-    """Hardware parameters of one accelerator build.
+def _hash_id(kind: int | str, fields: dict[str, int]) -> int:
+    blob = json.dumps({"schema": kind, **fields}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "big")
 
-    Numerics (see docs/numerics.md): activations are `act_bits` signed, weights
-    `weight_bits` signed and symmetric, accumulators `acc_bits` signed, biases bounded
-    by `bias_limit`, requantization shifts are `shift_bits` unsigned. The detection
-    heads (linear layers) leave the requantizer as `head_bits` signed integers.
+
+@dataclass(frozen=True)
+class Numerics:
+    """The number formats: everything that changes the integers a network computes.
+
+    Activations are `act_bits` signed, weights `weight_bits` signed and symmetric,
+    accumulators `acc_bits` signed, biases bounded by `bias_limit`, requantization shifts
+    are `shift_bits` unsigned. The detection heads (linear layers) leave the requantizer
+    as `head_bits` signed integers (see docs/numerics.md).
     """
 
-    # MAC array: `array_rows` output channels x `array_cols` input channels per cycle.
-    array_rows: int = 8
-    array_cols: int = 8
-    # Feature-map limits: widest row, and the longest row in the line buffer (W * Cin).
-    max_width: int = 416
-    max_in_channels: int = 1024
-    line_buffer_depth: int = 10240
-    # On-chip weight memory for one output-channel group (int8 weights).
-    weight_mem_bytes: int = 36864
-    # Number formats.
     act_bits: int = 8
     weight_bits: int = 8
     acc_bits: int = 32
     shift_bits: int = 5
     head_bits: int = 16
-    # Clock and host link.
-    clock_hz: int = 100_000_000
-    uart_baud: int = 12_000_000
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"HwConfig.{f.name} must be a positive integer, got {v!r}")
+                raise ConfigError(f"{type(self).__name__}.{f.name} must be a positive "
+                                  f"integer, got {v!r}")
         if self.act_bits != 8 or self.weight_bits != 8:
             raise ConfigError("the hardware is int8: act_bits and weight_bits must be 8")
         if not self.act_bits <= self.head_bits <= self.acc_bits:
@@ -68,15 +66,20 @@ class HwConfig:
                 f"head_bits must lie in [{self.act_bits}, {self.acc_bits}], got {self.head_bits}")
         if self.acc_bits < 24:
             raise ConfigError(f"acc_bits={self.acc_bits} is too narrow for any real layer")
-        if self.line_buffer_depth < self.max_width:
-            raise ConfigError("line_buffer_depth must hold at least one row of max_width pixels")
-        if self.clock_hz < 2 * self.uart_baud:
-            raise ConfigError("clock_hz must be at least twice uart_baud")
 
-    # -- derived values ---------------------------------------------------------------
     @property
-    def macs_per_cycle(self) -> int:
-        return self.array_rows * self.array_cols
+    def numerics(self) -> Numerics:
+        """The number formats alone (a `Numerics`, also of a `HwConfig`)."""
+        return Numerics(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Numerics)})
+
+    @property
+    def numerics_id(self) -> int:
+        """Stable 32-bit id of the number formats: equal ids compute equal integers."""
+        return _hash_id(f"numerics-{CONFIG_SCHEMA}", self.numerics.to_dict())
+
+    @property
+    def numerics_id_hex(self) -> str:
+        return f"{self.numerics_id:08x}"
 
     @property
     def act_min(self) -> int:
@@ -114,10 +117,50 @@ class HwConfig:
     def max_shift(self) -> int:
         return (1 << self.shift_bits) - 1
 
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Numerics:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a {cls.__name__} must be a JSON object, got "
+                              f"{type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class HwConfig(Numerics):
+    """Hardware parameters of one accelerator build: the number formats (`Numerics`,
+    inherited with their derived values) and the build's sizes, clock and link."""
+
+    # MAC array: `array_rows` output channels x `array_cols` input channels per cycle.
+    array_rows: int = 8
+    array_cols: int = 8
+    # Feature-map limits: widest row, and the longest row in the line buffer (W * Cin).
+    max_width: int = 416
+    max_in_channels: int = 1024
+    line_buffer_depth: int = 10240
+    # On-chip weight memory for one output-channel group (int8 weights).
+    weight_mem_bytes: int = 36864
+    # Clock and host link.
+    clock_hz: int = 100_000_000
+    uart_baud: int = 12_000_000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.line_buffer_depth < self.max_width:
+            raise ConfigError("line_buffer_depth must hold at least one row of max_width pixels")
+        if self.clock_hz < 2 * self.uart_baud:
+            raise ConfigError("clock_hz must be at least twice uart_baud")
+
+    # -- derived values ---------------------------------------------------------------
     @property
-    def line_buffer_bytes(self) -> int:
-        """Three rows of W * Cin int8 for a 3x3 window."""
-        return 3 * self.line_buffer_depth
+    def macs_per_cycle(self) -> int:
+        return self.array_rows * self.array_cols
 
     @property
     def uart_divisor(self) -> int:
@@ -126,32 +169,18 @@ class HwConfig:
     @property
     def config_id(self) -> int:
         """Stable 32-bit id of this config (hash of schema version and fields)."""
-        blob = json.dumps({"schema": CONFIG_SCHEMA, **self.to_dict()}, sort_keys=True)
-        return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "big")
+        return _hash_id(CONFIG_SCHEMA, self.to_dict())
 
     @property
     def config_id_hex(self) -> str:
         return f"{self.config_id:08x}"
 
     # -- (de)serialisation ------------------------------------------------------------
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HwConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a HwConfig must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown HwConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
 
     @classmethod
     def load(cls, path: str | Path) -> HwConfig:

@@ -2,7 +2,7 @@
 
 Both walk the same layer graph (`run_graph`); only the convolution differs.
 Tensors are NCHW. The fake-quant model computes in float64 on real values at
-power-of-two scales and requantizes with `sw.intmath.requant_real`, so its outputs
+power-of-two scales and requantizes with `hw.spec.intmath.requant_real`, so its outputs
 times 2**f_out equal the golden integer model's outputs exactly.
 """
 
@@ -15,13 +15,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sw import intmath
-from sw.bundle import Bundle
-from sw.darknet import Conv, ConvWeights, MaxPool, Network, Route, Upsample, YoloHead, fuse_bn
+from hw.spec import intmath
+from sw.runtime.bundle import Bundle
+from sw.runtime.darknet import Conv, ConvWeights, Network
+from sw.runtime.graph import float_params, network_kinds
 
-__all__ = ["DARKNET_LEAKY", "FakeQuantModel", "FloatModel", "maxpool_darknet", "run_graph"]
+__all__ = ["DARKNET_LEAKY", "FakeQuantModel", "FloatModel", "float_heads", "image_tensor",
+           "maxpool_darknet", "run_graph", "ste_floor"]
 
 DARKNET_LEAKY = 0.1
+
+
+def image_tensor(images: np.ndarray) -> torch.Tensor:
+    """Letterboxed uint8 images, HWC (one) or NHWC (a batch), as the float network's input:
+    NCHW float32 in [0, 1] (pixel / 255)."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[None] if x.dim() == 3 else x
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+class _SteFloor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+
+def ste_floor(t: torch.Tensor) -> torch.Tensor:
+    """torch.floor with a straight-through (identity) gradient; forward is exactly floor
+    (the `floor` QAT passes to `hw.spec.intmath.requant_real`)."""
+    return _SteFloor.apply(t)
 
 
 def maxpool_darknet(x: torch.Tensor, size: int, stride: int, padding: int) -> torch.Tensor:
@@ -67,58 +93,6 @@ def run_graph(kinds: Sequence[dict[str, Any]], x: torch.Tensor,
     return outs
 
 
-def network_kinds(net: Network) -> list[dict[str, Any]]:
-    """The graph of a parsed cfg in the dict form `run_graph` reads."""
-    out = []
-    for layer in net.layers:
-        if isinstance(layer, Conv):
-            out.append({"kind": "conv"})
-        elif isinstance(layer, MaxPool):
-            out.append({"kind": "maxpool", "size": layer.size, "stride": layer.stride,
-                        "padding": layer.padding})
-        elif isinstance(layer, Upsample):
-            out.append({"kind": "upsample", "stride": layer.stride})
-        elif isinstance(layer, Route):
-            out.append({"kind": "route", "layers": list(layer.layers)})
-        elif isinstance(layer, YoloHead):
-            out.append({"kind": "yolo"})
-    return out
-
-
-def scale_roots(kinds: Sequence[dict[str, Any]], j: int) -> list[int]:
-    """The conv layers whose output scale layer j's output carries (none for the input,
-    j < 0): itself for a conv, its sources' for a route, its input's otherwise."""
-    if j < 0:
-        return []
-    kind = kinds[j]["kind"]
-    if kind == "conv":
-        return [j]
-    if kind == "route":
-        return [r for src in kinds[j]["layers"] for r in scale_roots(kinds, src)]
-    return scale_roots(kinds, j - 1)
-
-
-def scale_groups(kinds: Sequence[dict[str, Any]]) -> list[list[int]]:
-    """Conv layers that must share one output scale because a route concatenates their
-    outputs (transitively), each group sorted, groups ordered by their first layer."""
-    parent = {i: i for i, layer in enumerate(kinds) if layer["kind"] == "conv"}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            i = parent[i]
-        return i
-
-    for layer in kinds:
-        if layer["kind"] == "route" and len(layer["layers"]) > 1:
-            roots = [r for src in layer["layers"] for r in scale_roots(kinds, src)]
-            for r in roots[1:]:
-                parent[find(r)] = find(roots[0])
-    groups: dict[int, list[int]] = {}
-    for i in parent:
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values())
-
-
 class FloatModel(torch.nn.Module):
     """The float network with batch norm folded into the convolutions (float32)."""
 
@@ -127,9 +101,8 @@ class FloatModel(torch.nn.Module):
         self.net = net
         self.kinds = network_kinds(net)
         self.convs = torch.nn.ModuleDict()
-        for i, cw in zip(net.conv_indices, params, strict=True):
+        for i, (w, b) in float_params(net, params).items():
             layer: Conv = net.layers[i]
-            w, b = fuse_bn(cw)
             conv = torch.nn.Conv2d(w.shape[1], w.shape[0], layer.size, layer.stride, layer.pad)
             conv.weight.data = torch.from_numpy(w.astype(np.float32))
             conv.bias.data = torch.from_numpy(b.astype(np.float32))
@@ -203,3 +176,12 @@ class FakeQuantModel(torch.nn.Module):
             f = self.bundle.layers[i].get("f_out", self.bundle.layers[i - 1].get("f_out"))
             res.append(np.rint(y[0].permute(1, 2, 0).numpy() * 2.0 ** f).astype(np.int64))
         return res
+
+
+def float_heads(model: FloatModel) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The float model as a function of one letterboxed uint8 HWC image: its detection
+    heads, HWC float64 arrays."""
+    def run(lb: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [h[0].permute(1, 2, 0).double().numpy() for h in model.heads(image_tensor(lb))]
+    return run

@@ -1,4 +1,4 @@
-"""Build a quantized bundle: `python -m sw.quantize --out yolo.npz [options]`.
+"""Build a quantized bundle: `python -m sw.quant.quantize --out yolo.npz [options]`.
 
 Calibrates power-of-two activation scales on a folder of images, quantizes weights
 (per output channel or per tensor) and biases, and writes the bundle atomically.
@@ -13,17 +13,19 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw.config import ConfigError, load_config
-from sw.bundle import BundleError
-from sw.darknet import DarknetError
-from sw.pipeline import CALIB_DIR, build_bundle
-from sw.postprocess import ImageError
-from sw.quant import ACT_METHODS, WEIGHT_GRANULARITY, QuantOptions, scale_table
-from sw.weights import WeightsError
+from hw.spec.config import ConfigError, load_config
+from sw.quant.pipeline import build_bundle
+from sw.quant.ptq import ACT_METHODS, WEIGHT_GRANULARITY, QuantOptions, scale_table
+from sw.runtime.bundle import BundleError
+from sw.runtime.darknet import DarknetError
+from sw.runtime.detect import CALIB_DIR
+from sw.runtime.postprocess import ImageError
+from sw.runtime.weights import WeightsError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sw.quantize", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sw.quant.quantize",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="bundle file to write (.npz)")
     p.add_argument("--cfg", help="Darknet cfg (default: the pretrained Tiny-YOLOv3 cfg)")
     p.add_argument("--weights", help="Darknet weights (default: fetched pretrained weights)")
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bias-correction", action="store_true",
                    help="skip the bias correction of weight rounding (on by default)")
     p.add_argument("--variant", metavar="TAG",
-                   help="all options as one variant tag of sw.eval, tuning steps included "
+                   help="all options as one variant tag of sw.eval.evaluate, tuning steps included "
                         "(e.g. channel-mse-bc-eq0.5-fill); replaces the four options above")
     args = p.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Accuracy of float vs quantized backends on a COCO-format image folder.
 
-    python -m sw.eval --images DIR --ann instances.json [--variants channel-percentile,...]
+    python -m sw.eval.evaluate --images DIR --ann instances.json [--variants channel-percentile,...]
 
 For the float network and each quantization variant (weights granularity - activation
 calibration, run on the golden integer model, and optionally the fake-quant model),
@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,10 +28,14 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw.config import load_config
-from sw.bundle import Bundle
-from sw.pipeline import CALIB_DIR, build_bundle, default_bundle, load_float, log, make_backend
-from sw.postprocess import (
+from hw.spec.config import load_config
+from sw.quant.pipeline import build_bundle, default_bundle, load_float, make_backend
+from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions
+from sw.quant.tune import sqnr_db
+from sw.runtime.bundle import VERSION as BUNDLE_VERSION
+from sw.runtime.bundle import Bundle
+from sw.runtime.detect import CALIB_DIR
+from sw.runtime.postprocess import (
     COCO80_TO_91,
     Detection,
     box_iou,
@@ -40,8 +43,8 @@ from sw.postprocess import (
     letterbox,
     load_image,
 )
-from sw.quant import QUANTIZER_VERSION, QuantOptions
-from sw.weights import cache_dir
+from sw.runtime.util import log
+from sw.runtime.weights import cache_dir
 
 EVAL_CONF = 0.005   # low threshold for mAP, as Darknet's map evaluation
 AGREE_CONF = 0.25   # operating point for agreement/fidelity
@@ -224,16 +227,12 @@ def matched(ref: list[Detection], other: list[Detection], iou: float = 0.5) -> i
     return n
 
 
-def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
-    noise = float(np.sum((ref - x) ** 2))
-    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
-
-
 def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
     hw = load_config(hw_path)
     opts = QuantOptions.from_tag(name)
     path = (cache_dir() / "bundles" /
-            f"eval-{Path(calib).name}-{name}-q{QUANTIZER_VERSION}-{hw.config_id_hex}.npz")
+            f"eval-{Path(calib).name}-{name}-q{QUANTIZER_VERSION}-b{BUNDLE_VERSION}-"
+            f"{hw.numerics_id_hex}.npz")
     if not path.exists():
         build_bundle(path, calib=calib, hw=hw, opts=opts)
     return Bundle.load(path, expect=hw)
@@ -366,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                         "max|stdM|percentile|mse (stdM: clip at |mean| + M std, e.g. std3), "
                         "-bc: bias correction, -eqA: activation equalization of strength A, "
                         "-fill: scale tensors onto their pow2 grid, -fs: f_out search "
-                        "(sw/tune.py)")
+                        "(sw/quant/tune.py)")
     p.add_argument("--calib", default=str(CALIB_DIR), help="calibration images folder")
     p.add_argument("--bundle", action="append", default=[],
                    help="also evaluate this bundle file (repeatable); 'default': the default "

@@ -27,16 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sw import intmath
-from sw.bundle import Bundle
-from sw.model import FloatModel, run_graph, scale_groups, scale_roots
+from hw.spec import intmath
+from sw.quant.model import FloatModel, image_tensor, run_graph, ste_floor
+from sw.runtime.bundle import Bundle
+from sw.runtime.graph import scale_groups, scale_roots
 
 __all__ = ["LOSSES", "QATModel", "QatOptions", "distill", "head_distillation_loss",
            "head_mse_loss"]
 
 
 def _ste_ceil(t: torch.Tensor) -> torch.Tensor:
-    return -intmath.ste_floor(-t)
+    return -ste_floor(-t)
 
 
 class QATModel(torch.nn.Module):
@@ -56,7 +57,7 @@ class QATModel(torch.nn.Module):
             self.bias[str(i)] = torch.nn.Parameter(torch.from_numpy(b).float())
         self.f_w = {i: torch.from_numpy(bundle.f_w(i)).float()
                     for i, layer in enumerate(self.kinds) if layer["kind"] == "conv"}
-        cfg = bundle.config
+        cfg = bundle.numerics
         self.w_max, self.bias_limit = cfg.weight_max, cfg.bias_limit
         # Activation scales: one log2 threshold per scale group (heads excluded), starting
         # at the bundle's f_out: t = (act_bits - 1) - f_out.
@@ -79,7 +80,7 @@ class QATModel(torch.nn.Module):
         """
         f: dict[int, torch.Tensor | int] = {}
         done: dict[int, torch.Tensor] = {}
-        max_shift = self.bundle.config.max_shift
+        max_shift = self.bundle.numerics.max_shift
         for i, layer in enumerate(self.kinds):
             if layer["kind"] != "conv":
                 continue
@@ -104,7 +105,7 @@ class QATModel(torch.nn.Module):
     def _grid(self, x: torch.Tensor, f: torch.Tensor, limit: int) -> torch.Tensor:
         """x rounded to the grid 2**-f (per output channel) and saturated, with STE."""
         scale = torch.exp2(f).reshape(-1, *([1] * (x.dim() - 1)))
-        q = intmath.ste_floor(x * scale + 0.5).clamp(-limit, limit)
+        q = ste_floor(x * scale + 0.5).clamp(-limit, limit)
         return q / scale
 
     def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -115,17 +116,10 @@ class QATModel(torch.nn.Module):
         b = self._grid(self.bias[str(i)], fw + self._f_in(i, self._f), self.bias_limit)
         acc = F.conv2d(x, w, b, layer["stride"], layer["pad"])
         leaky = layer["activation"] == "leaky"
-        if not isinstance(f_out, torch.Tensor):
-            q = intmath.requant_real(acc, f_out, leaky, layer["out_bits"], ste=True)
-            return q * 2.0 ** -f_out
-        # learned scale: requant_real's arithmetic with the scale as a tensor, so that
-        # the rounding error (in range) and the clipping error (saturated) reach t
-        scale = torch.exp2(f_out)
-        t = acc * scale
-        if leaky:
-            t = torch.where(t < 0, t * (intmath.LEAKY_MUL / (1 << intmath.LEAKY_SHIFT)), t)
-        lo, hi = intmath.int_range(layer["out_bits"])
-        return intmath.ste_floor(t + 0.5).clamp(lo, hi) / scale
+        # a learned f_out is a tensor: the rounding error (in range) and the clipping error
+        # (saturated) reach its log2 threshold through requant_real's arithmetic
+        q = intmath.requant_real(acc, f_out, leaky, layer["out_bits"], floor=ste_floor)
+        return q * 2.0 ** -f_out
 
     def forward(self, x_int: torch.Tensor) -> list[torch.Tensor]:
         """x_int: int8-valued N x 3 x H x W (float); returns the detection heads."""
@@ -136,7 +130,7 @@ class QATModel(torch.nn.Module):
 
     def export(self, provenance: dict | None = None) -> Bundle:
         """The learned parameters as a bundle (same scales and graph as the PTQ one)."""
-        cfg = self.bundle.config
+        cfg = self.bundle.numerics
         manifest = copy.deepcopy(self.bundle.manifest)
         arrays = dict(self.bundle.arrays)
         with torch.no_grad():
@@ -233,7 +227,7 @@ def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray]
             img = images[k][:, ::-1] if rng.random() < 0.5 else images[k]
             batch.append(np.ascontiguousarray(img))
         u8 = np.stack(batch)
-        x_float = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255.0
+        x_float = image_tensor(u8)
         x_int = torch.from_numpy(intmath.quantize_input(u8)).permute(0, 3, 1, 2).float()
         with torch.no_grad():
             target = teacher.heads(x_float)
@@ -249,18 +243,20 @@ def distill(student: QATModel, teacher: FloatModel, images: Sequence[np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sw.qat --images DIR --out qat.npz`: distill a PTQ bundle on unlabeled images."""
+    """`python -m sw.quant.qat --images DIR --out qat.npz`: distill a PTQ bundle on unlabeled
+    images."""
     import argparse
     import sys
     from pathlib import Path
 
-    from hw.config import load_config
-    from sw.bundle import BundleError
-    from sw.pipeline import default_bundle, image_files, load_float, log
-    from sw.postprocess import ImageError, letterbox, load_image
-    from sw.weights import WeightsError
+    from hw.spec.config import load_config
+    from sw.quant.pipeline import default_bundle, load_float
+    from sw.runtime.bundle import BundleError
+    from sw.runtime.postprocess import ImageError, letterbox, load_image
+    from sw.runtime.util import image_files, log
+    from sw.runtime.weights import WeightsError
 
-    p = argparse.ArgumentParser(prog="python -m sw.qat", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m sw.quant.qat", description=main.__doc__)
     p.add_argument("--images", required=True, help="folder of unlabeled training images")
     p.add_argument("--out", required=True, help="bundle file to write")
     p.add_argument("--bundle", help="PTQ bundle to start from (default: the default bundle)")

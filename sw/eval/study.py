@@ -1,6 +1,6 @@
 """Post-training quantization study: bit widths x calibration methods x adjustment styles.
 
-    python -m sw.study --images DIR --ann instances.json [--calib-images 32] [--limit N]
+    python -m sw.eval.study --images DIR --ann instances.json [--calib-images 32] [--limit N]
         [--bits 4,6,8,10,12,16] [--methods max,std,percentile,mse]
         [--styles float,intmul,pow2] [--out docs/study-results]
 
@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,20 +43,19 @@ import torch.nn.functional as F
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sw import intmath
-from sw.darknet import Network
-from sw.model import FloatModel, network_kinds, run_graph, scale_groups, scale_roots
-from sw.quant import (
+from hw.spec import intmath
+from sw.quant.calib import MSE_SAMPLES, Calibration, act_clip, mse_clip
+from sw.quant.model import FloatModel, run_graph
+from sw.quant.ptq import (
     ACT_METHODS,
-    MSE_SAMPLES,
     WEIGHT_GRANULARITY,
-    Calibration,
     QuantOptions,
     _weight_error_bias,
-    act_clip,
-    mse_clip,
     pow2_frac_bits,
 )
+from sw.runtime.darknet import Network
+from sw.runtime.graph import network_kinds, scale_groups, scale_roots
+from sw.runtime.util import atomic_file, log
 
 __all__ = [
     "BITS_RANGE",
@@ -128,7 +126,7 @@ class StudyConfig:
         return f"{self.style}-{self.bits}-{self.quant_options().tag}"
 
     def quant_options(self) -> QuantOptions:
-        """The sw.quant options of the same choices (heads calibrated by max)."""
+        """The sw.quant.ptq options of the same choices (heads calibrated by max)."""
         return QuantOptions(self.weights, self.method, self.percentile, "max",
                             self.bias_correction, self.std_m)
 
@@ -154,7 +152,7 @@ class StudyModel:
 
     Feature maps are float64 tensors holding integers; convolutions are exact because
     every accumulator is below 2**53 (checked when building). Requantization uses
-    sw.intmath: `requant` (pow2), `requant_mul` (intmul), `requant_float` (float).
+    hw.spec.intmath: `requant` (pow2), `requant_mul` (intmul), `requant_float` (float).
     """
 
     def __init__(self, net: Network, model: FloatModel, cal: Calibration, cfg: StudyConfig):
@@ -326,25 +324,6 @@ def parse_bits(text: str) -> list[int]:
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is not meant for results
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def split_images(images: Path, gt: dict, calib_n: int,
                  limit: int | None) -> tuple[list[Path], list[Path]]:
     """(calibration, evaluation) image files: the first calib_n sorted names, the rest."""
@@ -358,7 +337,7 @@ def split_images(images: Path, gt: dict, calib_n: int,
 
 
 def _coco_dets(dets: list, image_id: int) -> list[dict]:
-    from sw.postprocess import COCO80_TO_91
+    from sw.runtime.postprocess import COCO80_TO_91
     return [{"image_id": image_id, "category_id": COCO80_TO_91[d.class_id],
              "bbox": [float(v) for v in d.bbox], "score": float(d.score)} for d in dets]
 
@@ -366,19 +345,19 @@ def _coco_dets(dets: list, image_id: int) -> list[dict]:
 def run_detections(heads: Callable[[np.ndarray], list[np.ndarray]], frames: list, specs: list,
                    ids: list[int], label: str) -> tuple[list[dict], float]:
     """COCO results of a backend on the letterboxed frames; (results, seconds)."""
-    from sw.eval import EVAL_CONF
-    from sw.postprocess import detect
+    from sw.eval.evaluate import EVAL_CONF
+    from sw.runtime.postprocess import detect
     out: list[dict] = []
     t0 = time.time()
     for n, ((lb, box), img_id) in enumerate(zip(frames, ids, strict=True), 1):
         out += _coco_dets(detect(heads(lb), specs, box, EVAL_CONF, 0.45, max_dets=100), img_id)
         if n % 16 == 0 and n < len(frames):
-            _log(f"    {label}: {n}/{len(frames)} images ({time.time() - t0:.0f} s)")
+            log(f"    {label}: {n}/{len(frames)} images ({time.time() - t0:.0f} s)")
     return out, time.time() - t0
 
 
 def _ci_dict(vals: np.ndarray, ref: np.ndarray | None) -> dict[str, list[float]]:
-    from sw.eval import percentile_interval
+    from sw.eval.evaluate import percentile_interval
     d = {"mAP50": list(percentile_interval(vals[:, 0])),
          "mAP50_95": list(percentile_interval(vals[:, 1]))}
     if ref is not None:
@@ -389,10 +368,11 @@ def _ci_dict(vals: np.ndarray, ref: np.ndarray | None) -> dict[str, list[float]]
 
 def sweep(args: argparse.Namespace) -> dict:
     """Calibrate once, evaluate float and every configuration; returns the report."""
-    from sw.eval import AGREE_CONF, ImageEval, resample_indices
-    from sw.pipeline import head_specs, load_float
-    from sw.postprocess import letterbox, load_image
-    from sw.quant import calibrate
+    from sw.eval.evaluate import AGREE_CONF, ImageEval, resample_indices
+    from sw.quant.calib import calibrate
+    from sw.quant.pipeline import load_float
+    from sw.runtime.detect import head_specs
+    from sw.runtime.postprocess import letterbox, load_image
 
     torch.set_num_threads(args.threads)
     t_start = time.time()
@@ -402,12 +382,12 @@ def sweep(args: argparse.Namespace) -> dict:
     gt = {**gt, "images": [by_name[p.name] for p in eval_files]}
     ids = [by_name[p.name]["id"] for p in eval_files]
     net, model, prov = load_float()
-    _log(f"calibrating on {len(calib_files)} images ({calib_files[0].name} .. "
-         f"{calib_files[-1].name}) ...")
+    log(f"calibrating on {len(calib_files)} images ({calib_files[0].name} .. "
+        f"{calib_files[-1].name}) ...")
     cal = calibrate(model, (letterbox(load_image(p), net.width)[0] for p in calib_files))
     frames = [letterbox(load_image(p), net.width) for p in eval_files]
     specs = head_specs(net)
-    from sw.pipeline import float_heads
+    from sw.quant.model import float_heads
     f_dets, f_sec = run_detections(float_heads(model), frames, specs, ids, "float")
     fid_gt = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
     for d in f_dets:
@@ -425,7 +405,7 @@ def sweep(args: argparse.Namespace) -> dict:
                  "dets_at_0.25": len(fid_gt["annotations"])}
     if f_boot is not None:
         float_row["ci"] = _ci_dict(f_boot, None)
-    _log(f"float: mAP@0.5 {m50:.4f}, mAP@0.5:0.95 {m5095:.4f} ({f_sec:.0f} s)")
+    log(f"float: mAP@0.5 {m50:.4f}, mAP@0.5:0.95 {m5095:.4f} ({f_sec:.0f} s)")
     settings = {"images": str(args.images), "ann": str(args.ann),
                 "calib_images": [p.name for p in calib_files], "eval_images": len(eval_files),
                 "weights": args.weights, "bias_correction": not args.no_bias_correction,
@@ -437,9 +417,9 @@ def sweep(args: argparse.Namespace) -> dict:
         old = json.loads(partial.read_text())
         if old.get("settings") == settings:
             done = {r["tag"]: r for r in old["rows"]}
-            _log(f"resuming: {len(done)} configurations already done in {partial}")
+            log(f"resuming: {len(done)} configurations already done in {partial}")
         else:
-            _log(f"{partial} was made with other settings: starting afresh")
+            log(f"{partial} was made with other settings: starting afresh")
     configs = [StudyConfig(b, m, s, args.weights, not args.no_bias_correction, args.std_m,
                            args.percentile, args.mult_bits)
                for b in args.bits for m in args.methods for s in args.styles]
@@ -453,7 +433,7 @@ def sweep(args: argparse.Namespace) -> dict:
             sm = StudyModel(net, model, cal, c)
             dets, sec = run_detections(sm.heads, frames, specs, ids, c.tag)
         except ValueError as e:  # an inexact configuration: report it, go on with the rest
-            _log(f"[{k}/{len(configs)}] {c.tag}: skipped: {e}")
+            log(f"[{k}/{len(configs)}] {c.tag}: skipped: {e}")
             rows.append({"tag": c.tag, "bits": c.bits, "method": c.method, "style": c.style,
                          "error": str(e)})
             continue
@@ -467,10 +447,10 @@ def sweep(args: argparse.Namespace) -> dict:
             row["ci"] = _ci_dict(np.array([ie.map(ix) for ix in idx]), f_boot)
         row["seconds"] = time.time() - t0
         rows.append(row)
-        _log(f"[{k}/{len(configs)}] {c.tag}: mAP@0.5 {m50:.4f}, mAP@0.5:0.95 {m5095:.4f}, "
-             f"fidelity {f5095:.4f} ({row['seconds']:.0f} s)")
-        _write_atomic(partial, json.dumps({"settings": settings, "rows": rows},
-                                          indent=1).encode())
+        log(f"[{k}/{len(configs)}] {c.tag}: mAP@0.5 {m50:.4f}, mAP@0.5:0.95 {m5095:.4f}, "
+            f"fidelity {f5095:.4f} ({row['seconds']:.0f} s)")
+        with atomic_file(partial) as f:
+            f.write(json.dumps({"settings": settings, "rows": rows}, indent=1).encode())
     return {"settings": settings, "float": float_row, "rows": rows,
             "provenance": prov,
             "machine": {"node": platform.node(), "platform": platform.platform(),
@@ -483,7 +463,7 @@ def sweep(args: argparse.Namespace) -> dict:
 
 def markdown(report: dict) -> str:
     """The results table: rows bits x method, per style mAP@0.5, mAP@0.5:0.95, fidelity."""
-    from sw.eval import fmt_ci
+    from sw.eval.evaluate import fmt_ci
     rows = report["rows"]
     styles = [s for s in STYLES if any(r["style"] == s for r in rows)]
     fl, st = report["float"], report["settings"]
@@ -564,7 +544,7 @@ def plot(report: dict) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sw.study",
+    p = argparse.ArgumentParser(prog="python -m sw.eval.study",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--images", required=True, type=Path, help="folder of COCO images")
     p.add_argument("--ann", required=True, type=Path, help="COCO-format instances.json")
@@ -618,9 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     report = sweep(args)
     out = args.out
     md = markdown(report)
-    _write_atomic(out.with_name(out.name + ".json"), json.dumps(report, indent=1).encode())
-    _write_atomic(out.with_name(out.name + ".png"), plot(report))
-    _write_atomic(out.with_name(out.name + ".md"), md.encode())
+    with atomic_file(out.with_name(out.name + ".json")) as f:
+        f.write(json.dumps(report, indent=1).encode())
+    with atomic_file(out.with_name(out.name + ".png")) as f:
+        f.write(plot(report))
+    with atomic_file(out.with_name(out.name + ".md"), "w") as f:
+        f.write(md)
     out.with_name(out.name + ".partial.json").unlink(missing_ok=True)
     print(md)
     return 0

@@ -26,38 +26,22 @@ search only the activation exponents; bundles stay plain power-of-two bundles):
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from sw import intmath
-from sw.bundle import Bundle
-from sw.darknet import Network
-from sw.golden import GoldenModel
-from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
-from sw.quant import MSE_SAMPLES, Calibration, calibrate, mse_clip
+from hw.spec import intmath
+from sw.quant.calib import MSE_SAMPLES, Calibration, calibrate, mse_clip
+from sw.quant.model import FloatModel, image_tensor
+from sw.runtime.bundle import Bundle
+from sw.runtime.darknet import Network
+from sw.runtime.golden import GoldenModel
+from sw.runtime.graph import equalize_params, network_kinds, scale_groups
 
-__all__ = ["channel_ranges", "conv_inputs", "equalization_scales", "equalize", "fill_scales",
-           "head_sqnr", "search_frac_bits", "transform"]
-
-
-def conv_inputs(kinds: Sequence[dict], channels: dict[int, int],
-                ) -> dict[int, list[tuple[int, int]]]:
-    """Per conv layer j: (producer conv p, channel offset in j's input) for every conv whose
-    output (through maxpool, upsample, route) forms j's input; [] for the network input.
-
-    `channels` gives each conv's number of output channels."""
-    out: dict[int, list[tuple[int, int]]] = {}
-    for j, layer in enumerate(kinds):
-        if layer["kind"] != "conv":
-            continue
-        off, src = 0, []
-        for p in scale_roots(kinds, j - 1):
-            src.append((p, off))
-            off += channels[p]
-        out[j] = src
-    return out
+__all__ = ["channel_ranges", "equalization_scales", "equalize", "fill_scales",
+           "head_sqnr", "search_frac_bits", "sqnr_db", "transform"]
 
 
 def channel_ranges(model: FloatModel, images: Sequence[np.ndarray],
@@ -68,7 +52,7 @@ def channel_ranges(model: FloatModel, images: Sequence[np.ndarray],
     rng: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for img in images:
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+            x = image_tensor(img)
             outs = model(x, keep=True)
             for i in convs:
                 a = outs[i][0].abs().flatten(1).double().numpy()
@@ -110,21 +94,10 @@ def fill_scales(clips: dict[int, float], kinds: Sequence[dict], heads: Sequence[
 
 def equalize(model: FloatModel, scales: dict[int, np.ndarray]) -> FloatModel:
     """A copy of `model` with conv i's output channels multiplied by scales[i] and every
-    consumer's matching input columns divided by them: the same float function."""
-    kinds = network_kinds(model.net)
+    consumer's matching input columns divided by them: the same float function
+    (`sw.runtime.graph.equalize_params`)."""
     eq = copy.deepcopy(model)
-    params = {i: (w.copy(), b.copy()) for i, (w, b) in model.fused_params().items()}
-    channels = {i: w.shape[0] for i, (w, _) in params.items()}
-    for p, s in scales.items():
-        if np.any(s <= 0) or not np.all(np.isfinite(s)):
-            raise ValueError(f"layer {p}: equalization scales must be positive and finite")
-        w, b = params[p]
-        w *= s[:, None, None, None]
-        b *= s
-    for j, srcs in conv_inputs(kinds, channels).items():
-        for p, off in srcs:
-            if p in scales:
-                params[j][0][:, off:off + channels[p]] /= scales[p][None, :, None, None]
+    params = equalize_params(model.fused_params(), network_kinds(model.net), scales)
     for i, (w, b) in params.items():
         conv = eq.convs[str(i)]
         conv.weight.data = torch.from_numpy(w.astype(np.float32))
@@ -159,11 +132,16 @@ def transform(net: Network, model: FloatModel, images: Sequence[np.ndarray], alp
     return model, steps, cal
 
 
+def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of `x` against `ref`, in dB (inf if equal)."""
+    noise = float(np.sum((ref - x) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
+
+
 def head_sqnr(bundle: Bundle, images: Sequence[np.ndarray],
               refs: Sequence[Sequence[np.ndarray]]) -> float:
     """Mean over images of the mean over heads of the SQNR (dB) of the bundle's heads (golden
-    model) against `refs`, the float heads; as `sw.eval` reports head SQNR."""
-    from sw.eval import sqnr_db
+    model) against `refs`, the float heads; as `sw.eval.evaluate` reports head SQNR."""
     golden = GoldenModel(bundle)
     vals = []
     for img, ref in zip(images, refs, strict=True):

@@ -4,13 +4,14 @@ Container: an uncompressed `.npz` (zip) with a JSON manifest stored as the array
 ``__manifest__`` and per conv layer ``l{i}.weight`` (int8, OHWI: out, kh, kw, in),
 ``l{i}.bias`` (int32, at scale 2**-(f_in + f_w[c])) and ``l{i}.f_w`` (int8, per output
 channel weight fraction bits). The manifest holds the layer graph, every layer's output
-fraction bits, the input scale, the HwConfig (and its id) the bundle was made for,
+fraction bits, the input scale, the number formats it was made for (`Numerics` and its
+id: one bundle serves every hardware build that computes the same integers),
 provenance, and a SHA-256 over the manifest and every array (``content_hash``).
 
 Loading checks the container, the format version, the hash, the graph and every
-array's shape, dtype and range, and (given a HwConfig) the config id; any failure is a
-`BundleError` naming the file and what is wrong. Saving writes a temporary file and
-renames it, so a bundle is never half written.
+array's shape, dtype and range, and (given a HwConfig or Numerics) the numerics id; any
+failure is a `BundleError` naming the file and what is wrong. Saving writes a temporary
+file and renames it, so a bundle is never half written.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from hw.config import ConfigError, HwConfig
+from hw.spec.config import ConfigError, Numerics
+from sw.runtime.util import atomic_file
 
 __all__ = ["FORMAT", "VERSION", "Bundle", "BundleError", "read_npz", "write_npz"]
 
 FORMAT = "tinyyolo-fpga-bundle"
-VERSION = 1
+#: 2: the number formats ("numerics", "numerics_id") instead of the whole HwConfig.
+VERSION = 2
 _MANIFEST = "__manifest__"
 _KINDS = ("conv", "maxpool", "upsample", "route", "yolo")
 
@@ -56,17 +57,10 @@ def write_npz(path: str | Path, manifest: dict[str, Any], arrays: dict[str, np.n
               compressed: bool = False) -> Path:
     """Write a JSON manifest and arrays as one .npz atomically (temporary file, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps(manifest, sort_keys=True).encode()
     payload = {_MANIFEST: np.frombuffer(blob, np.uint8), **arrays}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        (np.savez_compressed if compressed else np.savez)(f, **payload)
     return path
 
 
@@ -103,7 +97,7 @@ def read_npz(path: Path, what: str, error: type[BundleError], fmt: str, version:
 
 @dataclass
 class Bundle:
-    """A quantized network: manifest (graph, scales, config) and integer arrays."""
+    """A quantized network: manifest (graph, scales, number formats) and integer arrays."""
 
     manifest: dict[str, Any]
     arrays: dict[str, np.ndarray]
@@ -114,8 +108,9 @@ class Bundle:
         return self.manifest["layers"]
 
     @property
-    def config(self) -> HwConfig:
-        return HwConfig.from_dict(self.manifest["hw_config"])
+    def numerics(self) -> Numerics:
+        """The number formats the bundle was quantized for."""
+        return Numerics.from_dict(self.manifest["numerics"])
 
     @property
     def input_frac_bits(self) -> int:
@@ -169,10 +164,12 @@ class Bundle:
         return write_npz(path, self.manifest, self.arrays)
 
     @classmethod
-    def load(cls, path: str | Path, expect: HwConfig | None = None) -> Bundle:
+    def load(cls, path: str | Path, expect: Numerics | None = None) -> Bundle:
+        """Read, verify and validate a bundle; with `expect` (a HwConfig or Numerics) also
+        refuse one quantized for other number formats."""
         path = Path(path)
         manifest, arrays = read_npz(path, "bundle", BundleError, FORMAT, VERSION,
-                                    ": re-export the bundle")
+                                    ": quantize the network again (python -m sw.quant.quantize)")
         digest = _content_hash(manifest, arrays)
         if digest != manifest.get("content_hash"):
             raise BundleError(f"{path}: content hash mismatch (stored "
@@ -181,18 +178,20 @@ class Bundle:
         bundle = cls(manifest, arrays)
         bundle.validate(str(path))
         if expect is not None:
-            bundle.check_config(expect, str(path))
+            bundle.check_numerics(expect, str(path))
         return bundle
 
-    def check_config(self, cfg: HwConfig, where: str = "bundle") -> None:
-        have = self.manifest["hw_config_id"]
-        if have != cfg.config_id_hex:
-            raise BundleError(f"{where}: made for HwConfig {have}, the hardware is "
-                              f"{cfg.config_id_hex}: re-quantize the network for this config")
+    def check_numerics(self, cfg: Numerics, where: str = "bundle") -> None:
+        """BundleError unless `cfg` (a HwConfig or Numerics) has the bundle's numerics id."""
+        have = self.manifest["numerics_id"]
+        if have != cfg.numerics_id_hex:
+            raise BundleError(f"{where}: made for numerics {have} ({self.numerics}), the "
+                              f"hardware computes with {cfg.numerics_id_hex} ({cfg.numerics}): "
+                              "quantize the network again for this config")
 
     # -- validation -------------------------------------------------------------------
     def validate(self, where: str) -> None:
-        """Check graph, scales and arrays against the bundle's own HwConfig."""
+        """Check graph, scales and arrays against the bundle's own number formats."""
         try:
             self._validate(where)
         except (KeyError, TypeError, IndexError, AttributeError) as e:
@@ -203,15 +202,15 @@ class Bundle:
             return BundleError(f"{where}: {msg}")
 
         m = self.manifest
-        for key in ("layers", "input", "hw_config", "hw_config_id"):
+        for key in ("layers", "input", "numerics", "numerics_id"):
             if key not in m:
                 raise fail(f"manifest lacks '{key}'")
         try:
-            cfg = HwConfig.from_dict(m["hw_config"])
+            cfg = Numerics.from_dict(m["numerics"])
         except (ConfigError, TypeError) as e:
-            raise fail(f"bad hw_config: {e}") from e
-        if cfg.config_id_hex != m["hw_config_id"]:
-            raise fail("hw_config does not match hw_config_id")
+            raise fail(f"bad numerics: {e}") from e
+        if cfg.numerics_id_hex != m["numerics_id"]:
+            raise fail("numerics do not match numerics_id")
         shapes: list[tuple[int, int, int]] = []
         expected_arrays: set[str] = set()
         for i, layer in enumerate(self.layers):
@@ -259,7 +258,7 @@ class Bundle:
         return (h, w, c)
 
     def _check_conv(self, i: int, layer: dict, in_shape: tuple[int, int, int], f_in: int,
-                    cfg: HwConfig, fail: Any) -> None:
+                    cfg: Numerics, fail: Any) -> None:
         if layer.get("f_in") != f_in:
             raise fail(f"layer {i}: f_in {layer.get('f_in')} != its input's scale {f_in}")
         try:

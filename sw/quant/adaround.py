@@ -25,7 +25,7 @@ choices alone cannot shift an output's mean finely. Without it the bias is the f
 bias on its grid. A layer whose hard-rounded loss is not below the PTQ bundle's keeps
 the PTQ's weights and bias, so no layer's reconstruction loss on the data increases.
 
-For bundles built with activation equalization or grid fill (`sw.tune`) the float
+For bundles built with activation equalization or grid fill (`sw.quant.tune`) the float
 weights the bundle rounds are those of the equalized model; `reference_model` rebuilds
 it from the calibration images the same way `sw.quant.quantize_network` does.
 """
@@ -41,11 +41,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from sw import intmath, tune
-from sw.bundle import Bundle
-from sw.darknet import Network
-from sw.golden import GoldenModel, host_layer, im2col
-from sw.model import FloatModel, network_kinds
+from hw.spec import intmath
+from sw.quant import tune
+from sw.quant.model import FloatModel, image_tensor
+from sw.runtime.bundle import Bundle
+from sw.runtime.darknet import Network
+from sw.runtime.golden import GoldenModel, host_layer, im2col
+from sw.runtime.graph import network_kinds
 
 __all__ = ["AdaRoundOptions", "LayerResult", "adaround", "check_match", "layer_loss",
            "rectified_sigmoid", "reference_model", "reference_transform",
@@ -142,7 +144,7 @@ def reference_transform(net: Network, model: FloatModel, bundle: Bundle,
                         calib: Sequence[np.ndarray] | None,
                         ) -> tuple[FloatModel, list[dict[int, np.ndarray]]]:
     """The float model whose weights the bundle rounds and the scale steps that made it
-    (`sw.tune.transform`): `model` itself and no step, or for bundles built with
+    (`sw.quant.tune.transform`): `model` itself and no step, or for bundles built with
     equalization / grid fill its transformed copy, rebuilt from the calibration images
     `calib` as `sw.quant.quantize_network` does."""
     q = bundle.manifest.get("quantization", {})
@@ -152,7 +154,7 @@ def reference_transform(net: Network, model: FloatModel, bundle: Bundle,
     if not calib:
         raise ValueError("the bundle was built with equalization/fill: its float weights "
                          "need the calibration images (--calib)")
-    model, steps, _ = tune.transform(net, model, calib, alpha, fill, bundle.config.act_bits,
+    model, steps, _ = tune.transform(net, model, calib, alpha, fill, bundle.numerics.act_bits,
                                      final_calibration=False)
     return model, steps
 
@@ -179,7 +181,7 @@ def check_match(net: Network, model: FloatModel, bundle: Bundle,
             a["kind"] != b["kind"] for a, b in zip(kinds, bundle.layers, strict=True)):
         raise ValueError("the bundle's layer graph does not match the network")
     params = model.fused_params()
-    bits = bundle.config.weight_bits
+    bits = bundle.numerics.weight_bits
     for i in net.conv_indices:
         w = params[i][0]
         if bundle.weight(i).shape != (w.shape[0], w.shape[2], w.shape[3], w.shape[1]):
@@ -248,7 +250,7 @@ def adaround(bundle: Bundle, model: FloatModel, images: Sequence[np.ndarray],
         raise ValueError("AdaRound needs at least one image")
     if opts.flip:
         images = [*images, *(np.ascontiguousarray(img[:, ::-1]) for img in images)]
-    cfg = bundle.config
+    cfg = bundle.numerics
     rng = np.random.default_rng(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     layers = bundle.layers
@@ -260,7 +262,7 @@ def adaround(bundle: Bundle, model: FloatModel, images: Sequence[np.ndarray],
     target: dict[int, list[np.ndarray]] = {i: [] for i in convs}
     with torch.no_grad():
         for img in images:
-            xf = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+            xf = image_tensor(img)
             outs = model(xf, keep=True)
             for i in convs:
                 o = outs[i][0].flatten(1).numpy()           # C x (H * W)
@@ -342,20 +344,21 @@ def _db(before: float, after: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sw.adaround --bundle IN.npz --images DIR --out OUT.npz`: learn the weight
+    """`python -m sw.quant.adaround --bundle IN.npz --images DIR --out OUT.npz`: learn the weight
     rounding of a PTQ bundle on unlabeled images (same scales)."""
     import argparse
     import sys
     from pathlib import Path
 
-    from sw.bundle import BundleError
-    from sw.darknet import DarknetError
-    from sw.pipeline import image_files, load_float, log
-    from sw.postprocess import ImageError, letterbox, load_image
-    from sw.weights import WeightsError
+    from sw.quant.pipeline import load_float
+    from sw.runtime.bundle import BundleError
+    from sw.runtime.darknet import DarknetError
+    from sw.runtime.postprocess import ImageError, letterbox, load_image
+    from sw.runtime.util import image_files, log
+    from sw.runtime.weights import WeightsError
 
     d = AdaRoundOptions()
-    p = argparse.ArgumentParser(prog="python -m sw.adaround", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m sw.quant.adaround", description=main.__doc__)
     p.add_argument("--bundle", required=True, help="PTQ bundle to start from")
     p.add_argument("--images", required=True, help="folder of unlabeled images")
     p.add_argument("--out", required=True, help="bundle file to write")

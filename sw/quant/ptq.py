@@ -7,40 +7,28 @@ removal at m standard deviations ("std"), percentile or MSE. Biases are int32 at
 accumulator scale. Tensors concatenated by a route share one f (the coarser).
 Requantization shifts are kept within the hardware's range. The detection heads leave
 the requantizer as `HwConfig.head_bits` integers. Optional calibration-time tuning
-(activation equalization, grid fill, activation exponent search) lives in `sw.tune`.
+(activation equalization, grid fill, activation exponent search) lives in `sw.quant.tune`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-import sys
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
-from hw.config import HwConfig
-from sw import intmath
-from sw.bundle import Bundle
-from sw.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
-from sw.model import FloatModel, network_kinds, scale_groups, scale_roots
+from hw.spec import intmath
+from hw.spec.config import Numerics
+from sw.quant.calib import Calibration, act_clip, frac_bits_for_max
+from sw.quant.model import FloatModel, float_heads
+from sw.runtime.bundle import Bundle
+from sw.runtime.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
+from sw.runtime.graph import network_kinds, scale_groups, scale_roots
 
-__all__ = [
-    "MSE_SAMPLES",
-    "MSE_STEPS",
-    "Calibration",
-    "QuantOptions",
-    "act_clip",
-    "calibrate",
-    "frac_bits_for_max",
-    "mse_clip",
-    "pow2_frac_bits",
-    "quantize_network",
-]
+__all__ = ["ACT_METHODS", "QUANTIZER_VERSION", "WEIGHT_GRANULARITY", "QuantOptions",
+           "pow2_frac_bits", "quantize_network", "scale_table"]
 
 ACT_METHODS = ("max", "std", "percentile", "mse")
 #: Bumped whenever the quantizer's output for the same inputs changes; part of the
@@ -59,10 +47,10 @@ class QuantOptions:
     head_activations: str = "max"   # calibration of the detection heads' outputs
     bias_correction: bool = True    # fold the mean weight-quantization error into the bias
     std_m: float = 3.0              # "std": clip at |mean| + std_m * std (see `act_clip`)
-    equalize: float = 0.0           # activation equalization strength alpha (0: off), sw.tune
+    equalize: float = 0.0           # activation equalization strength alpha (0: off), sw.quant.tune
     fill: bool = False              # scale tensors so their real MSE clip fills a pow2 grid
-    #                                 (sw.tune; both keep the float function unchanged)
-    fsearch: bool = False           # greedy f_out search on head SQNR (sw.tune)
+    #                                 (sw.quant.tune; both keep the float function unchanged)
+    fsearch: bool = False           # greedy f_out search on head SQNR (sw.quant.tune)
     search_images: int = 64         # at most this many calibration images score the f search
 
     def __post_init__(self) -> None:
@@ -139,82 +127,6 @@ class QuantOptions:
         return d
 
 
-def frac_bits_for_max(m: float, bits: int) -> int:
-    """Largest f with round(m * 2**f) inside the signed `bits` range (m > 0)."""
-    hi = (1 << (bits - 1)) - 1
-    if m <= 0 or not math.isfinite(m):
-        return 0
-    f = math.floor(math.log2((hi + 0.5) / m))
-    while m * 2.0 ** f >= hi + 0.5:  # guard log2 rounding at exact powers of two
-        f -= 1
-    return f
-
-
-@dataclass
-class Calibration:
-    """Per conv layer: exact max |x| and a random sample of the float activations."""
-
-    maxabs: dict[int, float]
-    samples: dict[int, np.ndarray]
-    images: int
-    #: per-channel mean of every layer's output (key -1: the network input)
-    means: dict[int, np.ndarray] = field(default_factory=dict)
-    #: the letterboxed uint8 calibration images (for equalization and the f search)
-    inputs: list[np.ndarray] = field(default_factory=list)
-
-
-def calibrate(model: FloatModel, images: Iterable[np.ndarray], sample_per_image: int = 100_000,
-              seed: int = 0, progress: Callable[[int], None] | None = None) -> Calibration:
-    """Run the float model on letterboxed uint8 HWC images and collect statistics."""
-    rng = np.random.default_rng(seed)
-    convs = model.net.conv_indices
-    maxabs = {i: 0.0 for i in convs}
-    chunks: dict[int, list[np.ndarray]] = {i: [] for i in convs}
-    sums: dict[int, np.ndarray] = {}
-    inputs: list[np.ndarray] = []
-    n = 0
-    with torch.no_grad():
-        for img in images:
-            inputs.append(img)
-            x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
-            outs = model(x, keep=True)
-            for j, y in [(-1, x), *enumerate(outs)]:
-                m = y[0].double().mean(dim=(1, 2)).numpy()
-                sums[j] = sums.get(j, 0) + m
-            for i in convs:
-                a = outs[i].numpy().ravel()
-                maxabs[i] = max(maxabs[i], float(np.abs(a).max()))
-                take = min(sample_per_image, a.size)
-                chunks[i].append(a[rng.choice(a.size, take, replace=False)].astype(np.float32))
-            n += 1
-            if progress:
-                progress(n)
-    if n == 0:
-        raise ValueError("calibration needs at least one image")
-    return Calibration(maxabs, {i: np.concatenate(c) for i, c in chunks.items()}, n,
-                       {j: v / n for j, v in sums.items()}, inputs)
-
-
-def act_clip(cal: Calibration, i: int, method: str, pct: float = 99.99,
-             std_m: float = 3.0) -> float:
-    """Clip range of layer i's activations for the range-based methods.
-
-    max: the exact max |x| over the calibration images; percentile: the `pct` percentile
-    of |x| over the layer's calibration samples (max |x| if that is 0); std (outlier
-    removal at m standard deviations): min(max |x|, |mean(x)| + m * std(x)), mean and
-    (population) std of the layer's signed calibration samples (max |x| if that is 0).
-    """
-    m = cal.maxabs[i]
-    if method == "max":
-        return m
-    if method == "percentile":
-        return float(np.percentile(np.abs(cal.samples[i]).astype(np.float64), pct)) or m
-    if method == "std":
-        x = cal.samples[i].astype(np.float64)
-        return min(m, abs(float(x.mean())) + std_m * float(x.std())) or m
-    raise ValueError(f"act_clip: no clip range for method {method!r}")
-
-
 def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int,
                    std_m: float = 3.0) -> int:
     m = cal.maxabs[i]
@@ -236,30 +148,6 @@ def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int,
     return best
 
 
-#: Clip candidates of the real-scale mse method: max |x| * 2**(-t/8), t = 0..MSE_STEPS.
-MSE_STEPS = 32
-#: Samples of a tensor the real-scale mse clip search looks at (for speed).
-MSE_SAMPLES = 200_000
-
-
-def mse_clip(x: np.ndarray, maxabs: float, bits: int, steps: int = MSE_STEPS) -> float:
-    """Clip range c = maxabs * 2**(-t/8), t in 0..steps, minimising the mean squared
-    error of quantizing x (and +-maxabs) at the real scale c / (2**(bits-1) - 1)."""
-    if maxabs <= 0:
-        return maxabs
-    hi = (1 << (bits - 1)) - 1
-    x = np.concatenate([np.asarray(x, np.float64), [maxabs, -maxabs]])
-    best, best_err = maxabs, math.inf
-    for t in range(steps + 1):
-        c = maxabs * 2.0 ** (-t / 8)
-        s = c / hi
-        q = np.clip(np.floor(x / s + 0.5), -hi - 1, hi)
-        err = float(np.mean((q * s - x) ** 2))
-        if err < best_err:
-            best, best_err = c, err
-    return best
-
-
 def _weight_frac_bits(w: np.ndarray, per_channel: bool, bits: int) -> np.ndarray:
     """f_w per output channel of OIHW weights (all equal when per tensor)."""
     m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
@@ -278,7 +166,7 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
     """Power-of-two scales of every conv layer for any bit widths: (f_in, f_out, f_w).
 
     Calibrated f_out (moved by `f_out_delta[i]` where given, as the f search of
-    `sw.tune.search_frac_bits` chooses) and max-based f_w, then the constraints: route
+    `sw.quant.tune.search_frac_bits` chooses) and max-based f_w, then the constraints: route
     sources share the coarser f, 0 <= f_in + f_w - f_out <= max_shift, |bias| <= bias_limit at the
     accumulator scale; the network input is at 2**-input_frac_bits. `quantize_network`
     calls it with the HwConfig's widths.
@@ -332,7 +220,7 @@ def pow2_frac_bits(net: Network, params: dict[int, tuple[np.ndarray, np.ndarray]
     return f_in, f_out, f_w
 
 
-def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwConfig,
+def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: Numerics,
                      opts: QuantOptions = QuantOptions(), provenance: dict[str, Any] | None = None,
                      log: Callable[[str], None] | None = None,
                      f_out_delta: dict[int, int] | None = None) -> Bundle:
@@ -340,13 +228,12 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
 
     With `opts.equalize` (per-channel scales) and/or `opts.fill` (one scale per tensor
     that puts its real MSE clip on a power-of-two grid) the float model is first
-    equalized (`sw.tune.equalize`, same float function) and recalibrated on `cal.inputs`;
+    equalized (`sw.quant.tune.equalize`, same float function) and recalibrated on `cal.inputs`;
     with `opts.fsearch` the activation exponents are then searched on those images
-    (`sw.tune.search_frac_bits`, objective head SQNR in the golden model). `f_out_delta`
+    (`sw.quant.tune.search_frac_bits`, objective head SQNR in the golden model). `f_out_delta`
     moves calibrated exponents directly (what the search tries)."""
     if opts.equalize or opts.fill or opts.fsearch:
-        from sw import tune
-        from sw.pipeline import float_heads
+        from sw.quant import tune
         if not cal.inputs:
             raise ValueError("equalization, fill and f search need the calibration images "
                              "(Calibration.inputs)")
@@ -410,8 +297,8 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: HwC
         "input": {"shape": [net.height, net.width, net.channels],
                   "frac_bits": intmath.INPUT_FRAC_BITS, "encoding": "pixel/255"},
         "layers": layers,
-        "hw_config": cfg.to_dict(),
-        "hw_config_id": cfg.config_id_hex,
+        "numerics": cfg.numerics.to_dict(),
+        "numerics_id": cfg.numerics_id_hex,
         "quantization": {**opts.manifest_dict(), "calibration_images": cal.images,
                          "quantizer_version": QUANTIZER_VERSION,
                          **({"f_out_delta": {str(k): v for k, v in sorted(f_out_delta.items())}}
@@ -454,9 +341,3 @@ def scale_table(bundle: Bundle) -> str:
     return "\n".join(rows)
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def log_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)

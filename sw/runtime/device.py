@@ -1,0 +1,202 @@
+"""The device driver: `Device` speaks the framed protocol (`hw.spec.protocol`) over a
+`Link` (sw/runtime/link.py).
+
+Each request is one frame, answered by one reply frame; a request whose reply does not
+arrive within `timeout` seconds, arrives corrupted, or is answered with a transmission
+error (BAD_CRC, TIMEOUT) is sent again, at most `retries` more times. Every other ERROR
+reply raises `DeviceError` naming the error. `run_group` runs one engine pass; the
+network schedule is `sw.runtime.scheduler`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hw.spec import protocol
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import POOL_S2, PassError, check_pass, group_params, out_value_bytes
+from hw.spec.protocol import EngineFlag, Err, Frame, FrameDecoder, Identity, Op, Reply, Status
+from sw.runtime.link import Link, LinkError, LinkTimeout
+
+__all__ = ["ConfigMismatchError", "Device", "DeviceError"]
+
+
+class DeviceError(RuntimeError):
+    """The device answered ERROR."""
+
+    def __init__(self, code: int, opcode: int, what: str) -> None:
+        self.code = code
+        self.opcode = opcode
+        try:
+            name = Err(code).name
+        except ValueError:
+            name = f"unknown error code {code:#04x}"
+        try:
+            op = Op(opcode).name
+        except ValueError:
+            op = f"{opcode:#04x}"
+        super().__init__(f"{what}: device replied ERROR {name} (request opcode {op})")
+
+
+class ConfigMismatchError(DeviceError):
+    """The device was built for another HwConfig than the bundle or caller expects."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        RuntimeError.__init__(
+            self, f"device HwConfig id {actual:08x} differs from the expected {expected:08x}: "
+                  "the bitstream/simulator was built for other hardware parameters; rebuild "
+                  "it for this config or use a bundle made for the device's config")
+        self.code = int(Err.CONFIG_MISMATCH)
+        self.opcode = int(Op.IDENTIFY)
+        self.expected = expected
+        self.actual = actual
+
+
+# -- protocol client --------------------------------------------------------------------
+class Device:
+    """Protocol client over a `Link`; counts the bytes it moves (`bytes_out`, `bytes_in`)."""
+
+    #: ERROR codes that mean the request was garbled on the way: sent again.
+    RETRY_ERRORS = (Err.BAD_CRC, Err.TIMEOUT)
+
+    def __init__(self, link: Link, timeout: float = 2.0, retries: int = 2) -> None:
+        if timeout <= 0 or retries < 0:
+            raise ValueError("timeout must be positive and retries non-negative")
+        self.link = link
+        self.timeout = timeout
+        self.retries = retries
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.retried = 0
+        self._decoder = FrameDecoder()
+        self._pending: list[Frame] = []
+        self._config = DEFAULT
+
+    def _read_frame(self, deadline: float) -> Frame | None:
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            data = self.link.read(left)
+            self.bytes_in += len(data)
+            self._pending += self._decoder.feed(data)
+        return self._pending.pop(0)
+
+    def _drain(self) -> None:
+        while data := self.link.read(0):
+            self.bytes_in += len(data)
+        self._decoder.reset()
+        self._pending.clear()
+
+    def request(self, opcode: Op, payload: bytes = b"", idempotent: bool = True) -> bytes:
+        """Send one request, return the OK reply's payload, DATA chunks before it
+        prepended (see the module docstring). A request that is not `idempotent` is
+        resent only when the device reports it was not executed (BAD_CRC, TIMEOUT)."""
+        frame = protocol.encode_frame(opcode, payload)
+        what = f"{Op(opcode).name} on {self.link.name}"
+        problem = "no reply"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
+                self._drain()
+            self.link.write(frame)
+            self.bytes_out += len(frame)
+            data = bytearray()
+            errors = self._decoder.errors
+            while True:
+                reply = self._read_frame(time.monotonic() + self.timeout)
+                if reply is None or reply.opcode != Reply.DATA:
+                    break
+                data += reply.payload
+            if reply is None:
+                problem = (f"no reply within {self.timeout} s" if self._decoder.errors == errors
+                           else f"corrupted reply ({self._decoder.last_error})")
+                if data or not idempotent:
+                    raise LinkError(f"{what}: {problem} (the request may have run: not resent)")
+                continue
+            if reply.opcode == Reply.OK:
+                if self._decoder.errors != errors:
+                    raise LinkError(f"{what}: a DATA reply was corrupted "
+                                    f"({self._decoder.last_error})")
+                return bytes(data + reply.payload)
+            if reply.opcode == Reply.ERROR and len(reply.payload) == 2:
+                code, op = reply.payload
+                if code in self.RETRY_ERRORS:
+                    problem = f"device reported {Err(code).name}"
+                    continue
+                raise DeviceError(code, op, what)
+            raise LinkError(f"{what}: unexpected reply code {reply.opcode:#04x} with "
+                            f"{len(reply.payload)} payload bytes")
+        raise LinkTimeout(f"{what}: {problem}, after {self.retries + 1} attempts")
+
+    def identify(self, expect: HwConfig | int | None = None) -> Identity:
+        """The device's identity; with `expect` (a HwConfig or config id), refuse a device
+        built for another config (ConfigMismatchError) or another protocol version."""
+        ident = Identity.decode(self.request(Op.IDENTIFY))
+        if ident.protocol_version != protocol.PROTOCOL_VERSION:
+            raise LinkError(f"{self.link.name} speaks protocol version "
+                            f"{ident.protocol_version}, this host {protocol.PROTOCOL_VERSION}")
+        if expect is not None:
+            want = expect.config_id if isinstance(expect, HwConfig) else int(expect)
+            if ident.config_id != want:
+                raise ConfigMismatchError(want, ident.config_id)
+            if isinstance(expect, HwConfig):
+                self._config = expect
+        return ident
+
+    def status(self) -> Status:
+        return Status.decode(self.request(Op.STATUS))
+
+    def echo(self, payload: bytes) -> bytes:
+        got = self.request(Op.ECHO, payload)
+        if got != payload:
+            raise LinkError(f"ECHO on {self.link.name} returned different bytes")
+        return got
+
+    # -- layer engine ---------------------------------------------------------------
+    def run_group(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,
+                  leaky: bool, head: bool, pool: int = 0,
+                  cfg: HwConfig | None = None) -> tuple[np.ndarray, int]:
+        """One engine pass (docs/engine.md): the (OH, OW, cout) output of one output-channel
+        group and the engine's cycles. x: (H, W, cin) int8; w: (cout, k, k, cin) OHWI int8;
+        b: (cout,) int32; shift: (cout,). `cfg`: the device's HwConfig (head width)."""
+        cfg = cfg or self._config
+        h, wd, cin = x.shape
+        cout, k = w.shape[0], w.shape[1]
+        if w.shape[1:] != (k, k, cin):
+            raise PassError(f"weights {w.shape} do not fit input {x.shape}")
+        check_pass(cfg, h, wd, cin, cout, k, pool, head)
+        oh, ow = (h // 2, wd // 2) if pool == POOL_S2 else (h, wd)
+        nb = out_value_bytes(cfg, head)
+        self.request(Op.LAYER_CONFIG, protocol.encode_layer(
+            width=wd, height=h, cin=cin, cout=cout, k3=k == 3, leaky=leaky, head=head,
+            pool=pool))
+        params = group_params(w, b, shift)
+        for off in range(0, len(params), protocol.MAX_PAYLOAD):
+            self.request(Op.LOAD_PARAMS, params[off:off + protocol.MAX_PAYLOAD], idempotent=False)
+        want = oh * ow * cout * nb
+        out = bytearray()
+        data = np.ascontiguousarray(x, dtype=np.int8).tobytes()
+        for off in range(0, len(data), protocol.MAX_PAYLOAD):
+            out += self.request(Op.RUN, data[off:off + protocol.MAX_PAYLOAD], idempotent=False)
+        deadline = time.monotonic() + 10 * self.timeout
+        while len(out) < want:       # outputs still in the pipeline
+            got = self.request(Op.RUN, b"", idempotent=False)
+            if got:
+                deadline = time.monotonic() + 10 * self.timeout
+            elif time.monotonic() > deadline:
+                raise LinkTimeout(f"engine on {self.link.name}: {len(out)} of {want} output "
+                                  "bytes, then no progress")
+            out += got
+        if len(out) != want:
+            raise LinkError(f"engine on {self.link.name}: {len(out)} output bytes, expected {want}")
+        while not (st := self.status()).engine & EngineFlag.DONE:
+            if time.monotonic() > deadline:
+                raise LinkTimeout(f"engine on {self.link.name}: pass does not end ({st})")
+        if st.engine & EngineFlag.PARAM_ERR:
+            raise LinkError(f"engine on {self.link.name}: parameter stream error")
+        dt = np.dtype(np.int8) if nb == 1 else np.dtype(f"<i{nb}")
+        y = np.frombuffer(bytes(out), dtype=dt).reshape(oh, ow, cout)
+        return y, st.engine_cycles

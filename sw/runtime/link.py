@@ -1,0 +1,199 @@
+"""Links: byte pipes to a device. `SimLink` runs the Verilator simulator of the device
+top over a pipe, `SerialLink` a board's UART; `Device` (sw/runtime/device.py) speaks the
+protocol over either.
+
+The simulator binary is found by a key computed without the gateware: a hash of the
+gateware's sources (hw/**/*.py), the C++ harness, the Verilator flags and versions, the
+HwConfig and the frame timeout. A cached binary with that key runs as is, with no Amaranth
+installed; a missing one is built by `python -m hw.simulator` in a child process (which
+needs Amaranth and Verilator), never imported here.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from hw.spec.config import HwConfig
+
+__all__ = ["SIM_TIMEOUT_CYCLES", "Link", "LinkError", "LinkTimeout", "SerialLink", "SimLink",
+           "harness_binary"]
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_ROOT = ROOT / "sim" / "sim_build"
+#: What the simulator is made of besides hw/**/*.py: a change to any of these rebuilds it.
+HARNESS_SOURCES = ("sim/harness_cpp/main.cpp",)
+#: Frame timeout (cycles) of the simulated device: short, so truncation tests are quick.
+SIM_TIMEOUT_CYCLES = 20_000
+
+
+class LinkError(RuntimeError):
+    """The link failed: port unavailable, simulator died, no reply after retries."""
+
+
+class LinkTimeout(LinkError):
+    """No (valid) reply within the timeout, after every retry."""
+
+
+class Link(abc.ABC):
+    """A byte pipe to a device."""
+
+    #: Human-readable name for messages.
+    name: str = "link"
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send all of `data`."""
+
+    @abc.abstractmethod
+    def read(self, timeout: float) -> bytes:
+        """Bytes that arrive within `timeout` seconds (returns early once some arrived;
+        empty on timeout)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the link (idempotent)."""
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def harness_key(cfg: HwConfig, timeout_cycles: int) -> str:
+    """The simulator's cache key: everything its binary depends on, read as files."""
+    h = hashlib.sha256()
+    sources = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in HARNESS_SOURCES]
+    for f in sources:
+        h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
+    h.update(f"{cfg.to_json()}\0{timeout_cycles}\0amaranth {_version('amaranth')}\0"
+             f"verilator {_version('verilator')}".encode())
+    return h.hexdigest()
+
+
+def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> Path:
+    """The simulator binary of the device top for `cfg` and `timeout_cycles`, built first
+    if no build with the current key exists (sim/sim_build/device_harness-<id>-<timeout>/;
+    `python -m hw.simulator` serialises concurrent builds of one directory)."""
+    build_dir = BUILD_ROOT / f"device_harness-{cfg.config_id_hex}-{timeout_cycles}"
+    binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
+    key = harness_key(cfg, timeout_cycles)
+    if binary.exists() and stamp.exists() and stamp.read_text() == key:
+        return binary
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "hw_config.json").write_text(cfg.to_json())
+    print(f"building the simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
+          "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "hw.simulator", "--config", str(build_dir / "hw_config.json"),
+           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
+        raise LinkError(f"building the simulator failed (exit {r.returncode}); see "
+                        f"{build_dir / 'build.log'}:\n{(r.stderr or r.stdout)[-2000:]}")
+    return binary
+
+
+class SimLink(Link):
+    """The Verilator simulator of the device top as a subprocess, bytes over its
+    stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran."""
+
+    def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> None:
+        self.name = f"simulator (HwConfig {cfg.config_id_hex})"
+        self.binary = harness_binary(cfg, timeout_cycles)
+        idle_limit = 2 * timeout_cycles + 1000
+        self.cycles: int | None = None
+        self._proc = subprocess.Popen([str(self.binary), str(idle_limit)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        os.set_blocking(self._proc.stdout.fileno(), False)
+
+    def write(self, data: bytes) -> None:
+        if self._proc.poll() is not None:
+            raise LinkError(f"{self.name} exited with status {self._proc.returncode}")
+        try:
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except BrokenPipeError as e:
+            raise LinkError(f"{self.name} closed its input") from e
+
+    def read(self, timeout: float) -> bytes:
+        fd = self._proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+        if not ready:
+            return b""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return b""
+        if not data and self._proc.poll() is not None:
+            raise LinkError(f"{self.name} exited with status {self._proc.returncode}")
+        return data
+
+    def close(self) -> None:
+        if self._proc.stdin.closed:
+            return
+        with contextlib.suppress(BrokenPipeError):  # the simulator may have exited already
+            self._proc.stdin.close()
+        deadline = time.monotonic() + 30
+        while self._proc.poll() is None and time.monotonic() < deadline:
+            try:   # keep its output flowing, or a full pipe would block its exit
+                os.read(self._proc.stdout.fileno(), 65536)
+            except BlockingIOError:
+                time.sleep(0.01)
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        err = self._proc.stderr.read()
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+        for line in err.decode(errors="replace").splitlines():
+            if line.startswith("harness:") and line.endswith("cycles"):
+                self.cycles = int(line.split()[1])
+
+
+class SerialLink(Link):
+    """A UART (e.g. the Arty's FT2232H) through pyserial, 8N1 at `baud`."""
+
+    def __init__(self, port: str, baud: int) -> None:
+        try:
+            import serial
+        except ImportError as e:
+            raise LinkError("--port needs pyserial: pip install pyserial") from e
+        self.name = f"serial port {port}"
+        try:
+            self._port = serial.Serial(port, baud, timeout=0)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise LinkError(f"cannot open serial port {port} at {baud} baud: {e}") from e
+
+    def write(self, data: bytes) -> None:
+        self._port.write(data)
+        self._port.flush()
+
+    def read(self, timeout: float) -> bytes:
+        self._port.timeout = max(timeout, 0.0)
+        first = self._port.read(1)
+        if not first:
+            return b""
+        self._port.timeout = 0
+        return first + self._port.read(65536)
+
+    def close(self) -> None:
+        self._port.close()

@@ -1,0 +1,90 @@
+"""Reference models of the gateware blocks, for the tests (tests/ and sim/).
+
+Each `ref_<block>` states what its block computes, exactly, in integers; the block tests
+compare the RTL against them. They are built on the golden model (`sw.runtime.golden`)
+and the integer arithmetic (`hw.spec.intmath`), so a block agrees with the whole-network
+model by construction of its test. The gateware itself never imports them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw.spec import intmath
+from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import POOL_S1, POOL_S2, TAPS
+from sw.runtime import golden
+
+__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_requant", "ref_windows"]
+
+
+def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
+    """Windows of an (H, W, C) map (`hw.linebuf.WindowGen`): (H, W, C, 9) int64, zero
+    padded on all borders.
+
+    k = 3: tap ky * 3 + kx of window (i, j, c) is x[i + ky - 1, j + kx - 1, c], or 0 outside
+    the map. k = 1: only the centre tap (index 4) carries x[i, j, c], the others are 0.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    h, w, c = x.shape
+    out = np.zeros((h, w, c, TAPS), dtype=np.int64)
+    if k == 1:
+        out[..., TAPS // 2] = x
+        return out
+    if k != 3:
+        raise ValueError(f"kernel size must be 1 or 3, got {k}")
+    p = np.zeros((h + 2, w + 2, c), dtype=np.int64)
+    p[1:-1, 1:-1] = x
+    for ky in range(3):
+        for kx in range(3):
+            out[..., ky * 3 + kx] = p[ky:ky + h, kx:kx + w]
+    return out
+
+
+def ref_mac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Dot products of one group (`hw.mac_array.MacArray`): x is (n, C), w is (n, R, C);
+    returns (R,) int64, the sum of all n * C products per output channel, exactly."""
+    return np.einsum("nc,nrc->r", np.asarray(x, np.int64), np.asarray(w, np.int64))
+
+
+def ref_requant(acc: int, bias: int, shift: int, leaky: bool, head: bool,
+                cfg: HwConfig = DEFAULT) -> int:
+    """One requantizer transfer (`hw.requant.Requantizer`): `intmath.requant`."""
+    out_bits = cfg.head_bits if head else cfg.act_bits
+    return int(intmath.requant(int(acc) + int(bias), int(shift), bool(leaky), out_bits))
+
+
+def ref_maxpool(x: np.ndarray, stride2: bool, vertical: bool = False) -> np.ndarray:
+    """2x2 max pool of an (H, W, C) int8 map (`hw.maxpool.MaxPool`), int64.
+
+    Stride 2 drops an odd last row/column (`golden.maxpool(x, 2, 2, 0)`). Stride 1 keeps
+    H x W: the window at (i, j) covers rows i..i+1 and columns j..j+1, ignoring positions
+    past the bottom/right edge (Darknet's padding 1, `golden.maxpool(x, 2, 1, 1)`).
+    `vertical` (with stride 2): 2x1 windows, rows 2i and 2i+1 of each column.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if vertical:
+        if not stride2:
+            raise ValueError("vertical pooling needs stride2")
+        h, w, c = x.shape
+        return x[:2 * (h // 2)].reshape(h // 2, 2, w, c).max(axis=1)
+    return np.asarray(golden.maxpool(x, 2, 2, 0) if stride2 else golden.maxpool(x, 2, 1, 1),
+                      dtype=np.int64)
+
+
+def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,
+               leaky: bool, head: bool, pool: int, cfg: HwConfig = DEFAULT) -> np.ndarray:
+    """One engine pass (`hw.engine.LayerEngine`): (OH, OW, cout) int64.
+
+    x: (H, W, cin) int8; w: (cout, k, k, cin) OHWI int8; b: (cout,) int32; shift: (cout,).
+    Conv stride 1, pad k // 2 (`golden.conv_acc`, bias included), `intmath.requant`, then
+    the pool: `POOL_S2` = size 2 stride 2 without padding (odd last row and column
+    dropped), `POOL_S1` = size 2 stride 1 with Darknet's padding 1 (border rule).
+    """
+    k = w.shape[1]
+    acc = golden.conv_acc(np.asarray(x), np.asarray(w), np.asarray(b), 1, k // 2)
+    y = intmath.requant(acc, np.asarray(shift, dtype=np.int64), leaky,
+                        cfg.head_bits if head else cfg.act_bits)
+    if pool in (POOL_S2, POOL_S1):
+        y = ref_maxpool(y, pool == POOL_S2)
+    return np.asarray(y, dtype=np.int64)
