@@ -24,7 +24,7 @@ bench: setup
 # Float vs the default bundle (calibrated on the first 64 images) vs PTQ variants calibrated
 # on assets/, on the held-out last 64 images of coco-train128, with bootstrap intervals.
 eval: setup
-	$(PY) -m sw.eval.evaluate --images $(COCO)/images --ann $(COCO)/instances.json --skip 64 \
+	$(PY) -m sw.eval --images $(COCO)/images --ann $(COCO)/instances.json --skip 64 \
 		--bundle default --variants channel-mse-bc,channel-max,tensor-max --bootstrap 200
 
 # Label-free fidelity of the default bundle against the assets/-calibrated PTQ on 8 views

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,11 +98,12 @@ def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
     custom = args.cfg or args.weights or args.calib
     if not custom and (path := detect.shipped_bundle(hw)) is not None:
         return Bundle.load(path, expect=hw)
-    from sw.quant.pipeline import build_bundle, default_bundle  # torch: only to quantize
+    pipeline = _quant_pipeline("quantizing a bundle (--cfg, --weights, --calib, or "
+                               "number formats the shipped bundle was not made for)")
     from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions
 
     if not custom:
-        return Bundle.load(default_bundle(hw), expect=hw)
+        return Bundle.load(pipeline.default_bundle(hw), expect=hw)
     cfg = Path(args.cfg) if args.cfg else default_cfg()
     weights = Path(args.weights) if args.weights else fetch_weights()
     calib = args.calib or CALIB_DIR
@@ -114,20 +116,34 @@ def get_bundle(args: argparse.Namespace, hw: HwConfig) -> Bundle:
         raise DarknetError(f"{e.filename}: cannot read: {e.strerror}") from e
     path = cache_dir() / "bundles" / f"custom-{h.hexdigest()[:16]}.npz"
     if not path.exists():
-        build_bundle(path, cfg, weights, calib, hw)
+        pipeline.build_bundle(path, cfg, weights, calib, hw)
     return Bundle.load(path, expect=hw)
+
+
+class MissingDependency(RuntimeError):
+    """A package the requested work needs is not installed."""
+
+
+def _quant_pipeline(why: str) -> types.ModuleType:
+    """sw.quant.pipeline, which needs torch: imported only for `why`."""
+    try:
+        from sw.quant import pipeline
+    except ImportError as e:
+        raise MissingDependency(f"{why} needs PyTorch ({e}); install the project's "
+                                "environment (make setup), or use --backend golden or sim "
+                                "with the default bundle or --bundle") from e
+    return pipeline
 
 
 def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
     """The backend the arguments ask for; torch is imported only for float and fakequant."""
     if args.backend == "float":
-        from sw.quant.pipeline import load_float, make_backend
-        net, model, _ = load_float(args.cfg, args.weights)
-        return make_backend("float", net=net, model=model)
+        pipeline = _quant_pipeline("--backend float")
+        net, model, _ = pipeline.load_float(args.cfg, args.weights)
+        return pipeline.make_backend("float", net=net, model=model)
     bundle = get_bundle(args, hw)
     if args.backend == "fakequant":
-        from sw.quant.pipeline import make_backend
-        return make_backend("fakequant", bundle)
+        return _quant_pipeline("--backend fakequant").make_backend("fakequant", bundle)
     return detect.make_backend(args.backend, bundle, hw, args.port)
 
 
@@ -186,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ImageError, DarknetError, BundleError, ConfigError, WeightsError,
-            FileNotFoundError, LinkError, DeviceError, PassError) as e:
+            FileNotFoundError, LinkError, DeviceError, PassError, MissingDependency) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

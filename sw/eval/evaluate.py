@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hw.spec.config import load_config
 from sw.quant.pipeline import build_bundle, default_bundle, load_float, make_backend

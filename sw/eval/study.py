@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hw.spec import intmath
 from sw.quant.calib import MSE_SAMPLES, Calibration, act_clip, mse_clip

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hw.spec.config import ConfigError, load_config
 from sw.quant.pipeline import build_bundle
