@@ -15,7 +15,7 @@ from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import POOL_S1, POOL_S2, TAPS
 from sw.runtime import golden
 
-__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_requant", "ref_windows"]
+__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_program", "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -88,3 +88,31 @@ def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *
     if pool in (POOL_S2, POOL_S1):
         y = ref_maxpool(y, pool == POOL_S2)
     return np.asarray(y, dtype=np.int64)
+
+
+def ref_program(mem: np.ndarray, passes: list, cfg: HwConfig = DEFAULT) -> np.ndarray:
+    """A program of pass descriptors (`hw.spec.memory.Pass`) executed on a memory image
+    (uint8 array, changed in place and returned): each pass's parameters and input read
+    and its output written as `hw.spec.memory` states, the pass itself `ref_engine`."""
+    from hw.spec.engine import out_value_bytes
+
+    for p in passes:
+        k = p.k
+        n = p.cout * k * k * p.cin
+        blob = mem[p.param_addr:p.param_addr + p.param_len]
+        assert p.param_len == n + 5 * p.cout, "param_len does not match the pass's shape"
+        w = blob[:n].view(np.int8).reshape(p.cout, k, k, p.cin)
+        b = blob[n:n + 4 * p.cout].view("<i4")
+        shift = blob[n + 4 * p.cout:].astype(np.int64)
+        idx = (np.arange(p.height * p.width)[:, None] * p.in_pitch + np.arange(p.cin))
+        x = mem[p.in_addr + idx].view(np.int8).reshape(p.height, p.width, p.cin)
+        y = ref_engine(x, w, b, shift, leaky=bool(p.leaky), head=bool(p.head), pool=p.pool,
+                       cfg=cfg)
+        vb = out_value_bytes(cfg, bool(p.head))
+        if p.upsample:
+            y = y.repeat(2, axis=0).repeat(2, axis=1)
+        oh, ow, _ = y.shape
+        data = y.astype(np.int8 if vb == 1 else f"<i{vb}").reshape(oh * ow, -1).view(np.uint8)
+        idx = (np.arange(oh * ow)[:, None] * p.out_pitch + np.arange(p.cout * vb))
+        mem[p.out_addr + idx] = data
+    return mem

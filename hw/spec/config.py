@@ -149,6 +149,10 @@ class HwConfig(Numerics):
     # Clock and host link.
     clock_hz: int = 100_000_000
     uart_baud: int = 12_000_000
+    # The device memory (DRAM behind a LiteDRAM native port): its size in bytes and the
+    # port's data width in bits (128: the Arty's DDR3 x16 at 4:1).
+    mem_bytes: int = 1 << 28
+    mem_data_bits: int = 128
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -156,11 +160,27 @@ class HwConfig(Numerics):
             raise ConfigError("line_buffer_depth must hold at least one row of max_width pixels")
         if self.clock_hz < 2 * self.uart_baud:
             raise ConfigError("clock_hz must be at least twice uart_baud")
+        if self.mem_data_bits < 32 or self.mem_data_bits & (self.mem_data_bits - 1):
+            raise ConfigError(f"mem_data_bits must be a power of two >= 32, got "
+                              f"{self.mem_data_bits}")
+        if self.mem_bytes % self.mem_word_bytes or self.mem_bytes > 1 << 32:
+            raise ConfigError(f"mem_bytes must be a multiple of the memory word "
+                              f"({self.mem_word_bytes} bytes) and at most 4 GiB")
 
     # -- derived values ---------------------------------------------------------------
     @property
     def macs_per_cycle(self) -> int:
         return self.array_rows * self.array_cols
+
+    @property
+    def mem_word_bytes(self) -> int:
+        """Bytes of one memory word (one transfer on the memory port)."""
+        return self.mem_data_bits // 8
+
+    @property
+    def mem_words(self) -> int:
+        """Words of the device memory (the memory port's address range)."""
+        return self.mem_bytes // self.mem_word_bytes
 
     @property
     def uart_divisor(self) -> int:

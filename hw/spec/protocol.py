@@ -27,6 +27,10 @@ __all__ = [
     "IDENTIFY_FORMAT",
     "LAYER_FORMAT",
     "MAX_PAYLOAD",
+    "MEM_ADDR_FORMAT",
+    "MEM_CRC_FORMAT",
+    "MEM_RANGE_FORMAT",
+    "PROGRAM_FORMAT",
     "PROTOCOL_VERSION",
     "STATUS_FORMAT",
     "SYNC",
@@ -69,6 +73,10 @@ class Op(enum.IntEnum):
     LAYER_CONFIG = 0x10  # LAYER_FORMAT: set the engine's registers, arm a pass -> OK
     LOAD_PARAMS = 0x11   # next bytes of the group's parameter stream -> OK
     RUN = 0x12           # next input bytes -> DATA chunks of output, then OK with the rest
+    MEM_WRITE = 0x20     # MEM_ADDR_FORMAT address, then the bytes to write there -> OK
+    MEM_READ = 0x21      # MEM_RANGE_FORMAT (address, length) -> DATA chunks, then OK
+    MEM_CRC = 0x22       # MEM_RANGE_FORMAT -> OK with the range's CRC-32 (MEM_CRC_FORMAT)
+    PROGRAM_RUN = 0x23   # PROGRAM_FORMAT (descriptor address, passes) -> OK; the program runs
 
 
 class Reply(enum.IntEnum):
@@ -92,11 +100,14 @@ class Err(enum.IntEnum):
     NOT_ARMED = 0x09       # LOAD_PARAMS without an armed pass waiting for parameters, RUN
                            # before the parameters are complete or with input after the end
     BAD_LAYER = 0x0A       # LAYER_CONFIG outside the engine's limits (docs/engine.md): no pass
+    BAD_ADDRESS = 0x0B     # a memory range past the device memory: nothing read or written
+    BAD_PROGRAM = 0x0C     # PROGRAM_RUN of no passes, or descriptors past the memory
 
 
 class Feature(enum.IntFlag):
     """Bits of `Identity.features`."""
     ENGINE = 0x01          # a layer engine answers LAYER_CONFIG / LOAD_PARAMS / RUN
+    MEMORY = 0x02          # device memory and programs: MEM_* and PROGRAM_RUN
 
 
 #: IDENTIFY reply payload: config_id, protocol version, gateware version, max payload,
@@ -106,6 +117,15 @@ IDENTIFY_FORMAT = "<IBBHBBB"
 #: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
 #: the last pass (from parameters complete to its end).
 STATUS_FORMAT = "<IHHBBI"
+#: MEM_WRITE payload head: the byte address the rest of the payload goes to.
+MEM_ADDR_FORMAT = "<I"
+#: MEM_READ / MEM_CRC payload: byte address and length of the range.
+MEM_RANGE_FORMAT = "<II"
+#: MEM_CRC reply payload: CRC-32 (IEEE 802.3, as `zlib.crc32`) of the range.
+MEM_CRC_FORMAT = "<I"
+#: PROGRAM_RUN payload: byte address of the first pass descriptor (`hw.spec.memory`), and
+#: the number of passes.
+PROGRAM_FORMAT = "<IH"
 #: LAYER_CONFIG payload: the engine's layer registers (`hw.spec.engine.LAYER_FIELDS`:
 #: width, height, cin, cout, k3, leaky, head, pool; docs/engine.md).
 LAYER_FORMAT = "<" + "".join(fmt for _, fmt in LAYER_FIELDS)
