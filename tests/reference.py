@@ -13,9 +13,11 @@ import numpy as np
 from hw.spec import intmath
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import POOL_S1, POOL_S2, TAPS
+from hw.spec.memory import Pass
 from sw.runtime import golden
 
-__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_program", "ref_requant", "ref_windows"]
+__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_pass_input", "ref_pass_output",
+           "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -90,29 +92,43 @@ def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *
     return np.asarray(y, dtype=np.int64)
 
 
-def ref_program(mem: np.ndarray, passes: list, cfg: HwConfig = DEFAULT) -> np.ndarray:
+def ref_pass_params(mem: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pass's parameter block read from a memory image: (w OHWI int8, b int32, shift)."""
+    k = p.k
+    n = p.cout * k * k * p.cin
+    blob = mem[p.param_addr:p.param_addr + p.param_len]
+    assert p.param_len == n + 5 * p.cout, "param_len does not match the pass's shape"
+    return (blob[:n].view(np.int8).reshape(p.cout, k, k, p.cin),
+            blob[n:n + 4 * p.cout].view("<i4"), blob[n + 4 * p.cout:].astype(np.int64))
+
+
+def ref_pass_input(mem: np.ndarray, p: Pass) -> np.ndarray:
+    """A pass's input (H, W, cin) int8 read from a memory image (`in_addr`, `in_pitch`)."""
+    idx = np.arange(p.height * p.width)[:, None] * p.in_pitch + np.arange(p.cin)
+    return mem[p.in_addr + idx].view(np.int8).reshape(p.height, p.width, p.cin)
+
+
+def ref_pass_output(mem: np.ndarray, p: Pass, y: np.ndarray, cfg: HwConfig = DEFAULT) -> None:
+    """Write a pass's output (OH, OW, cout) into a memory image (`out_addr`, `out_pitch`,
+    2x2 copies with `upsample`, values of `out_value_bytes` bytes little-endian)."""
+    from hw.spec.engine import out_value_bytes
+
+    vb = out_value_bytes(cfg, bool(p.head))
+    if p.upsample:
+        y = y.repeat(2, axis=0).repeat(2, axis=1)
+    oh, ow, _ = y.shape
+    data = y.astype(np.int8 if vb == 1 else f"<i{vb}").reshape(oh * ow, -1).view(np.uint8)
+    idx = np.arange(oh * ow)[:, None] * p.out_pitch + np.arange(p.cout * vb)
+    mem[p.out_addr + idx] = data
+
+
+def ref_program(mem: np.ndarray, passes: list[Pass], cfg: HwConfig = DEFAULT) -> np.ndarray:
     """A program of pass descriptors (`hw.spec.memory.Pass`) executed on a memory image
     (uint8 array, changed in place and returned): each pass's parameters and input read
     and its output written as `hw.spec.memory` states, the pass itself `ref_engine`."""
-    from hw.spec.engine import out_value_bytes
-
     for p in passes:
-        k = p.k
-        n = p.cout * k * k * p.cin
-        blob = mem[p.param_addr:p.param_addr + p.param_len]
-        assert p.param_len == n + 5 * p.cout, "param_len does not match the pass's shape"
-        w = blob[:n].view(np.int8).reshape(p.cout, k, k, p.cin)
-        b = blob[n:n + 4 * p.cout].view("<i4")
-        shift = blob[n + 4 * p.cout:].astype(np.int64)
-        idx = (np.arange(p.height * p.width)[:, None] * p.in_pitch + np.arange(p.cin))
-        x = mem[p.in_addr + idx].view(np.int8).reshape(p.height, p.width, p.cin)
-        y = ref_engine(x, w, b, shift, leaky=bool(p.leaky), head=bool(p.head), pool=p.pool,
-                       cfg=cfg)
-        vb = out_value_bytes(cfg, bool(p.head))
-        if p.upsample:
-            y = y.repeat(2, axis=0).repeat(2, axis=1)
-        oh, ow, _ = y.shape
-        data = y.astype(np.int8 if vb == 1 else f"<i{vb}").reshape(oh * ow, -1).view(np.uint8)
-        idx = (np.arange(oh * ow)[:, None] * p.out_pitch + np.arange(p.cout * vb))
-        mem[p.out_addr + idx] = data
+        w, b, shift = ref_pass_params(mem, p)
+        y = ref_engine(ref_pass_input(mem, p), w, b, shift, leaky=bool(p.leaky),
+                       head=bool(p.head), pool=p.pool, cfg=cfg)
+        ref_pass_output(mem, p, y, cfg)
     return mem

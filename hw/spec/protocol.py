@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import enum
 import struct
+import zlib
 from dataclasses import dataclass, field
 
 from hw.spec.engine import LAYER_FIELDS
@@ -47,6 +48,8 @@ __all__ = [
     "Status",
     "crc16",
     "crc16_update",
+    "crc32",
+    "crc32_update",
     "default_timeout_cycles",
     "encode_frame",
     "encode_layer",
@@ -228,6 +231,26 @@ def crc16(data: bytes, crc: int = CRC_INIT) -> int:
     the tests check it against the bit-serial `crc16_update` the gateware mirrors.
     """
     return binascii.crc_hqx(data, crc)
+
+
+# -- CRC-32 (MEM_CRC) ----------------------------------------------------------------
+CRC32_POLY = 0xEDB88320   # IEEE 802.3, reflected
+CRC32_INIT = 0xFFFFFFFF
+
+
+def crc32_update(crc: int, byte: int) -> int:
+    """One byte into the (reflected) CRC-32 register, LSB first, as the gateware does;
+    `crc32` starts at CRC32_INIT and inverts the result, as `zlib.crc32`."""
+    crc ^= byte & 0xFF
+    for _ in range(8):
+        crc = (crc >> 1) ^ CRC32_POLY if crc & 1 else crc >> 1
+    return crc
+
+
+def crc32(data: bytes) -> int:
+    """CRC-32 of `data`, what MEM_CRC answers (`zlib.crc32`, in C; the tests check it
+    against the bit-serial `crc32_update` the gateware mirrors)."""
+    return zlib.crc32(data)
 
 
 # -- frames -------------------------------------------------------------------------
