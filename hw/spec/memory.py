@@ -32,7 +32,8 @@ from dataclasses import astuple, dataclass
 from hw.spec.config import HwConfig
 from hw.spec.engine import LAYER_FIELDS, POOL_S2, out_value_bytes
 
-__all__ = ["PASS_BYTES", "PASS_FIELDS", "PASS_FORMAT", "Pass", "ProgramError"]
+__all__ = ["PASS_BYTES", "PASS_FIELDS", "PASS_FORMAT", "TRACE_BYTES", "TRACE_FORMAT", "Pass",
+           "ProgramError"]
 
 #: The descriptor of one pass, in memory: the engine's layer registers, then where its
 #: parameters, input and output are (little-endian; `PASS_BYTES` = 48 bytes, three 16-byte
@@ -51,6 +52,11 @@ PASS_FIELDS: tuple[tuple[str, str], ...] = (
 )
 PASS_FORMAT = "<" + "".join(fmt for _, fmt in PASS_FIELDS)
 PASS_BYTES = struct.calcsize(PASS_FORMAT)
+#: The record the device writes after each pass k at trace address + k * TRACE_BYTES:
+#: clock cycles of the whole pass (descriptor fetch to its last write), and the engine's
+#: cycles of it (`LayerEngine.cycles`: parameters loaded to the last output).
+TRACE_FORMAT = "<II8x"
+TRACE_BYTES = struct.calcsize(TRACE_FORMAT)
 
 
 class ProgramError(ValueError):

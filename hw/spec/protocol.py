@@ -126,9 +126,10 @@ MEM_ADDR_FORMAT = "<I"
 MEM_RANGE_FORMAT = "<II"
 #: MEM_CRC reply payload: CRC-32 (IEEE 802.3, as `zlib.crc32`) of the range.
 MEM_CRC_FORMAT = "<I"
-#: PROGRAM_RUN payload: byte address of the first pass descriptor (`hw.spec.memory`), and
-#: the number of passes.
-PROGRAM_FORMAT = "<IH"
+#: PROGRAM_RUN payload: byte address of the first pass descriptor (`hw.spec.memory`), the
+#: number of passes, and where the device writes each pass's trace record
+#: (`hw.spec.memory.TRACE_FORMAT`).
+PROGRAM_FORMAT = "<IHI"
 #: LAYER_CONFIG payload: the engine's layer registers (`hw.spec.engine.LAYER_FIELDS`:
 #: width, height, cin, cout, k3, leaky, head, pool; docs/engine.md).
 LAYER_FORMAT = "<" + "".join(fmt for _, fmt in LAYER_FIELDS)

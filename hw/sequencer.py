@@ -1,0 +1,165 @@
+"""The program runner: fetches pass descriptors from the device memory and runs them one
+after the other on the engine and the pass reader and writer (hw/spec/memory.py)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.dma import RangeReader, RangeWriter
+from hw.memport import MemArbiter, mem_port
+from hw.passio import decode_pass, pass_layout
+from hw.spec.config import HwConfig
+from hw.spec.memory import PASS_BYTES, TRACE_BYTES
+from hw.spec.protocol import Err
+
+__all__ = ["Sequencer", "program_layout", "progress_layout"]
+
+#: A program to run: the first descriptor's byte address, the number of passes, where the
+#: trace records go (`hw.spec.memory.TRACE_FORMAT`).
+program_layout = data.StructLayout({"addr": 32, "count": 16, "trace": 32})
+#: What the host sees of a program: running, ended well, the error that stopped it
+#: (`protocol.Err`: BAD_PROGRAM, BAD_ADDRESS; NONE), passes finished (the failing pass's
+#: index on an error), clock cycles since it started (frozen at its end).
+progress_layout = data.StructLayout({"running": 1, "done": 1, "error": 8, "passes": 16,
+                                     "cycles": 32})
+
+#: Cycles between a pass's registers and the engine's start: the engine judges the
+#: registers as they were two cycles before (`LayerEngine.shape_ok`).
+SETTLE = 2
+
+
+class Sequencer(wiring.Component):
+    """Runs a program taken on ``run`` (refused, not taken, while one runs).
+
+    For each pass: the descriptor's `PASS_BYTES` bytes are read into ``desc`` (held until
+    the pass ends); a descriptor whose field does not fit the gateware's registers ends the
+    program with BAD_PROGRAM. After `SETTLE` cycles ``start`` pulses (the engine, the pass
+    reader and the pass writer start the pass); the pass ends when the engine is done and
+    the reader and writer are idle, and its trace record (cycles of the pass, the engine's
+    ``engine_cycles``) is written at ``trace + k * TRACE_BYTES``. An engine error
+    (``engine_err``: a pass outside its limits) ends the program with BAD_PROGRAM, a
+    reader or writer error (a range past the memory) with BAD_ADDRESS; both pulse ``abort``
+    (reset the engine, reader and writer). A descriptor or trace record past the memory:
+    BAD_ADDRESS. ``progress`` says how far it got.
+    """
+
+    def __init__(self, cfg: HwConfig) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "run": In(stream.Signature(program_layout)),
+            "desc": Out(pass_layout(cfg)),
+            "start": Out(1),
+            "abort": Out(1),
+            "engine_done": In(1),
+            "engine_err": In(1),
+            "engine_cycles": In(32),
+            "io_busy": In(1),
+            "io_err": In(1),
+            "progress": Out(progress_layout),
+            "mem": Out(mem_port(cfg)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        m = Module()
+        m.submodules.fetch = rd = RangeReader(cfg, depth=4)
+        m.submodules.trace = tw = RangeWriter(cfg)
+        m.submodules.arb = arb = MemArbiter(cfg, 2, depth=4)
+        wiring.connect(m, rd.mem, arb.masters[0])
+        wiring.connect(m, tw.mem, arb.masters[1])
+        wiring.connect(m, arb.mem, wiring.flipped(self.mem))
+        prog = self.progress
+
+        addr = Signal(32)
+        left = Signal(16)
+        trace = Signal(32)
+        pass_cycles = Signal(32)
+        record = Signal(8 * TRACE_BYTES)
+        nbyte = Signal(range(TRACE_BYTES + 1))
+        raw = Signal(8 * PASS_BYTES)
+        view, fits = decode_pass(cfg, m, raw)
+        wait = Signal(range(SETTLE + 1))
+        m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(PASS_BYTES),
+                     rd.o.ready.eq(1),
+                     tw.ranges.payload.addr.eq(trace), tw.ranges.payload.len.eq(TRACE_BYTES)]
+        with m.If(prog.running):
+            m.d.sync += [prog.cycles.eq(prog.cycles + 1), pass_cycles.eq(pass_cycles + 1)]
+
+        def fail(code: Err) -> None:
+            m.d.sync += [prog.running.eq(0), prog.error.eq(code)]
+            m.next = "IDLE"
+
+        with m.FSM(name="sequencer"):
+            with m.State("IDLE"):
+                m.d.comb += self.run.ready.eq(1)
+                with m.If(self.run.valid):
+                    m.d.sync += [addr.eq(self.run.payload.addr), left.eq(self.run.payload.count),
+                                 trace.eq(self.run.payload.trace), prog.running.eq(1),
+                                 prog.done.eq(0), prog.error.eq(Err.NONE), prog.passes.eq(0),
+                                 prog.cycles.eq(0)]
+                    with m.If(self.run.payload.count == 0):
+                        fail(Err.BAD_PROGRAM)
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.sync += pass_cycles.eq(1)
+                with m.If((addr + PASS_BYTES > cfg.mem_bytes)
+                          | (trace + TRACE_BYTES > cfg.mem_bytes)):
+                    fail(Err.BAD_ADDRESS)
+                with m.Else():
+                    m.d.comb += rd.ranges.valid.eq(1)
+                    with m.If(rd.ranges.ready):
+                        m.next = "COLLECT"
+            with m.State("COLLECT"):              # descriptor bytes, first byte lowest
+                with m.If(rd.o.valid):
+                    m.d.sync += raw.eq(Cat(raw[8:], rd.o.payload.data))
+                    with m.If(rd.o.payload.last):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [self.desc.eq(view), wait.eq(0)]
+                with m.If(~fits):
+                    fail(Err.BAD_PROGRAM)
+                with m.Else():
+                    m.next = "SETTLE"
+            with m.State("SETTLE"):
+                m.d.sync += wait.eq(wait + 1)
+                with m.If(wait == SETTLE - 1):
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += self.start.eq(1)
+                m.next = "STARTED"
+            with m.State("STARTED"):              # the engine's `done` falls with `start`
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(self.engine_err):
+                    m.d.comb += self.abort.eq(1)
+                    fail(Err.BAD_PROGRAM)
+                with m.Elif(self.io_err):
+                    m.d.comb += self.abort.eq(1)
+                    fail(Err.BAD_ADDRESS)
+                with m.Elif(self.engine_done & ~self.io_busy):
+                    m.d.sync += [record.eq(Cat(pass_cycles, self.engine_cycles)), nbyte.eq(0)]
+                    m.next = "TRACE"
+            with m.State("TRACE"):                # the pass's record, then the next pass
+                m.d.comb += tw.ranges.valid.eq(nbyte == 0)
+                with m.If(tw.ranges.valid & tw.ranges.ready):
+                    m.d.sync += nbyte.eq(1)
+                with m.If(nbyte != 0):
+                    m.d.comb += [tw.i.valid.eq(1),
+                                 tw.i.payload.eq(record.word_select(nbyte - 1, 8))]
+                    with m.If(tw.i.ready):
+                        m.d.sync += nbyte.eq(nbyte + 1)
+                        with m.If(nbyte == TRACE_BYTES):
+                            m.next = "TRACED"
+            with m.State("TRACED"):
+                with m.If(~tw.busy):
+                    m.d.sync += [prog.passes.eq(prog.passes + 1), addr.eq(addr + PASS_BYTES),
+                                 trace.eq(trace + TRACE_BYTES), left.eq(left - 1)]
+                    with m.If(left == 1):
+                        m.d.sync += [prog.running.eq(0), prog.done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+        return m
