@@ -3,7 +3,7 @@ after the other on the engine and the pass reader and writer (hw/spec/memory.py)
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -11,6 +11,7 @@ from hw.dma import RangeReader, RangeWriter
 from hw.memport import MemArbiter, mem_port
 from hw.passio import decode_pass, pass_layout
 from hw.spec.config import HwConfig
+from hw.spec.engine import POOL_S2, out_value_bytes
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
 from hw.spec.protocol import Err
 
@@ -26,8 +27,9 @@ progress_layout = data.StructLayout({"running": 1, "done": 1, "error": 8, "passe
                                      "cycles": 32})
 
 #: Cycles between a pass's registers and the engine's start: the engine judges the
-#: registers as they were two cycles before (`LayerEngine.shape_ok`).
-SETTLE = 2
+#: registers as they were two cycles before (`LayerEngine.shape_ok`), the span check's
+#: products take three.
+SETTLE = 3
 
 
 class Sequencer(wiring.Component):
@@ -35,14 +37,17 @@ class Sequencer(wiring.Component):
 
     For each pass: the descriptor's `PASS_BYTES` bytes are read into ``desc`` (held until
     the pass ends); a descriptor whose field does not fit the gateware's registers ends the
-    program with BAD_PROGRAM. After `SETTLE` cycles ``start`` pulses (the engine, the pass
-    reader and the pass writer start the pass); the pass ends when the engine is done and
-    the reader and writer are idle, and its trace record (cycles of the pass, the engine's
-    ``engine_cycles``) is written at ``trace + k * TRACE_BYTES``. An engine error
-    (``engine_err``: a pass outside its limits) ends the program with BAD_PROGRAM, a
-    reader or writer error (a range past the memory) with BAD_ADDRESS; both pulse ``abort``
-    (reset the engine, reader and writer). A descriptor or trace record past the memory:
-    BAD_ADDRESS. ``progress`` says how far it got.
+    program with BAD_PROGRAM. Before anything of the pass starts, the engine must accept its
+    registers (``engine_ok``, after `SETTLE` cycles; else BAD_PROGRAM) and every byte it
+    reads or writes must lie in the memory (its parameter block, input and output spans as
+    `hw.spec.memory.Pass` states them; else BAD_ADDRESS): a refused pass touches nothing.
+    Then ``start`` pulses (the engine, the pass reader and the pass writer start the pass);
+    the pass ends when the engine is done and the reader and writer are idle, and its trace
+    record (cycles of the pass, the engine's ``engine_cycles``) is written at ``trace + k *
+    TRACE_BYTES``. An engine or reader / writer error during a pass (``engine_err``,
+    ``io_err``; not expected after the checks) ends the program with BAD_PROGRAM or
+    BAD_ADDRESS as it stands. A descriptor or trace record past the memory: BAD_ADDRESS.
+    ``progress`` says how far it got.
     """
 
     def __init__(self, cfg: HwConfig) -> None:
@@ -51,7 +56,7 @@ class Sequencer(wiring.Component):
             "run": In(stream.Signature(program_layout)),
             "desc": Out(pass_layout(cfg)),
             "start": Out(1),
-            "abort": Out(1),
+            "engine_ok": In(1),
             "engine_done": In(1),
             "engine_err": In(1),
             "engine_cycles": In(32),
@@ -77,10 +82,31 @@ class Sequencer(wiring.Component):
         trace = Signal(32)
         pass_cycles = Signal(32)
         record = Signal(8 * TRACE_BYTES)
-        nbyte = Signal(range(TRACE_BYTES + 1))
+        nbyte = Signal(range(TRACE_BYTES + 1))    # 1 + the record byte being sent
+        bi = Signal(range(TRACE_BYTES))
+        m.d.comb += bi.eq(nbyte - 1)
         raw = Signal(8 * PASS_BYTES)
         view, fits = decode_pass(cfg, m, raw)
         wait = Signal(range(SETTLE + 1))
+
+        # The pass's spans (hw.spec.memory.Pass.in_span / out_span), products registered
+        # over the SETTLE cycles: every end within the memory.
+        d = self.desc
+        vb = Mux(d.head, out_value_bytes(cfg, True), 1)
+        s2 = d.pool == POOL_S2
+        n_in = Signal(2 * (cfg.max_width.bit_length()))
+        n_out = Signal(len(n_in) + 2)
+        in_end = Signal(34 + 16)
+        out_end = Signal(34 + 16)
+        m.d.sync += [
+            n_in.eq(d.width * d.height),
+            n_out.eq(Mux(s2, (d.width >> 1) * (d.height >> 1), d.width * d.height)
+                     << Cat(0, d.upsample)),
+            in_end.eq(d.in_addr + (n_in - 1) * d.in_pitch + d.cin),
+            out_end.eq(d.out_addr + (n_out - 1) * d.out_pitch + d.cout * vb),
+        ]
+        spans_ok = ((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes)
+                    & (d.param_addr + d.param_len <= cfg.mem_bytes) & (n_out != 0))
         m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(PASS_BYTES),
                      rd.o.ready.eq(1),
                      tw.ranges.payload.addr.eq(trace), tw.ranges.payload.len.eq(TRACE_BYTES)]
@@ -123,10 +149,15 @@ class Sequencer(wiring.Component):
                     fail(Err.BAD_PROGRAM)
                 with m.Else():
                     m.next = "SETTLE"
-            with m.State("SETTLE"):
+            with m.State("SETTLE"):                # and the spans' products, registered
                 m.d.sync += wait.eq(wait + 1)
-                with m.If(wait == SETTLE - 1):
-                    m.next = "START"
+                with m.If(wait == SETTLE):
+                    with m.If(~self.engine_ok):
+                        fail(Err.BAD_PROGRAM)
+                    with m.Elif(~spans_ok):
+                        fail(Err.BAD_ADDRESS)
+                    with m.Else():
+                        m.next = "START"
             with m.State("START"):
                 m.d.comb += self.start.eq(1)
                 m.next = "STARTED"
@@ -134,10 +165,8 @@ class Sequencer(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(self.engine_err):
-                    m.d.comb += self.abort.eq(1)
                     fail(Err.BAD_PROGRAM)
                 with m.Elif(self.io_err):
-                    m.d.comb += self.abort.eq(1)
                     fail(Err.BAD_ADDRESS)
                 with m.Elif(self.engine_done & ~self.io_busy):
                     m.d.sync += [record.eq(Cat(pass_cycles, self.engine_cycles)), nbyte.eq(0)]
@@ -147,8 +176,7 @@ class Sequencer(wiring.Component):
                 with m.If(tw.ranges.valid & tw.ranges.ready):
                     m.d.sync += nbyte.eq(1)
                 with m.If(nbyte != 0):
-                    m.d.comb += [tw.i.valid.eq(1),
-                                 tw.i.payload.eq(record.word_select(nbyte - 1, 8))]
+                    m.d.comb += [tw.i.valid.eq(1), tw.i.payload.eq(record.word_select(bi, 8))]
                     with m.If(tw.i.ready):
                         m.d.sync += nbyte.eq(nbyte + 1)
                         with m.If(nbyte == TRACE_BYTES):
