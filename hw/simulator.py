@@ -1,7 +1,10 @@
-"""Builds the Verilator simulator of the device top: DeviceTop's Verilog in the C++ harness
-sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout).
+"""Builds the Verilator simulator of a device top in the C++ harness
+sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout): the streaming `DeviceTop`,
+or (``--top memory``) the memory device `MemDeviceTop` with the harness's model of the
+device memory behind its memory port.
 
     python -m hw.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
+                           [--top stream|memory]
 
 The host runtime (`sw.runtime.link.harness_binary`) runs this in a child process when no
 binary with the current key exists, so the runtime itself never imports Amaranth. The
@@ -24,7 +27,6 @@ from amaranth.back import verilog
 from amaranth.hdl import Elaboratable, Module, Signal
 
 from hw.spec.config import ConfigError, HwConfig
-from hw.top import DeviceTop
 
 __all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "build", "verilator", "verilator_env"]
 
@@ -38,7 +40,10 @@ MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
 #: -O2 instead of Verilator's default -Os runs the harness about 1.4x faster (measured:
 #: 0.49-0.57 -> 0.76 M cycles per CPU second).
 _HARNESS_MAKEFLAGS = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2")
-_PORTS = ("rx_valid", "rx_ready", "rx_payload", "tx_valid", "tx_ready", "tx_payload", "active")
+_PORTS = {"rx_valid": 1, "rx_ready": 1, "rx_payload": 8, "tx_valid": 1, "tx_ready": 1,
+          "tx_payload": 8, "active": 1}
+#: The top kinds: the streaming device (boards today) and the memory device.
+TOPS = ("stream", "memory")
 
 
 def verilator_env(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -63,11 +68,27 @@ def verilator() -> str:
 
 
 class _PipeTop(Elaboratable):
-    """DeviceTop with flat port names the C++ harness uses."""
+    """A device top with flat port names the C++ harness uses (and, for the memory top,
+    its memory port as mem_cmd_*, mem_wdata_*, mem_rdata_*)."""
 
-    def __init__(self, cfg: HwConfig, timeout_cycles: int) -> None:
-        self.dut = DeviceTop(cfg, timeout_cycles)
-        self.ports = {n: Signal(8 if n.endswith("payload") else 1, name=n) for n in _PORTS}
+    def __init__(self, cfg: HwConfig, timeout_cycles: int, top: str) -> None:
+        if top == "memory":
+            from hw.top.memory import MemDeviceTop
+            self.dut = MemDeviceTop(cfg, timeout_cycles)
+        else:
+            from hw.top import DeviceTop
+            self.dut = DeviceTop(cfg, timeout_cycles)
+        widths = dict(_PORTS)
+        if top == "memory":
+            mem = self.dut.mem
+            for stream_name, s in (("cmd", mem.cmd), ("wdata", mem.wdata), ("rdata", mem.rdata)):
+                widths[f"mem_{stream_name}_valid"] = widths[f"mem_{stream_name}_ready"] = 1
+                if stream_name == "rdata":
+                    widths["mem_rdata_data"] = len(s.payload)
+                else:
+                    for field in s.payload.shape().members:
+                        widths[f"mem_{stream_name}_{field}"] = len(getattr(s.payload, field))
+        self.ports = {n: Signal(w, name=n) for n, w in widths.items()}
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -77,11 +98,26 @@ class _PipeTop(Elaboratable):
                      p["rx_ready"].eq(dut.rx.ready), p["tx_valid"].eq(dut.tx.valid),
                      p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"]),
                      p["active"].eq(dut.active)]
+        if "mem_cmd_valid" in p:
+            mem = dut.mem
+            for name, s in (("cmd", mem.cmd), ("wdata", mem.wdata)):     # device to memory
+                m.d.comb += [p[f"mem_{name}_valid"].eq(s.valid), s.ready.eq(p[f"mem_{name}_ready"])]
+                for field in s.payload.shape().members:
+                    m.d.comb += p[f"mem_{name}_{field}"].eq(getattr(s.payload, field))
+            m.d.comb += [mem.rdata.valid.eq(p["mem_rdata_valid"]),
+                         mem.rdata.payload.eq(p["mem_rdata_data"]),
+                         p["mem_rdata_ready"].eq(mem.rdata.ready)]
         return m
 
 
-def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str) -> Path:
-    """Build DIR/harness for `cfg` (unless DIR/stamp.sha256 already holds `key`)."""
+def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
+          top: str = "stream") -> Path:
+    """Build DIR/harness of the `top` device for `cfg` (unless DIR/stamp.sha256 already
+    holds `key`)."""
+    if top not in TOPS:
+        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)})")
+    if top == "memory" and cfg.mem_data_bits <= 64:
+        raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
     build_dir.mkdir(parents=True, exist_ok=True)
     binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
     with open(build_dir / ".lock", "w") as lock:
@@ -89,11 +125,14 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str) -> Path
         if binary.exists() and stamp.exists() and stamp.read_text() == key:
             return binary
         stamp.unlink(missing_ok=True)
-        top = _PipeTop(cfg, timeout_cycles)
-        source = verilog.convert(top, name="device_pipe", ports=list(top.ports.values()),
+        pipe = _PipeTop(cfg, timeout_cycles, top)
+        source = verilog.convert(pipe, name="device_pipe", ports=list(pipe.ports.values()),
                                  emit_src=False)
         (build_dir / "device_pipe.v").write_text(source)
-        cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
+        defines = ([] if top == "stream" else
+                   ["-CFLAGS", f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
+                               f"-DMEM_BYTES={cfg.mem_bytes}ULL"])
+        cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, *defines,
                "--prefix", "Vtop", "--top-module", "device_pipe", "-Mdir", str(build_dir / "obj"),
                "-o", str(binary), str(HARNESS_SRC), str(build_dir / "device_pipe.v")]
         r = subprocess.run(cmd, cwd=build_dir, env=verilator_env(_HARNESS_MAKEFLAGS),
@@ -112,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-cycles", type=int, required=True, help="frame timeout of the top")
     p.add_argument("--dir", required=True, help="build directory")
     p.add_argument("--key", required=True, help="cache key to stamp the build with")
+    p.add_argument("--top", choices=TOPS, default="stream", help="which device top")
     args = p.parse_args(argv)
     try:
         cfg = HwConfig.load(args.config)
-        build(cfg, args.timeout_cycles, Path(args.dir), args.key)
+        build(cfg, args.timeout_cycles, Path(args.dir), args.key, args.top)
     except (ConfigError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

