@@ -26,6 +26,7 @@ __all__ = [
     "FRAME_OVERHEAD",
     "IDENTIFY_FORMAT",
     "LAYER_FORMAT",
+    "LAYER_SPANS",
     "MAX_PAYLOAD",
     "PROTOCOL_VERSION",
     "STATUS_FORMAT",
@@ -109,6 +110,12 @@ STATUS_FORMAT = "<IHHBBI"
 #: LAYER_CONFIG payload: the engine's layer registers (`hw.spec.engine.LAYER_FIELDS`:
 #: width, height, cin, cout, k3, leaky, head, pool; docs/engine.md).
 LAYER_FORMAT = "<" + "".join(fmt for _, fmt in LAYER_FIELDS)
+#: Where each layer register sits in a LAYER_CONFIG payload: name -> (byte offset, byte
+#: count), from `LAYER_FIELDS` (the gateware's LAYER_CONFIG loader decodes with it).
+LAYER_SPANS: dict[str, tuple[int, int]] = {
+    name: (struct.calcsize("<" + "".join(f for _, f in LAYER_FIELDS[:n])),
+           struct.calcsize("<" + fmt))
+    for n, (name, fmt) in enumerate(LAYER_FIELDS)}
 
 
 class EngineFlag(enum.IntFlag):
