@@ -8,6 +8,7 @@ so a block's inputs and outputs move independently, as in the device.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -41,12 +42,15 @@ def simulate(dut: Any, benches: Sequence[Bench], cycles: int,
 
 
 def to_py(value: Any) -> Any:
-    """A sampled value as plain Python: ints, dicts for structs, lists for arrays."""
+    """A sampled value as plain Python: ints (enum members as their values), dicts for
+    structs, lists for arrays."""
     if isinstance(value, data.Const):
         layout = value.shape()
         if isinstance(layout, data.ArrayLayout):
             return [to_py(value[n]) for n in range(layout.length)]
         return {name: to_py(value[name]) for name, _ in layout}
+    if isinstance(value, enum.Enum):
+        return value.value
     return int(value)
 
 
