@@ -1,4 +1,4 @@
-"""The host link protocol, defined once for the gateware (hw/link.py, hw/top.py) and the host
+"""The host link protocol, defined once for the gateware (hw/link.py, hw/top/) and the host
 (sw/runtime/device.py). Part of the contract layer (`hw.spec`): no Amaranth, nothing of
 ours outside it. See docs/protocol.md.
 

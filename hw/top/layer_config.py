@@ -48,7 +48,7 @@ class LayerConfigLoader(wiring.Component):
         m = Module()
         fields = Signal(8 * size)
         count = Signal(range(max(size, LAYER_CHECK_CYCLES) + 1))
-        with m.FSM():
+        with m.FSM(name="config_fsm"):
             with m.State("IDLE"):
                 with m.If(self.go):
                     m.d.sync += count.eq(0)

@@ -57,7 +57,7 @@ class ReplySender(wiring.Component):
         count = Signal(16)
         m.d.comb += [self.hdr.payload.code.eq(rq.code), self.hdr.payload.length.eq(rq.length)]
 
-        with m.FSM():
+        with m.FSM(name="reply_fsm"):
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
