@@ -17,8 +17,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-__all__ = ["compare", "fit", "read_port_model", "receive", "send", "signed_value", "simulate",
-           "to_py"]
+__all__ = ["compare", "fit", "read_port_model", "receive", "send", "simulate", "to_py"]
 
 Bench = Callable[[Any], Awaitable[None]]
 
@@ -111,9 +110,3 @@ def compare(what: str, expected: Sequence[Any], actual: Sequence[Any]) -> None:
     assert len(expected) == len(actual), (
         f"{what}: expected {len(expected)} items, got {len(actual)}")
 
-
-def signed_value(raw: int, shape: Any) -> int:
-    """Raw bits of `shape` as a (possibly signed) int."""
-    s = Shape.cast(shape)
-    raw &= (1 << s.width) - 1
-    return raw - (1 << s.width) if s.signed and raw >> (s.width - 1) else raw

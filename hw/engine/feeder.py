@@ -29,9 +29,10 @@ __all__ = ["Feeder", "feed_control_layout", "feed_data_layout"]
 
 
 def feed_control_layout(cfg: HwConfig) -> data.StructLayout:
-    """What a feeder stage carries beside the memories' data: the vector's `last` mark
-    (the pixel's last of its row block), the `tap` whose C lanes it takes, the chunk `q`
-    (packed lanes) and the `mask` of lanes within the walk's channels."""
+    """What a feeder stage carries beside the memories' data: whether it holds a vector
+    (`valid`), the vector's `last` mark (the last of its row block), the `tap` whose C
+    lanes it takes, the chunk `q` (packed lanes) and the `mask` of lanes within the
+    walk's channels."""
     return data.StructLayout({
         "valid": 1, "last": 1, "tap": range(TAPS), "q": range(pack_chunks(cfg)),
         "mask": cfg.array_cols,
