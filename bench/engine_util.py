@@ -2,7 +2,7 @@
 
     python bench/engine_util.py [--config HWCONFIG.json] [--cfg yolov3-tiny.cfg]
 
-Cycles come from `hw.engine.engine_cycles`, the documented schedule of one pass (one
+Cycles come from `hw.spec.engine.engine_cycles`, the documented schedule of one pass (one
 output-channel group) without stalls; sim/test_engine.py (`engine_slice`) checks it
 against the Verilator simulation of Tiny-YOLOv3-shaped groups on the default config
 (layers 12, 13, 10 with its stride-1 pool, and 0 on a 32x32 map): measured within 25

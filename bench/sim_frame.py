@@ -4,7 +4,7 @@
 
 Prints the machine, the wall time of the whole-frame simulation (Verilator harness of
 DeviceTop driven over the framed protocol), and per conv layer: groups, engine cycles
-(measured, and the no-stall schedule of hw.engine.engine_cycles), MAC utilization and
+(measured, and the no-stall schedule of hw.spec.engine.engine_cycles), MAC utilization and
 bytes on the link; then the projected frame time on a board at the UART's baud and at the
 engine clock of the HwConfig.
 """

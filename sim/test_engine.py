@@ -16,11 +16,18 @@ import cocotb
 import numpy as np
 import pytest
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from streams import Sink, Source, compare, config, params, run_streams, start
+from streams import Sink, Source, compare, config, pack, params, run_streams, start
 
-from hw.engine import LayerEngine
+from hw.engine import LayerEngine, layer_layout
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import engine_cycles, group_params, group_size, max_group, param_bytes
+from hw.spec.engine import (
+    LAYER_FIELDS,
+    engine_cycles,
+    group_params,
+    group_size,
+    max_group,
+    param_bytes,
+)
 from tests.reference import ref_engine
 
 #: Engine configs: the default build and a 4x4 one whose weight memory (144 words) is
@@ -97,22 +104,22 @@ def signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-REGISTERS = ("width", "height", "cin", "cout", "k3", "leaky", "head", "pool")
+REGISTERS = tuple(name for name, _ in LAYER_FIELDS)
 
 
 async def junk_registers(dut: Any, rng: random.Random, cycles: int) -> None:
     """Between passes the registers may hold anything: random values, often zero."""
+    layout = layer_layout(config())
     for _ in range(cycles):
-        for port in REGISTERS:
-            width = len(getattr(dut, port))
-            getattr(dut, port).value = 0 if rng.random() < 0.3 else rng.randrange(1 << width)
+        dut.layer.value = pack(layout, {
+            name: 0 if rng.random() < 0.3 else rng.randrange(1 << fld.shape.width)
+            for name, fld in layout})
         await RisingEdge(dut.clk)
 
 
 async def arm(dut: Any, regs: dict[str, int]) -> None:
     """Set the layer registers, let `shape_ok` judge them (two cycles), pulse start."""
-    for port, v in regs.items():
-        getattr(dut, port).value = v
+    dut.layer.value = pack(layer_layout(config()), regs)
     await ClockCycles(dut.clk, 2)
     dut.start.value = 1
     await RisingEdge(dut.clk)
@@ -197,8 +204,7 @@ async def engine_idle_registers(dut: Any) -> None:
     rng = random.Random(11)
     nrng = np.random.default_rng(11)
     dut.start.value = 0
-    for port in REGISTERS:
-        getattr(dut, port).value = 0
+    dut.layer.value = 0
     await start(dut)
     await ClockCycles(dut.clk, 300)
     await ReadOnly()

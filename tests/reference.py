@@ -12,12 +12,21 @@ import numpy as np
 
 from hw.spec import intmath
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import POOL_S1, POOL_S2, TAPS
+from hw.spec.engine import (
+    PACK_CIN,
+    POOL_NONE,
+    POOL_S1,
+    POOL_S2,
+    TAPS,
+    column_pooled,
+    max_group,
+    packed,
+)
 from hw.spec.memory import Pass
 from sw.runtime import golden
 
-__all__ = ["ref_engine", "ref_mac", "ref_maxpool", "ref_pass_input", "ref_pass_output",
-           "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
+__all__ = ["ref_engine", "ref_layer_decode", "ref_mac", "ref_maxpool", "ref_pass_input",
+           "ref_pass_output", "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -90,6 +99,38 @@ def ref_engine(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, *
     if pool in (POOL_S2, POOL_S1):
         y = ref_maxpool(y, pool == POOL_S2)
     return np.asarray(y, dtype=np.int64)
+
+
+def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
+    """What the engine derives from its layer registers (`hw.engine.LayerDecode`): the
+    shape check, the pass setup (`setup_layout`; last indices as value - 1, not yet cut
+    to their fields' widths) and the frames of the window generator and the max pool
+    during a pass (between passes both are 1x1x1 with every mode off)."""
+    w, h, cin, cout = layer["width"], layer["height"], layer["cin"], layer["cout"]
+    k3, pool = bool(layer["k3"]), layer["pool"]
+    shape_ok = (1 <= w <= cfg.max_width and 1 <= h <= cfg.max_width
+                and 1 <= cin <= cfg.max_in_channels and 1 <= cout <= max_group(cfg)
+                and pool in (POOL_NONE, POOL_S2, POOL_S1)
+                and (pool == POOL_NONE or not layer["head"])
+                and (not k3 or w * cin <= cfg.line_buffer_depth)
+                and (pool == POOL_NONE or w * cout <= cfg.line_buffer_depth))
+    pk = k3 and packed(cfg, 3, cin)
+    hpool = column_pooled(cfg, w, cout, pool)
+    s2 = pool == POOL_S2
+    walk_cin = TAPS * PACK_CIN if pk else cin
+    conv_w = w // 2 if hpool else w
+    setup = {
+        "pk": int(pk), "hpool": int(hpool), "walk_cin": walk_cin,
+        "kk_last": TAPS - 1 if k3 and not pk else 0,
+        "cout_m1": cout - 1, "cin_m1": cin - 1, "walk_cin_m1": walk_cin - 1,
+        "width_m1": w - 1, "height_m1": h - 1, "conv_w_m1": conv_w - 1,
+        "out_w_m1": (w // 2 if s2 else w) - 1, "out_h_m1": (h // 2 if s2 else h) - 1,
+        "out_none": int(s2 and (w < 2 or h < 2)),
+    }
+    return {"shape_ok": int(shape_ok), "setup": setup,
+            "window": {"width": w, "height": h, "channels": cin, "k3": int(k3)},
+            "pool": {"width": conv_w, "height": h, "channels": cout, "stride2": int(s2),
+                     "vertical": int(hpool)}}
 
 
 def ref_pass_params(mem: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -30,10 +30,9 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
     status: list[int] = []
 
     async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
-        for port, v in ((dut.width, wd), (dut.height, h), (dut.cin, cin), (dut.cout, cout),
-                        (dut.k3, int(k == 3)), (dut.leaky, int(leaky)),
-                        (dut.head, int(head)), (dut.pool, pool)):
-            ctx.set(port, v)
+        ctx.set(dut.layer, {"width": wd, "height": h, "cin": cin, "cout": cout,
+                            "k3": int(k == 3), "leaky": int(leaky), "head": int(head),
+                            "pool": pool})
         await ctx.tick().repeat(2)        # `shape_ok` judges the registers
         ctx.set(dut.start, 1)
         await ctx.tick()
@@ -141,9 +140,8 @@ def test_weights_past_memory_set_error() -> None:
     flags: list[int] = []
 
     async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
-        for port, v in ((dut.width, 4), (dut.height, 4), (dut.cin, cin), (dut.cout, cout),
-                        (dut.k3, 1)):
-            ctx.set(port, v)
+        ctx.set(dut.layer, {"width": 4, "height": 4, "cin": cin, "cout": cout, "k3": 1,
+                            "leaky": 0, "head": 0, "pool": 0})
         await ctx.tick().repeat(2)        # `shape_ok` judges the registers
         ctx.set(dut.start, 1)
         await ctx.tick()

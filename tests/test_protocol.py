@@ -7,7 +7,10 @@ import struct
 
 import pytest
 
+from hw.spec.engine import LAYER_FIELDS
 from hw.spec.protocol import (
+    LAYER_FORMAT,
+    LAYER_SPANS,
     MAX_PAYLOAD,
     SYNC,
     TIMEOUT_BYTE_TIMES,
@@ -25,6 +28,7 @@ from hw.spec.protocol import (
     crc16_update,
     default_timeout_cycles,
     encode_frame,
+    encode_layer,
 )
 
 
@@ -166,3 +170,14 @@ def test_identity_and_status_payloads():
     assert Status.decode(st.encode()) == st
     with pytest.raises(ProtocolError, match="STATUS"):
         Status.decode(b"")
+
+
+def test_layer_spans_locate_every_register():
+    names = [name for name, _ in LAYER_FIELDS]
+    assert list(LAYER_SPANS) == names
+    assert sum(size for _, size in LAYER_SPANS.values()) == struct.calcsize(LAYER_FORMAT)
+    for n, name in enumerate(names):
+        payload = encode_layer(**{other: 0 for other in names} | {name: n + 1})
+        off, size = LAYER_SPANS[name]
+        assert int.from_bytes(payload[off:off + size], "little") == n + 1, name
+        assert payload[:off] + payload[off + size:] == bytes(len(payload) - size), name

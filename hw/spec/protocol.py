@@ -1,4 +1,4 @@
-"""The host link protocol, defined once for the gateware (hw/link.py, hw/top.py) and the host
+"""The host link protocol, defined once for the gateware (hw/link.py, hw/top/) and the host
 (sw/runtime/device.py). Part of the contract layer (`hw.spec`): no Amaranth, nothing of
 ours outside it. See docs/protocol.md.
 
@@ -27,6 +27,7 @@ __all__ = [
     "FRAME_OVERHEAD",
     "IDENTIFY_FORMAT",
     "LAYER_FORMAT",
+    "LAYER_SPANS",
     "MAX_PAYLOAD",
     "MEM_ADDR_FORMAT",
     "MEM_CRC_FORMAT",
@@ -133,6 +134,12 @@ PROGRAM_FORMAT = "<IHI"
 #: LAYER_CONFIG payload: the engine's layer registers (`hw.spec.engine.LAYER_FIELDS`:
 #: width, height, cin, cout, k3, leaky, head, pool; docs/engine.md).
 LAYER_FORMAT = "<" + "".join(fmt for _, fmt in LAYER_FIELDS)
+#: Where each layer register sits in a LAYER_CONFIG payload: name -> (byte offset, byte
+#: count), from `LAYER_FIELDS` (the gateware's LAYER_CONFIG loader decodes with it).
+LAYER_SPANS: dict[str, tuple[int, int]] = {
+    name: (struct.calcsize("<" + "".join(f for _, f in LAYER_FIELDS[:n])),
+           struct.calcsize("<" + fmt))
+    for n, (name, fmt) in enumerate(LAYER_FIELDS)}
 
 
 class EngineFlag(enum.IntFlag):

@@ -1,0 +1,213 @@
+"""The device's command decoder: one reply per request frame (`CommandDecoder`)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.link import ErrCode, OpCode, ReplyCode, frame_info_layout
+from hw.spec import protocol
+from hw.top.reply import ReplySource, reply_request_layout
+
+__all__ = ["REPLY_VALUE_BYTES", "CommandDecoder", "engine_state_layout"]
+
+#: Longest reply sent from registers: IDENTIFY, STATUS, or an ERROR's two bytes.
+REPLY_VALUE_BYTES = max(struct.calcsize(protocol.IDENTIFY_FORMAT),
+                        struct.calcsize(protocol.STATUS_FORMAT), 2)
+
+#: The engine's state as STATUS reports it: the flags in `EngineFlag` bit order, then the
+#: cycles of the last pass.
+engine_state_layout = data.StructLayout({"busy": 1, "done": 1, "loaded": 1, "param_err": 1,
+                                         "cycles": 32})
+
+
+class CommandDecoder(wiring.Component):
+    """Received frames in (`FrameReceiver.frame`), replies out (to a `ReplySender`), and the
+    request payloads (from a `PayloadReader`) routed to where the opcode says; the
+    contract of each opcode is in hw/top/device.py and docs/protocol.md.
+
+    Per frame: ``read_start`` / ``read_length`` start the payload reader as the frame is
+    shown; the decoder judges the frame, and either issues one reply (``reply``; the
+    sender takes it at once, since the decoder issues only while no reply is in
+    progress) or first routes ``payload`` to ``config`` (LAYER_CONFIG, through a
+    `LayerConfigLoader`: ``config_go``, then ``config_done`` / ``config_ok``),
+    ``params`` (LOAD_PARAMS) or ``pixels`` (RUN). RUN also sends a DATA reply from the
+    output FIFO whenever ``fifo_level`` reaches MAX_PAYLOAD, and ends with an OK reply
+    holding at most MAX_PAYLOAD of what the FIFO holds. After the last reply's
+    ``reply_done`` the frame is released (``frame.ready``, one cycle). ``payload``
+    goes to ``echo`` while a reply is being sent (the sender reads it for ECHO only).
+
+    STATUS reports the decoder's counters (cycles since reset; good and bad frames; last
+    error) and ``engine_state`` (`engine_state_layout`). With ``engine=False`` LAYER_CONFIG,
+    LOAD_PARAMS and RUN answer UNSUPPORTED and the engine ports are unused.
+    ``active``: a frame is waiting or being executed.
+    """
+
+    def __init__(self, identity: bytes, engine: bool = True) -> None:
+        self.identity = identity
+        self.with_engine = engine
+        super().__init__({
+            "frame": In(stream.Signature(frame_info_layout)),
+            "read_start": Out(1),
+            "read_length": Out(range(protocol.MAX_PAYLOAD + 1)),
+            "payload": In(stream.Signature(8)),
+            "reply": Out(stream.Signature(reply_request_layout(REPLY_VALUE_BYTES))),
+            "reply_done": In(1),
+            "echo": Out(stream.Signature(8)),
+            "config": Out(stream.Signature(8)),
+            "config_go": Out(1),
+            "config_done": In(1),
+            "config_ok": In(1),
+            "params": Out(stream.Signature(8)),
+            "pixels": Out(stream.Signature(8)),
+            "fifo_level": In(16),
+            "engine_state": In(engine_state_layout),
+            "active": Out(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        frame, eng = self.frame.payload, self.engine_state
+        status_len = struct.calcsize(protocol.STATUS_FORMAT)
+        layer_len = struct.calcsize(protocol.LAYER_FORMAT)
+        ident = Const(int.from_bytes(self.identity, "little"), 8 * len(self.identity))
+
+        # Counters reported by STATUS; `count` counts the request's payload bytes.
+        cycles, frames_ok, frames_bad = Signal(32), Signal(16), Signal(16)
+        last_error = Signal(ErrCode)
+        count = Signal(16)
+        m.d.sync += cycles.eq(cycles + 1)
+        flags = Cat(eng.busy, eng.done, eng.loaded, eng.param_err, Const(0, 4))
+        full_frame = self.fifo_level >= protocol.MAX_PAYLOAD
+
+        def reply(code: object, value: object, length: object,
+                  source: ReplySource = ReplySource.REGS, then: str = "REPLY") -> None:
+            m.d.comb += [self.reply.valid.eq(1), self.reply.payload.code.eq(code),
+                         self.reply.payload.length.eq(length),
+                         self.reply.payload.source.eq(source),
+                         self.reply.payload.value.eq(value)]
+            m.next = then
+
+        def error(code: object) -> None:
+            m.d.sync += [frames_bad.eq(frames_bad + 1), last_error.eq(code)]
+            reply(ReplyCode.ERROR, Cat(code, frame.opcode), 2)
+
+        def good() -> None:
+            m.d.sync += [frames_ok.eq(frames_ok + 1), count.eq(0)]
+
+        def route(to: stream.Interface) -> None:
+            wiring.connect(m, wiring.flipped(self.payload), wiring.flipped(to))
+
+        with m.FSM(name="cmd_fsm") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += [self.read_start.eq(self.frame.valid),
+                             self.read_length.eq(frame.length)]
+                with m.If(self.frame.valid):
+                    with m.If(frame.error != ErrCode.NONE):
+                        error(frame.error)
+                    with m.Elif(frame.opcode == OpCode.IDENTIFY):
+                        with m.If(frame.length != 0):
+                            error(ErrCode.BAD_LENGTH)
+                        with m.Else():
+                            good()
+                            reply(ReplyCode.OK, ident, len(self.identity))
+                    with m.Elif(frame.opcode == OpCode.STATUS):
+                        with m.If(frame.length != 0):
+                            error(ErrCode.BAD_LENGTH)
+                        with m.Else():
+                            good()
+                            reply(ReplyCode.OK, Cat(cycles, frames_ok, frames_bad, last_error,
+                                                    flags, eng.cycles), status_len)
+                    with m.Elif(frame.opcode == OpCode.ECHO):
+                        good()
+                        reply(ReplyCode.OK, 0, frame.length, ReplySource.PAYLOAD)
+                    self._engine_ops(m, error, good, reply, layer_len)
+                    with m.Else():
+                        error(ErrCode.UNKNOWN_OPCODE)
+
+            with m.State("REPLY"):          # a reply leaves; ECHO's is the payload
+                route(self.echo)
+                with m.If(self.reply_done):
+                    m.next = "RELEASE"
+
+            with m.State("CONFIG"):         # LAYER_CONFIG: counted once the shape is judged
+                route(self.config)
+                with m.If(self.config_done & self.config_ok):
+                    good()
+                    reply(ReplyCode.OK, 0, 0)
+                with m.Elif(self.config_done):
+                    error(ErrCode.BAD_LAYER)
+
+            with m.State("PARAMS"):         # LOAD_PARAMS: the payload to `params`
+                route(self.params)
+                with m.If(self.params.valid & self.params.ready):
+                    m.d.sync += count.eq(count + 1)
+                    with m.If(count + 1 == frame.length):
+                        reply(ReplyCode.OK, 0, 0)
+
+            # RUN: the payload to `pixels`; a full frame's worth of output leaves as DATA
+            # (also while `pixels` stalls: the engine may wait for its output to drain),
+            # then the payload goes on; the rest (at most one frame's worth) as OK.
+            with m.State("RUN_INPUT"):
+                route(self.pixels)
+                with m.If(self.pixels.valid & self.pixels.ready):
+                    m.d.sync += count.eq(count + 1)
+                with m.If(self.pixels.valid & self.pixels.ready
+                          & (count + 1 == frame.length)):
+                    m.next = "RUN_FLUSH"
+                with m.Elif(full_frame):
+                    reply(ReplyCode.DATA, 0, protocol.MAX_PAYLOAD, ReplySource.FIFO,
+                          then="RUN_DATA")
+            with m.State("RUN_DATA"):
+                with m.If(self.reply_done):
+                    m.next = "RUN_INPUT"
+            with m.State("RUN_FLUSH"):
+                reply(ReplyCode.OK, 0, Mux(full_frame, protocol.MAX_PAYLOAD, self.fifo_level),
+                      ReplySource.FIFO)
+
+            with m.State("RELEASE"):
+                m.d.comb += self.frame.ready.eq(1)
+                m.next = "IDLE"
+
+        m.d.comb += self.active.eq(self.frame.valid | ~fsm.ongoing("IDLE"))
+        return m
+
+    def _engine_ops(self, m: Module, error: Callable[[object], None],
+                    good: Callable[[], None], reply: Callable[..., None],
+                    layer_len: int) -> None:
+        """IDLE's branches for LAYER_CONFIG, LOAD_PARAMS and RUN."""
+        frame, eng = self.frame.payload, self.engine_state
+        if not self.with_engine:
+            with m.Elif((frame.opcode == OpCode.LAYER_CONFIG)
+                        | (frame.opcode == OpCode.LOAD_PARAMS) | (frame.opcode == OpCode.RUN)):
+                error(ErrCode.UNSUPPORTED)
+            return
+        with m.Elif(frame.opcode == OpCode.LAYER_CONFIG):
+            with m.If(frame.length != layer_len):
+                error(ErrCode.BAD_LENGTH)
+            with m.Elif(eng.busy):
+                error(ErrCode.BUSY)
+            with m.Else():
+                m.d.comb += self.config_go.eq(1)
+                m.next = "CONFIG"
+        with m.Elif(frame.opcode == OpCode.LOAD_PARAMS):
+            with m.If(~eng.busy | eng.loaded):
+                error(ErrCode.NOT_ARMED)
+            with m.Elif(frame.length == 0):
+                good()
+                reply(ReplyCode.OK, 0, 0)
+            with m.Else():
+                good()
+                m.next = "PARAMS"
+        with m.Elif(frame.opcode == OpCode.RUN):
+            with m.If(~eng.loaded | (~eng.busy & (frame.length != 0))):
+                error(ErrCode.NOT_ARMED)
+            with m.Else():
+                good()
+                m.next = "RUN_INPUT"
+                with m.If(frame.length == 0):
+                    m.next = "RUN_FLUSH"

@@ -1,0 +1,135 @@
+"""The device top: host link protocol (hw/spec/protocol.py) over a byte stream, driving the
+layer engine (hw/engine/, docs/engine.md).
+
+`DeviceTop(cfg)` takes request bytes on `rx` and gives reply bytes on `tx`; boards put a
+UART in front (hw/uart.py), the simulator harness (sim/harness_cpp/) a pipe. Every
+request frame gets its reply, in order (docs/protocol.md):
+
+- IDENTIFY (empty): OK with `Identity` (cfg.config_id, versions, MAX_PAYLOAD, features,
+  array rows and cols).
+- STATUS (empty): OK with `Status` (cycles since reset, good and bad frame counts, last
+  error code, engine flags, engine cycles of the last pass).
+- ECHO: OK with the same payload.
+- LAYER_CONFIG (`LAYER_FORMAT`): sets the engine's layer registers and arms a pass
+  (`start`); ERROR BUSY while a pass runs.
+- LOAD_PARAMS: its payload goes to the engine's `params` stream; ERROR NOT_ARMED unless
+  an armed pass still waits for parameters.
+- RUN: its payload goes to the engine's input `i` (ERROR NOT_ARMED before the parameters
+  are complete, or with input bytes after the pass has ended). Output values (1 byte, or
+  `ceil(head_bits/8)` bytes little-endian in head mode) collect in a 2 KiB FIFO; whenever
+  it holds MAX_PAYLOAD bytes they leave as a DATA frame; when the payload is consumed, the
+  reply OK carries what the FIFO holds (up to MAX_PAYLOAD). A RUN with an empty payload
+  collects the outputs still coming.
+- anything else: ERROR with (error code, opcode byte): BAD_CRC, LENGTH_TOO_LONG, TIMEOUT
+  (a frame stopped for `timeout_cycles`), BAD_LENGTH, UNKNOWN_OPCODE.
+
+The device takes no request bytes while it works on a request (`rx.ready` low): a host
+sends a request, then waits for its reply. `engine=False` builds the link alone
+(LAYER_CONFIG, LOAD_PARAMS, RUN answer UNSUPPORTED; `Feature.ENGINE` clear).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.engine import LayerEngine
+from hw.fifo import BlockRamFifo
+from hw.link import FrameReceiver, FrameSender, PayloadReader
+from hw.spec import protocol
+from hw.spec.config import HwConfig
+from hw.top.command import REPLY_VALUE_BYTES, CommandDecoder
+from hw.top.layer_config import LayerConfigLoader
+from hw.top.packer import ValuePacker
+from hw.top.reply import ReplySender
+
+__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity"]
+
+#: Bumped with every change of the device's observable behaviour.
+GATEWARE_VERSION = 2
+#: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
+#: DATA frame leaves.
+OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
+
+
+def identity(cfg: HwConfig, engine: bool = True) -> protocol.Identity:
+    """The IDENTIFY reply a DeviceTop built for `cfg` gives."""
+    features = protocol.Feature.ENGINE if engine else protocol.Feature(0)
+    return protocol.Identity(cfg.config_id, protocol.PROTOCOL_VERSION, GATEWARE_VERSION,
+                             protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols)
+
+
+class DeviceTop(wiring.Component):
+    """Protocol endpoint over a byte stream (see the module docstring for the contract).
+
+    Request bytes -> `FrameReceiver` -> `CommandDecoder` (payload through a
+    `PayloadReader`) -> `ReplySender` -> `FrameSender` -> reply bytes; with the engine,
+    LAYER_CONFIG payloads go through a `LayerConfigLoader` to the engine's ``layer``
+    and ``start``, LOAD_PARAMS and RUN payloads to its ``params`` and ``i``, and its
+    outputs through a `ValuePacker` into the output FIFO the RUN replies read.
+
+    `timeout_cycles` is the inter-byte timeout of a frame; the default is the protocol's
+    board value (`protocol.default_timeout_cycles`), simulations pass a smaller one.
+    """
+
+    def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None,
+                 engine: bool = True) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.timeout_cycles = timeout_cycles or protocol.default_timeout_cycles(
+            cfg.uart_divisor)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "active": Out(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, self.timeout_cycles)
+        m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
+        m.submodules.decoder = dec = CommandDecoder(identity(self.cfg, self.engine).encode(),
+                                                    self.engine)
+        m.submodules.replies = rep = ReplySender(REPLY_VALUE_BYTES)
+        m.submodules.sender = snd = FrameSender()
+
+        # The link: request bytes to frames and their payloads, to the decoder; its replies
+        # to frames and bytes.
+        wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
+        wiring.connect(m, rcv.frame, dec.frame)
+        m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data),
+                     rdr.start.eq(dec.read_start), rdr.length.eq(dec.read_length)]
+        wiring.connect(m, rdr.o, dec.payload)
+        wiring.connect(m, dec.reply, rep.req)
+        wiring.connect(m, dec.echo, rep.payload)
+        wiring.connect(m, rep.hdr, snd.hdr)
+        wiring.connect(m, rep.data, snd.data)
+        wiring.connect(m, snd.tx, wiring.flipped(self.tx))
+        m.d.comb += [dec.reply_done.eq(rep.done), self.active.eq(dec.active)]
+        if not self.engine:
+            return m
+
+        m.submodules.engine = eng = LayerEngine(self.cfg)
+        m.submodules.config = lcfg = LayerConfigLoader(self.cfg)
+        m.submodules.packer = pack = ValuePacker(self.cfg)
+        # The output queue: its block RAM's reads land in registers next to it and run
+        # ahead into a small output queue before the sender's byte mux.
+        m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
+
+        # LAYER_CONFIG: the payload to the layer registers, then `start`.
+        wiring.connect(m, dec.config, lcfg.payload)
+        m.d.comb += [lcfg.go.eq(dec.config_go), dec.config_done.eq(lcfg.done),
+                     dec.config_ok.eq(lcfg.ok), eng.layer.eq(lcfg.layer), eng.start.eq(lcfg.start),
+                     lcfg.shape_ok.eq(eng.shape_ok)]
+
+        # LOAD_PARAMS and RUN: payloads to the engine, its outputs as bytes to the FIFO.
+        wiring.connect(m, dec.params, eng.params)
+        wiring.connect(m, dec.pixels, eng.i)
+        wiring.connect(m, eng.o, pack.i)
+        wiring.connect(m, pack.o, fifo.w)
+        wiring.connect(m, fifo.r, rep.fifo)
+        m.d.comb += [pack.head.eq(lcfg.layer.head), dec.fifo_level.eq(fifo.level),
+                     dec.engine_state.eq(Cat(eng.busy, eng.done, eng.loaded, eng.param_err,
+                                             eng.cycles))]
+        return m

@@ -1,0 +1,53 @@
+"""Output values to link bytes (`ValuePacker`)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.spec.config import HwConfig
+from hw.spec.engine import out_value_bytes
+
+__all__ = ["ValuePacker"]
+
+
+class ValuePacker(wiring.Component):
+    """Engine output values in, their bytes out: one byte (the int8 value) per value, or,
+    with ``head`` set, ``n = out_value_bytes(cfg, True)`` bytes little-endian: the
+    ``head_bits`` two's-complement bits zero-extended to ``8 * n`` (the host
+    sign-extends from ``head_bits``). ``head`` holds still while values flow.
+
+    Timing: a value taken is held in a register while its bytes leave, one per cycle
+    (``o.valid``, ``o.payload`` from flip-flops); the next value is taken as the last
+    byte leaves, so a stream of n-byte values runs at one byte per cycle.
+    Backpressure: ``i.ready`` is ``~holding | last byte leaving``, combinationally
+    dependent on ``o.ready``.
+    """
+
+    def __init__(self, cfg: HwConfig) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(signed(cfg.head_bits))),
+            "head": In(1),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        nmax = out_value_bytes(self.cfg, True)
+        m = Module()
+        nbytes = Mux(self.head, nmax, 1)
+        value = Signal(8 * nmax)
+        holding = Signal()
+        idx = Signal(range(nmax + 1))
+        last_byte = Signal()
+        m.d.comb += [self.o.payload.eq(value.word_select(idx, 8)), self.o.valid.eq(holding),
+                     last_byte.eq(holding & self.o.ready & (idx + 1 == nbytes)),
+                     self.i.ready.eq(~holding | last_byte)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [value.eq(self.i.payload.as_unsigned()), holding.eq(1), idx.eq(0)]
+        with m.Elif(last_byte):
+            m.d.sync += holding.eq(0)
+        with m.Elif(holding & self.o.ready):
+            m.d.sync += idx.eq(idx + 1)
+        return m

@@ -1,0 +1,162 @@
+"""ParamLoader (hw/engine/params.py): groups' parameter bytes with random idle cycles, the
+memories read back through the loader's read ports against where the contract puts
+each byte (3x3, 1x1, packed, cout and cin not multiples of the array), `loaded` two
+cycles after the last byte, `overflow` for every byte without a place."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from hw.engine import ParamLoader, setup_layout
+from hw.engine.layouts import weight_depth
+from hw.spec.config import HwConfig
+from hw.spec.engine import PACK_CIN, TAPS, group_params, packed
+from tests.hwbench import fit, send, simulate, to_py
+from tests.reference import ref_layer_decode
+
+CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
+               line_buffer_depth=64, weight_mem_bytes=1152)
+R, C = CFG.array_rows, CFG.array_cols
+
+Group = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def ref_weight_words(w: np.ndarray) -> dict[int, dict[int, int]]:
+    """Where the OHWI weights of a group go: word -> {lane: value}. Weight (o, t, i) of
+    the walk (a packed group: one tap of 9 * PACK_CIN channels) goes to word
+    ((o // R) * kk + t) * nq + i // C, lane (o % R) * C + i % C."""
+    cout, k, _, cin = w.shape
+    pk = k == 3 and packed(CFG, 3, cin)
+    kk, walk = (1, TAPS * PACK_CIN) if pk else (k * k, cin)
+    nq = math.ceil(walk / C)
+    flat = w.reshape(cout, kk, walk)
+    words: dict[int, dict[int, int]] = {}
+    for o in range(cout):
+        for t in range(kk):
+            for i in range(walk):
+                addr = ((o // R) * kk + t) * nq + i // C
+                words.setdefault(addr, {})[(o % R) * C + i % C] = int(flat[o, t, i])
+    return words
+
+
+def _group(rng: np.random.Generator, k: int, cin: int, cout: int) -> Group:
+    return (rng.integers(-128, 128, (cout, k, k, cin)), rng.integers(-2**31, 2**31, cout),
+            rng.integers(0, 32, cout))
+
+
+def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
+         extra: int = 0) -> None:
+    """Load each group (k, cin, cout) in turn (`extra` bytes after each), check the
+    memories after each."""
+    dut = ParamLoader(CFG)
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    errors: list[str] = []
+    overflows = [0]
+
+    async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
+        for k, cin, cout in groups:
+            w, b, shift = _group(nrng, k, cin, cout)
+            layer = {"width": 4, "height": 4, "cin": cin, "cout": cout, "k3": int(k == 3),
+                     "leaky": 0, "head": 0, "pool": 0}
+            ctx.set(dut.setup, fit(setup_layout(CFG), ref_layer_decode(CFG, layer)["setup"]))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            before = overflows[0]
+            raw = list(group_params(w, b, shift)) + [rng.randrange(256) for _ in range(extra)]
+            await send(dut.params, raw[:-1], rng, idle)(ctx)
+            if ctx.get(dut.loaded) and not extra:
+                errors.append(f"group {k, cin, cout}: loaded before the last byte")
+            await send(dut.params, raw[-1:], rng)(ctx)
+            for n in (1, 2):                 # loaded 2 cycles after the last byte's cycle
+                if ctx.get(dut.loaded) != (n == 2 or extra > 0):
+                    errors.append(f"group {k, cin, cout}: loaded={ctx.get(dut.loaded)} "
+                                  f"{n} cycles after the last byte")
+                await ctx.tick()
+            if overflows[0] - before != extra:
+                errors.append(f"group {k, cin, cout}: {overflows[0] - before} overflow "
+                              f"pulses, expected {extra}")
+            await _check_memories(ctx, dut, w, b, shift, errors)
+
+    async def monitor(ctx) -> None:  # type: ignore[no-untyped-def]
+        async for _, _, pulse in ctx.tick().sample(dut.overflow):
+            overflows[0] += pulse
+
+    size = sum(cout * (k * k * cin + 5) + extra for k, cin, cout in groups)
+    simulate(dut, [bench], cycles=8 * size + 500 * len(groups), processes=[monitor])
+    assert not errors, "\n".join(errors[:5])
+
+
+async def _read(ctx, port, addr: int) -> object:  # type: ignore[no-untyped-def]
+    ctx.set(port.addr, addr)
+    ctx.set(port.en, 1)
+    await ctx.tick()
+    ctx.set(port.en, 0)
+    return to_py(ctx.get(port.data))
+
+
+async def _check_memories(ctx, dut, w: np.ndarray, b: np.ndarray,  # type: ignore[no-untyped-def]
+                          shift: np.ndarray, errors: list[str]) -> None:
+    for addr, lanes in sorted(ref_weight_words(w).items()):
+        word = await _read(ctx, dut.weights, addr)
+        got = {lane: word[lane] for lane in lanes}
+        if got != lanes:
+            errors.append(f"weight word {addr}: expected {lanes}, actual {got}")
+    for ch in range(len(b)):
+        bias, sh = await _read(ctx, dut.bias, ch), await _read(ctx, dut.shift, ch)
+        if (bias, sh) != (int(b[ch]), int(shift[ch])):
+            errors.append(f"channel {ch}: expected bias {b[ch]} shift {shift[ch]}, actual "
+                          f"{bias} {sh}")
+
+
+@pytest.mark.parametrize(("groups", "seed", "idle"), [
+    ([(3, 5, 6)], 1, 0.3),
+    ([(1, 7, 9), (3, 3, 5)], 2, 0.0),          # 1x1, then packed over it
+    ([(3, 16, 8)], 3, 0.5),                   # the weight memory exactly full
+    ([(3, 3, 16), (1, 16, 16), (3, 1, 1)], 4, 0.2),
+    ([(3, 2, 3)], 5, 0.7),
+])
+def test_param_loader_matches_reference(groups: list[tuple[int, int, int]], seed: int,
+                                        idle: float) -> None:
+    _run(groups, seed, idle)
+
+
+def test_param_loader_extra_bytes_overflow() -> None:
+    _run([(1, 6, 4), (3, 2, 3)], 6, 0.3, extra=3)
+
+
+def test_param_loader_weights_past_memory_overflow() -> None:
+    """cout 12 of 3x3x16 needs 108 words of 72: the bytes of the words past the memory
+    overflow, one pulse each; the rest is stored."""
+    dut = ParamLoader(CFG)
+    rng = random.Random(7)
+    w, b, shift = _group(np.random.default_rng(7), 3, 16, 12)
+    layer = {"width": 4, "height": 4, "cin": 16, "cout": 12, "k3": 1, "leaky": 0, "head": 0,
+             "pool": 0}
+    overflows = [0]
+    errors: list[str] = []
+    words = ref_weight_words(w)
+    past = sum(len(lanes) for addr, lanes in words.items() if addr >= weight_depth(CFG))
+
+    async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
+        ctx.set(dut.setup, fit(setup_layout(CFG), ref_layer_decode(CFG, layer)["setup"]))
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        await send(dut.params, list(group_params(w, b, shift)), rng, 0.1)(ctx)
+        await ctx.tick().repeat(3)
+        kept = w[:8]                     # the first two row blocks fill the memory
+        await _check_memories(ctx, dut, kept, b, shift, errors)
+
+    async def monitor(ctx) -> None:  # type: ignore[no-untyped-def]
+        async for _, _, pulse in ctx.tick().sample(dut.overflow):
+            overflows[0] += pulse
+
+    simulate(dut, [bench], cycles=6000, processes=[monitor])
+    assert not errors, "\n".join(errors[:5])
+    assert overflows[0] == past == 4 * 9 * 16
