@@ -51,7 +51,7 @@ class Accelerator(wiring.Component):
         # The sequencer's pass to the engine's registers, the reader and the writer.
         wiring.connect(m, wiring.flipped(self.run), seq.run)
         for name, _ in LAYER_FIELDS:
-            m.d.comb += getattr(eng, name).eq(getattr(seq.desc, name))
+            m.d.comb += getattr(eng.layer, name).eq(getattr(seq.desc, name))
         m.d.comb += [
             rd.desc.eq(seq.desc), wr.desc.eq(seq.desc),
             eng.start.eq(seq.start), rd.start.eq(seq.start), wr.start.eq(seq.start),

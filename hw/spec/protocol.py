@@ -44,6 +44,7 @@ __all__ = [
     "FrameDecoder",
     "Identity",
     "Op",
+    "ProgramFlag",
     "ProtocolError",
     "Reply",
     "Status",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
@@ -119,8 +120,10 @@ class Feature(enum.IntFlag):
 IDENTIFY_FORMAT = "<IBBHBBB"
 #: STATUS reply payload: cycles since reset (wraps at 2**32), good frames, bad frames
 #: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
-#: the last pass (from parameters complete to its end).
-STATUS_FORMAT = "<IHHBBI"
+#: the last pass (from parameters complete to its end); the last program's flags
+#: (`ProgramFlag`), its error (`Err`, NONE while it runs or when it ended well), the passes
+#: it finished (on an error: the failing pass's index) and its cycles so far.
+STATUS_FORMAT = "<IHHBBIBBHI"
 #: MEM_WRITE payload head: the byte address the rest of the payload goes to.
 MEM_ADDR_FORMAT = "<I"
 #: MEM_READ / MEM_CRC payload: byte address and length of the range.
@@ -148,6 +151,12 @@ class EngineFlag(enum.IntFlag):
     DONE = 0x02
     LOADED = 0x04
     PARAM_ERR = 0x08
+
+
+class ProgramFlag(enum.IntFlag):
+    """Bits of `Status.program`."""
+    RUNNING = 0x01
+    DONE = 0x02            # ended after its last pass (not set after an error)
 
 
 class ProtocolError(ValueError):
@@ -186,18 +195,26 @@ class Status:
     last_error: int
     engine: int = 0
     engine_cycles: int = 0
+    program: int = 0
+    program_error: int = 0
+    passes: int = 0
+    program_cycles: int = 0
 
     @classmethod
     def decode(cls, payload: bytes) -> Status:
         if len(payload) != struct.calcsize(STATUS_FORMAT):
             raise ProtocolError(f"STATUS reply has {len(payload)} bytes, expected "
                                 f"{struct.calcsize(STATUS_FORMAT)}")
-        cyc, ok, bad, err, eng, ecyc = struct.unpack(STATUS_FORMAT, payload)
-        return cls(cyc, ok, bad, err, EngineFlag(eng), ecyc)
+        cyc, ok, bad, err, eng, ecyc, prog, perr, passes, pcyc = struct.unpack(STATUS_FORMAT,
+                                                                               payload)
+        return cls(cyc, ok, bad, err, EngineFlag(eng), ecyc, ProgramFlag(prog), perr, passes,
+                   pcyc)
 
     def encode(self) -> bytes:
         return struct.pack(STATUS_FORMAT, self.cycles, self.frames_ok, self.frames_bad,
-                           self.last_error, int(self.engine), self.engine_cycles)
+                           self.last_error, int(self.engine), self.engine_cycles,
+                           int(self.program), self.program_error, self.passes,
+                           self.program_cycles)
 
 
 def default_timeout_cycles(uart_divisor: int) -> int:

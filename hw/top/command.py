@@ -6,18 +6,34 @@ import struct
 from collections.abc import Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.link import ErrCode, OpCode, ReplyCode, frame_info_layout
+from hw.sequencer import progress_layout
 from hw.spec import protocol
 from hw.top.reply import ReplySource, reply_request_layout
 
-__all__ = ["REPLY_VALUE_BYTES", "CommandDecoder", "engine_state_layout"]
+__all__ = ["ARG_BYTES", "REPLY_VALUE_BYTES", "CommandDecoder", "MemOp", "engine_state_layout"]
 
 #: Longest reply sent from registers: IDENTIFY, STATUS, or an ERROR's two bytes.
 REPLY_VALUE_BYTES = max(struct.calcsize(protocol.IDENTIFY_FORMAT),
                         struct.calcsize(protocol.STATUS_FORMAT), 2)
+
+class MemOp(enum.Enum, shape=2):
+    """The memory command being run (`hw.top.memory.MemoryCommands`)."""
+    WRITE = 0
+    READ = 1
+    CRC = 2
+    RUN = 3
+
+
+#: Argument bytes at the head of each memory command's payload (the rest of MEM_WRITE's
+#: is the data to write).
+ARG_BYTES = {MemOp.WRITE: struct.calcsize(protocol.MEM_ADDR_FORMAT),
+             MemOp.READ: struct.calcsize(protocol.MEM_RANGE_FORMAT),
+             MemOp.CRC: struct.calcsize(protocol.MEM_RANGE_FORMAT),
+             MemOp.RUN: struct.calcsize(protocol.PROGRAM_FORMAT)}
 
 #: The engine's state as STATUS reports it: the flags in `EngineFlag` bit order, then the
 #: cycles of the last pass.
@@ -42,14 +58,30 @@ class CommandDecoder(wiring.Component):
     goes to ``echo`` while a reply is being sent (the sender reads it for ECHO only).
 
     STATUS reports the decoder's counters (cycles since reset; good and bad frames; last
-    error) and ``engine_state`` (`engine_state_layout`). With ``engine=False`` LAYER_CONFIG,
-    LOAD_PARAMS and RUN answer UNSUPPORTED and the engine ports are unused.
+    error), ``engine_state`` (`engine_state_layout`) and ``program`` (the last program's
+    progress). With ``engine=False`` LAYER_CONFIG, LOAD_PARAMS and RUN answer UNSUPPORTED
+    and the engine ports are unused.
+
+    With ``memory=True`` MEM_WRITE, MEM_READ, MEM_CRC and PROGRAM_RUN go to a
+    `hw.top.memory.MemoryCommands` (``mem_*``; else they answer UNSUPPORTED): after a
+    length check (ERROR BAD_LENGTH) and while no program runs (else ERROR BUSY), ``mem_go``
+    starts the command and the payload goes to ``mem_data``; once ``mem_checked``, a
+    refused command answers ERROR ``mem_err``; MEM_WRITE and PROGRAM_RUN answer OK at
+    ``mem_done``, MEM_CRC OK with ``mem_crc``, MEM_READ sends its ``mem_read_len`` bytes
+    from the output FIFO as DATA frames of MAX_PAYLOAD and a last OK with the rest.
     ``active``: a frame is waiting or being executed.
     """
 
-    def __init__(self, identity: bytes, engine: bool = True) -> None:
+    def __init__(self, identity: bytes, engine: bool = True, memory: bool = False) -> None:
         self.identity = identity
         self.with_engine = engine
+        self.with_memory = memory
+        mem_ports = {
+            "mem_go": Out(1), "mem_op": Out(MemOp), "mem_length": Out(16),
+            "mem_data": Out(stream.Signature(8)), "mem_checked": In(1), "mem_ok": In(1),
+            "mem_err": In(ErrCode), "mem_done": In(1), "mem_read_len": In(32),
+            "mem_crc": In(32),
+        } if memory else {}
         super().__init__({
             "frame": In(stream.Signature(frame_info_layout)),
             "read_start": Out(1),
@@ -66,7 +98,9 @@ class CommandDecoder(wiring.Component):
             "pixels": Out(stream.Signature(8)),
             "fifo_level": In(16),
             "engine_state": In(engine_state_layout),
+            "program": In(progress_layout),
             "active": Out(1),
+            **mem_ports,
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -82,6 +116,8 @@ class CommandDecoder(wiring.Component):
         count = Signal(16)
         m.d.sync += cycles.eq(cycles + 1)
         flags = Cat(eng.busy, eng.done, eng.loaded, eng.param_err, Const(0, 4))
+        prog = self.program
+        prog_flags = Cat(prog.running, prog.done, Const(0, 6))
         full_frame = self.fifo_level >= protocol.MAX_PAYLOAD
 
         def reply(code: object, value: object, length: object,
@@ -121,11 +157,13 @@ class CommandDecoder(wiring.Component):
                         with m.Else():
                             good()
                             reply(ReplyCode.OK, Cat(cycles, frames_ok, frames_bad, last_error,
-                                                    flags, eng.cycles), status_len)
+                                                    flags, eng.cycles, prog_flags, prog.error,
+                                                    prog.passes, prog.cycles), status_len)
                     with m.Elif(frame.opcode == OpCode.ECHO):
                         good()
                         reply(ReplyCode.OK, 0, frame.length, ReplySource.PAYLOAD)
                     self._engine_ops(m, error, good, reply, layer_len)
+                    self._memory_ops(m, error)
                     with m.Else():
                         error(ErrCode.UNKNOWN_OPCODE)
 
@@ -169,6 +207,9 @@ class CommandDecoder(wiring.Component):
                 reply(ReplyCode.OK, 0, Mux(full_frame, protocol.MAX_PAYLOAD, self.fifo_level),
                       ReplySource.FIFO)
 
+            if self.with_memory:
+                self._memory_states(m, error, good, reply, route)
+
             with m.State("RELEASE"):
                 m.d.comb += self.frame.ready.eq(1)
                 m.next = "IDLE"
@@ -211,3 +252,59 @@ class CommandDecoder(wiring.Component):
                 m.next = "RUN_INPUT"
                 with m.If(frame.length == 0):
                     m.next = "RUN_FLUSH"
+
+    def _memory_ops(self, m: Module, error: Callable[[object], None]) -> None:
+        """IDLE's branches for MEM_WRITE, MEM_READ, MEM_CRC and PROGRAM_RUN."""
+        frame = self.frame.payload
+        ops = {OpCode.MEM_WRITE: MemOp.WRITE, OpCode.MEM_READ: MemOp.READ,
+               OpCode.MEM_CRC: MemOp.CRC, OpCode.PROGRAM_RUN: MemOp.RUN}
+        for opcode, op in ops.items():
+            with m.Elif(frame.opcode == opcode):
+                if not self.with_memory:
+                    error(ErrCode.UNSUPPORTED)
+                    continue
+                n = ARG_BYTES[op]
+                bad = frame.length <= n if op == MemOp.WRITE else frame.length != n
+                with m.If(bad):
+                    error(ErrCode.BAD_LENGTH)
+                with m.Elif(self.program.running):
+                    error(ErrCode.BUSY)
+                with m.Else():
+                    m.d.comb += [self.mem_go.eq(1), self.mem_op.eq(op),
+                                 self.mem_length.eq(frame.length)]
+                    m.next = "MEM_ARGS"
+
+    def _memory_states(self, m: Module, error: Callable[[object], None],
+                       good: Callable[[], None], reply: Callable[..., None],
+                       route: Callable[[stream.Interface], None]) -> None:
+        """The states of a memory command, after MEM_ARGS (its arguments checked)."""
+        left = Signal(32)                  # MEM_READ: bytes not yet in a reply
+        full_frame = self.fifo_level >= protocol.MAX_PAYLOAD
+        with m.State("MEM_ARGS"):
+            route(self.mem_data)
+            with m.If(self.mem_checked & ~self.mem_ok):
+                error(self.mem_err)
+            with m.Elif(self.mem_checked):
+                good()
+                m.d.sync += left.eq(self.mem_read_len)
+                m.next = "MEM_WAIT"
+                with m.If(self.mem_op == MemOp.READ):
+                    m.next = "MEM_READ"
+        with m.State("MEM_WAIT"):          # MEM_WRITE's data to the memory; CRC; RUN
+            route(self.mem_data)
+            with m.If(self.mem_done):
+                with m.If(self.mem_op == MemOp.CRC):
+                    reply(ReplyCode.OK, self.mem_crc, 4)
+                with m.Else():
+                    reply(ReplyCode.OK, 0, 0)
+        with m.State("MEM_READ"):          # DATA frames while more than one frame is left
+            with m.If(left <= protocol.MAX_PAYLOAD):
+                with m.If(self.fifo_level >= left):
+                    reply(ReplyCode.OK, 0, left, ReplySource.FIFO)
+            with m.Elif(full_frame):
+                m.d.sync += left.eq(left - protocol.MAX_PAYLOAD)
+                reply(ReplyCode.DATA, 0, protocol.MAX_PAYLOAD, ReplySource.FIFO,
+                      then="MEM_READ_DATA")
+        with m.State("MEM_READ_DATA"):
+            with m.If(self.reply_done):
+                m.next = "MEM_READ"

@@ -53,9 +53,14 @@ GATEWARE_VERSION = 2
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
 
 
-def identity(cfg: HwConfig, engine: bool = True) -> protocol.Identity:
-    """The IDENTIFY reply a DeviceTop built for `cfg` gives."""
-    features = protocol.Feature.ENGINE if engine else protocol.Feature(0)
+def identity(cfg: HwConfig, engine: bool = True, memory: bool = False) -> protocol.Identity:
+    """The IDENTIFY reply of a device top built for `cfg`: `DeviceTop` (the streaming
+    engine, or the link alone) or `MemDeviceTop` (``memory``)."""
+    features = protocol.Feature(0)
+    if engine:
+        features |= protocol.Feature.ENGINE
+    if memory:
+        features |= protocol.Feature.MEMORY
     return protocol.Identity(cfg.config_id, protocol.PROTOCOL_VERSION, GATEWARE_VERSION,
                              protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols)
 

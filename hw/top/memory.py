@@ -1,0 +1,225 @@
+"""The memory device's own commands (MEM_WRITE, MEM_READ, MEM_CRC, PROGRAM_RUN) on its
+memory (`MemoryCommands`), and the memory device top (`MemDeviceTop`)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.accel import Accelerator
+from hw.crc import Crc32
+from hw.dma import RangeReader, RangeWriter
+from hw.fifo import BlockRamFifo
+from hw.link import ErrCode, FrameReceiver, FrameSender, PayloadReader
+from hw.memport import MemArbiter, mem_port
+from hw.sequencer import program_layout
+from hw.spec import protocol
+from hw.spec.config import HwConfig
+from hw.spec.memory import PASS_BYTES, TRACE_BYTES
+from hw.top.command import ARG_BYTES, REPLY_VALUE_BYTES, CommandDecoder, MemOp
+from hw.top.device import OUT_FIFO_DEPTH, identity
+from hw.top.reply import ReplySender
+
+__all__ = ["MemDeviceTop", "MemoryCommands"]
+
+
+class MemoryCommands(wiring.Component):
+    """Runs one memory command, started by ``go`` (with ``op`` and the frame's payload
+    ``length``); the payload arrives on ``data``: the command's arguments (`ARG_BYTES`,
+    little-endian as `hw.spec.protocol` formats them), then MEM_WRITE's bytes.
+
+    Once the arguments are in, ``checked`` rises (held until the next ``go``) with ``ok``,
+    or ``err`` saying why not: BAD_LENGTH (a zero-length read or CRC), BAD_ADDRESS (a
+    range past the memory; for PROGRAM_RUN its descriptors or trace records), BAD_PROGRAM
+    (PROGRAM_RUN of no passes). A refused command touches nothing and takes no more
+    bytes. Then: MEM_WRITE writes the data bytes; MEM_READ gives the range's bytes on
+    ``rbytes`` (``read_len`` of them); MEM_CRC computes their CRC-32 into ``crc``;
+    PROGRAM_RUN hands the program to ``run``. ``done`` rises (held until the next ``go``)
+    when the write has reached the memory, the last byte has left, the CRC is final, or the
+    program was taken.
+    """
+
+    def __init__(self, cfg: HwConfig) -> None:
+        self.cfg = cfg
+        super().__init__({
+            "go": In(1),
+            "op": In(MemOp),
+            "length": In(16),
+            "data": In(stream.Signature(8)),
+            "checked": Out(1),
+            "ok": Out(1),
+            "err": Out(ErrCode),
+            "done": Out(1),
+            "read_len": Out(32),
+            "crc": Out(32),
+            "rbytes": Out(stream.Signature(8)),
+            "run": Out(stream.Signature(program_layout)),
+            "mem": Out(mem_port(cfg)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        m = Module()
+        m.submodules.reader = rd = RangeReader(cfg)
+        m.submodules.writer = wr = RangeWriter(cfg)
+        m.submodules.crc = crc = Crc32()
+        m.submodules.arb = arb = MemArbiter(cfg, 2, depth=8)
+        wiring.connect(m, rd.mem, arb.masters[0])
+        wiring.connect(m, wr.mem, arb.masters[1])
+        wiring.connect(m, arb.mem, wiring.flipped(self.mem))
+
+        # Arguments: the first bytes of the payload, little-endian.
+        args = Signal(8 * max(ARG_BYTES.values()))
+        nargs = Signal(range(max(ARG_BYTES.values()) + 1))
+        need = Signal.like(nargs)
+        gap = Signal(range(len(args) + 1))      # bits above the arguments, once shifted in
+        with m.Switch(self.op):
+            for op, n in ARG_BYTES.items():
+                with m.Case(op):
+                    m.d.comb += [need.eq(n), gap.eq(len(args) - 8 * n)]
+        addr = args[:32]
+        size = args[32:64]                      # MEM_READ / MEM_CRC length
+        count = args[32:48]                     # PROGRAM_RUN passes
+        trace = args[48:80]
+        wlen = Signal(16)
+        m.d.comb += [wlen.eq(self.length - ARG_BYTES[MemOp.WRITE]), self.crc.eq(crc.value),
+                     self.read_len.eq(size)]
+        end = Signal(34)
+        with m.Switch(self.op):
+            with m.Case(MemOp.WRITE):
+                m.d.comb += end.eq(addr + wlen)
+            with m.Case(MemOp.READ, MemOp.CRC):
+                m.d.comb += end.eq(addr + size)
+            with m.Case(MemOp.RUN):
+                m.d.comb += end.eq(addr + count * PASS_BYTES)
+        trace_end = trace + count * TRACE_BYTES
+
+        # The reader's bytes: MEM_READ's out on `rbytes`, MEM_CRC's into the CRC.
+        is_crc = self.op == MemOp.CRC
+        m.d.comb += [
+            self.rbytes.valid.eq(rd.o.valid & ~is_crc),
+            self.rbytes.payload.eq(rd.o.payload.data),
+            rd.o.ready.eq(Mux(is_crc, 1, self.rbytes.ready)),
+            crc.i.valid.eq(rd.o.valid & is_crc), crc.i.payload.eq(rd.o.payload.data),
+            rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(size),
+            wr.ranges.payload.addr.eq(addr), wr.ranges.payload.len.eq(wlen),
+            self.run.payload.eq(Cat(addr, count, trace)),
+        ]
+
+        def check(ok: object, err: object) -> None:
+            m.d.sync += [self.checked.eq(1), self.ok.eq(ok), self.err.eq(Mux(ok, ErrCode.NONE,
+                                                                              err))]
+
+        with m.FSM(name="mem_cmd"):
+            with m.State("IDLE"):
+                with m.If(self.go):
+                    m.d.sync += [nargs.eq(0), self.checked.eq(0), self.done.eq(0)]
+                    m.next = "ARGS"
+            with m.State("ARGS"):              # shifted in from the top, then aligned
+                m.d.comb += self.data.ready.eq(nargs != need)
+                with m.If(self.data.valid & self.data.ready):
+                    m.d.sync += [args.eq(Cat(args[8:], self.data.payload)), nargs.eq(nargs + 1)]
+                with m.Elif(nargs == need):
+                    m.d.sync += args.eq(args >> gap)
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.Switch(self.op):
+                    with m.Case(MemOp.WRITE):
+                        check(end <= cfg.mem_bytes, ErrCode.BAD_ADDRESS)
+                    with m.Case(MemOp.READ, MemOp.CRC):
+                        check((size != 0) & (end <= cfg.mem_bytes),
+                              Mux(size == 0, ErrCode.BAD_LENGTH, ErrCode.BAD_ADDRESS))
+                    with m.Case(MemOp.RUN):
+                        check((count != 0) & (end <= cfg.mem_bytes)
+                              & (trace_end <= cfg.mem_bytes),
+                              Mux(count == 0, ErrCode.BAD_PROGRAM, ErrCode.BAD_ADDRESS))
+                m.next = "JUDGED"
+            with m.State("JUDGED"):
+                m.d.comb += crc.clear.eq(1)
+                with m.If(~self.ok):
+                    m.next = "IDLE"
+                with m.Elif(self.op == MemOp.RUN):
+                    m.next = "RUN"
+                with m.Else():
+                    m.next = "RANGE"
+            with m.State("RANGE"):
+                is_write = self.op == MemOp.WRITE
+                m.d.comb += [wr.ranges.valid.eq(is_write), rd.ranges.valid.eq(~is_write)]
+                with m.If(Mux(is_write, wr.ranges.ready, rd.ranges.ready)):
+                    m.next = "MOVE"
+            with m.State("MOVE"):              # the data to the writer; wait for the end
+                wiring.connect(m, wiring.flipped(self.data), wr.i)
+                with m.If(~rd.busy & ~wr.busy):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.comb += self.run.valid.eq(1)
+                with m.If(self.run.ready):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+        return m
+
+
+class MemDeviceTop(wiring.Component):
+    """The device with its memory (docs/memory.md): the host link protocol over a byte
+    stream (``rx`` / ``tx``, as `DeviceTop`), the accelerator running programs from the
+    memory behind ``mem`` (LiteDRAM's native port), and the memory commands.
+
+    IDENTIFY reports `Feature.MEMORY` (LAYER_CONFIG, LOAD_PARAMS and RUN answer
+    UNSUPPORTED); STATUS carries the program's progress. While a program runs, MEM_* and
+    PROGRAM_RUN answer BUSY. ``active``: a request is being executed or a program runs.
+    """
+
+    def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None) -> None:
+        self.cfg = cfg
+        self.timeout_cycles = timeout_cycles or protocol.default_timeout_cycles(
+            cfg.uart_divisor)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "active": Out(1),
+            "mem": Out(mem_port(cfg)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        cfg = self.cfg
+        m = Module()
+        m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, self.timeout_cycles)
+        m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
+        m.submodules.decoder = dec = CommandDecoder(
+            identity(cfg, engine=False, memory=True).encode(), engine=False, memory=True)
+        m.submodules.replies = rep = ReplySender(REPLY_VALUE_BYTES)
+        m.submodules.sender = snd = FrameSender()
+        m.submodules.commands = cmd = MemoryCommands(cfg)
+        m.submodules.accel = acc = Accelerator(cfg)
+        m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
+
+        # The link, as in DeviceTop.
+        wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
+        wiring.connect(m, rcv.frame, dec.frame)
+        m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data),
+                     rdr.start.eq(dec.read_start), rdr.length.eq(dec.read_length)]
+        wiring.connect(m, rdr.o, dec.payload)
+        wiring.connect(m, dec.reply, rep.req)
+        wiring.connect(m, dec.echo, rep.payload)
+        wiring.connect(m, rep.hdr, snd.hdr)
+        wiring.connect(m, rep.data, snd.data)
+        wiring.connect(m, snd.tx, wiring.flipped(self.tx))
+        m.d.comb += [dec.reply_done.eq(rep.done),
+                     self.active.eq(dec.active | acc.progress.running)]
+
+        # Memory commands: decoded, then run on the accelerator's host port; MEM_READ's
+        # bytes through the output FIFO into the replies.
+        wiring.connect(m, dec.mem_data, cmd.data)
+        m.d.comb += [cmd.go.eq(dec.mem_go), cmd.op.eq(dec.mem_op), cmd.length.eq(dec.mem_length),
+                     dec.mem_checked.eq(cmd.checked), dec.mem_ok.eq(cmd.ok),
+                     dec.mem_err.eq(cmd.err), dec.mem_done.eq(cmd.done),
+                     dec.mem_read_len.eq(cmd.read_len), dec.mem_crc.eq(cmd.crc),
+                     dec.fifo_level.eq(fifo.level), dec.program.eq(acc.progress)]
+        wiring.connect(m, cmd.rbytes, fifo.w)
+        wiring.connect(m, fifo.r, rep.fifo)
+        wiring.connect(m, cmd.run, acc.run)
+        wiring.connect(m, cmd.mem, acc.host)
+        wiring.connect(m, acc.mem, wiring.flipped(self.mem))
+        return m
