@@ -65,12 +65,15 @@ def identify(link: Link, expect: HwConfig, seconds: float = PROBE_SECONDS) -> Id
         return dev.identify(expect=expect)
     except ConfigMismatchError as e:
         err = ConfigMismatchError(e.expected, e.actual)
-        hint = config_sources(e.actual)
+        names = config_sources(e.actual)
+        files = [n for n in names if n.endswith(".json")]
+        advice = ("leave --hw-config out (the device runs the default config)"
+                  if "the default config" in names else
+                  f"pass --hw-config {files[0]}" if files else
+                  "pass the --hw-config the device was built with")
         err.args = (f"{link.name} answers as HwConfig {_named(e.actual)}, the host expects "
-                    f"{_named(e.expected)}: "
-                    + (f"pass --hw-config {hint[-1]}" if hint and hint[-1].endswith(".json")
-                       else "pass the --hw-config the device was built with")
-                    + f", or load a bitstream built for {e.expected:08x}",)
+                    f"{_named(e.expected)}: {advice}, or load a bitstream built for "
+                    f"{e.expected:08x}",)
         raise err from None
     except ProtocolError as e:
         raise LinkError(f"{link.name}{at}: the answer to IDENTIFY is not this project's "
@@ -78,7 +81,7 @@ def identify(link: Link, expect: HwConfig, seconds: float = PROBE_SECONDS) -> Id
     except LinkTimeout:
         if dev.bytes_in:
             what = (f"{dev.bytes_in} bytes came back but no valid frame: most likely a baud "
-                    "rate other than the device's")
+                    "rate other than the device's, or a noisy line")
         else:
             what = "nothing came back"
         rates = _rates(expect)
