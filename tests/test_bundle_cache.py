@@ -57,6 +57,7 @@ def test_numerics_versions_and_contents_change_the_key(files, monkeypatch):
                                       cfg, weights, imgs) == base
     assert pipeline.bundle_cache_path("t", DEFAULT, cfg, weights, imgs[::-1]) != base
     assert pipeline.bundle_cache_path("t", DEFAULT, cfg, weights, imgs[:1]) != base
+    assert pipeline.bundle_cache_path("t", DEFAULT, cfg, pipeline.PRETRAINED, imgs) != base
     imgs[1].write_bytes((ROOT / "assets" / "kite.jpg").read_bytes())      # same name
     changed = pipeline.bundle_cache_path("t", DEFAULT, cfg, weights, imgs)
     assert changed != base
@@ -81,13 +82,8 @@ def test_eval_variants_follow_their_calibration_images(tmp_path, monkeypatch,
     """sw.eval's PTQ variants are rebuilt when an image of the calibration folder changes
     (not keyed on the folder's name) or for other options; cached otherwise."""
     from sw.eval import evaluate
-    from sw.runtime.weights import cache_dir, fetch_weights
 
-    fetch_weights()
-    shared = cache_dir() / "yolov3-tiny.weights"
     monkeypatch.setenv("TINYYOLO_CACHE", str(tmp_path / "cache"))    # a fresh bundle cache
-    cache_dir().mkdir(parents=True)
-    (cache_dir() / "yolov3-tiny.weights").symlink_to(shared)
     built: list[tuple[Path, str]] = []
 
     def fake_build(path, calib, hw, opts, **_):
@@ -114,7 +110,7 @@ def test_calibrated_default_for_other_numerics_is_keyed_too():
     holds the options, the number formats and the contents of assets/."""
     hw = HwConfig(head_bits=12)
     path = pipeline.calibrated_bundle_path(hw)
-    assert path.name.startswith("yolov3-tiny-channel-mse-bc-")
+    assert path.name.startswith(f"yolov3-tiny-channel-mse-bc-{hw.numerics_id_hex}-")
     assert path == pipeline.calibrated_bundle_path(hw)
     assert path != pipeline.calibrated_bundle_path(hw, QuantOptions(percentile=99.9))
     assert path != pipeline.calibrated_bundle_path(HwConfig(head_bits=14))

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 
 from hw.spec.config import load_config
 from sw.quant.pipeline import (
+    PRETRAINED,
     build_bundle,
     bundle_cache_path,
     default_bundle,
@@ -49,7 +50,7 @@ from sw.runtime.postprocess import (
     load_image,
 )
 from sw.runtime.util import image_files, log
-from sw.runtime.weights import default_cfg, fetch_weights
+from sw.runtime.weights import default_cfg
 
 EVAL_CONF = 0.005   # low threshold for mAP, as Darknet's map evaluation
 AGREE_CONF = 0.25   # operating point for agreement/fidelity
@@ -235,7 +236,7 @@ def matched(ref: list[Detection], other: list[Detection], iou: float = 0.5) -> i
 def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
     hw = load_config(hw_path)
     opts = QuantOptions.from_tag(name)
-    path = bundle_cache_path(f"eval-{name}", hw, default_cfg(), fetch_weights(),
+    path = bundle_cache_path(f"eval-{name}", hw, default_cfg(), PRETRAINED,
                              image_files(calib), opts)
     if not path.exists():
         build_bundle(path, calib=calib, hw=hw, opts=opts)

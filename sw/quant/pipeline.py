@@ -30,7 +30,7 @@ from sw.runtime.darknet import Network
 from sw.runtime.detect import CALIB_DIR, Backend, head_specs, load_network
 from sw.runtime.postprocess import letterbox, load_image
 from sw.runtime.util import image_files, log, progress, sha256_file
-from sw.runtime.weights import cache_dir, default_cfg, fetch_weights
+from sw.runtime.weights import WEIGHTS_SHA256, cache_dir, default_cfg
 
 __all__ = ["build_bundle", "bundle_cache_path", "calibrated_bundle_path", "default_bundle",
            "load_float", "make_backend"]
@@ -68,27 +68,34 @@ def build_bundle(out: Path, cfg: str | Path | None = None, weights: str | Path |
     return bundle
 
 
-def bundle_cache_path(kind: str, numerics: Numerics, cfg: Path, weights: Path,
+#: The pretrained weights as a cache-key input: their verified SHA-256, without fetching.
+PRETRAINED = ("yolov3-tiny.weights", WEIGHTS_SHA256)
+
+
+def bundle_cache_path(kind: str, numerics: Numerics, cfg: Path, weights: Path | tuple[str, str],
                       calib: Sequence[Path], opts: QuantOptions = QuantOptions()) -> Path:
-    """Where a built bundle is cached: bundles/<kind>-<key>.npz in the cache folder, the
-    key a hash of everything that decides the bundle: the quantizer and bundle format
-    versions, every quantizer option, the number formats, and the names and contents of
-    the cfg, the weights and the calibration images (in order)."""
+    """Where a built bundle is cached: bundles/<kind>-<numerics id>-<key>.npz in the cache
+    folder, the key a hash of everything that decides the bundle: the quantizer and bundle
+    format versions, every quantizer option, the number formats, and the names and
+    contents of the cfg, the weights (a file, or `PRETRAINED`) and the calibration images
+    (in order)."""
     h = hashlib.sha256(json.dumps({
         "quantizer": QUANTIZER_VERSION, "bundle": BUNDLE_VERSION, "options": asdict(opts),
         "numerics": numerics.numerics.to_dict()}, sort_keys=True).encode())
     for f in (cfg, weights, *calib):
         try:
-            h.update(f"\0{Path(f).name}\0{sha256_file(f)}".encode())
+            name, digest = f if isinstance(f, tuple) else (Path(f).name, sha256_file(f))
         except OSError as e:
             raise OSError(e.errno, f"cannot read: {e.strerror}", str(f)) from e
-    return cache_dir() / "bundles" / f"{kind}-{h.hexdigest()[:16]}.npz"
+        h.update(f"\0{name}\0{digest}".encode())
+    return (cache_dir() / "bundles" /
+            f"{kind}-{numerics.numerics_id_hex}-{h.hexdigest()[:16]}.npz")
 
 
 def calibrated_bundle_path(hw: HwConfig, opts: QuantOptions = QuantOptions()) -> Path:
     """Where `default_bundle` caches a PTQ bundle of the pretrained network calibrated on
     `CALIB_DIR` (`bundle_cache_path`)."""
-    return bundle_cache_path(f"yolov3-tiny-{opts.tag}", hw, default_cfg(), fetch_weights(),
+    return bundle_cache_path(f"yolov3-tiny-{opts.tag}", hw, default_cfg(), PRETRAINED,
                              image_files(CALIB_DIR), opts)
 
 

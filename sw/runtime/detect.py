@@ -31,7 +31,7 @@ from sw.runtime.darknet import (
 from sw.runtime.golden import GoldenModel
 from sw.runtime.postprocess import Detection, HeadSpec, Letterbox, detect, letterbox
 from sw.runtime.scheduler import LayerStats
-from sw.runtime.util import log, sha256_file
+from sw.runtime.util import Progress, log, sha256_file
 from sw.runtime.weights import cache_dir, default_cfg, fetch_weights
 
 __all__ = ["BACKENDS", "CALIB_DIR", "Backend", "head_specs", "load_network", "make_backend",
@@ -121,12 +121,21 @@ def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
         hw = hw or HwConfig()
         bundle.check_numerics(hw)
         link = SerialLink(port, hw.uart_baud) if port else SimLink(hw)
-        probe.identify(link, hw)        # a few seconds, then an error that says why
+        try:
+            probe.identify(link, hw)    # a few seconds, then an error that says why
+        except BaseException:
+            link.close()
+            raise
         dev = Device(link, timeout=30.0)
 
         def run_dev(lb: np.ndarray) -> list[np.ndarray]:
-            res = run_network(dev, hw, bundle, intmath.quantize_input(lb),
-                              progress=lambda msg: log(msg, progress=True), fuse_pool=True)
+            convs = sum(layer["kind"] == "conv" for layer in bundle.layers)
+            with Progress(convs, f"{link.name}: layers", unit="layer") as bar:
+                def step(msg: str) -> None:
+                    log(msg, progress=True)
+                    bar.update()
+                res = run_network(dev, hw, bundle, intmath.quantize_input(lb), progress=step,
+                                  fuse_pool=True)
             backend.reports.append(res.stats)
             return [res.outputs[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
                     for i in bundle.head_indices]
