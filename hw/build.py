@@ -641,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.hw_config or board.default_config_path())
     except ConfigError as e:
         ap.error(f"--hw-config: {e}")
+    except UnicodeDecodeError:
+        ap.error(f"--hw-config: {args.hw_config}: not a JSON text file")
     build_dir = args.build_dir or Path("build") / board.name
     try:
         if args.record_bitstream:

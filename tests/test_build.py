@@ -57,12 +57,13 @@ def test_board_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     ("{not json", "invalid JSON"),
     ('{"array_rowz": 8}', "unknown HwConfig field(s): array_rowz"),
     ('{"act_bits": 4}', "the hardware is int8"),
+    ("\udcff\udcfe{", "not a JSON text file"),
 ])
 def test_bad_hw_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         content: str | None, message: str) -> None:
     path = tmp_path / "cfg.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content.encode(errors="surrogateescape"))
     with pytest.raises(SystemExit) as e:
         main(["--board", "arty_a7", "--hw-config", str(path), "--build-dir",
               str(tmp_path / "out")])
