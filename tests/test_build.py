@@ -13,6 +13,9 @@ from hw import build as hwb
 from hw.build import BoardCore, ClockError, check_fit, ecp5_pll, main, mmcm_plan, parse_nextpnr_fmax
 from hw.spec.config import DEFAULT, HwConfig
 
+#: The ULX3S's own config (45 MHz, 3 Mbaud).
+ULX3S_CFG = HwConfig.load(BOARDS["ulx3s_85f"].default_config_path())
+
 
 def _write_config(tmp_path: Path, **fields: int) -> Path:
     path = tmp_path / "cfg.json"
@@ -54,12 +57,13 @@ def test_board_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     ("{not json", "invalid JSON"),
     ('{"array_rowz": 8}', "unknown HwConfig field(s): array_rowz"),
     ('{"act_bits": 4}', "the hardware is int8"),
+    ("\udcff\udcfe{", "not a JSON text file"),
 ])
 def test_bad_hw_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         content: str | None, message: str) -> None:
     path = tmp_path / "cfg.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content.encode(errors="surrogateescape"))
     with pytest.raises(SystemExit) as e:
         main(["--board", "arty_a7", "--hw-config", str(path), "--build-dir",
               str(tmp_path / "out")])
@@ -127,6 +131,9 @@ def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
     il = (out / "tinyyolo.il").read_text()
     assert "EHXPLLL" in il and "CLKFB_DIV" in il
     assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
+    stamp = json.loads((out / hwb.STAMP).read_text())        # the tree, no bitstream yet
+    assert stamp["tree"]["config_id"] == ULX3S_CFG.config_id_hex and "bitstream" not in stamp
+    assert stamp["tree"]["design"] == hwb.design_hash(BOARDS["ulx3s_85f"], ULX3S_CFG)
 
 
 def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
@@ -289,22 +296,109 @@ def _fake_loader(tmp_path: Path, rc: int, text: str) -> Path:
     return tool
 
 
+def _built(tmp_path: Path, board: str = "ulx3s_85f", cfg: HwConfig | None = None) -> Path:
+    """A fake build folder: a bitstream and its build record, as `build` leaves them."""
+    b = BOARDS[board]
+    cfg = cfg or (HwConfig.load(b.default_config_path()) if b.hw_config else DEFAULT)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16 + board.encode())
+    (tmp_path / "hw_config.json").write_text(cfg.to_json())
+    hwb.write_stamp(tmp_path, b, cfg, tmp_path / "tinyyolo.bit")
+    return tmp_path / "tinyyolo.bit"
+
+
+@pytest.fixture
+def loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in openFPGALoader that records its arguments in `<tmp_path>/args`."""
+    monkeypatch.setenv("OPENFPGALOADER", str(_fake_loader(tmp_path, 0, "done")))
+    return tmp_path / "args"
+
+
 def test_program_without_bitstream(tmp_path: Path) -> None:
     with pytest.raises(hwb.BuildError, match="no bitstream .* need Vivado"):
         hwb.program(BOARDS["arty_a7"], tmp_path)
 
 
-def test_program_loads_with_openfpgaloader(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
-    monkeypatch.setenv("OPENFPGALOADER", str(_fake_loader(tmp_path, 0, "done")))
-    hwb.program(BOARDS["ulx3s_85f"], tmp_path)
-    assert (tmp_path / "args").read_text().split() == ["-b", "ulx3s",
-                                                        str(tmp_path / "tinyyolo.bit")]
+def test_program_loads_a_recorded_bitstream(tmp_path: Path, loader: Path) -> None:
+    bit = _built(tmp_path / "build")
+    stamp = json.loads((tmp_path / "build" / hwb.STAMP).read_text())
+    assert stamp["bitstream"]["config_id"] == ULX3S_CFG.config_id_hex
+    assert stamp["bitstream"]["sha256"] == hwb._sha256(bit)
+    hwb.program(BOARDS["ulx3s_85f"], tmp_path / "build")
+    assert loader.read_text().split() == ["-b", "ulx3s", str(bit)]
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda d: (d / "tinyyolo.bit").write_bytes(b"\0" * 16), "not the bitstream its build "
+                                                              "recorded .* stale or foreign"),
+    (lambda d: (d / hwb.STAMP).unlink(), "no build record"),
+    (lambda d: (d / hwb.STAMP).write_text("{"), "unreadable build record"),
+])
+def test_program_refuses_a_stale_or_unrecorded_bitstream(tmp_path: Path, loader: Path,
+                                                         spoil, message: str) -> None:
+    _built(tmp_path / "build")
+    spoil(tmp_path / "build")
+    with pytest.raises(hwb.BuildError, match=message):
+        hwb.program(BOARDS["ulx3s_85f"], tmp_path / "build")
+    assert not loader.exists()                     # the loader never ran
+
+
+def test_program_refuses_another_config_board_or_sources(tmp_path: Path, loader: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    d = tmp_path / "build"
+    _built(d)
+    with pytest.raises(hwb.BuildError, match=f"built for HwConfig {ULX3S_CFG.config_id_hex}, "
+                                             f"the requested config is {DEFAULT.config_id_hex}"):
+        hwb.program(BOARDS["ulx3s_85f"], d, DEFAULT)
+    with pytest.raises(hwb.BuildError, match="built for board ulx3s_85f, not orangecrab_85f"):
+        hwb.program(BOARDS["orangecrab_85f"], d, ULX3S_CFG)
+    monkeypatch.setattr(hwb, "design_hash", lambda board, cfg: "0" * 64)
+    with pytest.raises(hwb.BuildError, match="other gateware sources"):
+        hwb.program(BOARDS["ulx3s_85f"], d)
+    assert not loader.exists()
+
+
+def test_main_programs_a_current_bitstream_without_rebuilding(tmp_path: Path, loader: Path,
+                                                              capsys, monkeypatch) -> None:
+    d = tmp_path / "build"
+    _built(d)
+    monkeypatch.setattr(hwb, "build", lambda *a, **k: pytest.fail("rebuilt"))
+    assert main(["--board", "ulx3s_85f", "--build-dir", str(d), "--program"]) == 0
+    assert "not rebuilding" in capsys.readouterr().out and loader.exists()
+
+
+def test_main_refuses_a_stale_bitstream_after_a_tree_only_build(tmp_path: Path, loader: Path,
+                                                                capsys, monkeypatch) -> None:
+    """--no-pnr rewrites the tree for another config; the old bitstream is not loaded."""
+    d = tmp_path / "build"
+    _built(d)
+    other = _write_config(tmp_path, array_rows=4, array_cols=4)
+    monkeypatch.setattr(hwb, "build", lambda board, cfg, build_dir, **k: hwb.write_stamp(
+        build_dir, board, cfg) or hwb.BuildResult(build_dir, None, None, {}, 0.0))
+    assert main(["--board", "ulx3s_85f", "--build-dir", str(d), "--hw-config", str(other),
+                 "--no-pnr", "--program"]) == 1
+    assert "the requested config is" in capsys.readouterr().err and not loader.exists()
+
+
+def test_record_a_vivado_bitstream(tmp_path: Path, loader: Path, capsys) -> None:
+    """The Arty's tree goes to a Vivado machine; its bitstream comes back and is recorded."""
+    d = tmp_path / "build"
+    d.mkdir()
+    arty = BOARDS["arty_a7"]
+    hwb.write_stamp(d, arty, DEFAULT)                  # what the tree-only build leaves
+    (d / "tinyyolo.bit").write_bytes(b"vivado made this")
+    with pytest.raises(hwb.BuildError, match="no build record"):
+        hwb.program(arty, d)
+    assert main(["--board", "arty_a7", "--build-dir", str(d), "--record-bitstream",
+                 "--program"]) == 0
+    assert "recorded" in capsys.readouterr().out and loader.exists()
+    assert main(["--board", "arty_a7", "--build-dir", str(d), "--record-bitstream",
+                 "--hw-config", str(_write_config(tmp_path, array_rows=4))]) == 1
+    assert "does not hold this checkout's tree" in capsys.readouterr().err
 
 
 def test_program_without_cable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
+    _built(tmp_path, "arty_a7")
     monkeypatch.setenv("OPENFPGALOADER",
                        str(_fake_loader(tmp_path, 1, "unable to open ftdi device")))
     with pytest.raises(hwb.BuildError, match="plugged in") as e:
@@ -314,7 +408,7 @@ def test_program_without_cable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_program_names_missing_system_libraries(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "tinyyolo.bit").write_bytes(b"\xff" * 16)
+    _built(tmp_path)
     monkeypatch.setenv("OPENFPGALOADER", str(_fake_loader(
         tmp_path, 127, "error while loading shared libraries: libusb-1.0.so.0")))
     with pytest.raises(hwb.BuildError, match="libusb-1.0-0 and libftdi1-2"):

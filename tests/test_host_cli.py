@@ -98,7 +98,7 @@ def test_bad_image_in_folder_writes_nothing(tmp_path):
     out = tmp_path / "out"
     r = host("--image", str(imgs), "--out", str(out))
     assert r.returncode == 2 and "b.jpg" in r.stderr
-    assert list(out.iterdir()) == []
+    assert not out.exists()              # found before any work
 
 
 def test_bad_bundle_and_config(tmp_path, pretrained_bundle):
@@ -161,3 +161,194 @@ def test_own_calibration_folder_builds_its_own_bundle(tmp_path):
     r = host(*args, env={"TINYYOLO_CACHE": str(cache)})
     assert r.returncode == 0 and "calibrating on 2 images" in r.stderr, r.stderr
     assert len(list((cache / "bundles").glob("custom-*.npz"))) == 2
+
+
+# -- every failure: one `error:` line, exit 2, nothing written ---------------------------
+def _one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The run failed cleanly: exit 2, the last stderr line `error: ...` holding every
+    needle, no traceback; returns that line."""
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), r.stderr
+    for needle in needles:
+        assert needle in last, (needle, last)
+    return last
+
+
+def _tiny_bundle(tmp_path: Path, name: str, edit) -> Path:
+    """A bundle of the small test network with its cfg text changed by `edit`."""
+    from sw.quant.model import FloatModel
+    from sw.runtime.darknet import parse_cfg
+
+    from .conftest import SMALL_CFG, random_params, small_bundle
+
+    net = parse_cfg(edit(SMALL_CFG), f"{name}.cfg")
+    path = tmp_path / f"{name}.npz"
+    small_bundle(net, FloatModel(net, random_params(net)).eval()).save(path)
+    return path
+
+
+def _classes(n: int):
+    return lambda cfg: cfg.replace("classes=2", f"classes={n}").replace(
+        "filters=21", f"filters={3 * (5 + n)}")
+
+
+@pytest.mark.parametrize("backend", ["golden", "float"])
+def test_non_square_cfg(tmp_path, backend):
+    from sw.runtime.weights import fetch_weights
+    cfg = tmp_path / "wide.cfg"
+    cfg.write_text((ROOT / "sw/runtime/data/yolov3-tiny.cfg").read_text()
+                   .replace("height=416", "height=320"))
+    r = host("--image", "dog.jpg", "--cfg", str(cfg), "--weights", str(fetch_weights()),
+             "--backend", backend, "--out", str(tmp_path / "out"))
+    _one_error(r, "wide.cfg", "416 wide and 320 high", "square")
+    assert list((tmp_path / "out").iterdir()) == []      # created, left empty
+
+
+def test_layer_the_engine_cannot_run(tmp_path):
+    """A stride-2 conv on the simulated device: PassError before anything is computed."""
+    bundle = _tiny_bundle(tmp_path, "stride2", lambda cfg: cfg.replace(
+        "filters=8\nsize=3\nstride=1", "filters=8\nsize=3\nstride=2", 1).replace(
+        "width=32\nheight=32", "width=64\nheight=64"))
+    r = host("--image", "dog.jpg", "--bundle", str(bundle), "--backend", "sim")
+    _one_error(r, "layer 0", "stride-1", "stride 2")
+
+
+def test_dot_product_beyond_the_accumulator(tmp_path):
+    """acc_bits=28 holds 4,128 terms; Tiny-YOLOv3's 3x3x512 layers sum 4,608: refused
+    before calibrating."""
+    cfg = tmp_path / "acc28.json"
+    HwConfig(acc_bits=28).save(cfg)
+    r = host("--image", "dog.jpg", "--hw-config", str(cfg))
+    _one_error(r, "yolov3-tiny.cfg", "4608 products", "acc_bits=28", "--hw-config")
+    assert " images from " not in r.stderr          # build_bundle stopped before
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"\xff\xfe\x00{", "not a JSON text file"),
+    (b'{"array_rows": "eight"}', "array_rows must be a positive integer, got 'eight'"),
+    (b'{"array_rows": 8, "colour": 1}', "unknown HwConfig field(s): colour"),
+])
+def test_unreadable_board_config(tmp_path, content, needle):
+    bad = tmp_path / "ulx3s_85f.json"
+    bad.write_bytes(content)
+    _one_error(host("--image", "dog.jpg", "--hw-config", str(bad)), "ulx3s_85f.json", needle)
+
+
+def test_folder_with_one_unreadable_image_stops_before_work(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(ROOT / "assets" / "dog.jpg", imgs / "a.jpg")
+    (imgs / "b.jpg").symlink_to(tmp_path / "gone.jpg")          # a dangling link
+    (imgs / "c.jpg").write_bytes(b"GIF89a but not really")
+    (imgs / "folder.jpg").mkdir()                                  # not an image: skipped
+    out = tmp_path / "out"
+    r = host("--image", str(imgs), "--out", str(out))
+    _one_error(r, "b.jpg", "no such file")
+    assert "a.jpg" not in r.stdout and not out.exists()
+    (imgs / "b.jpg").unlink()
+    _one_error(host("--image", str(imgs), "--out", str(out)), "c.jpg", "not a recognized image")
+
+
+def test_out_that_is_not_a_folder(tmp_path):
+    (tmp_path / "file").write_text("x")
+    _one_error(host("--image", "dog.jpg", "--out", str(tmp_path / "file")),
+               "--out", "not a folder")
+    _one_error(host("--image", "dog.jpg", "--out", str(tmp_path / "file" / "sub")),
+               "--out", "cannot create the folder")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_bundles_with_other_class_counts(tmp_path):
+    """1 or 100 classes: named class0.. (or by --names), category_id class_id + 1."""
+    for n in (1, 100):
+        bundle = _tiny_bundle(tmp_path, f"c{n}", _classes(n))
+        out = tmp_path / f"out{n}"
+        r = host("--image", "dog.jpg", "--bundle", str(bundle), "--conf", "0.01",
+                 "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        dets = json.loads((out / "detections.json").read_text())
+        assert dets and {d["class_name"] for d in dets} <= {f"class{i}" for i in range(n)}
+        assert all(d["category_id"] == d["class_id"] + 1 for d in dets)
+    names = tmp_path / "one.names"
+    names.write_text("cat\n")
+    r = host("--image", "dog.jpg", "--bundle", str(tmp_path / "c1.npz"), "--conf", "0.01",
+             "--names", str(names), "--out", str(tmp_path / "named"))
+    assert r.returncode == 0, r.stderr
+    assert {d["class_name"] for d in json.loads((tmp_path / "named/detections.json")
+                                                .read_text())} == {"cat"}
+    names.write_text("cat\ndog\n")
+    _one_error(host("--image", "dog.jpg", "--bundle", str(tmp_path / "c1.npz"),
+                    "--names", str(names)), "one.names", "2 names", "1 class")
+
+
+# -- video and camera ----------------------------------------------------------------------
+def _clip(path: Path, frames: list[str], size: tuple[int, int] = (320, 240)) -> Path:
+    """An MP4 of sample images, one frame each, resized to `size`."""
+    import cv2
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 5, size)
+    for name in frames:
+        out.write(cv2.resize(cv2.imread(str(ROOT / "assets" / name)), size))
+    out.release()
+    return path
+
+
+def test_video_golden_writes_mp4_and_jsonl(tmp_path):
+    import cv2
+    frames = ["dog.jpg", "person.jpg", "dog.jpg", "horses.jpg"]
+    clip = _clip(tmp_path / "clip.mp4", frames)
+    out = tmp_path / "out"
+    r = host("--video", str(clip), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "frames/s" in r.stdout and "frame 3 (0.60 s)" in r.stdout
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    got = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (240, 320, 3)
+        got += 1
+    assert got == len(frames)
+    lines = [json.loads(x) for x in (out / "detections.jsonl").read_text().splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2, 3]
+    assert [x["timestamp"] for x in lines] == [0.0, 0.2, 0.4, 0.6]
+    assert {d["class_name"] for d in lines[0]["detections"]} >= {"dog"}
+    same = [{d["class_name"] for d in lines[i]["detections"]} for i in (0, 2)]
+    assert same[0] == same[1]               # the same picture (up to the codec's losses)
+    for d in lines[1]["detections"]:
+        assert d["file_name"] == "clip.mp4"
+        assert set(d) == {"file_name", "bbox", "score", "class_id", "class_name", "category_id"}
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "detections.jsonl"]
+    r = host("--video", str(clip), "--max-frames", "2", "--out", str(tmp_path / "two"))
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "two" / "detections.jsonl").read_text().splitlines()) == 2
+
+
+def test_video_and_camera_errors(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    _one_error(host("--video", str(tmp_path / "missing.mp4"), "--out", str(out)),
+               "missing.mp4", "no such video")
+    _one_error(host("--video", str(tmp_path / "notes.mp4"), "--out", str(out)),
+               "notes.mp4", "OpenCV cannot open")
+    _one_error(host("--camera", "57", "--out", str(out)), "camera 57", "cannot open")
+    assert list(out.iterdir()) == []
+    clip = _clip(tmp_path / "c.mp4", ["dog.jpg"])
+    r = host("--video", str(clip), "--show", env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
+    _one_error(r, "--show", "display")
+    r = host("--image", "dog.jpg", "--show")
+    assert r.returncode == 2 and "--show and --max-frames need --video or --camera" in r.stderr
+
+
+def test_sim_backend_on_video_warns_with_its_time(tmp_path):
+    """The simulated RTL is allowed on a video but says what a frame costs first (here the
+    run stops at once: a clip of a stride-2 network the engine cannot run)."""
+    bundle = _tiny_bundle(tmp_path, "stride2", lambda cfg: cfg.replace(
+        "filters=8\nsize=3\nstride=1", "filters=8\nsize=3\nstride=2", 1).replace(
+        "width=32\nheight=32", "width=64\nheight=64"))
+    r = host("--video", str(_clip(tmp_path / "c.mp4", ["dog.jpg"])), "--bundle", str(bundle),
+             "--backend", "sim")
+    assert "warning: the simulated RTL takes about" in r.stderr and "s per frame" in r.stderr
+    _one_error(r, "layer 0")

@@ -29,10 +29,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hw.spec.config import load_config
-from sw.quant.pipeline import build_bundle, default_bundle, load_float, make_backend
-from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions
+from sw.quant.pipeline import (
+    PRETRAINED,
+    build_bundle,
+    bundle_cache_path,
+    default_bundle,
+    load_float,
+    make_backend,
+)
+from sw.quant.ptq import QuantOptions
 from sw.quant.tune import sqnr_db
-from sw.runtime.bundle import VERSION as BUNDLE_VERSION
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import CALIB_DIR
 from sw.runtime.postprocess import (
@@ -43,8 +49,8 @@ from sw.runtime.postprocess import (
     letterbox,
     load_image,
 )
-from sw.runtime.util import log
-from sw.runtime.weights import cache_dir
+from sw.runtime.util import image_files, log
+from sw.runtime.weights import default_cfg
 
 EVAL_CONF = 0.005   # low threshold for mAP, as Darknet's map evaluation
 AGREE_CONF = 0.25   # operating point for agreement/fidelity
@@ -230,9 +236,8 @@ def matched(ref: list[Detection], other: list[Detection], iou: float = 0.5) -> i
 def variant_bundle(name: str, hw_path: str | None, calib: str) -> Bundle:
     hw = load_config(hw_path)
     opts = QuantOptions.from_tag(name)
-    path = (cache_dir() / "bundles" /
-            f"eval-{Path(calib).name}-{name}-q{QUANTIZER_VERSION}-b{BUNDLE_VERSION}-"
-            f"{hw.numerics_id_hex}.npz")
+    path = bundle_cache_path(f"eval-{name}", hw, default_cfg(), PRETRAINED,
+                             image_files(calib), opts)
     if not path.exists():
         build_bundle(path, calib=calib, hw=hw, opts=opts)
     return Bundle.load(path, expect=hw)

@@ -48,6 +48,7 @@ from sw.runtime.bundle import Bundle
 from sw.runtime.darknet import Network
 from sw.runtime.golden import GoldenModel, host_layer, im2col
 from sw.runtime.graph import network_kinds
+from sw.runtime.util import Progress, set_quiet
 
 __all__ = ["AdaRoundOptions", "LayerResult", "adaround", "check_match", "layer_loss",
            "rectified_sigmoid", "reference_model", "reference_transform",
@@ -276,62 +277,64 @@ def adaround(bundle: Bundle, model: FloatModel, images: Sequence[np.ndarray],
     state: list[list[np.ndarray]] = [[] for _ in images]   # quantized outputs per image
     inputs = [intmath.quantize_input(img) for img in images]
     results: list[LayerResult] = []
-    for i, layer in enumerate(layers):
-        if layer["kind"] != "conv":
+    with Progress(len(convs), "AdaRound", unit="layer") as bar:
+        for i, layer in enumerate(layers):
+            if layer["kind"] != "conv":
+                for n, outs in enumerate(state):
+                    outs.append(host_layer(layer, outs[-1] if outs else inputs[n], outs))
+                continue
+            t0 = time.time()
+            k, stride, pad = layer["size"], layer["stride"], layer["pad"]
+            prev = [outs[-1] if outs else inputs[n] for n, outs in enumerate(state)]
+            f_in, f_out = layer["f_in"], layer["f_out"]
+            x = torch.from_numpy(np.concatenate([
+                im2col(p.astype(np.float32), k, stride, pad)[pos[i][n]]
+                for n, p in enumerate(prev)]) * np.float32(2.0 ** -f_in))
+            y = torch.from_numpy(np.concatenate(target[i]))
+            fw = work.f_w(i)
+            scale = np.exp2(fw.astype(np.float64))
+            w_float, b_float = params[i]
+            w = w_float.transpose(0, 2, 3, 1).reshape(len(fw), -1)       # OHWI, as im2col
+            lo, hi = intmath.int_range(layer["out_bits"])
+            lo_r, hi_r = lo * 2.0 ** -f_out, hi * 2.0 ** -f_out
+            leaky = layer["activation"] == "leaky"
+            scale_t = torch.from_numpy(scale).float()
+
+            bias_scale = np.exp2(-(f_in + fw.astype(np.float64)))
+
+            def real_bias(bq: np.ndarray, bias_scale: np.ndarray = bias_scale) -> torch.Tensor:
+                return torch.from_numpy(bq * bias_scale).float()
+
+            w_ptq = work.weight(i).reshape(len(fw), -1).astype(np.float64)
+            b_ptq = work.bias(i).astype(np.int64)
+            loss_ptq = _chunked_loss(x, torch.from_numpy(w_ptq).float(), scale_t, real_bias(b_ptq),
+                                     leaky, lo_r, hi_r, y)
+            # the bias starts at the PTQ's (bias-corrected) one when it is learned, else it is
+            # the float bias on its grid
+            b_start = b_ptq if opts.learn_bias else np.clip(
+                intmath.quantize(b_float, f_in + fw, cfg.acc_bits), -cfg.bias_limit, cfg.bias_limit)
+            w_new, b_real = _optimize(x, y, w, scale, real_bias(b_start), leaky, lo_r, hi_r,
+                                      cfg.weight_max, max(loss_ptq, 1e-30), opts, gen)
+            b_new = np.clip(intmath.quantize(b_real.double().numpy(), f_in + fw, cfg.acc_bits),
+                            -cfg.bias_limit, cfg.bias_limit)
+            loss_ada = _chunked_loss(x, torch.from_numpy(w_new).float(), scale_t, real_bias(b_new),
+                                     leaky, lo_r, hi_r, y)
+            kept = loss_ada < loss_ptq
+            if kept:
+                work.arrays[f"l{i}.weight"] = w_new.reshape(work.weight(i).shape).astype(np.int8)
+                work.arrays[f"l{i}.bias"] = b_new.astype(np.int32)
+            res = LayerResult(i, len(x), w.size, loss_ptq, loss_ada,
+                              int(np.sum(w_new != w_ptq)) if kept else 0, kept, time.time() - t0)
+            results.append(res)
+            bar.update()
             for n, outs in enumerate(state):
-                outs.append(host_layer(layer, outs[-1] if outs else inputs[n], outs))
-            continue
-        t0 = time.time()
-        k, stride, pad = layer["size"], layer["stride"], layer["pad"]
-        prev = [outs[-1] if outs else inputs[n] for n, outs in enumerate(state)]
-        f_in, f_out = layer["f_in"], layer["f_out"]
-        x = torch.from_numpy(np.concatenate([
-            im2col(p.astype(np.float32), k, stride, pad)[pos[i][n]]
-            for n, p in enumerate(prev)]) * np.float32(2.0 ** -f_in))
-        y = torch.from_numpy(np.concatenate(target[i]))
-        fw = work.f_w(i)
-        scale = np.exp2(fw.astype(np.float64))
-        w_float, b_float = params[i]
-        w = w_float.transpose(0, 2, 3, 1).reshape(len(fw), -1)       # OHWI, as im2col
-        lo, hi = intmath.int_range(layer["out_bits"])
-        lo_r, hi_r = lo * 2.0 ** -f_out, hi * 2.0 ** -f_out
-        leaky = layer["activation"] == "leaky"
-        scale_t = torch.from_numpy(scale).float()
-
-        bias_scale = np.exp2(-(f_in + fw.astype(np.float64)))
-
-        def real_bias(bq: np.ndarray, bias_scale: np.ndarray = bias_scale) -> torch.Tensor:
-            return torch.from_numpy(bq * bias_scale).float()
-
-        w_ptq = work.weight(i).reshape(len(fw), -1).astype(np.float64)
-        b_ptq = work.bias(i).astype(np.int64)
-        loss_ptq = _chunked_loss(x, torch.from_numpy(w_ptq).float(), scale_t, real_bias(b_ptq),
-                                 leaky, lo_r, hi_r, y)
-        # the bias starts at the PTQ's (bias-corrected) one when it is learned, else it is
-        # the float bias on its grid
-        b_start = b_ptq if opts.learn_bias else np.clip(
-            intmath.quantize(b_float, f_in + fw, cfg.acc_bits), -cfg.bias_limit, cfg.bias_limit)
-        w_new, b_real = _optimize(x, y, w, scale, real_bias(b_start), leaky, lo_r, hi_r,
-                                  cfg.weight_max, max(loss_ptq, 1e-30), opts, gen)
-        b_new = np.clip(intmath.quantize(b_real.double().numpy(), f_in + fw, cfg.acc_bits),
-                        -cfg.bias_limit, cfg.bias_limit)
-        loss_ada = _chunked_loss(x, torch.from_numpy(w_new).float(), scale_t, real_bias(b_new),
-                                 leaky, lo_r, hi_r, y)
-        kept = loss_ada < loss_ptq
-        if kept:
-            work.arrays[f"l{i}.weight"] = w_new.reshape(work.weight(i).shape).astype(np.int8)
-            work.arrays[f"l{i}.bias"] = b_new.astype(np.int32)
-        res = LayerResult(i, len(x), w.size, loss_ptq, loss_ada,
-                          int(np.sum(w_new != w_ptq)) if kept else 0, kept, time.time() - t0)
-        results.append(res)
-        for n, outs in enumerate(state):
-            outs.append(golden.conv(i, prev[n]))
-        if log:
-            log(f"layer {i:2d}: {res.rows} rows x {x.shape[1]} -> {len(fw)}, loss "
-                f"{loss_ptq:.4g} (PTQ) -> {loss_ada:.4g} (AdaRound, "
-                f"{_db(loss_ptq, loss_ada):+.2f} dB), "
-                f"{'adopted' if kept else 'kept PTQ'}, {res.changed} of {res.weights} "
-                f"weights changed, {time.time() - t0:.1f} s")
+                outs.append(golden.conv(i, prev[n]))
+            if log:
+                log(f"layer {i:2d}: {res.rows} rows x {x.shape[1]} -> {len(fw)}, loss "
+                    f"{loss_ptq:.4g} (PTQ) -> {loss_ada:.4g} (AdaRound, "
+                    f"{_db(loss_ptq, loss_ada):+.2f} dB), "
+                    f"{'adopted' if kept else 'kept PTQ'}, {res.changed} of {res.weights} "
+                    f"weights changed, {time.time() - t0:.1f} s")
     manifest = work.manifest
     manifest["quantization"] = {**manifest["quantization"], "adaround": {
         **asdict(opts), "images": len(images),
@@ -379,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flip", action="store_true",
                    help="also use the horizontally mirrored images (twice the rows)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     if args.images_limit is not None and args.images_limit < 1:
         p.error("--images-limit must be >= 1")
     try:

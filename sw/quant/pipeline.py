@@ -9,28 +9,31 @@ and "fakequant" backends to the runtime's golden and sim ones (`sw.runtime.detec
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from hw.spec import intmath
-from hw.spec.config import HwConfig
+from hw.spec.config import HwConfig, Numerics
 from sw.quant.calib import calibrate
 from sw.quant.model import FakeQuantModel, FloatModel, float_heads
-from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions, quantize_network
+from sw.quant.ptq import QUANTIZER_VERSION, QuantOptions, check_network, quantize_network
 from sw.runtime import detect
 from sw.runtime.bundle import VERSION as BUNDLE_VERSION
 from sw.runtime.bundle import Bundle
-from sw.runtime.darknet import DarknetError, Network
+from sw.runtime.darknet import Network
 from sw.runtime.detect import CALIB_DIR, Backend, head_specs, load_network
 from sw.runtime.postprocess import letterbox, load_image
-from sw.runtime.util import image_files, log
-from sw.runtime.weights import cache_dir
+from sw.runtime.util import image_files, log, progress, sha256_file
+from sw.runtime.weights import WEIGHTS_SHA256, cache_dir, default_cfg
 
-__all__ = ["build_bundle", "calibrated_bundle_path", "default_bundle", "load_float",
-           "make_backend"]
+__all__ = ["build_bundle", "bundle_cache_path", "calibrated_bundle_path", "default_bundle",
+           "load_float", "make_backend"]
 
 
 def load_float(cfg: str | Path | None = None,
@@ -48,17 +51,15 @@ def build_bundle(out: Path, cfg: str | Path | None = None, weights: str | Path |
     bundle to `out`."""
     hw = hw or HwConfig()
     net, model, prov = load_float(cfg, weights)
-    if net.width != net.height:
-        raise DarknetError(f"only square network inputs are supported, the cfg's [net] is "
-                         f"{net.width}x{net.height}")
+    check_network(net, hw)              # before calibrating: minutes on a large folder
     if isinstance(calib, str | Path):
         files, where = image_files(calib), calib
     else:
         files, where = list(calib), "a list"
     log(f"calibrating on {len(files)} images from {where} ...")
     t0 = time.time()
-    cal = calibrate(model, (letterbox(load_image(p), net.width)[0] for p in files),
-                    progress=lambda n: log(f"  calibration image {n}/{len(files)}"))
+    cal = calibrate(model, (letterbox(load_image(p), net.width)[0]
+                            for p in progress(files, "calibrating", unit="image")))
     prov["calibration"] = [p.name for p in files]
     bundle = quantize_network(net, model, cal, hw, opts, prov)
     bundle.save(out)
@@ -67,11 +68,35 @@ def build_bundle(out: Path, cfg: str | Path | None = None, weights: str | Path |
     return bundle
 
 
+#: The pretrained weights as a cache-key input: their verified SHA-256, without fetching.
+PRETRAINED = ("yolov3-tiny.weights", WEIGHTS_SHA256)
+
+
+def bundle_cache_path(kind: str, numerics: Numerics, cfg: Path, weights: Path | tuple[str, str],
+                      calib: Sequence[Path], opts: QuantOptions = QuantOptions()) -> Path:
+    """Where a built bundle is cached: bundles/<kind>-<numerics id>-<key>.npz in the cache
+    folder, the key a hash of everything that decides the bundle: the quantizer and bundle
+    format versions, every quantizer option, the number formats, and the names and
+    contents of the cfg, the weights (a file, or `PRETRAINED`) and the calibration images
+    (in order)."""
+    h = hashlib.sha256(json.dumps({
+        "quantizer": QUANTIZER_VERSION, "bundle": BUNDLE_VERSION, "options": asdict(opts),
+        "numerics": numerics.numerics.to_dict()}, sort_keys=True).encode())
+    for f in (cfg, weights, *calib):
+        try:
+            name, digest = f if isinstance(f, tuple) else (Path(f).name, sha256_file(f))
+        except OSError as e:
+            raise OSError(e.errno, f"cannot read: {e.strerror}", str(f)) from e
+        h.update(f"\0{name}\0{digest}".encode())
+    return (cache_dir() / "bundles" /
+            f"{kind}-{numerics.numerics_id_hex}-{h.hexdigest()[:16]}.npz")
+
+
 def calibrated_bundle_path(hw: HwConfig, opts: QuantOptions = QuantOptions()) -> Path:
-    """Where `default_bundle` caches a PTQ bundle calibrated on `CALIB_DIR`."""
-    name = (f"yolov3-tiny-{opts.tag}-q{QUANTIZER_VERSION}-b{BUNDLE_VERSION}-"
-            f"{hw.numerics_id_hex}.npz")
-    return cache_dir() / "bundles" / name
+    """Where `default_bundle` caches a PTQ bundle of the pretrained network calibrated on
+    `CALIB_DIR` (`bundle_cache_path`)."""
+    return bundle_cache_path(f"yolov3-tiny-{opts.tag}", hw, default_cfg(), PRETRAINED,
+                             image_files(CALIB_DIR), opts)
 
 
 def default_bundle(hw: HwConfig | None = None) -> Path:

@@ -23,12 +23,12 @@ from hw.spec import intmath
 from hw.spec.config import Numerics
 from sw.quant.calib import Calibration, act_clip, frac_bits_for_max
 from sw.quant.model import FloatModel, float_heads
-from sw.runtime.bundle import Bundle
+from sw.runtime.bundle import Bundle, BundleError
 from sw.runtime.darknet import Conv, MaxPool, Network, Route, Upsample, YoloHead
 from sw.runtime.graph import network_kinds, scale_groups, scale_roots
 
-__all__ = ["ACT_METHODS", "QUANTIZER_VERSION", "WEIGHT_GRANULARITY", "QuantOptions",
-           "pow2_frac_bits", "quantize_network", "scale_table"]
+__all__ = ["ACT_METHODS", "QUANTIZER_VERSION", "WEIGHT_GRANULARITY", "QuantError",
+           "QuantOptions", "check_network", "pow2_frac_bits", "quantize_network", "scale_table"]
 
 ACT_METHODS = ("max", "std", "percentile", "mse")
 #: Bumped whenever the quantizer's output for the same inputs changes; part of the
@@ -125,6 +125,24 @@ class QuantOptions:
         if not self.fsearch:
             del d["fsearch"], d["search_images"]
         return d
+
+
+class QuantError(BundleError):
+    """A network that cannot be quantized for the number formats (a bundle that cannot
+    be made)."""
+
+
+def check_network(net: Network, cfg: Numerics) -> None:
+    """QuantError when a conv layer's dot product (k*k*Cin terms) could overflow the
+    accumulator of `cfg` (`Numerics.max_dot_terms`)."""
+    for i in net.conv_indices:
+        k = net.layers[i].size ** 2 * net.in_shape(i)[2]
+        if k > cfg.max_dot_terms:
+            raise QuantError(
+                f"{net.source}: layer {i} sums {k} products per output, more than the "
+                f"{cfg.max_dot_terms} that acc_bits={cfg.acc_bits} provably holds: use a "
+                "HwConfig with wider acc_bits (--hw-config), or a network with fewer input "
+                "channels there")
 
 
 def _act_frac_bits(cal: Calibration, i: int, method: str, pct: float, bits: int,
@@ -247,6 +265,7 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: Num
                 lambda d: quantize_network(net, model, cal, cfg, base, f_out_delta=d),
                 lambda b: tune.head_sqnr(b, imgs, refs), network_kinds(net), net.head_indices,
                 log=log)
+    check_network(net, cfg)
     params = model.fused_params()
     heads = set(net.head_indices)
     f_in, f_out, f_w = pow2_frac_bits(net, params, cal, opts, cfg.act_bits, cfg.weight_bits,
@@ -260,10 +279,6 @@ def quantize_network(net: Network, model: FloatModel, cal: Calibration, cfg: Num
     for i, layer in enumerate(net.layers):
         shape = list(net.shapes[i])
         if isinstance(layer, Conv):
-            k = layer.size ** 2 * net.in_shape(i)[2]
-            if k > cfg.max_dot_terms:
-                raise ValueError(f"layer {i}: {k} terms per output exceed the provable accumulator "
-                                 f"bound {cfg.max_dot_terms} of acc_bits={cfg.acc_bits}")
             w, b = params[i]
             fw = f_w[i]
             wq = intmath.quantize(w, fw[:, None, None, None], cfg.weight_bits, symmetric=True)

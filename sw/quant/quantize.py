@@ -20,6 +20,7 @@ from sw.runtime.bundle import BundleError
 from sw.runtime.darknet import DarknetError
 from sw.runtime.detect import CALIB_DIR
 from sw.runtime.postprocess import ImageError
+from sw.runtime.util import set_quiet
 from sw.runtime.weights import WeightsError
 
 
@@ -39,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", metavar="TAG",
                    help="all options as one variant tag of sw.eval.evaluate, tuning steps included "
                         "(e.g. channel-mse-bc-eq0.5-fill); replaces the four options above")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    set_quiet(args.quiet)
     try:
         opts = (QuantOptions.from_tag(args.variant) if args.variant else
                 QuantOptions(args.weight_scales, args.act_calib, args.percentile,

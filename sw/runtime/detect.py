@@ -20,11 +20,18 @@ from hw.spec import intmath
 from hw.spec.config import HwConfig, Numerics
 from sw.runtime import compact
 from sw.runtime.bundle import Bundle
-from sw.runtime.darknet import ConvWeights, Network, YoloHead, load_cfg, read_weights
+from sw.runtime.darknet import (
+    ConvWeights,
+    DarknetError,
+    Network,
+    YoloHead,
+    load_cfg,
+    read_weights,
+)
 from sw.runtime.golden import GoldenModel
 from sw.runtime.postprocess import Detection, HeadSpec, Letterbox, detect, letterbox
 from sw.runtime.scheduler import LayerStats
-from sw.runtime.util import log, sha256_file
+from sw.runtime.util import Progress, log, sha256_file
 from sw.runtime.weights import cache_dir, default_cfg, fetch_weights
 
 __all__ = ["BACKENDS", "CALIB_DIR", "Backend", "head_specs", "load_network", "make_backend",
@@ -43,6 +50,9 @@ def load_network(cfg: str | Path | None = None, weights: str | Path | None = Non
     default: the pretrained Tiny-YOLOv3, fetched and verified on first use."""
     cfg_path = Path(cfg) if cfg else default_cfg()
     net = load_cfg(cfg_path)
+    if net.width != net.height:
+        raise DarknetError(f"{cfg_path}: [net] is {net.width} wide and {net.height} high: only "
+                           "square inputs are supported (set width = height)")
     weights_path = Path(weights) if weights else fetch_weights()
     params = read_weights(weights_path, net)
     prov = {"cfg": cfg_path.name, "cfg_sha256": sha256_file(cfg_path),
@@ -103,6 +113,7 @@ def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
         return Backend("golden", size, head_specs(bundle),
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
+        from sw.runtime import probe
         from sw.runtime.device import Device
         from sw.runtime.link import SerialLink, SimLink
         from sw.runtime.scheduler import run_network
@@ -110,12 +121,21 @@ def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
         hw = hw or HwConfig()
         bundle.check_numerics(hw)
         link = SerialLink(port, hw.uart_baud) if port else SimLink(hw)
+        try:
+            probe.identify(link, hw)    # a few seconds, then an error that says why
+        except BaseException:
+            link.close()
+            raise
         dev = Device(link, timeout=30.0)
-        dev.identify(expect=hw)
 
         def run_dev(lb: np.ndarray) -> list[np.ndarray]:
-            res = run_network(dev, hw, bundle, intmath.quantize_input(lb), progress=log,
-                              fuse_pool=True)
+            convs = sum(layer["kind"] == "conv" for layer in bundle.layers)
+            with Progress(convs, f"{link.name}: layers", unit="layer") as bar:
+                def step(msg: str) -> None:
+                    log(msg, progress=True)
+                    bar.update()
+                res = run_network(dev, hw, bundle, intmath.quantize_input(lb), progress=step,
+                                  fuse_pool=True)
             backend.reports.append(res.stats)
             return [res.outputs[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
                     for i in bundle.head_indices]

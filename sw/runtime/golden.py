@@ -4,7 +4,7 @@ Feature maps are HWC integer arrays (int8 activations, head_bits heads). A convo
 is im2col + a float32 matrix product: every product is an integer below 2**14 and the
 reduction is split into chunks of at most `EXACT_TERMS` terms, so every partial sum is an
 integer below 2**24 and therefore exact in float32, whatever order BLAS adds in; chunks
-are summed in int64. Bias add and requantization use `sw.intmath`.
+are summed in int64. Bias add and requantization use `hw.spec.intmath`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from sw import intmath
-from sw.bundle import Bundle
+from hw.spec import intmath
+from sw.runtime.bundle import Bundle
 
 __all__ = ["EXACT_TERMS", "GoldenModel", "conv_acc", "maxpool", "upsample"]
 

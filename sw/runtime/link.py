@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import importlib.metadata
 import os
-import select
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hw.spec.config import HwConfig
+from sw.runtime.util import ticking
 
 __all__ = ["SIM_TIMEOUT_CYCLES", "Link", "LinkError", "LinkTimeout", "SerialLink", "SimLink",
            "harness_binary"]
@@ -107,7 +107,8 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
     cmd = [sys.executable, "-m", "hw.simulator", "--config", str(build_dir / "hw_config.json"),
            "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key,
            "--top", top]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    with ticking(f"building the {top} simulator"):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
         raise LinkError(f"building the simulator failed (exit {r.returncode}); see "
                         f"{build_dir / 'build.log'}:\n{(r.stderr or r.stdout)[-2000:]}")
@@ -146,6 +147,8 @@ class SimLink(Link):
             raise LinkError(f"{self.name} closed its input") from e
 
     def read(self, timeout: float) -> bytes:
+        import select  # POSIX pipes; imported here so that importing links needs no POSIX
+
         fd = self._proc.stdout.fileno()
         ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
         if not ready:
@@ -193,6 +196,7 @@ class SerialLink(Link):
         except ImportError as e:
             raise LinkError("--port needs pyserial: pip install pyserial") from e
         self.name = f"serial port {port}"
+        self.baud = baud
         try:
             self._port = serial.Serial(port, baud, timeout=0)
         except (serial.SerialException, OSError, ValueError) as e:

@@ -297,10 +297,12 @@ def class_names() -> list[str]:
     return list(_class_names())
 
 
-def to_coco_results(dets: list[Detection], file_name: str,
-                    image_id: int | None = None) -> list[dict]:
-    """COCO-style result dicts (bbox x,y,w,h; 91-id category_id) for one image."""
-    names = _class_names()
+def to_coco_results(dets: list[Detection], file_name: str, image_id: int | None = None,
+                    names: Sequence[str] | None = None) -> list[dict]:
+    """COCO-style result dicts (bbox x,y,w,h) for one image. With the COCO names (`names`
+    None) `category_id` is COCO's 91-id; with other `names` it is class_id + 1."""
+    coco = names is None
+    names = _class_names() if names is None else names
     out: list[dict] = []
     for d in dets:
         r: dict = {
@@ -309,7 +311,7 @@ def to_coco_results(dets: list[Detection], file_name: str,
             "score": round(float(d.score), 5),
             "class_id": int(d.class_id),
             "class_name": names[d.class_id],
-            "category_id": COCO80_TO_91[d.class_id],
+            "category_id": COCO80_TO_91[d.class_id] if coco else int(d.class_id) + 1,
         }
         if image_id is not None:
             r["image_id"] = int(image_id)
