@@ -85,13 +85,18 @@ num=3
 CFG = HwConfig(mem_bytes=1 << 16)
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def tiny_network():
+    """The tiny network, a bundle of it (random weights) and its compiled program."""
     from sw.quant.model import FloatModel
 
     net = parse_cfg(TINY_CFG, "tiny.cfg")
     bundle = small_bundle(net, FloatModel(net, random_params(net, seed=3)).eval(), hw=CFG)
     return net, bundle, compile_network(bundle, CFG)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_network()
 
 
 def _run(image, mem: np.ndarray, addr: int, count: int, trace: int, seed: int,

@@ -76,6 +76,7 @@ class CommandDecoder(wiring.Component):
         self.identity = identity
         self.with_engine = engine
         self.with_memory = memory
+        self._mem_op = Signal(MemOp, name="mem_cmd")     # the memory command being run
         mem_ports = {
             "mem_go": Out(1), "mem_op": Out(MemOp), "mem_length": Out(16),
             "mem_data": Out(stream.Signature(8)), "mem_checked": In(1), "mem_ok": In(1),
@@ -272,6 +273,7 @@ class CommandDecoder(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.mem_go.eq(1), self.mem_op.eq(op),
                                  self.mem_length.eq(frame.length)]
+                    m.d.sync += self._mem_op.eq(op)
                     m.next = "MEM_ARGS"
 
     def _memory_states(self, m: Module, error: Callable[[object], None],
@@ -288,12 +290,12 @@ class CommandDecoder(wiring.Component):
                 good()
                 m.d.sync += left.eq(self.mem_read_len)
                 m.next = "MEM_WAIT"
-                with m.If(self.mem_op == MemOp.READ):
+                with m.If(self._mem_op == MemOp.READ):
                     m.next = "MEM_READ"
         with m.State("MEM_WAIT"):          # MEM_WRITE's data to the memory; CRC; RUN
             route(self.mem_data)
             with m.If(self.mem_done):
-                with m.If(self.mem_op == MemOp.CRC):
+                with m.If(self._mem_op == MemOp.CRC):
                     reply(ReplyCode.OK, self.mem_crc, 4)
                 with m.Else():
                     reply(ReplyCode.OK, 0, 0)

@@ -26,8 +26,9 @@ __all__ = ["MemDeviceTop", "MemoryCommands"]
 
 class MemoryCommands(wiring.Component):
     """Runs one memory command, started by ``go`` (with ``op`` and the frame's payload
-    ``length``); the payload arrives on ``data``: the command's arguments (`ARG_BYTES`,
-    little-endian as `hw.spec.protocol` formats them), then MEM_WRITE's bytes.
+    ``length``, both taken with it); the payload arrives on ``data``: the command's
+    arguments (`ARG_BYTES`, little-endian as `hw.spec.protocol` formats them), then
+    MEM_WRITE's bytes.
 
     Once the arguments are in, ``checked`` rises (held until the next ``go``) with ``ok``,
     or ``err`` saying why not: BAD_LENGTH (a zero-length read or CRC), BAD_ADDRESS (a
@@ -69,24 +70,29 @@ class MemoryCommands(wiring.Component):
         wiring.connect(m, wr.mem, arb.masters[1])
         wiring.connect(m, arb.mem, wiring.flipped(self.mem))
 
-        # Arguments: the first bytes of the payload, little-endian.
+        # The command (taken at `go`) and its arguments: the first bytes of the payload,
+        # little-endian.
+        op = Signal(MemOp)
+        length = Signal(16)
+        with m.If(self.go):
+            m.d.sync += [op.eq(self.op), length.eq(self.length)]
         args = Signal(8 * max(ARG_BYTES.values()))
         nargs = Signal(range(max(ARG_BYTES.values()) + 1))
         need = Signal.like(nargs)
         gap = Signal(range(len(args) + 1))      # bits above the arguments, once shifted in
-        with m.Switch(self.op):
-            for op, n in ARG_BYTES.items():
-                with m.Case(op):
+        with m.Switch(op):
+            for kind, n in ARG_BYTES.items():
+                with m.Case(kind):
                     m.d.comb += [need.eq(n), gap.eq(len(args) - 8 * n)]
         addr = args[:32]
         size = args[32:64]                      # MEM_READ / MEM_CRC length
         count = args[32:48]                     # PROGRAM_RUN passes
         trace = args[48:80]
         wlen = Signal(16)
-        m.d.comb += [wlen.eq(self.length - ARG_BYTES[MemOp.WRITE]), self.crc.eq(crc.value),
+        m.d.comb += [wlen.eq(length - ARG_BYTES[MemOp.WRITE]), self.crc.eq(crc.value),
                      self.read_len.eq(size)]
         end = Signal(34)
-        with m.Switch(self.op):
+        with m.Switch(op):
             with m.Case(MemOp.WRITE):
                 m.d.comb += end.eq(addr + wlen)
             with m.Case(MemOp.READ, MemOp.CRC):
@@ -96,7 +102,7 @@ class MemoryCommands(wiring.Component):
         trace_end = trace + count * TRACE_BYTES
 
         # The reader's bytes: MEM_READ's out on `rbytes`, MEM_CRC's into the CRC.
-        is_crc = self.op == MemOp.CRC
+        is_crc = op == MemOp.CRC
         m.d.comb += [
             self.rbytes.valid.eq(rd.o.valid & ~is_crc),
             self.rbytes.payload.eq(rd.o.payload.data),
@@ -124,7 +130,7 @@ class MemoryCommands(wiring.Component):
                     m.d.sync += args.eq(args >> gap)
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.Switch(self.op):
+                with m.Switch(op):
                     with m.Case(MemOp.WRITE):
                         check(end <= cfg.mem_bytes, ErrCode.BAD_ADDRESS)
                     with m.Case(MemOp.READ, MemOp.CRC):
@@ -139,12 +145,12 @@ class MemoryCommands(wiring.Component):
                 m.d.comb += crc.clear.eq(1)
                 with m.If(~self.ok):
                     m.next = "IDLE"
-                with m.Elif(self.op == MemOp.RUN):
+                with m.Elif(op == MemOp.RUN):
                     m.next = "RUN"
                 with m.Else():
                     m.next = "RANGE"
             with m.State("RANGE"):
-                is_write = self.op == MemOp.WRITE
+                is_write = op == MemOp.WRITE
                 m.d.comb += [wr.ranges.valid.eq(is_write), rd.ranges.valid.eq(~is_write)]
                 with m.If(Mux(is_write, wr.ranges.ready, rd.ranges.ready)):
                     m.next = "MOVE"
