@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 import types
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from hw.spec.config import ConfigError, HwConfig, load_config
 from hw.spec.engine import PassError
+from hw.spec.memory import ProgramError
 from hw.spec.protocol import ProtocolError
 from sw.runtime import detect, video
 from sw.runtime.bundle import Bundle, BundleError
 from sw.runtime.darknet import DarknetError
-from sw.runtime.detect import BACKENDS, CALIB_DIR, Backend
+from sw.runtime.detect import BACKENDS, CALIB_DIR, Backend, DeviceModeError
 from sw.runtime.device import DeviceError
 from sw.runtime.link import LinkError
 from sw.runtime.postprocess import (
@@ -305,9 +305,10 @@ def _detect_images(images: list[Path], backend: Backend, names: list[str] | None
         for tmp in annotated:
             os.replace(tmp, out / tmp.name)
         write_json_atomic(results, out / "detections.json")
-        if backend.reports:
-            write_json_atomic([{"file_name": p.name, "layers": [asdict(s) for s in rep]}
-                               for p, rep in zip(images, backend.reports, strict=True)],
+        if backend.reports:    # the first image's run, and every image's frame totals
+            write_json_atomic({**backend.reports[0],
+                               "images": [{"file_name": p.name, **rep["frame"]} for p, rep
+                                          in zip(images, backend.reports, strict=True)]},
                               out / "layer_report.json")
         echo(f"wrote {len(annotated)} annotated image(s) and {out / 'detections.json'} "
              f"({len(results)} detections, {time.time() - t_total:.1f} s)")
@@ -374,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except (ImageError, DarknetError, BundleError, ConfigError, WeightsError, LinkError,
-            DeviceError, PassError, ProtocolError, MissingDependency, UsageError,
-            video.VideoError) as e:
+            DeviceError, DeviceModeError, PassError, ProgramError, ProtocolError,
+            MissingDependency, UsageError, video.VideoError) as e:
         print(f"error: {e}", file=sys.stderr)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""

@@ -390,9 +390,17 @@ def test_host_cli_sim_backend_writes_layer_report(tmp_path, small_net, small_mod
     assert "(sim," in r.stdout and (out / "dog.png").exists()
     json.loads((out / "detections.json").read_text())
     report = json.loads((out / "layer_report.json").read_text())
-    assert [e["file_name"] for e in report] == ["dog.jpg"]
-    layers = report[0]["layers"]
-    assert [s["layer"] for s in layers] == small_net.conv_indices
+    frame = report["frame"]
+    for key in ("link_bytes_per_frame", "upload_bytes", "dram_read_bytes", "dram_write_bytes",
+                "cycles", "memory_stall_cycles", "clock_hz"):
+        assert frame[key] >= 0, key
+    assert frame["cycles"] >= frame["engine_cycles"] >= frame["model_cycles"] > 0
+    assert frame["upload_bytes"] > frame["link_bytes_per_frame"] > 3 * 32 * 32
+    assert [e["file_name"] for e in report["images"]] == ["dog.jpg"]
+    layers = report["layers"]
+    convs = [i for i in small_net.conv_indices]
+    assert [s["layer"] for s in layers if s["layer"] in convs] == convs
     for s in layers:
-        assert s["cycles"] >= s["model_cycles"] > 0 and 0 < s["utilization"] <= 1
-        assert s["bytes_out"] > 0 and s["bytes_in"] > 0
+        assert s["cycles"] >= s["engine_cycles"] >= s["model_cycles"] > 0
+        assert 0 < s["utilization"] <= s["model_utilization"] <= 1
+        assert s["dram_read_bytes"] > 0 and s["dram_write_bytes"] > 0

@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
     for (;;) {
         bool wait = in.empty() && !eof && idle >= kQuiet && !waited && !top->active;
         if (in.empty() && !eof && (idle >= idle_limit || wait || (cycles & 63) == 0)) {
-            bool block = idle >= idle_limit;
+            bool block = idle >= idle_limit && !top->active;
             if ((block || wait) && !write_all(out)) return 1;
             struct pollfd p = {0, POLLIN, 0};
             int r = poll(&p, 1, block ? -1 : wait ? kWaitMs : 0);
@@ -241,7 +241,7 @@ int main(int argc, char** argv) {
                 for (ssize_t k = 0; k < n; k++) in.push_back(buf[k]);
             }
         }
-        if (eof && in.empty() && idle >= idle_limit) break;
+        if (eof && in.empty() && idle >= idle_limit && !top->active) break;
 
         top->rx_valid = in.empty() ? 0 : 1;
         top->rx_payload = in.empty() ? 0 : in.front();

@@ -10,6 +10,7 @@ Nothing here imports torch or Amaranth.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,8 @@ class Backend:
     size: int
     specs: list[HeadSpec]
     heads: Callable[[np.ndarray], list[np.ndarray]]
-    #: device backends: per image, the per-layer statistics of the run
-    reports: list[list[LayerStats]] = field(default_factory=list)
+    #: device backends: per image, the run's statistics (`device_report`'s form)
+    reports: list[dict] = field(default_factory=list)
 
     def detect(self, img: np.ndarray, conf: float = 0.25,
                nms: float = 0.45) -> tuple[list[Detection], Letterbox]:
@@ -104,42 +105,89 @@ class Backend:
 
 def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
                  port: str | None = None) -> Backend:
-    """A bundle's backend by name: "golden", or "sim" (the device through
-    `sw.runtime.device`: the Verilator simulator of `hw`, or with `port` the board on that
-    serial port, which must identify as `hw`). `hw` defaults to the default HwConfig."""
+    """A bundle's backend by name: "golden", or "sim" (the device: the Verilator simulator
+    of the device with its memory built for `hw`, or with `port` the board on that serial
+    port, which must identify as `hw`). `hw` defaults to the default HwConfig."""
     size = bundle.input_shape[0]
     if name == "golden":
         golden = GoldenModel(bundle)
         return Backend("golden", size, head_specs(bundle),
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
-        from sw.runtime import probe
-        from sw.runtime.device import Device
-        from sw.runtime.link import SerialLink, SimLink
-        from sw.runtime.scheduler import run_network
-
-        hw = hw or HwConfig()
-        bundle.check_numerics(hw)
-        link = SerialLink(port, hw.uart_baud) if port else SimLink(hw)
-        try:
-            probe.identify(link, hw)    # a few seconds, then an error that says why
-        except BaseException:
-            link.close()
-            raise
-        dev = Device(link, timeout=30.0)
-
-        def run_dev(lb: np.ndarray) -> list[np.ndarray]:
-            convs = sum(layer["kind"] == "conv" for layer in bundle.layers)
-            with Progress(convs, f"{link.name}: layers", unit="layer") as bar:
-                def step(msg: str) -> None:
-                    log(msg, progress=True)
-                    bar.update()
-                res = run_network(dev, hw, bundle, intmath.quantize_input(lb), progress=step,
-                                  fuse_pool=True)
-            backend.reports.append(res.stats)
-            return [res.outputs[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
-                    for i in bundle.head_indices]
-        backend = Backend("board" if port else "sim", size, head_specs(bundle), run_dev)
-        return backend
+        return _device_backend(bundle, hw or HwConfig(), port)
     raise ValueError(f"unknown backend {name!r} for a bundle (choose golden or sim; float "
                      "and fakequant: sw.quant.pipeline)")
+
+
+def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None) -> Backend:
+    """The device as a backend. A device with memory (the simulator; boards with their
+    DRAM) keeps the network resident: uploaded once (`sw.runtime.resident`), then per image
+    only the input and the heads cross the link. A streaming device (today's board builds,
+    `Feature.ENGINE` only) gets every layer's weights and input per image
+    (`sw.runtime.scheduler`)."""
+    from hw.spec.protocol import Feature
+    from sw.runtime import probe
+    from sw.runtime.device import Device
+    from sw.runtime.link import SerialLink, SimLink
+    from sw.runtime.resident import ResidentNetwork
+    from sw.runtime.scheduler import run_network
+
+    bundle.check_numerics(hw)
+    link = SerialLink(port, hw.uart_baud) if port else SimLink(hw, top="memory")
+    try:
+        ident = probe.identify(link, hw)    # a few seconds, then an error that says why
+    except BaseException:
+        link.close()
+        raise
+    dev = Device(link, timeout=30.0)
+    size, name = bundle.input_shape[0], "board" if port else "sim"
+    if ident.features & Feature.MEMORY:
+        net = ResidentNetwork(dev, hw, bundle)
+        net.upload(progress=log)
+
+        def run_resident(lb: np.ndarray) -> list[np.ndarray]:
+            with Progress(len(net.image.passes), f"{link.name}: passes", unit="pass") as bar:
+                seen = [0]
+
+                def step(done: int, _total: int) -> None:
+                    bar.update(done - seen[0])
+                    seen[0] = done
+                res = net.run(intmath.quantize_input(lb), progress=step)
+            backend.reports.append({"frame": res.frame, "layers": res.layers})
+            return [res.heads[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
+                    for i in bundle.head_indices]
+        backend = Backend(name, size, head_specs(bundle), run_resident)
+        return backend
+    if not ident.features & Feature.ENGINE:
+        link.close()
+        raise DeviceModeError(f"{link.name} has neither a layer engine nor device memory "
+                              f"(features {ident.features!r}): it cannot run a network")
+
+    def run_streaming(lb: np.ndarray) -> list[np.ndarray]:
+        convs = sum(layer["kind"] == "conv" for layer in bundle.layers)
+        with Progress(convs, f"{link.name}: layers", unit="layer") as bar:
+            def step(msg: str) -> None:
+                log(msg, progress=True)
+                bar.update()
+            res = run_network(dev, hw, bundle, intmath.quantize_input(lb), progress=step,
+                              fuse_pool=True)
+        backend.reports.append(streaming_report(res.stats, hw))
+        return [res.outputs[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
+                for i in bundle.head_indices]
+    backend = Backend(name, size, head_specs(bundle), run_streaming)
+    return backend
+
+
+class DeviceModeError(RuntimeError):
+    """A device that cannot run a network in any mode this host drives."""
+
+
+def streaming_report(stats: list[LayerStats], hw: HwConfig) -> dict:
+    """A streaming device's run in the report's form: the frame's totals and each conv
+    layer's statistics (cycles, utilization, link bytes)."""
+    layers = [dataclasses.asdict(s) for s in stats]
+    frame = {"mode": "streaming", "cycles": sum(s.cycles for s in stats),
+             "model_cycles": sum(s.model_cycles for s in stats),
+             "link_bytes_per_frame": sum(s.bytes_in + s.bytes_out for s in stats),
+             "clock_hz": hw.clock_hz}
+    return {"frame": frame, "layers": layers}

@@ -92,10 +92,14 @@ class Device:
         self._decoder.reset()
         self._pending.clear()
 
-    def request(self, opcode: Op, payload: bytes = b"", idempotent: bool = True) -> bytes:
+    def request(self, opcode: Op, payload: bytes = b"", idempotent: bool = True,
+                timeout: float | None = None) -> bytes:
         """Send one request, return the OK reply's payload, DATA chunks before it
         prepended (see the module docstring). A request that is not `idempotent` is
-        resent only when the device reports it was not executed (BAD_CRC, TIMEOUT)."""
+        resent only when the device reports it was not executed (BAD_CRC, TIMEOUT).
+        `timeout` (default: the device's) bounds the wait for each reply frame: a request
+        that runs longer must say so, or its late reply would answer the next request."""
+        timeout = self.timeout if timeout is None else timeout
         frame = protocol.encode_frame(opcode, payload)
         what = f"{Op(opcode).name} on {self.link.name}"
         problem = "no reply"
@@ -108,12 +112,12 @@ class Device:
             data = bytearray()
             errors = self._decoder.errors
             while True:
-                reply = self._read_frame(time.monotonic() + self.timeout)
+                reply = self._read_frame(time.monotonic() + timeout)
                 if reply is None or reply.opcode != Reply.DATA:
                     break
                 data += reply.payload
             if reply is None:
-                problem = (f"no reply within {self.timeout} s" if self._decoder.errors == errors
+                problem = (f"no reply within {timeout} s" if self._decoder.errors == errors
                            else f"corrupted reply ({self._decoder.last_error})")
                 if data or not idempotent:
                     raise LinkError(f"{what}: {problem} (the request may have run: not resent)")
@@ -177,8 +181,11 @@ class Device:
         return got
 
     def mem_crc(self, addr: int, length: int) -> int:
-        """The device's CRC-32 of `length` bytes from `addr` (`protocol.crc32`)."""
-        got = self.request(Op.MEM_CRC, struct.pack(protocol.MEM_RANGE_FORMAT, addr, length))
+        """The device's CRC-32 of `length` bytes from `addr` (`protocol.crc32`); the device
+        reads a byte per cycle, so the reply may take `length` cycles (10 us a byte are
+        allowed, the pace of a simulated device)."""
+        got = self.request(Op.MEM_CRC, struct.pack(protocol.MEM_RANGE_FORMAT, addr, length),
+                           timeout=self.timeout + length * 1e-5)
         return struct.unpack(protocol.MEM_CRC_FORMAT, got)[0]
 
     def program_run(self, addr: int, passes: int, trace: int) -> None:

@@ -38,6 +38,13 @@ _MAGIC = b"TYNET\x00\x00\x01"
 _HEADER = "<8sII16sIHxxI16s"
 
 
+def _header(image: NetworkImage, bundle: Bundle, cfg: HwConfig, region: bytes) -> bytes:
+    """The record of a resident network (`_HEADER`)."""
+    return struct.pack(_HEADER, _MAGIC, cfg.numerics_id, cfg.config_id,
+                       bytes.fromhex(bundle.content_hash)[:16], image.program_addr,
+                       len(image.passes), image.tensors_addr, hashlib.sha256(region).digest()[:16])
+
+
 @dataclass
 class FrameRun:
     """One frame on the device: the heads' integers per head layer, the frame's totals and
@@ -69,10 +76,7 @@ class ResidentNetwork:
         return lo, mem[lo:hi].tobytes()
 
     def _header(self, region: bytes) -> bytes:
-        im = self.image
-        return struct.pack(_HEADER, _MAGIC, self.cfg.numerics_id, self.cfg.config_id,
-                           bytes.fromhex(self.bundle.content_hash)[:16], im.program_addr,
-                           len(im.passes), im.tensors_addr, hashlib.sha256(region).digest()[:16])
+        return _header(self.image, self.bundle, self.cfg, region)
 
     def resident(self) -> bool:
         """Whether the device holds this network already (its record and the region's
@@ -81,6 +85,16 @@ class ResidentNetwork:
         if self.dev.mem_read(0, struct.calcsize(_HEADER)) != self._header(region):
             return False
         return self.dev.mem_crc(lo, len(region)) == protocol.crc32(region)
+
+    @staticmethod
+    def preload_image_of(image: NetworkImage, bundle: Bundle, cfg: HwConfig) -> bytes:
+        """The bytes a device holding `image` (`bundle` compiled for `cfg`) has from address
+        0 to its tensors (the record included): for a simulator's backdoor
+        (``--load 0:FILE``), so that tests need not push the network through the link."""
+        lo, hi = image.program_addr, image.tensors_addr
+        region = image.memory()[lo:hi].tobytes()
+        head = _header(image, bundle, cfg, region)
+        return head + bytes(lo - len(head)) + region
 
     def upload(self, progress: Callable[[str], None] | None = None, force: bool = False) -> int:
         """Put the network into the device memory unless it is there; bytes sent."""
@@ -106,8 +120,10 @@ class ResidentNetwork:
         return self.upload_bytes
 
     # -- frames ---------------------------------------------------------------------
-    def run(self, x: np.ndarray, timeout: float = 3600.0) -> FrameRun:
-        """One int8 input through the resident network: the heads and the statistics."""
+    def run(self, x: np.ndarray, timeout: float = 3600.0,
+            progress: Callable[[int, int], None] | None = None) -> FrameRun:
+        """One int8 input through the resident network: the heads and the statistics
+        (`progress` gets passes done and passes while it runs)."""
         im, dev = self.image, self.dev
         if x.dtype != np.int8 or x.shape != self.bundle.input_shape:
             raise ValueError(f"network input must be int8 {self.bundle.input_shape}, "
@@ -116,11 +132,15 @@ class ResidentNetwork:
         dev.mem_write(im.input.addr, np.ascontiguousarray(x).tobytes())
         dev.program_run(im.program_addr, len(im.passes), self.trace)
         deadline = time.monotonic() + timeout
+        pause = 0.01             # STATUS polls back off: few bytes on the link per frame
         while (st := dev.status()).program & ProgramFlag.RUNNING:
             if time.monotonic() > deadline:
                 raise LinkTimeout(f"program on {dev.link.name}: still running after "
                                   f"{timeout:.0f} s (pass {st.passes} of {len(im.passes)})")
-            time.sleep(0.05)
+            if progress:
+                progress(st.passes, len(im.passes))
+            time.sleep(pause)
+            pause = min(2 * pause, 1.0)
         if st.program_error or not st.program & ProgramFlag.DONE:
             raise DeviceError(st.program_error, int(protocol.Op.PROGRAM_RUN),
                               f"program on {dev.link.name} stopped at pass {st.passes} "

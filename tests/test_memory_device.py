@@ -1,0 +1,110 @@
+"""The device with its memory in the Verilator harness (MemDeviceTop behind SimLink, the
+harness's LiteDRAM-like memory model): a network uploaded once through the link and run
+bit-exact (every stored layer read back from device memory), kept resident, replaced by
+another bundle; protocol errors answered without a hang and without touching memory
+outside a refused write."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hw.spec import intmath, protocol
+from hw.spec.config import DEFAULT
+from hw.spec.memory import Pass
+from hw.spec.protocol import Err, Op, ProgramFlag
+from sw.runtime.device import Device, DeviceError
+from sw.runtime.golden import GoldenModel
+from sw.runtime.link import SimLink
+from sw.runtime.resident import ResidentNetwork
+from tests.conftest import random_images, random_params, small_bundle
+
+
+@pytest.fixture(scope="module")
+def link():
+    with SimLink(DEFAULT, top="memory") as lk:
+        yield lk
+    assert lk.cycles and lk.mem_stats["reads"] > 0
+
+
+def test_network_uploaded_once_and_bit_exact(link, small_net, small_model) -> None:
+    from sw.quant.model import FloatModel
+
+    dev = Device(link, timeout=30.0)
+    bundle = small_bundle(small_net, small_model)
+    net = ResidentNetwork(dev, DEFAULT, bundle)
+    sent = net.upload()
+    assert sent == net.image.tensors_addr - net.image.program_addr + 64
+    golden = GoldenModel(bundle)
+    for seed in (1, 2):
+        x = intmath.quantize_input(random_images(1, small_net.width, seed=seed)[0])
+        run = net.run(x)
+        want = golden.run(x, keep=True)
+        for i, h in run.heads.items():
+            assert np.array_equal(h, want[i]), f"head {i}"
+        for i, view in enumerate(net.image.layer_views):     # every stored layer
+            if view is None:
+                continue
+            raw = np.frombuffer(dev.mem_read(view.addr, view.nbytes), np.uint8)
+            assert np.array_equal(replace(view, addr=0).read(raw), want[i]), f"layer {i}"
+        f = run.frame
+        assert f["passes"] == len(net.image.passes) and f["cycles"] >= f["engine_cycles"] > 0
+        assert f["engine_cycles"] >= f["model_cycles"] > 0
+        assert f["link_bytes_per_frame"] < 3 * (x.size + sum(
+            net.image.layer_views[i].nbytes for i in net.image.heads))
+        assert [e["layer"] for e in run.layers] == sorted(set(net.image.pass_layers))
+    # the same network again: resident, nothing sent; another bundle replaces it
+    again = ResidentNetwork(dev, DEFAULT, bundle)
+    assert again.resident() and again.upload() == 0
+    other = small_bundle(small_net, FloatModel(small_net, random_params(small_net, 5)).eval())
+    net2 = ResidentNetwork(dev, DEFAULT, other)
+    assert not net2.resident() and net2.upload() > 0 and not again.resident()
+    x = intmath.quantize_input(random_images(1, small_net.width, seed=3)[0])
+    want = GoldenModel(other).run(x, keep=True)
+    for i, h in net2.run(x).heads.items():
+        assert np.array_equal(h, want[i])
+
+
+def test_memory_protocol_errors(link) -> None:
+    dev = Device(link, timeout=10.0, retries=0)
+    dev.mem_write(1000, bytes(range(64)))
+    top = DEFAULT.mem_bytes
+
+    def err(op: Op, payload: bytes) -> int:
+        with pytest.raises(DeviceError) as e:
+            dev.request(op, payload)
+        return e.value.code
+
+    assert err(Op.MEM_WRITE, struct.pack("<I", top - 3) + b"abcd") == Err.BAD_ADDRESS
+    assert err(Op.MEM_WRITE, struct.pack("<I", 1000)) == Err.BAD_LENGTH
+    assert err(Op.MEM_READ, struct.pack("<I", 1000)) == Err.BAD_LENGTH      # truncated
+    assert err(Op.MEM_READ, struct.pack("<II", top - 8, 9)) == Err.BAD_ADDRESS
+    assert err(Op.MEM_CRC, struct.pack("<II", 0, 0)) == Err.BAD_LENGTH
+    assert err(Op.PROGRAM_RUN, struct.pack("<IHI", 0, 0, 0)) == Err.BAD_PROGRAM
+    assert err(Op.PROGRAM_RUN, struct.pack("<IHI", top - 16, 1, 0)) == Err.BAD_ADDRESS
+    assert err(Op.RUN, b"x") == Err.UNSUPPORTED
+    # an oversize frame: LENGTH_TOO_LONG, then the device still answers
+    link.write(protocol.SYNC + struct.pack("<BH", Op.MEM_WRITE, protocol.MAX_PAYLOAD + 1))
+    frame = protocol.FrameDecoder()
+    got = []
+    while not got:
+        got = frame.feed(link.read(5.0))
+    assert got[0].opcode == protocol.Reply.ERROR and got[0].payload[0] == Err.LENGTH_TOO_LONG
+    assert dev.mem_read(1000, 64) == bytes(range(64))         # the refused writes touched nothing
+    assert dev.mem_read(top - 8, 8) == bytes(8)
+    # a program whose pass the engine refuses: STATUS says which, memory untouched
+    bad = Pass(width=500, height=4, cin=8, cout=8, k3=0, leaky=0, head=0, pool=0, in_pitch=8,
+               out_pitch=8, upsample=0, param_addr=4096, param_len=104, in_addr=8192,
+               out_addr=16384)
+    dev.mem_write(2048, bad.encode())
+    before = dev.mem_read(16384, 64)
+    dev.program_run(2048, 1, 30000)
+    st = dev.status()
+    while st.program & ProgramFlag.RUNNING:
+        st = dev.status()
+    assert st.program_error == Err.BAD_PROGRAM and st.passes == 0 and not st.program & 2
+    assert dev.mem_read(16384, 64) == before
+    assert dev.identify(expect=DEFAULT).features & protocol.Feature.MEMORY
