@@ -24,9 +24,11 @@ from hw.spec.engine import (
 )
 from hw.spec.memory import Pass
 from sw.runtime import golden
+from sw.runtime.program import NetworkImage
 
-__all__ = ["ref_engine", "ref_layer_decode", "ref_mac", "ref_maxpool", "ref_pass_input",
-           "ref_pass_output", "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
+__all__ = ["assert_stored_layers_equal", "ref_engine", "ref_layer_decode", "ref_mac",
+           "ref_maxpool", "ref_pass_input", "ref_pass_output", "ref_pass_params", "ref_program",
+           "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -173,3 +175,23 @@ def ref_program(mem: np.ndarray, passes: list[Pass], cfg: HwConfig = DEFAULT) ->
                        head=bool(p.head), pool=p.pool, cfg=cfg)
         ref_pass_output(mem, p, y, cfg)
     return mem
+
+
+def assert_stored_layers_equal(image: NetworkImage, mem: np.ndarray,
+                               want: list[np.ndarray]) -> int:
+    """Every layer output a compiled network stores (`image.layer_views`) read from the
+    memory image `mem` equals the golden model's (`want`, `GoldenModel.run(keep=True)`);
+    fails naming the layer and the first differing value. Returns how many were compared
+    (a conv whose max pool ran fused, or that wrote its upsample, stores none)."""
+    compared = 0
+    for i, view in enumerate(image.layer_views):
+        if view is None:
+            continue
+        got = view.read(mem)
+        assert got.shape == want[i].shape, f"layer {i}: {got.shape} != {want[i].shape}"
+        diff = np.argwhere(got != want[i])
+        assert diff.size == 0, (f"layer {i}: {len(diff)} values differ, first at "
+                                f"{tuple(diff[0])}: expected {want[i][tuple(diff[0])]}, "
+                                f"got {got[tuple(diff[0])]}")
+        compared += 1
+    return compared
