@@ -24,9 +24,8 @@ from hw.spec.engine import (
 )
 from hw.spec.memory import Pass
 from sw.runtime import golden
-from sw.runtime.program import NetworkImage
 
-__all__ = ["assert_stored_layers_equal", "ref_engine", "ref_layer_decode", "ref_mac",
+__all__ = ["check_layers", "check_program", "ref_engine", "ref_layer_decode", "ref_mac",
            "ref_maxpool", "ref_pass_input", "ref_pass_output", "ref_pass_params", "ref_program",
            "ref_requant", "ref_windows"]
 
@@ -177,21 +176,29 @@ def ref_program(mem: np.ndarray, passes: list[Pass], cfg: HwConfig = DEFAULT) ->
     return mem
 
 
-def assert_stored_layers_equal(image: NetworkImage, mem: np.ndarray,
-                               want: list[np.ndarray]) -> int:
-    """Every layer output a compiled network stores (`image.layer_views`) read from the
-    memory image `mem` equals the golden model's (`want`, `GoldenModel.run(keep=True)`);
-    fails naming the layer and the first differing value. Returns how many were compared
-    (a conv whose max pool ran fused, or that wrote its upsample, stores none)."""
+def check_layers(bundle, image, mem: np.ndarray, want: list) -> int:
+    """Assert that every layer output a compiled network (`sw.runtime.program.NetworkImage`)
+    stores in the memory image `mem` equals `want` (the golden model's `run(x, keep=True)`)
+    bit for bit; returns how many layers were compared."""
     compared = 0
     for i, view in enumerate(image.layer_views):
-        if view is None:
+        if view is None:            # a conv whose max pool ran fused, or that wrote upsampled
+            assert bundle.layers[i + 1]["kind"] in ("maxpool", "upsample")
             continue
         got = view.read(mem)
-        assert got.shape == want[i].shape, f"layer {i}: {got.shape} != {want[i].shape}"
         diff = np.argwhere(got != want[i])
+        assert got.shape == want[i].shape, f"layer {i}: {got.shape} != {want[i].shape}"
         assert diff.size == 0, (f"layer {i}: {len(diff)} values differ, first at "
                                 f"{tuple(diff[0])}: expected {want[i][tuple(diff[0])]}, "
                                 f"got {got[tuple(diff[0])]}")
         compared += 1
     return compared
+
+
+def check_program(bundle, image, x: np.ndarray) -> int:
+    """Run a compiled network with `ref_program` on input x and `check_layers` against the
+    golden model; returns how many layers were compared."""
+    mem = image.memory()
+    image.input.write(mem, x)
+    mem = ref_program(mem, image.passes, image.cfg)
+    return check_layers(bundle, image, mem, golden.GoldenModel(bundle).run(x, keep=True))
