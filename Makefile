@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 COCO ?= ../shared/data/coco-train128
 
-.PHONY: setup demo test lint bench eval fidelity synth study default-bundle
+.PHONY: setup demo test lint bench eval fidelity sensitivity synth study default-bundle
 
 setup:
 	bash scripts/setup.sh
@@ -33,6 +33,12 @@ eval: setup
 fidelity: setup
 	OMP_NUM_THREADS=1 $(PY) -m sw.eval.fidelity --images $(COCO)/images --skip 64 --views 8 \
 		--variants channel-mse-bc --bundle default --bootstrap 200
+
+# Per-layer sensitivity of the default bundle (docs/sensitivity.md): each conv layer (and the
+# input) quantized alone and left float alone, 2 views of each held-out image, ~30 min.
+sensitivity: setup
+	OMP_NUM_THREADS=1 $(PY) -m sw.eval.sensitivity --images $(COCO)/images --skip 64 --limit 64 \
+		--views 2 --bootstrap 200 --out docs/sensitivity
 
 # Rebuild the shipped default bundle (sw/runtime/data/yolov3-tiny-default.npz, a compact file):
 # eq0.5-fill PTQ on the first 64 coco-train128 images + AdaRound on 4 views of each, ~8 min.

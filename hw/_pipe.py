@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, ShapeLike, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamRegister", "delay"]
+__all__ = ["FrameWalk", "StreamRegister", "delay", "frame_walk"]
 
 
 def delay(m: Module, value: Value, cycles: int, en: Value, *, name: str,
@@ -22,6 +24,45 @@ def delay(m: Module, value: Value, cycles: int, en: Value, *, name: str,
             m.d.sync += reg.eq(out)
         out = reg
     return out
+
+
+@dataclass(frozen=True)
+class FrameWalk:
+    """The position of a walk over an H x W x C map (C fastest): row `y`, column `x`,
+    channel `c`, and `a` = x * C + c (a row store's address); `pad_col` / `pad`: the
+    position is in the extra padding column / column or row."""
+
+    y: Signal
+    x: Signal
+    c: Signal
+    a: Signal
+    pad_col: Value
+    pad: Value
+
+
+def frame_walk(m: Module, max_width: int, max_channels: int, depth: int, width: Value,
+               height: Value, channels: Value, padded: Value) -> tuple[FrameWalk, Signal]:
+    """A walk over the map (the window generator's and the max pool's), and the signal
+    that advances it by one position on the next edge (the caller drives it). With
+    `padded` the walk has an extra column x = W and row y = H (no input there); after the
+    last position it starts again at (0, 0, 0)."""
+    y = Signal(range(max_width + 1), name="y")
+    x = Signal(range(max_width + 1), name="x")
+    c = Signal(range(max_channels), name="c")
+    a = Signal(range(depth + 1), name="a")
+    step = Signal(name="walk_step")
+    x_end = Mux(padded, width, width - 1)
+    y_end = Mux(padded, height, height - 1)
+    pad_col = x == width
+    with m.If(step):
+        m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
+        with m.If(c == channels - 1):
+            m.d.sync += [c.eq(0), x.eq(x + 1)]
+            with m.If(x == x_end):
+                m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
+                with m.If(y == y_end):
+                    m.d.sync += y.eq(0)
+    return FrameWalk(y, x, c, a, pad_col, pad_col | (y == height)), step
 
 
 class StreamRegister(wiring.Component):

@@ -23,10 +23,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
@@ -93,13 +94,33 @@ class EcpPll:
         return Fraction(self.f_in * self.fb_div, self.ref_div)
 
 
-def _close(f: Fraction, target: int, tolerance: float) -> bool:
-    return abs(float(f) - target) <= tolerance * target
-
+Plan = TypeVar("Plan", "Mmcm", "EcpPll")
 
 # Artix-7 -1/-1L limits (DS181): input 10-800 MHz, PFD 10-450 MHz, VCO 600-1200 MHz,
 # global clock buffer 464 MHz; DIVCLK_DIVIDE 1-106, CLKFBOUT_MULT 2-64, CLKOUT1_DIVIDE 1-128.
 _XC7 = dict(f_in=(10e6, 800e6), pfd=(10e6, 450e6), vco=(600e6, 1200e6), out=(4.69e6, 464e6))
+
+
+def _best_plan(f_in: int, f_out: int, tolerance: float, limits: dict, part: str,
+               candidates: Iterable[Plan], prefer: Callable[[Plan], float]) -> Plan:
+    """The candidate setting whose output is nearest `f_out` (ties: the smallest
+    `prefer`), checked against the part's input and output `limits`; `ClockError`, naming
+    the nearest frequency, when none is within `tolerance`."""
+    lo, hi = limits["f_in"]
+    if not lo <= f_in <= hi:
+        raise ClockError(f"{part} input {f_in / 1e6:g} MHz is outside {lo / 1e6:g}-"
+                         f"{hi / 1e6:g} MHz")
+    lo, hi = limits["out"]
+    if not lo <= f_out <= hi:
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: {part} "
+                         f"gives {lo / 1e6:g}-{hi / 1e6:g} MHz")
+    best = min(((abs(float(c.f_out) - f_out) / f_out, prefer(c), c) for c in candidates),
+               key=lambda t: t[:2], default=None)
+    if best is None or best[0] > tolerance:
+        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
+        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with "
+                         f"{part} within {tolerance * 1e6:g} ppm{near}")
+    return best[2]
 
 
 def mmcm_plan(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> Mmcm:
@@ -108,34 +129,19 @@ def mmcm_plan(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> Mmcm
     Picks the smallest frequency error, then the highest VCO (least jitter). Raises
     `ClockError` when no setting is within `tolerance`.
     """
-    lo, hi = _XC7["f_in"]
-    if not lo <= f_in <= hi:
-        raise ClockError(f"MMCM input {f_in / 1e6:g} MHz is outside 10-800 MHz")
-    if not _XC7["out"][0] <= f_out <= _XC7["out"][1]:
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: an Artix-7 "
-                         f"MMCM + BUFG gives 4.69-464 MHz")
-    best: tuple[float, float, Mmcm] | None = None
-    for divclk in range(1, 107):
-        pfd = f_in / divclk
-        if pfd < _XC7["pfd"][0]:
-            break
-        if pfd > _XC7["pfd"][1]:
-            continue
-        for mult in range(2, 65):
-            vco = pfd * mult
-            if not _XC7["vco"][0] <= vco <= _XC7["vco"][1]:
+    def candidates() -> Iterator[Mmcm]:
+        for divclk in range(1, 107):
+            pfd = f_in / divclk
+            if pfd < _XC7["pfd"][0]:
+                break
+            if pfd > _XC7["pfd"][1]:
                 continue
-            div = max(1, min(128, round(vco / f_out)))
-            m = Mmcm(f_in, divclk, mult, div)
-            err = abs(float(m.f_out) - f_out) / f_out
-            key = (err, -vco)
-            if best is None or key < best[:2]:
-                best = (*key, m)
-    if best is None or best[0] > tolerance:
-        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with an "
-                         f"Artix-7 MMCM within {tolerance * 1e6:g} ppm{near}")
-    return best[2]
+            for mult in range(2, 65):
+                vco = pfd * mult
+                if _XC7["vco"][0] <= vco <= _XC7["vco"][1]:
+                    yield Mmcm(f_in, divclk, mult, max(1, min(128, round(vco / f_out))))
+    return _best_plan(f_in, f_out, tolerance, _XC7, "an Artix-7 MMCM", candidates(),
+                      lambda m: -float(m.f_vco))
 
 
 # ECP5 EHXPLLL limits (Lattice TN1263): input 8-400 MHz, PFD 3.125-400 MHz,
@@ -145,37 +151,24 @@ _ECP5_VCO_MID = 600e6
 
 
 def ecp5_pll(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> EcpPll:
-    """EHXPLLL settings making `f_out` from `f_in`; `ClockError` when it cannot be made."""
-    if not _ECP5["f_in"][0] <= f_in <= _ECP5["f_in"][1]:
-        raise ClockError(f"EHXPLLL input {f_in / 1e6:g} MHz is outside 8-400 MHz")
-    if not _ECP5["out"][0] <= f_out <= _ECP5["out"][1]:
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: an ECP5 "
-                         f"EHXPLLL gives 3.125-400 MHz")
-    best: tuple[float, float, EcpPll] | None = None
-    for ref_div in range(1, 129):
-        pfd = f_in / ref_div
-        if pfd < _ECP5["pfd"][0]:
-            break
-        if pfd > _ECP5["pfd"][1]:
-            continue
-        for fb_div in range(1, 81):
-            out = pfd * fb_div
-            if out > _ECP5["out"][1]:
+    """EHXPLLL settings making `f_out` from `f_in`: the smallest frequency error, then the
+    VCO nearest the middle of its range; `ClockError` when it cannot be made."""
+    def candidates() -> Iterator[EcpPll]:
+        for ref_div in range(1, 129):
+            pfd = f_in / ref_div
+            if pfd < _ECP5["pfd"][0]:
                 break
-            # VCO nearest the middle of its range (margin on both sides).
-            op_div = max(1, min(128, round(_ECP5_VCO_MID / out)))
-            vco = out * op_div
-            if not _ECP5["vco"][0] <= vco <= _ECP5["vco"][1]:
+            if pfd > _ECP5["pfd"][1]:
                 continue
-            err = abs(out - f_out) / f_out
-            key = (err, abs(vco - _ECP5_VCO_MID))
-            if best is None or key < best[:2]:
-                best = (*key, EcpPll(f_in, ref_div, fb_div, op_div))
-    if best is None or best[0] > tolerance:
-        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with an "
-                         f"ECP5 EHXPLLL within {tolerance * 1e6:g} ppm{near}")
-    return best[2]
+            for fb_div in range(1, 81):
+                out = pfd * fb_div
+                if out > _ECP5["out"][1]:
+                    break
+                op_div = max(1, min(128, round(_ECP5_VCO_MID / out)))
+                if _ECP5["vco"][0] <= out * op_div <= _ECP5["vco"][1]:
+                    yield EcpPll(f_in, ref_div, fb_div, op_div)
+    return _best_plan(f_in, f_out, tolerance, _ECP5, "an ECP5 EHXPLLL", candidates(),
+                      lambda p: abs(float(p.f_vco) - _ECP5_VCO_MID))
 
 
 def clock_plan(board: Board, f_out: int) -> Mmcm | EcpPll | None:

@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw._pipe import frame_walk
 from hw.bankmem import BankedMemory
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import TAPS
@@ -85,28 +86,16 @@ class WindowGen(wiring.Component):
         # Position walk (y, x, c); `a` = x * C + c addresses the row store. In 3x3 mode the
         # walk has an extra column x = W and row y = H of zero padding (no input taken);
         # the window emitted at (y, x) is centred on (y - 1, x - 1).
-        y = Signal(range(cfg.max_width + 1))
-        x = Signal(range(cfg.max_width + 1))
-        c = Signal(range(cfg.max_in_channels))
-        a = Signal(range(cfg.line_buffer_depth + 1))
         k3 = self.k3
-        x_end = Mux(k3, self.width, self.width - 1)
-        y_end = Mux(k3, self.height, self.height - 1)
-        pad_col = x == self.width
-        pad = pad_col | (y == self.height)
+        walk, step = frame_walk(m, cfg.max_width, cfg.max_in_channels, cfg.line_buffer_depth,
+                                self.width, self.height, self.channels, k3)
+        y, x, c, a, pad_col, pad = walk.y, walk.x, walk.c, walk.a, walk.pad_col, walk.pad
         fire = Signal()
         m.d.comb += [
             fire.eq(adv & (pad | self.i.valid)),
             self.i.ready.eq(adv & ~pad),
+            step.eq(fire),
         ]
-        with m.If(fire):
-            m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
-            with m.If(c == self.channels - 1):
-                m.d.sync += [c.eq(0), x.eq(x + 1)]
-                with m.If(x == x_end):
-                    m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
-                    with m.If(y == y_end):
-                        m.d.sync += y.eq(0)
 
         # Stage A: read rows y-2 and y-1 at this (x, c); the current pixel replaces row y-2
         # (lane y % 2) in the row store one cycle later, from registers (so the walk's

@@ -18,6 +18,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.crc import crc_next
 from hw.spec import protocol
 
 __all__ = ["BUFFER_READ_LATENCY", "ErrCode", "FrameReceiver", "FrameSender", "OpCode",
@@ -47,20 +48,8 @@ reply_header_layout = data.StructLayout({"code": ReplyCode, "length": 16})
 
 
 def crc16_next(crc: Value, byte: Value) -> Value:
-    """`hw.spec.protocol.crc16_update` as combinational logic (16-bit CRC, one byte).
-
-    The update is linear over GF(2), so each next-state bit is the XOR of the state and
-    byte bits whose unit vectors flip it (found by running the Python reference on them).
-    """
-    bits = []
-    for j in range(16):
-        terms = [crc[i] for i in range(16) if protocol.crc16_update(1 << i, 0) >> j & 1]
-        terms += [byte[i] for i in range(8) if protocol.crc16_update(0, 1 << i) >> j & 1]
-        bit = terms[0]
-        for t in terms[1:]:
-            bit = bit ^ t
-        bits.append(bit)
-    return Cat(*bits)
+    """`hw.spec.protocol.crc16_update` as combinational logic (16-bit CRC, one byte)."""
+    return crc_next(protocol.crc16_update, 16, crc, byte)
 
 
 class FrameReceiver(wiring.Component):

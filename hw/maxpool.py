@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw._pipe import frame_walk
 from hw.bankmem import BankedMemory
 from hw.spec.config import DEFAULT, HwConfig
 
@@ -82,29 +83,17 @@ class MaxPool(wiring.Component):
         # Stride 1 walks x up to W and y up to H: those extra positions are padding and
         # take no input. The window ending at the current position is the 2x2 window
         # whose bottom-right corner it is.
-        y = Signal(range(cfg.max_width + 1))
-        x = Signal(range(cfg.max_width + 1))
-        c = Signal(range(cfg.max_in_channels))
-        a = Signal(range(cfg.line_buffer_depth + 1))
         s2 = self.stride2
-        x_end = Mux(s2, self.width - 1, self.width)
-        y_end = Mux(s2, self.height - 1, self.height)
-        pad_col = x == self.width
-        pad = pad_col | (y == self.height)
+        walk, step = frame_walk(m, cfg.max_width, cfg.max_in_channels, cfg.line_buffer_depth,
+                                self.width, self.height, self.channels, ~s2)
+        y, x, c, a, pad_col, pad = walk.y, walk.x, walk.c, walk.a, walk.pad_col, walk.pad
         emit = Mux(s2, y[0] & (x[0] | self.vertical), (y != 0) & (x != 0))
         fire = Signal()
         m.d.comb += [
             fire.eq(adv & (pad | self.i.valid)),
             self.i.ready.eq(adv & ~pad),
+            step.eq(fire),
         ]
-        with m.If(fire):
-            m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
-            with m.If(c == self.channels - 1):
-                m.d.sync += [c.eq(0), x.eq(x + 1)]
-                with m.If(x == x_end):
-                    m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
-                    with m.If(y == y_end):
-                        m.d.sync += y.eq(0)
 
         # Stage A: read the pixel one row up (same x, c); store the current pixel for the
         # next row (the read sees the old word). The read is enabled with `adv`: a

@@ -25,8 +25,9 @@ from hw.spec.engine import (
 from hw.spec.memory import Pass
 from sw.runtime import golden
 
-__all__ = ["ref_engine", "ref_layer_decode", "ref_mac", "ref_maxpool", "ref_pass_input",
-           "ref_pass_output", "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
+__all__ = ["check_layers", "check_program", "ref_engine", "ref_layer_decode", "ref_mac",
+           "ref_maxpool", "ref_pass_input", "ref_pass_output", "ref_pass_params", "ref_program",
+           "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -173,3 +174,31 @@ def ref_program(mem: np.ndarray, passes: list[Pass], cfg: HwConfig = DEFAULT) ->
                        head=bool(p.head), pool=p.pool, cfg=cfg)
         ref_pass_output(mem, p, y, cfg)
     return mem
+
+
+def check_layers(bundle, image, mem: np.ndarray, want: list) -> int:
+    """Assert that every layer output a compiled network (`sw.runtime.program.NetworkImage`)
+    stores in the memory image `mem` equals `want` (the golden model's `run(x, keep=True)`)
+    bit for bit; returns how many layers were compared."""
+    compared = 0
+    for i, view in enumerate(image.layer_views):
+        if view is None:            # a conv whose max pool ran fused, or that wrote upsampled
+            assert bundle.layers[i + 1]["kind"] in ("maxpool", "upsample")
+            continue
+        got = view.read(mem)
+        diff = np.argwhere(got != want[i])
+        assert got.shape == want[i].shape, f"layer {i}: {got.shape} != {want[i].shape}"
+        assert diff.size == 0, (f"layer {i}: {len(diff)} values differ, first at "
+                                f"{tuple(diff[0])}: expected {want[i][tuple(diff[0])]}, "
+                                f"got {got[tuple(diff[0])]}")
+        compared += 1
+    return compared
+
+
+def check_program(bundle, image, x: np.ndarray) -> int:
+    """Run a compiled network with `ref_program` on input x and `check_layers` against the
+    golden model; returns how many layers were compared."""
+    mem = image.memory()
+    image.input.write(mem, x)
+    mem = ref_program(mem, image.passes, image.cfg)
+    return check_layers(bundle, image, mem, golden.GoldenModel(bundle).run(x, keep=True))

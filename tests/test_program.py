@@ -4,41 +4,15 @@ equals the golden model's bit for bit."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from hw.spec import intmath
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import POOL_NONE, POOL_S1, POOL_S2
 from hw.spec.memory import PASS_BYTES, PASS_FIELDS, Pass, ProgramError
-from sw.runtime.golden import GoldenModel
 from sw.runtime.program import HEADER_BYTES, compile_network
 from tests.conftest import random_images, small_bundle
-from tests.reference import ref_program
-
-
-def _run(image, x: np.ndarray) -> np.ndarray:
-    mem = image.memory()
-    image.input.write(mem, x)
-    return ref_program(mem, image.passes, image.cfg)
-
-
-def _check_against_golden(bundle, image, x: np.ndarray) -> int:
-    mem = _run(image, x)
-    want = GoldenModel(bundle).run(x, keep=True)
-    compared = 0
-    for i, view in enumerate(image.layer_views):
-        if view is None:            # a conv whose max pool ran fused, or that wrote upsampled
-            assert bundle.layers[i + 1]["kind"] in ("maxpool", "upsample")
-            continue
-        got = view.read(mem)
-        diff = np.argwhere(got != want[i])
-        assert got.shape == want[i].shape, f"layer {i}: {got.shape} != {want[i].shape}"
-        assert diff.size == 0, (f"layer {i}: {len(diff)} values differ, first at "
-                                f"{tuple(diff[0])}: expected {want[i][tuple(diff[0])]}, "
-                                f"got {got[tuple(diff[0])]}")
-        compared += 1
-    return compared
+from tests.reference import check_program
 
 
 def test_pass_descriptor_round_trip() -> None:
@@ -64,7 +38,7 @@ def test_small_network_program_equals_golden(small_net, small_model) -> None:
     assert ("conv", POOL_S2) in modes and ("conv", POOL_NONE) in modes
     for seed in range(3):
         x = intmath.quantize_input(random_images(1, small_net.width, seed=seed)[0])
-        assert _check_against_golden(bundle, image, x) >= len(bundle.layers) - 3
+        assert check_program(bundle, image, x) >= len(bundle.layers) - 3
 
 
 def test_small_groups_and_narrow_memory_word(small_net, small_model) -> None:
@@ -78,7 +52,7 @@ def test_small_groups_and_narrow_memory_word(small_net, small_model) -> None:
     assert max(per_layer) >= 4 and len(image.passes) > len(per_layer)
     assert all(a % 4 == 0 for a, _ in image.segments)
     x = intmath.quantize_input(random_images(1, small_net.width, seed=5)[0])
-    _check_against_golden(bundle, image, x)
+    check_program(bundle, image, x)
 
 
 def test_too_small_memory_is_refused(small_net, small_model) -> None:
@@ -108,4 +82,4 @@ def test_pretrained_network_program(pretrained_bundle) -> None:
     assert [(v.height, v.width, v.channels, v.value_bytes) for v in heads] == [
         (13, 13, 255, 2), (26, 26, 255, 2)]
     lb, _ = letterbox(load_image(CALIB_DIR / "dog.jpg"), bundle.input_shape[0])
-    assert _check_against_golden(bundle, image, intmath.quantize_input(lb)) >= 16
+    assert check_program(bundle, image, intmath.quantize_input(lb)) >= 16

@@ -90,7 +90,7 @@ def test_sim_backend_with_a_built_harness(tmp_path, blocked, small_net, small_mo
 
     from .conftest import small_bundle
 
-    with SimLink(DEFAULT):       # builds the harness if this checkout has none yet
+    with SimLink(DEFAULT, top="memory"):   # builds the harness if this checkout has none yet
         pass
     bundle = tmp_path / "small.npz"
     small_bundle(small_net, small_model).save(bundle)

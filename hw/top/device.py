@@ -44,13 +44,38 @@ from hw.top.layer_config import LayerConfigLoader
 from hw.top.packer import ValuePacker
 from hw.top.reply import ReplySender
 
-__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity"]
+__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
 
 #: Bumped with every change of the device's observable behaviour.
 GATEWARE_VERSION = 2
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
+
+
+def link_endpoint(m: Module, top: wiring.Component, decoder: CommandDecoder,
+                  timeout_cycles: int) -> ReplySender:
+    """The protocol endpoint around a command decoder, added to `m`: `top`'s request bytes
+    (``rx``) to checked frames and their payloads, to the decoder; its replies to frames
+    and reply bytes (``tx``). Returns the reply sender, whose ``fifo`` stream the top
+    feeds (RUN's and MEM_READ's bytes)."""
+    m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, timeout_cycles)
+    m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
+    m.submodules.decoder = decoder
+    m.submodules.replies = rep = ReplySender(REPLY_VALUE_BYTES)
+    m.submodules.sender = snd = FrameSender()
+    wiring.connect(m, wiring.flipped(top.rx), rcv.rx)
+    wiring.connect(m, rcv.frame, decoder.frame)
+    m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data),
+                 rdr.start.eq(decoder.read_start), rdr.length.eq(decoder.read_length)]
+    wiring.connect(m, rdr.o, decoder.payload)
+    wiring.connect(m, decoder.reply, rep.req)
+    wiring.connect(m, decoder.echo, rep.payload)
+    wiring.connect(m, rep.hdr, snd.hdr)
+    wiring.connect(m, rep.data, snd.data)
+    wiring.connect(m, snd.tx, wiring.flipped(top.tx))
+    m.d.comb += decoder.reply_done.eq(rep.done)
+    return rep
 
 
 def identity(cfg: HwConfig, engine: bool = True, memory: bool = False) -> protocol.Identity:
@@ -92,26 +117,9 @@ class DeviceTop(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, self.timeout_cycles)
-        m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
-        m.submodules.decoder = dec = CommandDecoder(identity(self.cfg, self.engine).encode(),
-                                                    self.engine)
-        m.submodules.replies = rep = ReplySender(REPLY_VALUE_BYTES)
-        m.submodules.sender = snd = FrameSender()
-
-        # The link: request bytes to frames and their payloads, to the decoder; its replies
-        # to frames and bytes.
-        wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
-        wiring.connect(m, rcv.frame, dec.frame)
-        m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data),
-                     rdr.start.eq(dec.read_start), rdr.length.eq(dec.read_length)]
-        wiring.connect(m, rdr.o, dec.payload)
-        wiring.connect(m, dec.reply, rep.req)
-        wiring.connect(m, dec.echo, rep.payload)
-        wiring.connect(m, rep.hdr, snd.hdr)
-        wiring.connect(m, rep.data, snd.data)
-        wiring.connect(m, snd.tx, wiring.flipped(self.tx))
-        m.d.comb += [dec.reply_done.eq(rep.done), self.active.eq(dec.active)]
+        dec = CommandDecoder(identity(self.cfg, self.engine).encode(), self.engine)
+        rep = link_endpoint(m, self, dec, self.timeout_cycles)
+        m.d.comb += self.active.eq(dec.active)
         if not self.engine:
             return m
 

@@ -11,15 +11,14 @@ from hw.accel import Accelerator
 from hw.crc import Crc32
 from hw.dma import RangeReader, RangeWriter
 from hw.fifo import BlockRamFifo
-from hw.link import ErrCode, FrameReceiver, FrameSender, PayloadReader
+from hw.link import ErrCode
 from hw.memport import MemArbiter, mem_port
 from hw.sequencer import program_layout
 from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
-from hw.top.command import ARG_BYTES, REPLY_VALUE_BYTES, CommandDecoder, MemOp
-from hw.top.device import OUT_FIFO_DEPTH, identity
-from hw.top.reply import ReplySender
+from hw.top.command import ARG_BYTES, CommandDecoder, MemOp
+from hw.top.device import OUT_FIFO_DEPTH, identity, link_endpoint
 
 __all__ = ["MemDeviceTop", "MemoryCommands"]
 
@@ -191,29 +190,13 @@ class MemDeviceTop(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
         m = Module()
-        m.submodules.receiver = rcv = FrameReceiver(protocol.MAX_PAYLOAD, self.timeout_cycles)
-        m.submodules.reader = rdr = PayloadReader(protocol.MAX_PAYLOAD)
-        m.submodules.decoder = dec = CommandDecoder(
-            identity(cfg, engine=False, memory=True).encode(), engine=False, memory=True)
-        m.submodules.replies = rep = ReplySender(REPLY_VALUE_BYTES)
-        m.submodules.sender = snd = FrameSender()
+        dec = CommandDecoder(identity(cfg, engine=False, memory=True).encode(), engine=False,
+                             memory=True)
+        rep = link_endpoint(m, self, dec, self.timeout_cycles)
         m.submodules.commands = cmd = MemoryCommands(cfg)
         m.submodules.accel = acc = Accelerator(cfg)
         m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
-
-        # The link, as in DeviceTop.
-        wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
-        wiring.connect(m, rcv.frame, dec.frame)
-        m.d.comb += [rcv.rd_addr.eq(rdr.rd_addr), rdr.rd_data.eq(rcv.rd_data),
-                     rdr.start.eq(dec.read_start), rdr.length.eq(dec.read_length)]
-        wiring.connect(m, rdr.o, dec.payload)
-        wiring.connect(m, dec.reply, rep.req)
-        wiring.connect(m, dec.echo, rep.payload)
-        wiring.connect(m, rep.hdr, snd.hdr)
-        wiring.connect(m, rep.data, snd.data)
-        wiring.connect(m, snd.tx, wiring.flipped(self.tx))
-        m.d.comb += [dec.reply_done.eq(rep.done),
-                     self.active.eq(dec.active | acc.progress.running)]
+        m.d.comb += self.active.eq(dec.active | acc.progress.running)
 
         # Memory commands: decoded, then run on the accelerator's host port; MEM_READ's
         # bytes through the output FIFO into the replies.

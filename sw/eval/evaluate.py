@@ -196,6 +196,16 @@ def bootstrap_evals(evals: dict[str, ImageEval], n: int = 200, seed: int = 0,
     return out
 
 
+def heads_sqnr(ref: Sequence[np.ndarray], heads: Sequence[np.ndarray], pool: bool = False,
+               ) -> float:
+    """SQNR (dB) of detection heads against the float heads `ref`: the mean of the heads'
+    SQNRs, or with `pool` the SQNR of all heads' values together."""
+    if pool:
+        return sqnr_db(np.concatenate([r.ravel() for r in ref]),
+                       np.concatenate([h.ravel() for h in heads]))
+    return float(np.mean([sqnr_db(r, q) for r, q in zip(ref, heads, strict=True)]))
+
+
 def _results(dets: list[Detection], image_id: int) -> list[dict]:
     return [{"image_id": image_id, "category_id": COCO80_TO_91[d.class_id],
              "bbox": [float(v) for v in d.bbox], "score": float(d.score)} for d in dets]
@@ -291,8 +301,7 @@ def evaluate(images: Path, ann: Path, variants: list[str], fakequant: bool, limi
                 ref_heads, ref_dets = heads, d_op
                 add_ground_truth(fid_gt, d_op, img_id)
             else:
-                pairs = zip(ref_heads, heads, strict=True)
-                stats[name]["sqnr"].append(np.mean([sqnr_db(r, h) for r, h in pairs]))
+                stats[name]["sqnr"].append(heads_sqnr(ref_heads, heads))
             stats[name]["matched"] += matched(ref_dets, d_op)
             stats[name]["count"] += len(d_op)
         if n % 8 == 0 or n == len(files):

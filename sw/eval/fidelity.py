@@ -36,10 +36,10 @@ from sw.eval.evaluate import (
     add_ground_truth,
     bootstrap_evals,
     fmt_ci,
+    heads_sqnr,
     named_bundles,
 )
 from sw.quant.pipeline import load_float, make_backend
-from sw.quant.tune import sqnr_db
 from sw.quant.views import views
 from sw.runtime.detect import CALIB_DIR, Backend
 from sw.runtime.postprocess import (
@@ -56,10 +56,12 @@ __all__ = ["evaluate", "main"]
 
 
 def evaluate(files: Sequence[Path], float_be: Backend, bundles: dict[str, Backend],
-             size: int, n_views: int = 8, seed: int = 0, bootstrap: int = 0) -> dict:
+             size: int, n_views: int = 8, seed: int = 0, bootstrap: int = 0,
+             pool_heads: bool = False) -> dict:
     """Fidelity mAP@0.5 and @0.5:0.95 and head SQNR of each bundle backend on `n_views`
     views of every image (letterboxed to `size`), with cluster-bootstrap intervals over
-    the images."""
+    the images. Head SQNR per input: the mean of the heads' SQNRs, or with `pool_heads`
+    the SQNR of all heads together (finite even where one head is exact)."""
     if not files or not bundles:
         raise ValueError("fidelity needs at least one image and one bundle")
     rng = np.random.default_rng(seed)
@@ -83,8 +85,7 @@ def evaluate(files: Sequence[Path], float_be: Backend, bundles: dict[str, Backen
                 heads = be.heads(lb)
                 dets[name] += _results(detect(heads, be.specs, box, EVAL_CONF, 0.45,
                                               max_dets=100), vid)
-                sqnr[name].append(float(np.mean([sqnr_db(r, q) for r, q in
-                                                 zip(ref, heads, strict=True)])))
+                sqnr[name].append(heads_sqnr(ref, heads, pool_heads))
         if (n + 1) % 8 == 0 or n + 1 == len(files):
             log(f"  {n + 1}/{len(files)} images, {len(source)} views ({time.time() - t0:.0f} s)")
     evals = {k: ImageEval(gt, d) for k, d in dets.items()}

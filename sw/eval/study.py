@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +42,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hw.spec import intmath
+from sw.eval.report import machine_info, write_report
 from sw.quant.calib import MSE_SAMPLES, Calibration, act_clip, mse_clip
 from sw.quant.model import FloatModel, run_graph
 from sw.quant.ptq import (
@@ -453,10 +452,7 @@ def sweep(args: argparse.Namespace) -> dict:
             f.write(json.dumps({"settings": settings, "rows": rows}, indent=1).encode())
     return {"settings": settings, "float": float_row, "rows": rows,
             "provenance": prov,
-            "machine": {"node": platform.node(), "platform": platform.platform(),
-                        "processor": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "python": platform.python_version(), "torch": torch.__version__},
+            "machine": machine_info(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t_start)),
             "seconds": time.time() - t_start}
 
@@ -598,12 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     report = sweep(args)
     out = args.out
     md = markdown(report)
-    with atomic_file(out.with_name(out.name + ".json")) as f:
-        f.write(json.dumps(report, indent=1).encode())
-    with atomic_file(out.with_name(out.name + ".png")) as f:
-        f.write(plot(report))
-    with atomic_file(out.with_name(out.name + ".md"), "w") as f:
-        f.write(md)
+    write_report(out, report, md, plot(report))
     out.with_name(out.name + ".partial.json").unlink(missing_ok=True)
     print(md)
     return 0

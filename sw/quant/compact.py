@@ -29,12 +29,14 @@ from sw.runtime.compact import (
     CompactError,
     conv_layers,
     floor_weights,
+    read_compact,
     replay,
+    scale_steps,
     unpack,
 )
 from sw.runtime.graph import network_kinds
 
-__all__ = ["DEFAULT_RECIPE", "pack", "save"]
+__all__ = ["DEFAULT_RECIPE", "pack", "rounded_model", "save"]
 
 #: How `make` builds the default bundle: PTQ variant tag, calibration/AdaRound images
 #: (first K, sorted), AdaRound on `views` views of each (the image, its mirror, crops
@@ -77,6 +79,26 @@ def pack(bundle: Bundle, model: FloatModel, steps: Sequence[dict[int, np.ndarray
     manifest = {"format": FORMAT, "version": VERSION, "steps": len(steps),
                 "weights": total, "exceptions": exceptions, "bundle": bundle.manifest}
     return manifest, arrays
+
+
+def rounded_model(bundle: Bundle, model: FloatModel,
+                  calib: Sequence[np.ndarray] | None = None) -> FloatModel:
+    """The float model whose weights `bundle` rounds: `model` (the Darknet float network),
+    or for equalized / filled bundles `model` after the bundle's scale steps, read from the
+    shipped compact file when the bundle is the default bundle, else rebuilt from the
+    calibration images `calib` (`sw.quant.adaround.reference_model`). CompactError unless
+    the bundle's weights are floor or floor + 1 of the result's (`pack`)."""
+    from sw.quant import tune
+    from sw.quant.adaround import reference_model
+
+    manifest, arrays = read_compact(DEFAULT)
+    if bundle.content_hash == manifest["bundle"]["content_hash"]:
+        for step in scale_steps(manifest, arrays):
+            model = tune.equalize(model, step)
+    else:
+        model = reference_model(model.net, model, bundle, calib)
+    pack(bundle, model)
+    return model
 
 
 def save(path: str | Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:

@@ -8,7 +8,7 @@ times 2**f_out equal the golden integer model's outputs exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,8 @@ from sw.runtime.bundle import Bundle
 from sw.runtime.darknet import Conv, ConvWeights, Network
 from sw.runtime.graph import float_params, network_kinds
 
-__all__ = ["DARKNET_LEAKY", "FakeQuantModel", "FloatModel", "float_heads", "image_tensor",
-           "maxpool_darknet", "run_graph", "ste_floor"]
+__all__ = ["DARKNET_LEAKY", "FakeQuantModel", "FloatModel", "MixedModel", "float_heads",
+           "image_tensor", "maxpool_darknet", "run_graph", "ste_floor"]
 
 DARKNET_LEAKY = 0.1
 
@@ -176,6 +176,64 @@ class FakeQuantModel(torch.nn.Module):
             f = self.bundle.layers[i].get("f_out", self.bundle.layers[i - 1].get("f_out"))
             res.append(np.rint(y[0].permute(1, 2, 0).numpy() * 2.0 ** f).astype(np.int64))
         return res
+
+
+class MixedModel:
+    """A bundle's fake-quant model `fq` with only some conv layers quantized, the others float.
+
+    A quantized conv layer computes as in `FakeQuantModel` (float64) on whatever real values
+    reach it: its integer weights at 2**-f_w, its integer bias at 2**-(f_in + f_w), and its
+    output requantization (the accumulator rounded to the 2**-f_out grid, the hardware's
+    leaky slope 13/128, saturation to out_bits). A float layer is `reference`'s own
+    convolution and leaky (slope 0.1) in float32, whose output keeps its real values. The
+    input is the int8 image at 2**-input_frac_bits when `quantize_input`, else pixel / 255.
+    Maxpool, upsample and route pass values through unchanged. `reference` must be the
+    float model whose weights the bundle rounds (for equalized bundles the equalized one).
+    Everything quantized gives `FakeQuantModel`'s outputs exactly, nothing `reference`'s.
+    """
+
+    def __init__(self, fq: FakeQuantModel, reference: FloatModel, quantized: Iterable[int],
+                 quantize_input: bool):
+        bundle = fq.bundle
+        self.fq = fq
+        self.reference = reference
+        self.quantized = set(quantized)
+        self.quantize_input = quantize_input
+        convs = set(self.fq.w)
+        if {int(k) for k in reference.convs} != convs or len(reference.kinds) != len(
+                bundle.layers):
+            raise ValueError("the float model's layer graph is not the bundle's")
+        for i in convs:
+            o, k, _, c = bundle.weight(i).shape
+            if tuple(reference.convs[str(i)].weight.shape) != (o, c, k, k):
+                raise ValueError(f"layer {i}: float weights "
+                                 f"{tuple(reference.convs[str(i)].weight.shape)}, the bundle's "
+                                 f"are {(o, c, k, k)} (OIHW)")
+        if self.quantized - convs:
+            raise ValueError(f"not conv layers of the bundle: {sorted(self.quantized - convs)}")
+
+    def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        if i in self.quantized:
+            return self.fq._conv(i, x.double())
+        return self.reference._conv(i, x.float()).double()
+
+    def forward(self, images: np.ndarray, keep: bool = False) -> list[torch.Tensor | None]:
+        """Letterboxed uint8 images, HWC (one) or NHWC: layer outputs (see `run_graph`)."""
+        if self.quantize_input:
+            q = torch.from_numpy(intmath.quantize_input(images).astype(np.float64))
+            x = (q[None] if q.dim() == 3 else q).permute(0, 3, 1, 2)
+            x = x * 2.0 ** -self.fq.bundle.input_frac_bits
+        else:
+            x = image_tensor(images).double()
+        with torch.no_grad():
+            return run_graph(self.fq.kinds, x, self._conv, keep)
+
+    __call__ = forward
+
+    def heads(self, image: np.ndarray) -> list[np.ndarray]:
+        """The detection heads of one letterboxed uint8 image, HWC float64 arrays."""
+        outs = self.forward(image)
+        return [outs[i][0].permute(1, 2, 0).numpy() for i in self.fq.bundle.head_indices]
 
 
 def float_heads(model: FloatModel) -> Callable[[np.ndarray], list[np.ndarray]]:

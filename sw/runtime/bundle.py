@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,13 @@ class Bundle:
             shapes.append(tuple(layer["shape"]))
             if kind == "conv":
                 expected_arrays |= {f"l{i}.weight", f"l{i}.bias", f"l{i}.f_w"}
+                feeds_head = i + 1 < len(self.layers) and self.layers[i + 1]["kind"] == "yolo"
+                if bool(layer.get("head")) != feeds_head:
+                    raise fail(f"layer {i}: head={layer.get('head')!r}, but it "
+                               f"{'feeds' if feeds_head else 'does not feed'} a detection layer")
                 self._check_conv(i, layer, ins[0], next(iter(fin)), cfg, fail)
+            elif kind == "yolo":
+                self._check_detection(i, layer, ins[0][2], fail)
         extra = set(self.arrays) - expected_arrays
         if extra:
             raise fail(f"unexpected arrays {sorted(extra)[:5]}")
@@ -256,6 +263,26 @@ class Bundle:
                 return (-1, -1, -1)
             return (h, w, sum(x[2] for x in ins))
         return (h, w, c)
+
+    def _check_detection(self, i: int, layer: dict, channels: int, fail: Any) -> None:
+        """A [yolo] / [region] layer: positive anchor pairs, a class count, and a head conv
+        before it with anchors x (5 + classes) channels."""
+        anchors, classes = layer.get("anchors"), layer.get("classes")
+        if type(classes) is not int or classes < 1:
+            raise fail(f"layer {i}: classes must be a positive integer, got {classes!r}")
+        if not isinstance(layer.get("region"), bool):
+            raise fail(f"layer {i}: region must be true or false, got {layer.get('region')!r}")
+        if not isinstance(anchors, list) or not anchors or not all(
+                isinstance(a, list) and len(a) == 2 and all(
+                    type(v) in (int, float) and math.isfinite(v) and v > 0 for v in a)
+                for a in anchors):
+            raise fail(f"layer {i}: anchors must be a list of positive (w, h) pairs")
+        if i == 0 or self.layers[i - 1]["kind"] != "conv":
+            raise fail(f"layer {i}: a detection layer must follow a conv layer")
+        want = len(anchors) * (5 + classes)
+        if channels != want:
+            raise fail(f"layer {i}: {len(anchors)} anchors x (5 + {classes} classes) need "
+                       f"{want} channels, the head conv gives {channels}")
 
     def _check_conv(self, i: int, layer: dict, in_shape: tuple[int, int, int], f_in: int,
                     cfg: Numerics, fail: Any) -> None:

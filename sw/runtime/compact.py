@@ -30,7 +30,7 @@ from sw.runtime.darknet import ConvWeights, Network
 from sw.runtime.graph import Params, equalize_params, float_params, network_kinds
 
 __all__ = ["DEFAULT", "FORMAT", "VERSION", "CompactError", "conv_layers", "floor_weights",
-           "read_compact", "read_manifest", "replay", "unpack"]
+           "read_compact", "read_manifest", "replay", "scale_steps", "unpack"]
 
 FORMAT = "tinyyolo-fpga-compact"
 #: 2: the bundle manifest inside is a bundle of format version 2 (numerics, not HwConfig).
@@ -71,6 +71,18 @@ def read_compact(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     return manifest, arrays
 
 
+def scale_steps(manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+                ) -> list[dict[int, np.ndarray]]:
+    """The equalization / fill scale steps of a compact file (`read_compact`), in order:
+    `replay` them onto the float parameters to get the float network the bundle rounds."""
+    steps: list[dict[int, np.ndarray]] = [{} for _ in range(int(manifest["steps"]))]
+    for name, a in arrays.items():
+        if name.startswith("step"):
+            k, i = name[4:].split(".l")
+            steps[int(k)][int(i)] = a
+    return steps
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The compact file's manifest; its "bundle" entry is the rebuilt bundle's manifest."""
     return read_compact(path)[0]
@@ -94,12 +106,8 @@ def unpack(path: str | Path, net: Network, weights: Sequence[ConvWeights],
         raise CompactError(f"{path}: {len(bm.get('layers', ()))} layers, the network has "
                            f"{len(net.layers)}")
     try:
-        steps: list[dict[int, np.ndarray]] = [{} for _ in range(int(manifest["steps"]))]
-        for name, a in arrays.items():
-            if name.startswith("step"):
-                k, i = name[4:].split(".l")
-                steps[int(k)][int(i)] = a
-        params = replay(float_params(net, weights), network_kinds(net), steps)
+        params = replay(float_params(net, weights), network_kinds(net),
+                        scale_steps(manifest, arrays))
         w_max = Numerics.from_dict(bm["numerics"]).weight_max
         out: dict[str, np.ndarray] = {}
         for i in conv_layers(bm):

@@ -276,7 +276,21 @@ def _parse_layer(r: _Reader, index: int, prev_count: int) -> Layer:
         if name == "region":
             if r.int("coords", 4) != 4:
                 raise r._err("only coords=4 is supported")
+            for key in ("tree", "map"):
+                if key in r.sec.options:
+                    raise r._err(f"'{key}' (YOLO9000's class hierarchy) is not supported",
+                                 r.raw(key)[1])
+            if r.int("background", 0):
+                raise r._err("background=1 is not supported", r.raw("background")[1])
+            if r.int("softmax", 0) != 1:
+                raise r._err("softmax=1 is required (the decoder takes a softmax over the "
+                             "classes; Darknet's default softmax=0 leaves them raw)",
+                             r.raw("softmax", "0")[1])
             return YoloHead(anchors=tuple(pairs), classes=classes, region=True)
+        if "scale_x_y" in r.sec.options and r.floats("scale_x_y") != [1.0]:
+            raise r._err("scale_x_y other than 1 is not supported", r.raw("scale_x_y")[1])
+        if r.int("new_coords", 0):
+            raise r._err("new_coords=1 is not supported", r.raw("new_coords")[1])
         mask = r.ints("mask") if "mask" in r.sec.options else list(range(num))
         bad = [m for m in mask if not 0 <= m < num]
         if bad:
