@@ -64,11 +64,12 @@ EXAMPLES = """examples:
   python sw/host.py --image x.jpg --cfg my.cfg --weights my.weights --names my.names
 """
 
-#: Simulated cycles per CPU second of the whole-device simulator (bench/sim_frame.py,
-#: 2-core Xeon @ 2.8 GHz), and its cycles per engine cycle without stalls (the host's
-#: latency between frames): the sim backend's time estimate for videos.
-SIM_CYCLES_PER_SECOND = 0.66e6
-SIM_STALL_FACTOR = 2.0
+#: Simulated cycles per wall second of the device with its memory on 2 cores (bench/
+#: sim_frame.py: 58.2 M cycles in 247 s), and its frame cycles per cycle of the MACs at
+#: full utilization (56.6 M for 43.4 M: the schedule, memory stalls, parameter loading):
+#: the sim backend's time estimate for videos.
+SIM_CYCLES_PER_SECOND = 0.236e6
+SIM_STALL_FACTOR = 1.30
 
 
 class UsageError(ValueError):
@@ -218,12 +219,11 @@ def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
     bundle = get_bundle(args, hw)
     if args.backend == "fakequant":
         return _quant_pipeline("--backend fakequant").make_backend("fakequant", bundle)
-    backend = detect.make_backend(args.backend, bundle, hw, args.port)
     if args.backend == "sim" and not args.port and (args.video or args.camera is not None):
         log(f"warning: the simulated RTL takes about {sim_seconds(bundle, hw):.0f} s per frame "
             "(bench/sim_frame.py on 2 cores); --backend golden gives the same detections "
             "in a fraction of a second, --port runs the board")
-    return backend
+    return detect.make_backend(args.backend, bundle, hw, args.port)
 
 
 def sim_seconds(bundle: Bundle, hw: HwConfig) -> float:

@@ -21,6 +21,7 @@ from hw.spec.protocol import (
     FrameDecoder,
     Identity,
     Op,
+    ProgramFlag,
     ProtocolError,
     Reply,
     Status,
@@ -165,9 +166,13 @@ def test_identity_and_status_payloads():
     assert Identity.decode(ident.encode()) == ident
     with pytest.raises(ProtocolError, match="IDENTIFY"):
         Identity.decode(b"\x00")
-    st = Status.decode(struct.pack("<IHHBBI", 123456, 7, 2, Err.BAD_CRC, 6, 99))
-    assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99)
+    st = Status.decode(struct.pack("<IHHBBIBBHI", 123456, 7, 2, Err.BAD_CRC, 6, 99, 2,
+                                   Err.NONE, 254, 56_000_000))
+    assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99,
+                        ProgramFlag.DONE, 0, 254, 56_000_000)
     assert Status.decode(st.encode()) == st
+    with pytest.raises(ProtocolError, match="STATUS reply has 14 bytes, expected 22"):
+        Status.decode(struct.pack("<IHHBBI", 123456, 7, 2, Err.BAD_CRC, 6, 99))   # version 1
     with pytest.raises(ProtocolError, match="STATUS"):
         Status.decode(b"")
 
