@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [min(g, cout - n * g) for n in range(groups)]
         cyc = sum(engine_cycles(cfg, h, w, cin, s, k, mode) for s in sizes)
         macs = h * w * k * k * cin * cout
-        link = (sum(param_bytes(k, cin, s) for s in sizes) + groups * h * w * cin
+        link = (sum(param_bytes(cfg, k, cin, s) for s in sizes) + groups * h * w * cin
                 + oh * ow * cout * (2 if conv.activation == "linear" else 1))
         util = macs / (cyc * cfg.macs_per_cycle)
         if k == 3:

@@ -85,6 +85,11 @@ def main() -> int:
           f"{f['memory_stall_cycles'] / f['cycles']:.1%}) + overhead "
           f"{f['overhead_cycles']:,} ({f['overhead_cycles'] / f['cycles']:.1%}: descriptors, "
           f"parameter loading, pass start and drain)")
+    conv = [e for e in run.layers if e["macs"]]
+    conv_util = sum(e["macs"] for e in conv) / (cfg.macs_per_cycle
+                                                * sum(e["model_cycles"] for e in conv))
+    print(f"MAC utilization: {f['utilization']:.1%} of the frame's cycles; no-stall schedule "
+          f"{f['model_utilization']:.1%} (its conv passes alone {conv_util:.1%})")
     print(f"{f['passes']} passes; DRAM {f['dram_read_bytes']:,} bytes read, "
           f"{f['dram_write_bytes']:,} written; link {f['link_bytes_per_frame']:,} bytes per "
           f"frame; upload {upload:,} bytes once")

@@ -61,7 +61,8 @@ def decode_pass(cfg: HwConfig, m: Module, raw: Value) -> tuple[data.View, Signal
 class PassReader(wiring.Component):
     """The reads of one pass: ``start`` (a pulse, with the pass in ``desc``, which must
     hold until the pass ends) streams the ``param_len`` bytes at ``param_addr`` on
-    ``params``, then the input (H x W pixels of ``cin`` bytes, ``in_pitch`` apart from
+    ``params`` in beats of C = array_cols bytes (address and length multiples of C: the
+    sequencer checks), then the input (H x W pixels of ``cin`` bytes, ``in_pitch`` apart from
     ``in_addr``; one range when ``in_pitch == cin``) on ``i``.
 
     Backpressure from either stream stops the reads. A range past the device memory is
@@ -74,7 +75,7 @@ class PassReader(wiring.Component):
         super().__init__({
             "desc": In(pass_layout(cfg)),
             "start": In(1),
-            "params": Out(stream.Signature(8)),
+            "params": Out(stream.Signature(8 * cfg.array_cols)),
             "i": Out(stream.Signature(signed(cfg.act_bits))),
             "busy": Out(1),
             "err": Out(1),
@@ -84,7 +85,7 @@ class PassReader(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg, d = self.cfg, self.desc
         m = Module()
-        m.submodules.reader = rd = RangeReader(cfg, self.depth)
+        m.submodules.reader = rd = RangeReader(cfg, self.depth, lanes=cfg.array_cols)
         wiring.connect(m, rd.mem, wiring.flipped(self.mem))
 
         # Ranges: the parameter block, then the input as one range (a dense tensor) or a
@@ -109,7 +110,7 @@ class PassReader(wiring.Component):
                 m.d.sync += [addr.eq(d.param_addr), length.eq(d.param_len)]
                 m.next = "SEND_PARAMS"
             with m.State("SEND_PARAMS"):
-                m.d.comb += rd.ranges.valid.eq(ok)
+                m.d.comb += [rd.ranges.valid.eq(ok), rd.ranges.payload.wide.eq(1)]
                 with m.If(~ok):
                     m.d.sync += self.err.eq(1)
                     m.next = "IDLE"
@@ -140,7 +141,7 @@ class PassReader(wiring.Component):
             self.params.valid.eq(rd.o.valid & in_params),
             self.params.payload.eq(rd.o.payload.data),
             self.i.valid.eq(rd.o.valid & ~in_params),
-            self.i.payload.eq(rd.o.payload.data),
+            self.i.payload.eq(rd.o.payload.data[:8]),
             rd.o.ready.eq(Mux(in_params, self.params.ready, self.i.ready)),
             self.busy.eq(sending | rd.busy),
         ]

@@ -11,7 +11,7 @@ from hw.dma import RangeReader, RangeWriter
 from hw.memport import MemArbiter, mem_port
 from hw.passio import decode_pass, pass_layout
 from hw.spec.config import HwConfig
-from hw.spec.engine import POOL_S2, out_value_bytes
+from hw.spec.engine import PACK_CIN, POOL_S2, TAPS, out_value_bytes, packed
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
 from hw.spec.protocol import Err
 
@@ -40,7 +40,9 @@ class Sequencer(wiring.Component):
     program with BAD_PROGRAM. Before anything of the pass starts, the engine must accept its
     registers (``engine_ok``, after `SETTLE` cycles; else BAD_PROGRAM) and every byte it
     reads or writes must lie in the memory (its parameter block, input and output spans as
-    `hw.spec.memory.Pass` states them; else BAD_ADDRESS): a refused pass touches nothing.
+    `hw.spec.memory.Pass` states them; else BAD_ADDRESS), and its parameter block must be
+    the group's (``param_len == param_bytes``, ``param_addr`` a multiple of array_cols;
+    else BAD_PROGRAM): a refused pass touches nothing.
     Then ``start`` pulses (the engine, the pass reader and the pass writer start the pass);
     the pass ends when the engine is done and the reader and writer are idle, and its trace
     record (cycles of the pass, the engine's ``engine_cycles``) is written at ``trace + k *
@@ -107,6 +109,22 @@ class Sequencer(wiring.Component):
         ]
         spans_ok = ((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes)
                     & (d.param_addr + d.param_len <= cfg.mem_bytes) & (n_out != 0))
+
+        # The parameter block's length (`hw.spec.engine.param_bytes`), products registered
+        # over the SETTLE cycles: cout x taps x the walk padded to C, the tail padded to C.
+        C = cfg.array_cols
+        pk = d.k3 & (d.cin == PACK_CIN) if packed(cfg, 3, PACK_CIN) else 0
+        walk_pad = Signal(range(cfg.max_in_channels + TAPS * PACK_CIN + C))
+        per_out = Signal(range(TAPS * (cfg.max_in_channels + TAPS * PACK_CIN + C) + 1))
+        tail = Signal(32)
+        plen = Signal(48)
+        m.d.sync += [
+            walk_pad.eq((Mux(pk, TAPS * PACK_CIN, d.cin) + C - 1) & ~(C - 1)),
+            per_out.eq(Mux(d.k3 & ~pk, TAPS * walk_pad, walk_pad)),
+            tail.eq((5 * d.cout + C - 1) & ~(C - 1)),
+            plen.eq(d.cout * per_out + tail),
+        ]
+        params_ok = (plen == d.param_len) & (d.param_addr[:(C - 1).bit_length()] == 0)
         m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(PASS_BYTES),
                      rd.o.ready.eq(1),
                      tw.ranges.payload.addr.eq(trace), tw.ranges.payload.len.eq(TRACE_BYTES)]
@@ -152,7 +170,7 @@ class Sequencer(wiring.Component):
             with m.State("SETTLE"):                # and the spans' products, registered
                 m.d.sync += wait.eq(wait + 1)
                 with m.If(wait == SETTLE):
-                    with m.If(~self.engine_ok):
+                    with m.If(~self.engine_ok | ~params_ok):
                         fail(Err.BAD_PROGRAM)
                     with m.Elif(~spans_ok):
                         fail(Err.BAD_ADDRESS)

@@ -97,7 +97,10 @@ def layer_data(nrng: np.random.Generator, h: int, w: int, cin: int, cout: int, k
 
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
-    return list(group_params(w, b, shift))
+    """The group's parameter block as the engine's `params` beats (C bytes, first lowest)."""
+    c = config().array_cols
+    raw = group_params(config(), w, b, shift)
+    return [int.from_bytes(raw[n:n + c], "little") for n in range(0, len(raw), c)]
 
 
 def signed(v: int, bits: int) -> int:
@@ -137,7 +140,7 @@ async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Gener
     await arm(dut, {"width": w, "height": h, "cin": cin, "cout": cout, "k3": int(k == 3),
                     "leaky": int(leaky), "head": int(head), "pool": pool})
     prm = param_stream(wt, b, shift)
-    assert len(prm) == param_bytes(k, cin, cout)
+    assert len(prm) * cfg.array_cols == param_bytes(cfg, k, cin, cout)
     sink = Sink("o", len(expected), stall=stall)
     sources = [Source("params", prm, idle=idle),
                Source("i", [int(v) & 0xFF for v in x.reshape(-1)], idle=idle)]
@@ -175,7 +178,7 @@ async def engine_layers(dut: Any) -> None:
 
 @cocotb.test()
 async def engine_param_overflow(dut: Any) -> None:
-    """Bytes past the group's parameters are dropped and raise param_err until start."""
+    """Beats past the group's parameters are dropped and raise param_err until start."""
     cfg = config()
     rng = random.Random(7)
     nrng = np.random.default_rng(7)

@@ -110,3 +110,9 @@ def compare(what: str, expected: Sequence[Any], actual: Sequence[Any]) -> None:
     assert len(expected) == len(actual), (
         f"{what}: expected {len(expected)} items, got {len(actual)}")
 
+
+
+def beats(raw: bytes, n: int) -> list[int]:
+    """`raw` as beats of `n` bytes (first byte lowest), a short last beat zero-padded."""
+    raw = bytes(raw) + bytes(-len(raw) % n)
+    return [int.from_bytes(raw[k:k + n], "little") for k in range(0, len(raw), n)]

@@ -21,6 +21,8 @@ from hw.spec.engine import (
     column_pooled,
     max_group,
     packed,
+    param_bytes,
+    param_walk,
 )
 from hw.spec.memory import Pass
 from sw.runtime import golden
@@ -134,14 +136,21 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
                      "vertical": int(hpool)}}
 
 
-def ref_pass_params(mem: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A pass's parameter block read from a memory image: (w OHWI int8, b int32, shift)."""
-    k = p.k
-    n = p.cout * k * k * p.cin
+def ref_pass_params(mem: np.ndarray, p: Pass,
+                    cfg: HwConfig = DEFAULT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pass's parameter block read from a memory image (`group_params` on `cfg`: each
+    output channel's walk padded to a multiple of C, the tail padded to C):
+    (w OHWI int8, b int32, shift)."""
+    k, c = p.k, cfg.array_cols
+    taps, walk = param_walk(cfg, k, p.cin)
+    padded = -(-walk // c) * c
+    n = p.cout * taps * padded
     blob = mem[p.param_addr:p.param_addr + p.param_len]
-    assert p.param_len == n + 5 * p.cout, "param_len does not match the pass's shape"
-    return (blob[:n].view(np.int8).reshape(p.cout, k, k, p.cin),
-            blob[n:n + 4 * p.cout].view("<i4"), blob[n + 4 * p.cout:].astype(np.int64))
+    assert p.param_len == param_bytes(cfg, k, p.cin, p.cout), \
+        "param_len does not match the pass's shape"
+    w = blob[:n].view(np.int8).reshape(p.cout, taps, padded)[:, :, :walk]
+    return (w.reshape(p.cout, k, k, p.cin), blob[n:n + 4 * p.cout].view("<i4"),
+            blob[n + 4 * p.cout:n + 5 * p.cout].astype(np.int64))
 
 
 def ref_pass_input(mem: np.ndarray, p: Pass) -> np.ndarray:
@@ -169,7 +178,7 @@ def ref_program(mem: np.ndarray, passes: list[Pass], cfg: HwConfig = DEFAULT) ->
     (uint8 array, changed in place and returned): each pass's parameters and input read
     and its output written as `hw.spec.memory` states, the pass itself `ref_engine`."""
     for p in passes:
-        w, b, shift = ref_pass_params(mem, p)
+        w, b, shift = ref_pass_params(mem, p, cfg)
         y = ref_engine(ref_pass_input(mem, p), w, b, shift, leaky=bool(p.leaky),
                        head=bool(p.head), pool=p.pool, cfg=cfg)
         ref_pass_output(mem, p, y, cfg)

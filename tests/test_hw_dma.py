@@ -41,16 +41,18 @@ def _run(dut, mems: list[tuple], benches: list, cycles_limit: int = 200_000) -> 
 
 
 def _read_bench(reader, ranges, rng, gap: float, stall: float, got: list):
+    """Ranges (addr, len) or (addr, len, wide) in, every beat out (data, last) to `got`."""
     async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
         pending = list(ranges)
-        want = sum(n for _, n in ranges)
+        want = sum(r[1] // reader.lanes if r[2:] == (1,) else r[1] for r in ranges)
         t = 0
         while len(got) < want:
             assert t < 100 * want + 1000, f"stuck after {len(got)} of {want} bytes"
             offer = bool(pending) and rng.random() >= gap
             ctx.set(reader.ranges.valid, int(offer))
             if offer:
-                ctx.set(reader.ranges.payload, {"addr": pending[0][0], "len": pending[0][1]})
+                a, n, *wide = pending[0]
+                ctx.set(reader.ranges.payload, {"addr": a, "len": n, "wide": sum(wide)})
             take = rng.random() >= stall
             ctx.set(reader.o.ready, int(take))
             _, _, r_ready, o_valid, o_payload = await ctx.tick().sample(
@@ -82,6 +84,37 @@ def test_range_reader(cfg, seed, gap, stall, mstall) -> None:
     want = [(int(b), int(k == n - 1)) for a, n in ranges for k, b in enumerate(mem[a:a + n])]
     diff = next((k for k, (x, y) in enumerate(zip(got, want, strict=True)) if x != y), None)
     assert diff is None, f"byte {diff}: expected {want[diff]}, got {got[diff]}"
+
+
+@pytest.mark.parametrize(("seed", "stall", "mstall"), [(21, 0.0, 0.0), (22, 0.4, 0.3)])
+def test_range_reader_wide_beats(seed, stall, mstall) -> None:
+    """Wide ranges (beats of 4 bytes, aligned) mixed with byte ranges."""
+    cfg, lanes = CFG, 4
+    rng = random.Random(seed)
+    mem = np.random.default_rng(seed).integers(0, 256, cfg.mem_bytes, dtype=np.uint8)
+    dut = RangeReader(cfg, depth=8, lanes=lanes)
+    ranges: list[tuple[int, int, int]] = []
+    for a, n in _ranges(rng, cfg, 40):
+        wide = rng.random() < 0.6
+        if wide:
+            a, n = a // lanes * lanes, max(n // lanes, 1) * lanes
+        ranges.append((a, n, int(wide)))
+    got: list[tuple[int, int]] = []
+    model = MemModel(dut.mem, cfg, mem, seed, stall=mstall)
+    _run(dut, [model], [_read_bench(dut, ranges, rng, 0.2, stall, got)])
+    want = []
+    for a, n, wide in ranges:
+        step = lanes if wide else 1
+        for k in range(0, n, step):
+            want.append((int.from_bytes(bytes(mem[a + k:a + k + step]), "little"),
+                         int(k + step == n)))
+    diff = next((k for k, (x, y) in enumerate(zip(got, want, strict=True)) if x != y), None)
+    assert diff is None, f"beat {diff}: expected {want[diff]}, got {got[diff]}"
+
+
+def test_range_reader_rejects_odd_lanes() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        RangeReader(CFG, lanes=3)
 
 
 def test_range_reader_full_throughput() -> None:

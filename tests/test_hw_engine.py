@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 from hw.engine import LayerEngine
 from hw.spec.config import HwConfig
 from hw.spec.engine import group_params, group_size, param_bytes
+from tests.hwbench import beats
 from tests.reference import ref_engine
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
@@ -16,7 +17,8 @@ CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
 
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
-    return list(group_params(w, b, shift))
+    """The group's parameter block as the engine's beats."""
+    return beats(group_params(CFG, w, b, shift), CFG.array_cols)
 
 
 def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: bool,
@@ -38,7 +40,7 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
         await ctx.tick()
         ctx.set(dut.start, 0)
         prm = param_stream(w, b, shift) + [0] * extra
-        assert len(prm) == param_bytes(k, cin, cout) + extra
+        assert len(prm) * CFG.array_cols == param_bytes(CFG, k, cin, cout) + extra * 4
         pixels = [int(v) for v in x.reshape(-1)]
         rng = np.random.default_rng(len(pixels))
         drain = 20
@@ -125,11 +127,17 @@ def test_group_size() -> None:
 
 
 def test_group_params_layout() -> None:
+    """Each output channel's walk padded to C = 4 channels; the tail padded to 4 bytes."""
     w = np.arange(-6, 6).reshape(2, 1, 1, 6)
-    raw = group_params(w, np.array([1, -2]), np.array([3, 31]))
-    assert raw[:12] == bytes(v & 0xFF for v in range(-6, 6))
-    assert raw[12:20] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
-    assert raw[20:] == bytes([3, 31]) and len(raw) == param_bytes(1, 6, 2)
+    raw = group_params(CFG, w, np.array([1, -2]), np.array([3, 31]))
+    assert raw[:16] == bytes(v & 0xFF for v in [-6, -5, -4, -3, -2, -1, 0, 0,
+                                                 0, 1, 2, 3, 4, 5, 0, 0])
+    assert raw[16:24] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
+    assert raw[24:] == bytes([3, 31, 0, 0]) and len(raw) == param_bytes(CFG, 1, 6, 2)
+    # A packed group (3x3, 3 channels) walks its 27 weights as one tap: padded to 28.
+    wp = np.ones((1, 3, 3, 3), np.int8)
+    raw = group_params(CFG, wp, np.zeros(1), np.zeros(1))
+    assert raw[:28] == bytes([1] * 27 + [0]) and len(raw) == 28 + 8 == param_bytes(CFG, 3, 3, 1)
 
 
 def test_weights_past_memory_set_error() -> None:
@@ -147,12 +155,14 @@ def test_weights_past_memory_set_error() -> None:
         await ctx.tick()
         ctx.set(dut.start, 0)
         ctx.set(dut.params.valid, 1)
-        for n in range(param_bytes(3, cin, cout)):
-            if n == 36 * 4 * 4 * 2:            # the first two row blocks fill the memory
+        sent, total = 0, param_bytes(CFG, 3, cin, cout) // CFG.array_cols
+        while sent < total:
+            if sent == 36 * 4 * 2:             # the first two row blocks fill the memory
                 flags.append(ctx.get(dut.param_err))
-            await ctx.tick()
+            *_, ready = await ctx.tick().sample(dut.params.ready)
+            sent += ready
         ctx.set(dut.params.valid, 0)
-        await ctx.tick()
+        await ctx.tick().repeat(CFG.array_cols + 1)    # the last beat's bytes, one a cycle
         flags.extend([ctx.get(dut.param_err), ctx.get(dut.loaded)])
 
     sim = Simulator(dut)

@@ -1,7 +1,7 @@
-"""ParamLoader (hw/engine/params.py): groups' parameter bytes with random idle cycles, the
+"""ParamLoader (hw/engine/params.py): groups' parameter beats with random idle cycles, the
 memories read back through the loader's read ports against where the contract puts
 each byte (3x3, 1x1, packed, cout and cin not multiples of the array), `loaded` two
-cycles after the last byte, `overflow` for every byte without a place."""
+cycles after the last beat is taken, `overflow` for every beat without a place."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hw.engine import ParamLoader, setup_layout
 from hw.engine.layouts import weight_depth
 from hw.spec.config import HwConfig
 from hw.spec.engine import PACK_CIN, TAPS, group_params, packed
-from tests.hwbench import fit, send, simulate, to_py
+from tests.hwbench import beats, fit, send, simulate, to_py
 from tests.reference import ref_layer_decode
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
@@ -28,7 +28,8 @@ Group = tuple[np.ndarray, np.ndarray, np.ndarray]
 def ref_weight_words(w: np.ndarray) -> dict[int, dict[int, int]]:
     """Where the OHWI weights of a group go: word -> {lane: value}. Weight (o, t, i) of
     the walk (a packed group: one tap of 9 * PACK_CIN channels) goes to word
-    ((o // R) * kk + t) * nq + i // C, lane (o % R) * C + i % C."""
+    ((o // R) * kk + t) * nq + i // C, lane (o % R) * C + i % C; the lanes of the padding
+    up to nq * C channels hold 0."""
     cout, k, _, cin = w.shape
     pk = k == 3 and packed(CFG, 3, cin)
     kk, walk = (1, TAPS * PACK_CIN) if pk else (k * k, cin)
@@ -37,9 +38,10 @@ def ref_weight_words(w: np.ndarray) -> dict[int, dict[int, int]]:
     words: dict[int, dict[int, int]] = {}
     for o in range(cout):
         for t in range(kk):
-            for i in range(walk):
+            for i in range(nq * C):
                 addr = ((o // R) * kk + t) * nq + i // C
-                words.setdefault(addr, {})[(o % R) * C + i % C] = int(flat[o, t, i])
+                v = int(flat[o, t, i]) if i < walk else 0
+                words.setdefault(addr, {})[(o % R) * C + i % C] = v
     return words
 
 
@@ -50,7 +52,7 @@ def _group(rng: np.random.Generator, k: int, cin: int, cout: int) -> Group:
 
 def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
          extra: int = 0) -> None:
-    """Load each group (k, cin, cout) in turn (`extra` bytes after each), check the
+    """Load each group (k, cin, cout) in turn (`extra` beats after each), check the
     memories after each."""
     dut = ParamLoader(CFG)
     rng = random.Random(seed)
@@ -68,15 +70,18 @@ def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
             await ctx.tick()
             ctx.set(dut.start, 0)
             before = overflows[0]
-            raw = list(group_params(w, b, shift)) + [rng.randrange(256) for _ in range(extra)]
+            raw = beats(group_params(CFG, w, b, shift), C)
+            raw += [rng.randrange(1 << 8 * C) for _ in range(extra)]
             await send(dut.params, raw[:-1], rng, idle)(ctx)
             if ctx.get(dut.loaded) and not extra:
-                errors.append(f"group {k, cin, cout}: loaded before the last byte")
+                errors.append(f"group {k, cin, cout}: loaded before the last beat")
             await send(dut.params, raw[-1:], rng)(ctx)
-            for n in (1, 2):                 # loaded 2 cycles after the last byte's cycle
-                if ctx.get(dut.loaded) != (n == 2 or extra > 0):
+            # The last beat's bytes before its last shift byte, then 2 cycles.
+            tail = (5 * cout) % C or C
+            for n in range(1, tail + 2):
+                if ctx.get(dut.loaded) != (n == tail + 1 or extra > 0):
                     errors.append(f"group {k, cin, cout}: loaded={ctx.get(dut.loaded)} "
-                                  f"{n} cycles after the last byte")
+                                  f"{n} cycles after the last beat")
                 await ctx.tick()
             if overflows[0] - before != extra:
                 errors.append(f"group {k, cin, cout}: {overflows[0] - before} overflow "
@@ -87,7 +92,7 @@ def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
         async for _, _, pulse in ctx.tick().sample(dut.overflow):
             overflows[0] += pulse
 
-    size = sum(cout * (k * k * cin + 5) + extra for k, cin, cout in groups)
+    size = sum(cout * (k * k * cin + 5) + extra for k, cin, cout in groups) * 2
     simulate(dut, [bench], cycles=8 * size + 500 * len(groups), processes=[monitor])
     assert not errors, "\n".join(errors[:5])
 
@@ -131,7 +136,7 @@ def test_param_loader_extra_bytes_overflow() -> None:
 
 
 def test_param_loader_weights_past_memory_overflow() -> None:
-    """cout 12 of 3x3x16 needs 108 words of 72: the bytes of the words past the memory
+    """cout 12 of 3x3x16 needs 108 words of 72: the beats of the words past the memory
     overflow, one pulse each; the rest is stored."""
     dut = ParamLoader(CFG)
     rng = random.Random(7)
@@ -148,7 +153,7 @@ def test_param_loader_weights_past_memory_overflow() -> None:
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        await send(dut.params, list(group_params(w, b, shift)), rng, 0.1)(ctx)
+        await send(dut.params, beats(group_params(CFG, w, b, shift), C), rng, 0.1)(ctx)
         await ctx.tick().repeat(3)
         kept = w[:8]                     # the first two row blocks fill the memory
         await _check_memories(ctx, dut, kept, b, shift, errors)
@@ -159,4 +164,4 @@ def test_param_loader_weights_past_memory_overflow() -> None:
 
     simulate(dut, [bench], cycles=6000, processes=[monitor])
     assert not errors, "\n".join(errors[:5])
-    assert overflows[0] == past == 4 * 9 * 16
+    assert overflows[0] == past // C == 4 * 9 * 16 // C

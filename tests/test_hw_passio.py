@@ -18,6 +18,7 @@ from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.engine import POOL_NONE, POOL_S2, param_bytes
 from hw.spec.memory import Pass
+from tests.hwbench import beats
 from tests.memmodel import MemModel
 from tests.reference import ref_pass_input, ref_pass_output, ref_pass_params
 
@@ -39,7 +40,8 @@ def _pass(rng: random.Random, *, dense: bool, head: bool = False, upsample: bool
     out_pitch = cout * vb + rng.randint(0, 20)
     return Pass(width=w, height=h, cin=cin, cout=cout, k3=int(k == 3), leaky=1, head=int(head),
                 pool=pool, in_pitch=in_pitch, out_pitch=out_pitch, upsample=int(upsample),
-                param_addr=rng.randrange(0, 4000), param_len=param_bytes(k, cin, cout),
+                param_addr=rng.randrange(0, 1000) * CFG.array_cols,
+                param_len=param_bytes(CFG, k, cin, cout),
                 in_addr=rng.randrange(8000, 12000), out_addr=rng.randrange(20000, 24000))
 
 
@@ -58,8 +60,8 @@ def test_pass_reader(seed, dense, stall) -> None:
     mem = np.random.default_rng(seed).integers(0, 256, CFG.mem_bytes, dtype=np.uint8)
     for _ in range(3):
         p = _pass(rng, dense=dense)
-        w, b, shift = ref_pass_params(mem, p)
-        want_params = list(w.view(np.uint8).ravel()) + list(b.view(np.uint8)) + list(shift)
+        ref_pass_params(mem, p, CFG)                     # the block fits the pass
+        want_params = beats(mem[p.param_addr:p.param_addr + p.param_len], CFG.array_cols)
         want_input = [int(v) for v in ref_pass_input(mem, p).ravel()]
         dut = PassReader(CFG, depth=8)
         got_p: list[int] = []
@@ -97,7 +99,7 @@ def test_pass_reader(seed, dense, stall) -> None:
 
 def test_pass_reader_refuses_ranges_past_memory() -> None:
     p = Pass(width=4, height=4, cin=8, cout=4, k3=0, leaky=0, head=0, pool=0, in_pitch=8,
-             out_pitch=4, upsample=0, param_addr=100, param_len=param_bytes(1, 8, 4),
+             out_pitch=4, upsample=0, param_addr=100, param_len=param_bytes(CFG, 1, 8, 4),
              in_addr=CFG.mem_bytes - 100, out_addr=0)
     mem = np.zeros(CFG.mem_bytes, np.uint8)
     dut = PassReader(CFG, depth=8)

@@ -1,4 +1,4 @@
-"""The device top's units (hw/top/): ValuePacker, ReplySender, LayerConfigLoader, each
+"""The device top's units (hw/top/): ValuePacker, BeatPacker, ReplySender, LayerConfigLoader, each
 with random idle inputs and random output backpressure against a small reference; the
 CommandDecoder per opcode in an environment model (frames, payload bytes, reply sender,
 LAYER_CONFIG loader) against the replies and routes of docs/protocol.md."""
@@ -15,9 +15,9 @@ from hw.link import ErrCode, OpCode, ReplyCode
 from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.engine import LAYER_FIELDS, layer_bits, out_value_bytes
-from hw.top import LayerConfigLoader, ReplySender, ReplySource, ValuePacker
+from hw.top import BeatPacker, LayerConfigLoader, ReplySender, ReplySource, ValuePacker
 from hw.top.command import REPLY_VALUE_BYTES, CommandDecoder
-from tests.hwbench import compare, fit, receive, send, simulate
+from tests.hwbench import beats, compare, fit, receive, send, simulate
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152, head_bits=12)
@@ -46,6 +46,35 @@ def test_value_packer_matches_reference(head: bool, seed: int, idle: float,
     compare(f"packer head={head}", want, got)
     if not idle and not stall:             # one byte per cycle
         assert times == list(range(times[0], times[0] + len(want)))
+
+
+# -- BeatPacker -----------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "seed", "idle", "stall"), [
+    (4, 1, 0.3, 0.3), (8, 2, 0.0, 0.0), (4, 3, 0.0, 0.6), (1, 4, 0.2, 0.2)])
+def test_beat_packer_matches_reference(n: int, seed: int, idle: float, stall: float) -> None:
+    """Bytes in, beats of n bytes out; a `clear` drops a partial beat (the bytes sent
+    before it leave no trace)."""
+    dut = BeatPacker(n)
+    rng = random.Random(seed)
+    junk = [rng.randrange(256) for _ in range(n - 1)]
+    data = [rng.randrange(256) for _ in range(12 * n)]
+    want = beats(bytes(data), n)
+    got: list[int] = []
+    times: list[int] = []
+
+    async def source(ctx) -> None:  # type: ignore[no-untyped-def]
+        if n > 1:
+            await send(dut.i, junk, rng, idle)(ctx)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await send(dut.i, data, rng, idle)(ctx)
+
+    simulate(dut, [source, receive(dut.o, len(want), got, rng, stall, times)],
+             cycles=40 * len(data) + 100)
+    compare(f"beat packer n={n}", want, got)
+    if not idle and not stall:             # a beat every n cycles
+        assert times == list(range(times[0], times[0] + n * len(want), n))
 
 
 # -- ReplySender ----------------------------------------------------------------------

@@ -71,10 +71,13 @@ def test_pretrained_network_program(pretrained_bundle) -> None:
     bundle = pretrained_bundle
     image = compile_network(bundle, DEFAULT)
     layers = [bundle.layers[i]["kind"] for i in image.pass_layers]
-    assert layers.count("maxpool") == 2            # layer 9: identity pool, two groups
+    concat = image.layer_views[20]
+    pools = [p for p, kind in zip(image.passes, layers, strict=True) if kind == "maxpool"]
+    # layer 9: identity convs on 64-channel slices of conv 8's output (in route 20)
+    assert [(p.cin, p.cout, p.in_pitch) for p in pools] == [(64, 64, 384)] * 4
+    assert [p.in_addr - concat.addr for p in pools] == [128, 192, 256, 320]
     ups = [p for p in image.passes if p.upsample]
     assert len(ups) == 1 and ups[0].out_pitch == 384
-    concat = image.layer_views[20]
     assert image.layer_views[8].addr == concat.addr + 128 and image.layer_views[8].pitch == 384
     assert any(p.pool == POOL_S1 for p in image.passes)
     assert image.end < 32 << 20                    # fits the ULX3S's SDRAM too

@@ -24,9 +24,9 @@ __all__ = ["LayerEngine"]
 class LayerEngine(wiring.Component):
     """One output-channel group of a conv layer (port contract: docs/engine.md).
 
-    Sequence: set ``layer`` (`layer_layout`), pulse ``start``; send
-    ``param_bytes(k, cin, cout)`` bytes on ``params`` (OHWI weights, int32 LE biases,
-    shift bytes); stream the H x W x cin input map once on ``i``; take
+    Sequence: set ``layer`` (`layer_layout`), pulse ``start``; send the group's
+    parameter block (`group_params`: padded OHWI weights, int32 LE biases, shift bytes)
+    on ``params``, C = array_cols bytes a beat; stream the H x W x cin input map once on ``i``; take
     ``OH * OW * cout`` values from ``o`` (HWC, int8 results sign-extended); ``done``
     rises once the last output is taken and every conv result has drained. ``layer``
     holds still from two cycles before ``start`` to ``done``.
@@ -37,8 +37,9 @@ class LayerEngine(wiring.Component):
     (`engine_cycles`). Latency from a pixel's complete window to its first output: about
     the pixel's array cycles + R + C + 20 (+ 5 with pooling).
     Backpressure: ``o.ready = 0`` stalls the engine without loss;
-    ``params.ready`` is always 1 (extra bytes set ``param_err``); ``i.ready`` is 0 until
-    the parameters are loaded.
+    ``params`` takes a weight beat every cycle and the bias and shift beats at a byte a
+    cycle (extra beats set ``param_err``); ``i.ready`` is 0 until the parameters are
+    loaded.
 
     Units (docs/engine.md): `LayerDecode` and `PassControl` (hw/engine/control.py),
     `ParamLoader` (params.py), the input register and `WindowGen`, `ReorderBuffer`
@@ -49,7 +50,7 @@ class LayerEngine(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "params": In(stream.Signature(8)),
+            "params": In(stream.Signature(8 * cfg.array_cols)),
             "i": In(stream.Signature(signed(cfg.act_bits))),
             "o": Out(stream.Signature(signed(cfg.head_bits))),
             "layer": In(layer_layout(cfg)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -50,34 +50,37 @@ class _Load(enum.Enum, shape=2):
 
 
 class ParamLoader(wiring.Component):
-    """The group's parameter bytes in, the weight, bias and shift memories' read ports out.
+    """The group's parameter block in, the weight, bias and shift memories' read ports out.
 
     The loader owns the three memories: it is the one place that knows where a parameter
     byte goes, and the units that read them (the feeder: weights in walk order from
     address 0 up; the serializer: bias and shift at the output channel) only count
     addresses. The memories are written from `params` alone, so the loader's test reads
-    back exactly what a byte stream leaves in them.
+    back exactly what a block leaves in them.
 
     After ``start`` (a one-cycle pulse; `setup` must hold the pass's ``walk_cin_m1``,
-    ``kk_last`` and ``cout_m1`` from then on), `params` takes
-    ``cout * k*k * cin + 5 * cout`` bytes (`hw.spec.engine.group_params`):
+    ``kk_last`` and ``cout_m1`` from then on), `params` takes the block of
+    `hw.spec.engine.group_params` as beats of C bytes (byte n of a beat in bits 8n..8n+7,
+    `param_bytes` / C beats):
 
-    - OHWI weights: weight ``(o, t, i)`` (tap t of the walk, channel i of the walk)
-      goes to word ``((o // R) * (kk_last + 1) + t) * nq + i // C``, lane
-      ``(o % R) * C + i % C``, ``nq = ceil(walk_cin / C)`` (the lanes of channels past
-      ``walk_cin`` are not written). A packed group walks one tap of ``9 * PACK_CIN``
-      channels, the OHWI order of its bytes.
-    - ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1;
-    - ``cout`` shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1.
+    - weight beats: the beat of output channel o, tap t and walk channels q*C .. q*C+C-1
+      goes to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``((o // R) * (kk_last + 1)
+      + t) * nq + q``, ``nq = ceil(walk_cin / C)`` (lanes past ``walk_cin`` hold the
+      block's zero padding);
+    - then ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1, and ``cout``
+      shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1; the rest of the
+      last beat is padding.
 
     Then ``loaded`` is 1 until the next ``start``.
-    ``overflow`` pulses for a byte that had no place: a weight past the weight memory
-    (``cout`` above the group size) or a byte after the last shift; such bytes are
+    ``overflow`` pulses for a beat that had no place: a weight beat past the weight memory
+    (``cout`` above the group size) or a beat after the last shift; such beats are
     dropped.
 
-    Timing: ``params.ready`` is always 1; each byte is registered on arrival and written
-    on the next edge, so ``loaded`` rises 2 cycles after the last byte is taken and
-    ``overflow`` pulses 1 cycle after its byte. A byte taken in the ``start`` cycle is
+    Timing: weight beats at one a cycle (``params.ready`` stays 1); the bias and shift
+    beats at one byte a cycle (``ready`` is 0 while a beat's bytes are written). Each beat
+    is registered on arrival and written from the register, so ``loaded`` rises 2 cycles
+    after the beat holding the last shift is taken (+ its bytes before that shift) and
+    ``overflow`` pulses 1 cycle after its beat. A beat taken in the ``start`` cycle is
     dropped. Read ports: the memories' own (data the cycle after an enabled read,
     non-transparent).
     """
@@ -85,7 +88,7 @@ class ParamLoader(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "params": In(stream.Signature(8)),
+            "params": In(stream.Signature(8 * cfg.array_cols)),
             "start": In(1),
             "setup": In(setup_layout(cfg)),
             "loaded": Out(1),
@@ -110,19 +113,36 @@ class ParamLoader(wiring.Component):
         wiring.connect(m, wiring.flipped(self.bias), bmem.read_port())
         wiring.connect(m, wiring.flipped(self.shift), smem.read_port())
 
-        # The bytes are registered on arrival (`params.ready` is always 1, so a plain
-        # register is enough): no path from the sender's logic into the memories.
-        byte = Signal(8)
-        take = Signal()
+        # The beat register: a beat is registered on arrival (no path from the sender's
+        # logic into the memories) and written from here: a weight beat at once, a bias
+        # or shift beat byte by byte (`bp`). `params.ready` as the register frees.
+        beat = Signal(8 * C)
+        pend = Signal()
+        bp = Signal(range(C))
         phase = Signal(_Load)
-        m.d.sync += [byte.eq(self.params.payload), take.eq(self.params.valid & ~self.start)]
-        m.d.comb += [self.params.ready.eq(1), self.loaded.eq(phase == _Load.LOADED)]
+        byte = beat.word_select(bp, 8)
+        weights = pend & (phase == _Load.WEIGHTS)
+        serial = pend & (phase != _Load.WEIGHTS)
+        bias_end = Signal()
+        shifts_end = Signal()
+        freed = Signal()
+        m.d.comb += [
+            freed.eq(weights | (serial & ((bp == C - 1) | shifts_end
+                                          | (phase == _Load.LOADED)))),
+            self.params.ready.eq(~pend | freed),
+            self.loaded.eq(phase == _Load.LOADED),
+        ]
+        with m.If(self.params.valid & self.params.ready & ~self.start):
+            m.d.sync += [beat.eq(self.params.payload), pend.eq(1), bp.eq(0)]
+        with m.Elif(freed | self.start):
+            m.d.sync += pend.eq(0)
+        with m.Elif(serial):
+            m.d.sync += bp.eq(bp + 1)
 
         # Weight addresses: `tbase` is the first word of the current (row block, tap),
-        # `rbase` that of the current row block; `lw` the word and `li` the lane within
-        # the tap; `lo` the output channel (`lo_r` = lo % R).
-        li_all = Signal(range(walk_max(cfg) + 1))
-        li = Signal(range(C))
+        # `rbase` that of the current row block; `lw` the word within the tap and `lcb`
+        # its first walk channel (lw * C); `lo` the output channel (`lo_r` = lo % R).
+        lcb = Signal(range(walk_max(cfg) + C))
         lw = Signal(range(max(nq_max, pack_chunks(cfg))))
         lt = Signal(range(TAPS))
         lo = Signal(range(g_max + 1))
@@ -131,55 +151,51 @@ class ParamLoader(wiring.Component):
         tbase = Signal(range(addr_w))
         rbase = Signal(range(addr_w))
         waddr = tbase + lw
-        onehot = Signal(R * C)
         # Biases: `bb` bytes of the current one shifted into `bsr`; `bidx` its channel.
         bb = Signal(2)
         bidx = Signal(range(g_max + 1))
         bsr = Signal(24)
         m.d.comb += [
-            onehot.eq(1 << (lo_r * C + li)),
             w_wr.addr.eq(waddr),
-            w_wr.en.eq(Mux(take & (phase == _Load.WEIGHTS) & (waddr < w_depth), onehot, 0)),
+            w_wr.en.eq(Mux(weights & (waddr < w_depth),
+                           Const((1 << C) - 1, R * C) << (lo_r * C), 0)),
             b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
-            b_wr.en.eq(take & (phase == _Load.BIASES) & (bb == 3)),
+            b_wr.en.eq(serial & (phase == _Load.BIASES) & (bb == 3)),
             s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
-            s_wr.en.eq(take & (phase == _Load.SHIFTS)),
+            s_wr.en.eq(serial & (phase == _Load.SHIFTS)),
+            bias_end.eq((bb == 3) & (bidx == s.cout_m1)),
+            shifts_end.eq((phase == _Load.SHIFTS) & (bidx == s.cout_m1)),
         ]
         for n in range(R * C):
-            m.d.comb += w_wr.data[n].eq(byte)
+            m.d.comb += w_wr.data[n].eq(beat.word_select(n % C, 8))
 
-        # The walk over the stream.
+        # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(0),
-                         lo.eq(0), lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
-        with m.Elif(take):
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lw.eq(0), lt.eq(0), lo.eq(0),
+                         lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
+        with m.Elif(weights):
+            with m.If(waddr >= w_depth):
+                m.d.comb += self.overflow.eq(1)
+            m.d.sync += [lcb.eq(lcb + C), lw.eq(lw + 1)]
+            with m.If(lcb + C > s.walk_cin_m1):                 # the tap's last word
+                m.d.sync += [lcb.eq(0), lw.eq(0), lt.eq(lt + 1), tbase.eq(waddr + 1)]
+                with m.If(lt == s.kk_last):
+                    m.d.sync += [lt.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1), tbase.eq(rbase)]
+                    with m.If(lo_r == R - 1):
+                        m.d.sync += [lo_r.eq(0), tbase.eq(waddr + 1), rbase.eq(waddr + 1)]
+                    with m.If(lo == s.cout_m1):
+                        m.d.sync += phase.eq(_Load.BIASES)
+        with m.Elif(serial):
             with m.Switch(phase):
-                with m.Case(_Load.WEIGHTS):
-                    with m.If(waddr >= w_depth):
-                        m.d.comb += self.overflow.eq(1)
-                    m.d.sync += [li_all.eq(li_all + 1), li.eq(li + 1)]
-                    with m.If(li == C - 1):
-                        m.d.sync += [li.eq(0), lw.eq(lw + 1)]
-                    with m.If(li_all == s.walk_cin_m1):
-                        m.d.sync += [li_all.eq(0), li.eq(0), lw.eq(0), lt.eq(lt + 1),
-                                     tbase.eq(waddr + 1)]
-                        with m.If(lt == s.kk_last):
-                            m.d.sync += [lt.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1),
-                                         tbase.eq(rbase)]
-                            with m.If(lo_r == R - 1):
-                                m.d.sync += [lo_r.eq(0), tbase.eq(waddr + 1),
-                                             rbase.eq(waddr + 1)]
-                            with m.If(lo == s.cout_m1):
-                                m.d.sync += phase.eq(_Load.BIASES)
                 with m.Case(_Load.BIASES):
                     m.d.sync += [bb.eq(bb + 1), bsr.eq(Cat(bsr[8:], byte))]
                     with m.If(bb == 3):
                         m.d.sync += bidx.eq(bidx + 1)
-                        with m.If(bidx == s.cout_m1):
-                            m.d.sync += [bidx.eq(0), phase.eq(_Load.SHIFTS)]
+                    with m.If(bias_end):
+                        m.d.sync += [bidx.eq(0), phase.eq(_Load.SHIFTS)]
                 with m.Case(_Load.SHIFTS):
                     m.d.sync += bidx.eq(bidx + 1)
-                    with m.If(bidx == s.cout_m1):
+                    with m.If(shifts_end):
                         m.d.sync += [bidx.eq(0), phase.eq(_Load.LOADED)]
                 with m.Case(_Load.LOADED):
                     m.d.comb += self.overflow.eq(1)

@@ -34,6 +34,7 @@ __all__ = [
     "out_value_bytes",
     "packed",
     "param_bytes",
+    "param_walk",
 ]
 
 #: Taps of a 3x3 window, row-major (tap ky * 3 + kx); a 1x1 layer uses the centre tap.
@@ -132,21 +133,42 @@ def check_pass(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int, pool:
                         f"{cfg.line_buffer_depth}")
 
 
-def param_bytes(k: int, cin: int, cout: int) -> int:
-    """Bytes on `params` for one group: OHWI weights, int32 biases, shift bytes."""
-    return cout * k * k * cin + 5 * cout
+def param_walk(cfg: HwConfig, k: int, cin: int) -> tuple[int, int]:
+    """The weight walk of a group's output channel: (taps, channels per tap). A packed
+    group (`packed`) walks its 9 * PACK_CIN taps x channels as channels of one tap."""
+    return (1, k * k * cin) if packed(cfg, k, cin) else (k * k, cin)
 
 
-def group_params(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
-    """The `params` byte stream of one group: OHWI int8 weights, int32 LE biases, shifts.
+def param_bytes(cfg: HwConfig, k: int, cin: int, cout: int) -> int:
+    """Bytes of one group's parameter block (`group_params`), a multiple of array_cols."""
+    c = cfg.array_cols
+    taps, walk = param_walk(cfg, k, cin)
+    return cout * taps * math.ceil(walk / c) * c + math.ceil(5 * cout / c) * c
+
+
+def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
+    """One group's parameter block, in beats of C = array_cols bytes (the engine's
+    `params` port takes one beat a cycle):
+
+    - the weights, OHWI, each output channel's walk (`param_walk`: per tap, its channels)
+      zero-padded to a multiple of C channels, so that each beat is the C lanes of one
+      weight-memory word;
+    - the int32 little-endian biases, then one shift byte per channel, then zeros up to a
+      multiple of C bytes.
 
     w: (cout, k, k, cin) int8 weights of the group's channels; b: (cout,); shift: (cout,).
     """
     w, b, shift = np.asarray(w), np.asarray(b), np.asarray(shift)
     if w.ndim != 4 or b.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
         raise ValueError(f"bad group shapes: w {w.shape}, b {b.shape}, shift {shift.shape}")
-    return (w.astype(np.int8).tobytes() + b.astype("<i4").tobytes()
-            + shift.astype(np.uint8).tobytes())
+    cout, k, _, cin = w.shape
+    c = cfg.array_cols
+    taps, walk = param_walk(cfg, k, cin)
+    rows = np.zeros((cout, taps, math.ceil(walk / c) * c), np.int8)
+    rows[:, :, :walk] = w.astype(np.int8).reshape(cout, taps, walk)
+    tail = b.astype("<i4").tobytes() + shift.astype(np.uint8).tobytes()
+    tail += bytes(-len(tail) % c)
+    return rows.tobytes() + tail
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,7 +16,7 @@ output value's bytes):
   ``upsample`` set to the four places ``out_addr + ((2y+i) * 2*OW + 2x+j) * out_pitch +
   c * vb`` for i, j in {0, 1} (nearest 2x upsampling, as Darknet's upsample layer);
 - the parameters are ``param_len`` bytes at ``param_addr`` in `engine.group_params` order
-  (``param_len == engine.param_bytes(k, cin, cout)``).
+  (``param_len == engine.param_bytes(cfg, k, cin, cout)``).
 
 A route that concatenates convolutions costs nothing: each writes at its channel offset
 (``out_addr`` = tensor base + offset) with the concatenation's pitch.

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).

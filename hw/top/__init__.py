@@ -8,9 +8,19 @@ blocks (hw/link.py) and the units of this package: `CommandDecoder` (command.py)
 from hw.top.command import CommandDecoder
 from hw.top.device import GATEWARE_VERSION, OUT_FIFO_DEPTH, DeviceTop, identity
 from hw.top.layer_config import LayerConfigLoader
-from hw.top.packer import ValuePacker
+from hw.top.packer import BeatPacker, ValuePacker
 from hw.top.reply import ReplySender, ReplySource, reply_request_layout
 
-__all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "CommandDecoder", "DeviceTop",
-           "LayerConfigLoader", "ReplySender", "ReplySource", "ValuePacker", "identity",
-           "reply_request_layout"]
+__all__ = [
+           "GATEWARE_VERSION",
+           "OUT_FIFO_DEPTH",
+           "BeatPacker",
+           "CommandDecoder",
+           "DeviceTop",
+           "LayerConfigLoader",
+           "ReplySender",
+           "ReplySource",
+           "ValuePacker",
+           "identity",
+           "reply_request_layout",
+]

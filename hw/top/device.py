@@ -41,7 +41,7 @@ from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.top.command import REPLY_VALUE_BYTES, CommandDecoder
 from hw.top.layer_config import LayerConfigLoader
-from hw.top.packer import ValuePacker
+from hw.top.packer import BeatPacker, ValuePacker
 from hw.top.reply import ReplySender
 
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
@@ -126,6 +126,7 @@ class DeviceTop(wiring.Component):
         m.submodules.engine = eng = LayerEngine(self.cfg)
         m.submodules.config = lcfg = LayerConfigLoader(self.cfg)
         m.submodules.packer = pack = ValuePacker(self.cfg)
+        m.submodules.beats = beats = BeatPacker(self.cfg.array_cols)
         # The output queue: its block RAM's reads land in registers next to it and run
         # ahead into a small output queue before the sender's byte mux.
         m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
@@ -137,7 +138,9 @@ class DeviceTop(wiring.Component):
                      lcfg.shape_ok.eq(eng.shape_ok)]
 
         # LOAD_PARAMS and RUN: payloads to the engine, its outputs as bytes to the FIFO.
-        wiring.connect(m, dec.params, eng.params)
+        wiring.connect(m, dec.params, beats.i)
+        wiring.connect(m, beats.o, eng.params)
+        m.d.comb += beats.clear.eq(lcfg.start)
         wiring.connect(m, dec.pixels, eng.i)
         wiring.connect(m, eng.o, pack.i)
         wiring.connect(m, pack.o, fifo.w)

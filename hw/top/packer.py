@@ -1,4 +1,4 @@
-"""Output values to link bytes (`ValuePacker`)."""
+"""Output values to link bytes (`ValuePacker`); link bytes to parameter beats (`BeatPacker`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from hw.spec.config import HwConfig
 from hw.spec.engine import out_value_bytes
 
-__all__ = ["ValuePacker"]
+__all__ = ["BeatPacker", "ValuePacker"]
 
 
 class ValuePacker(wiring.Component):
@@ -50,4 +50,42 @@ class ValuePacker(wiring.Component):
             m.d.sync += holding.eq(0)
         with m.Elif(holding & self.o.ready):
             m.d.sync += idx.eq(idx + 1)
+        return m
+
+
+class BeatPacker(wiring.Component):
+    """Link bytes in, beats of `n` bytes out (the first byte in bits 0..7), for the
+    engine's `params` port: LOAD_PARAMS payloads (any split into frames) become the
+    parameter block's beats. ``clear`` (a pulse: the pass's `start`) drops a partial beat.
+
+    Timing: a beat leaves the cycle after its last byte is taken, from a register; bytes
+    are taken at one a cycle while the beat is not full or leaves.
+    Backpressure: ``i.ready`` is ``~full | o.ready``.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        super().__init__({
+            "i": In(stream.Signature(8)),
+            "clear": In(1),
+            "o": Out(stream.Signature(8 * n)),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        n = self.n
+        m = Module()
+        buf = Signal(8 * n)
+        cnt = Signal(range(n))
+        full = Signal()
+        leave = full & self.o.ready
+        m.d.comb += [self.o.valid.eq(full), self.o.payload.eq(buf),
+                     self.i.ready.eq(~full | self.o.ready)]
+        with m.If(leave):
+            m.d.sync += full.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [buf.word_select(cnt, 8).eq(self.i.payload), cnt.eq(cnt + 1)]
+            with m.If(cnt == n - 1):
+                m.d.sync += [cnt.eq(0), full.eq(1)]
+        with m.If(self.clear):
+            m.d.sync += [cnt.eq(0), full.eq(0)]
         return m

@@ -212,7 +212,7 @@ class Device:
         self.request(Op.LAYER_CONFIG, protocol.encode_layer(
             width=wd, height=h, cin=cin, cout=cout, k3=k == 3, leaky=leaky, head=head,
             pool=pool))
-        params = group_params(w, b, shift)
+        params = group_params(cfg, w, b, shift)
         for off in range(0, len(params), protocol.MAX_PAYLOAD):
             self.request(Op.LOAD_PARAMS, params[off:off + protocol.MAX_PAYLOAD], idempotent=False)
         want = oh * ow * cout * nb

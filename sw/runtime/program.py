@@ -30,6 +30,7 @@ from hw.spec.engine import (
     POOL_S2,
     PassError,
     check_pass,
+    engine_cycles,
     group_params,
     group_size,
     out_value_bytes,
@@ -167,6 +168,22 @@ def _pool_mode(layer: dict, h: int, w: int) -> int:
                        "engine pools 2x2 with stride 2 on even maps or stride 1 with padding 1")
 
 
+def _pool_slice(cfg: HwConfig, h: int, w: int, c: int, pool: int) -> int:
+    """Channels per pass of a standalone max pool, run as 1x1 identity convolutions on
+    slices of its channels (a pass reads only its slice: a full-width identity would cost
+    ``c / C`` array cycles per output channel): the slice (a multiple of array_rows, at
+    most 64) with the fewest modeled cycles, counting ~100 cycles to start a pass."""
+    best, best_cyc = 0, None
+    for g in range(cfg.array_rows, min(max(c, cfg.array_rows), 64) + 1, cfg.array_rows):
+        if group_size(cfg, 1, g) < g:
+            break
+        cyc = sum(engine_cycles(cfg, h, w, min(g, c - g0), min(g, c - g0), 1, pool) + 100
+                  for g0 in range(0, c, g))
+        if best_cyc is None or cyc < best_cyc:
+            best, best_cyc = g, cyc
+    return best
+
+
 def compile_network(bundle: Bundle, cfg: HwConfig) -> NetworkImage:
     """Compile `bundle` for a device built for `cfg`. ProgramError (or PassError) for a
     network the device cannot run, or one that does not fit its memory."""
@@ -198,15 +215,19 @@ def compile_network(bundle: Bundle, cfg: HwConfig) -> NetworkImage:
         kind = layer["kind"]
         if kind == "conv" or (kind == "maxpool" and not fused[i - 1]):
             h, w, cin = shapes[i - 1] if i else bundle.input_shape
-            k = layer["size"] if kind == "conv" else 1
-            cout = layer["filters"] if kind == "conv" else cin
-            g = group_size(cfg, k, cin)
+            if kind == "conv":
+                k, cout = layer["size"], layer["filters"]
+                g = group_size(cfg, k, cin)
+            else:
+                k, cout = 1, cin
+                g = _pool_slice(cfg, h, w, cin, _pool_mode(layer, h, w))
             if g == 0:
                 raise PassError(f"layer {i}: {k}x{k}x{cin} weights of {cfg.array_rows} channels "
                                 f"exceed the weight memory ({cfg.weight_mem_bytes} bytes)")
             for g0 in range(0, cout, g):
                 gc = min(g, cout - g0)
-                blocks.append((i, g0, gc, param_bytes(k, cin, gc)))
+                blocks.append((i, g0, gc, param_bytes(cfg, k, cin if kind == "conv" else gc,
+                                                      gc)))
             n_passes += -(-cout // g)
     alloc = _Alloc(cfg, HEADER_BYTES)
     program_addr = alloc.take(n_passes * PASS_BYTES)
@@ -257,6 +278,7 @@ def compile_network(bundle: Bundle, cfg: HwConfig) -> NetworkImage:
         if src is None:
             raise ProgramError(f"layer {i}: its input (layer {i - 1}) is never stored")
         h, w, cin = src.height, src.width, src.channels
+        in_addr = src.addr
         if layer["kind"] == "conv":
             k, head = layer["size"], layer["out_bits"] > cfg.act_bits
             if layer["stride"] != 1 or layer["pad"] != k // 2:
@@ -264,18 +286,18 @@ def compile_network(bundle: Bundle, cfg: HwConfig) -> NetworkImage:
                                 f"{k} stride {layer['stride']} pad {layer['pad']}")
             pool = (fused_pool_mode(cfg, layers, i, h, w, gc) if fused[i] else POOL_NONE)
             dst = views[i + 1] if (fused[i] or upsampled[i]) else views[i]
-            data = group_params(bundle.weight(i)[g0:g0 + gc], bundle.bias(i)[g0:g0 + gc],
+            data = group_params(cfg, bundle.weight(i)[g0:g0 + gc], bundle.bias(i)[g0:g0 + gc],
                                 bundle.shift(i)[g0:g0 + gc])
             leaky = layer["activation"] == "leaky"
             macs.append(h * w * k * k * cin * gc)
-        else:                                        # a standalone max pool: identity conv
+        else:           # a standalone max pool: identity convs on slices of the channels
             k, head, leaky = 1, False, False
             pool = _pool_mode(layer, h, w)
             dst = views[i]
-            eye = np.zeros((gc, 1, 1, cin), np.int8)
-            eye[np.arange(gc), 0, 0, g0 + np.arange(gc)] = 1
-            data = group_params(eye, np.zeros(gc, np.int32), np.zeros(gc, np.int64))
-            macs.append(h * w * cin * gc)
+            cin, in_addr = gc, src.addr + g0
+            eye = np.eye(gc, dtype=np.int8).reshape(gc, 1, 1, gc)
+            data = group_params(cfg, eye, np.zeros(gc, np.int32), np.zeros(gc, np.int64))
+            macs.append(0)                           # a max pool multiplies nothing
         assert len(data) == nb
         try:
             check_pass(cfg, h, w, cin, gc, k, pool, head)
@@ -284,7 +306,7 @@ def compile_network(bundle: Bundle, cfg: HwConfig) -> NetworkImage:
         p = Pass(width=w, height=h, cin=cin, cout=gc, k3=int(k == 3), leaky=int(leaky),
                  head=int(head), pool=pool, in_pitch=src.pitch, out_pitch=dst.pitch,
                  upsample=int(upsampled[i]), param_addr=param_at[(i, g0)], param_len=nb,
-                 in_addr=src.addr, out_addr=dst.addr + g0 * dst.value_bytes)
+                 in_addr=in_addr, out_addr=dst.addr + g0 * dst.value_bytes)
         passes.append(p)
         pass_layers.append(i)
         segments.append((p.param_addr, data))

@@ -186,6 +186,10 @@ class ResidentNetwork:
                                       if e["model_cycles"] else 0)
             for key in ("dram_read_bytes", "dram_write_bytes", "engine_cycles", "model_cycles"):
                 frame[key] += e[key]
+        frame["macs"] = sum(e["macs"] for e in layers.values())
+        frame["utilization"] = frame["macs"] / (cfg.macs_per_cycle * max(frame["cycles"], 1))
+        frame["model_utilization"] = frame["macs"] / (cfg.macs_per_cycle
+                                                      * max(frame["model_cycles"], 1))
         frame["memory_stall_cycles"] = frame["engine_cycles"] - frame["model_cycles"]
         frame["overhead_cycles"] = frame["cycles"] - frame["engine_cycles"]
         return FrameRun({}, frame, sorted(layers.values(), key=lambda e: e["layer"]))
