@@ -116,7 +116,9 @@ class MacArray(wiring.Component):
             x_pe.append(nxt)
         # Each multiply has a register on its operands and one on its product (the
         # pipeline registers of an ECP5 MULT18X18D or a DSP48E1), so nothing but the
-        # multiplier sits between two registers; the add follows in the next stage.
+        # multiplier sits between two registers; the add follows in the next stage. A
+        # packed multiplier (mac_pack = 2) has a third stage (P = M + 2**15) and yields the
+        # products of both rows of its pair, each added into its own row's partial sum.
         row_out = []
         for lv in range(levels):
             psums: list[Signal | int] = [0] * pack
