@@ -7,6 +7,10 @@ travel along each row, and a per-row accumulator sums consecutive vectors until 
 vector marked ``last``. This fits the project's dataflow: the weights of one R-channel
 group stay in on-chip memory and are replayed for every pixel while the input map is
 streamed once per group.
+
+With ``HwConfig.mac_pack = 2`` rows 2p and 2p + 1 (two output channels, the same
+activations) share one `PackedMultiplier` per column: two int8 products in one DSP48E1
+(hw/spec/dsppack.py). Activations then move down one row *pair* per cycle.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw._pipe import delay
+from hw.packed_mul import PackedMultiplier
 from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import mac_latency
 
 __all__ = ["MacArray", "mac_in_layout", "mac_out_layout"]
 
@@ -48,10 +54,12 @@ class MacArray(wiring.Component):
     ``n * C`` terms stay within ``HwConfig.max_dot_terms`` (it wraps beyond).
 
     Timing: one vector per cycle, any group length >= 1, groups back to back.
-    The result of a group is valid ``latency = R + C + 3`` cycles after its last vector
-    is accepted (1 input register, 2 multiplier pipeline registers (operands, product),
-    C columns, R - 1 deskew steps, 1 output register; the skew of column c and the
-    deskew of row r add up to the same for every row).
+    The result of a group is valid ``latency`` cycles after its last vector is accepted
+    (`hw.spec.engine.mac_latency`): ``R + C + 3`` (1 input register, 2 multiplier
+    pipeline registers (operands, product), C columns, R - 1 deskew steps, 1 output
+    register; the skew of column c and the deskew of row r add up to the same for every
+    row). With ``mac_pack = 2``: ``R / 2 + C + 4`` (rows move in pairs: R / 2 - 1 deskew
+    steps; the packed multiplier has 3 pipeline registers).
     Backpressure: the whole array stalls while ``o`` is valid and not ready;
     ``i.ready`` depends combinationally on ``o.ready``.
     """
@@ -65,7 +73,8 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.cfg.array_rows + self.cfg.array_cols + 3
+        """Cycles from a group's last vector to its result (see the class docstring)."""
+        return mac_latency(self.cfg)
 
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
@@ -88,34 +97,53 @@ class MacArray(wiring.Component):
         # r + c cycles so that it meets x[c] in PE (r, c), which x reaches after r hops.
         x_in = [delay(m, vec.x[c], c, adv, name=f"xskew{c}") for c in range(cols)]
 
-        # Processing elements: x moves down its column, the partial sum moves right.
+        # Processing elements: x moves down its column (one row, or row pair, per
+        # cycle), the partial sums move right. A level is one row, or a row pair sharing
+        # packed multipliers (mac_pack = 2).
+        pack = cfg.mac_pack
+        if pack == 2 and getattr(platform, "family", None) == "ecp5":
+            raise ValueError("mac_pack = 2 needs a 25x18 multiplier (DSP48E1); an ECP5 "
+                             "MULT18X18D cannot hold two exact int8 products")
+        levels = rows // pack
         x_pe = [x_in]
-        for r in range(1, rows):
+        for lv in range(1, levels):
             nxt = []
             for c in range(cols):
-                reg = Signal(signed(cfg.act_bits), name=f"x_{r}_{c}", reset_less=True)
+                reg = Signal(signed(cfg.act_bits), name=f"x_{lv}_{c}", reset_less=True)
                 with m.If(adv):
-                    m.d.sync += reg.eq(x_pe[r - 1][c])
+                    m.d.sync += reg.eq(x_pe[lv - 1][c])
                 nxt.append(reg)
             x_pe.append(nxt)
         # Each multiply has a register on its operands and one on its product (the
         # pipeline registers of an ECP5 MULT18X18D or a DSP48E1), so nothing but the
-        # multiplier sits between two registers; the add follows in the next stage.
+        # multiplier sits between two registers; the add follows in the next stage. A
+        # packed multiplier (mac_pack = 2) has a third stage (P = M + 2**15) and yields the
+        # products of both rows of its pair, each added into its own row's partial sum.
         row_out = []
-        for r in range(rows):
-            psum: Signal | int = 0
+        for lv in range(levels):
+            psums: list[Signal | int] = [0] * pack
             for c in range(cols):
-                w = delay(m, vec.w[r][c], r + c, adv, name=f"wskew{r}_{c}")
-                prod = self._multiply(m, platform, w, x_pe[r][c], adv, f"{r}_{c}")
-                reg = Signal(psum_shape, name=f"psum_{r}_{c}", reset_less=True)
-                with m.If(adv):
-                    m.d.sync += reg.eq(psum + prod)
-                psum = reg
-            # Deskew: row r finishes r cycles after row 0; delay it to line up with row R-1.
-            row_out.append(delay(m, psum, rows - 1 - r, adv, name=f"deskew{r}"))
+                ws = [delay(m, vec.w[lv * pack + k][c], lv + c, adv,
+                            name=f"wskew{lv * pack + k}_{c}") for k in range(pack)]
+                if pack == 1:
+                    prods = [self._multiply(m, platform, ws[0], x_pe[lv][c], adv, f"{lv}_{c}")]
+                else:
+                    m.submodules[f"pmul_{lv}_{c}"] = pm = PackedMultiplier()
+                    m.d.comb += [pm.x.eq(x_pe[lv][c]), pm.w_lo.eq(ws[0]), pm.w_hi.eq(ws[1]),
+                                 pm.en.eq(adv)]
+                    prods = [pm.lo, pm.hi]
+                for k in range(pack):
+                    reg = Signal(psum_shape, name=f"psum_{lv * pack + k}_{c}",
+                                 reset_less=True)
+                    with m.If(adv):
+                        m.d.sync += reg.eq(psums[k] + prods[k])
+                    psums[k] = reg
+            # Deskew: level lv finishes lv cycles after level 0; line it up with the last.
+            row_out += [delay(m, ps, levels - 1 - lv, adv, name=f"deskew{lv * pack + k}")
+                        for k, ps in enumerate(psums)]
 
         # Group accumulation: the valid and last marks follow the vectors through the array.
-        depth = rows + cols + 1
+        depth = self.latency - 2      # all but the input and output registers
         valid_a = delay(m, vec_valid, depth, adv, name="valid", reset_less=False)
         last_a = delay(m, vec.last, depth, adv, name="last")
         acc = [Signal(signed(cfg.acc_bits), name=f"acc{r}") for r in range(rows)]

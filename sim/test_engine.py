@@ -36,6 +36,9 @@ CONFIGS = {
     "default": DEFAULT,
     "small": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
                       line_buffer_depth=256, weight_mem_bytes=2304),
+    # two MACs per multiplier (packed DSP48E1 multipliers, another MAC array latency)
+    "small_packed": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
+                             line_buffer_depth=256, weight_mem_bytes=2304, mac_pack=2),
 }
 
 Layer = tuple[int, int, int, int, int, bool, bool, int, str]  # H W cin cout k leaky head pool

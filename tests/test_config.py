@@ -58,3 +58,17 @@ def test_bad_config_files(tmp_path, text, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         HwConfig.load(tmp_path / "nope.json")
+
+
+def test_mac_pack():
+    assert DEFAULT.mac_pack == 1 and DEFAULT.multipliers == DEFAULT.macs_per_cycle
+    packed = HwConfig(mac_pack=2)
+    assert packed.multipliers == 32 and packed.macs_per_cycle == 64
+    assert packed.config_id != DEFAULT.config_id
+    assert packed.numerics_id == DEFAULT.numerics_id     # same integers, other build
+    with pytest.raises(ConfigError, match="mac_pack must be 1 or 2"):
+        HwConfig(mac_pack=3)
+    with pytest.raises(ConfigError, match="array_rows to be a multiple"):
+        HwConfig(array_rows=3, mac_pack=2)
+    with pytest.raises(ConfigError, match="mac_pack must be a positive integer"):
+        HwConfig(mac_pack=True)

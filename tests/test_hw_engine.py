@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -14,6 +16,8 @@ from tests.reference import ref_engine
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)
+#: The same with two MACs per multiplier (row pairs share packed DSP48E1 multipliers).
+CFG_PACKED = dataclasses.replace(CFG, mac_pack=2)
 
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
@@ -23,11 +27,11 @@ def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
 
 def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: bool,
          head: bool, pool: int, extra: int = 0,
-         stall: float = 0.0) -> tuple[list[int], int, int]:
-    dut = LayerEngine(CFG)
+         stall: float = 0.0, cfg: HwConfig = CFG) -> tuple[list[int], int, int]:
+    dut = LayerEngine(cfg)
     h, wd, cin = x.shape
     cout, k = w.shape[:2]
-    want = ref_engine(x, w, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG).size
+    want = ref_engine(x, w, b, shift, leaky=leaky, head=head, pool=pool, cfg=cfg).size
     got: list[int] = []
     status: list[int] = []
 
@@ -103,6 +107,26 @@ def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, l
     want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG)
     assert got == want.reshape(-1).tolist()
     assert err == 0 and cycles > 0
+
+
+@pytest.mark.parametrize(("h", "w", "cin", "cout", "k", "leaky", "head", "pool"), [
+    (3, 4, 3, 5, 3, True, False, 0),
+    (4, 5, 2, 3, 1, True, False, 1),
+    (4, 6, 3, 8, 3, True, False, 1),
+    (3, 3, 5, 6, 3, True, False, 2),
+    (4, 4, 6, 4, 3, False, True, 0),
+])
+def test_engine_with_packed_macs(h: int, w: int, cin: int, cout: int, k: int, leaky: bool,
+                                 head: bool, pool: int) -> None:
+    """The engine with mac_pack = 2 (another MAC array latency) is bit-exact too."""
+    rng = np.random.default_rng(h * 100 + cin * 10 + cout + 1)
+    x = rng.integers(-128, 128, (h, w, cin))
+    wt = rng.integers(-127, 128, (cout, k, k, cin))
+    b = rng.integers(-3000, 3000, cout)
+    shift = rng.integers(4, 10, cout)
+    got, err, _ = _run(x, wt, b, shift, leaky, head, pool, stall=0.3, cfg=CFG_PACKED)
+    want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG_PACKED)
+    assert got == want.reshape(-1).tolist() and err == 0
 
 
 def test_extra_param_bytes_set_error() -> None:

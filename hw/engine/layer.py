@@ -35,7 +35,7 @@ class LayerEngine(wiring.Component):
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
     windows (``cin`` cycles each) are written while the array works on the current one
     (`engine_cycles`). Latency from a pixel's complete window to its first output: about
-    the pixel's array cycles + R + C + 20 (+ 5 with pooling).
+    the pixel's array cycles + `mac_latency` + 17 (+ 5 with pooling).
     Backpressure: ``o.ready = 0`` stalls the engine without loss;
     ``params`` takes a weight beat every cycle and the bias and shift beats at a byte a
     cycle (extra beats set ``param_err``); ``i.ready`` is 0 until the parameters are

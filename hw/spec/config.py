@@ -140,6 +140,9 @@ class HwConfig(Numerics):
     # MAC array: `array_rows` output channels x `array_cols` input channels per cycle.
     array_rows: int = 8
     array_cols: int = 8
+    # MACs per multiplier: 1, or 2 = rows 2p and 2p + 1 share one multiplier per column
+    # (two int8 products in one DSP48E1, hw/spec/dsppack.py; needs an even array_rows).
+    mac_pack: int = 1
     # Feature-map limits: widest row, and the longest row in the line buffer (W * Cin).
     max_width: int = 416
     max_in_channels: int = 1024
@@ -156,6 +159,11 @@ class HwConfig(Numerics):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.mac_pack not in (1, 2):
+            raise ConfigError(f"mac_pack must be 1 or 2, got {self.mac_pack!r}")
+        if self.array_rows % self.mac_pack:
+            raise ConfigError(f"mac_pack={self.mac_pack} needs array_rows to be a multiple "
+                              f"of it, got {self.array_rows}")
         if self.line_buffer_depth < self.max_width:
             raise ConfigError("line_buffer_depth must hold at least one row of max_width pixels")
         if self.clock_hz < 2 * self.uart_baud:
@@ -171,6 +179,11 @@ class HwConfig(Numerics):
     @property
     def macs_per_cycle(self) -> int:
         return self.array_rows * self.array_cols
+
+    @property
+    def multipliers(self) -> int:
+        """Multipliers of the MAC array (DSP48E1 on Artix-7): macs_per_cycle / mac_pack."""
+        return self.macs_per_cycle // self.mac_pack
 
     @property
     def mem_word_bytes(self) -> int:

@@ -30,6 +30,7 @@ __all__ = [
     "group_params",
     "group_size",
     "layer_bits",
+    "mac_latency",
     "max_group",
     "out_value_bytes",
     "packed",
@@ -171,6 +172,18 @@ def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray)
     return rows.tobytes() + tail
 
 
+def mac_latency(cfg: HwConfig) -> int:
+    """Cycles from a group's last vector into the MAC array to its result (`MacArray`).
+
+    R + C + 3 with one multiplier per MAC (input register, operand and product
+    registers, C columns, R - 1 deskew steps, output register); R / 2 + C + 4 with
+    ``mac_pack = 2`` (rows move in pairs, so R / 2 - 1 deskew steps, and the packed
+    multiplier has three register stages: operands, product M, and P = M + bias).
+    """
+    mult = 2 if cfg.mac_pack == 1 else 3
+    return cfg.array_rows // cfg.mac_pack + cfg.array_cols + 1 + mult
+
+
 @functools.lru_cache(maxsize=256)
 def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
                   pool: int = POOL_NONE) -> int:
@@ -184,8 +197,9 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
     window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
     reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
-    replays that schedule pixel by pixel, plus the pipeline tail (R + C + 23 cycles, 3 more
-    with a pool, and the max pool's padding row, (W + 1) * cout cycles, in stride-1 mode).
+    replays that schedule pixel by pixel, plus the pipeline tail (`mac_latency` + 20
+    cycles, 3 more with a pool, and the max pool's padding row, (W + 1) * cout cycles, in
+    stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
     nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
@@ -207,7 +221,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             gen_t += cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
-    tail = r + c + 23 + (3 if pool != POOL_NONE else 0)
+    tail = mac_latency(cfg) + 20 + (3 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
     return math.ceil(mac_t) + tail
 
