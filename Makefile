@@ -20,6 +20,7 @@ bench: setup
 	$(PY) bench/golden_frame.py
 	$(PY) bench/engine_util.py
 	$(PY) bench/sim_frame.py
+	for b in arty_a7 arty_a7_100 orangecrab_85f ulx3s_85f; do $(PY) -m bench.fps --board $$b --json; done
 	$(PY) bench/link_fuzz.py
 
 # Float vs the default bundle (calibrated on the first 64 images) vs PTQ variants calibrated

@@ -1,0 +1,105 @@
+"""Frames per second of the memory device per board, from the engine's schedule model.
+
+    python -m bench.fps --board arty_a7_100 [--json] [--bundle PATH]
+
+Compiles the bundle (default: the shipped default bundle) for the board's HwConfig
+(`boards/*.json`, else the default config), sums the no-stall schedule of every pass
+(`hw.spec.engine.engine_cycles`, checked against Verilator by the engine tests) plus the
+parameter block's beats (one a cycle), and prints one JSON object with `--json`:
+
+- `board`, `macs` (MACs per cycle), `dsp_used` (the MAC array's multipliers:
+  `HwConfig.multipliers`; DSP48E1 on Artix-7, MULT18X18D on ECP5), `dsp_total` (the part's),
+  `clock_hz` (the config's clock, which the board's timing build meets),
+  `cycles_per_frame`, `utilization` (the network's MACs over `macs * cycles_per_frame`);
+- `fps_compute`: the engine alone at `clock_hz`;
+- `fps_uart`, `fps_ethernet`: link time plus compute, not overlapped, with the link bytes
+  of one frame (`link_bytes_per_frame`: the int8 image written and the heads and trace
+  read in protocol frames, STATUS polls not counted) over the board's UART (8N1) and
+  over 100 Mbit Ethernet (~11.5 MB/s of UDP payload; the Arty boards only).
+
+The measured frame on the simulated device (`bench/sim_frame.py`) adds memory stalls and
+pass starts to this model (4.1% on the default config, 2026-11-27).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from boards import BOARDS
+from hw.spec import protocol
+from hw.spec.config import DEFAULT, HwConfig, load_config
+from hw.spec.engine import engine_cycles
+from hw.spec.memory import TRACE_BYTES
+from sw.runtime.bundle import Bundle
+from sw.runtime.detect import shipped_bundle
+from sw.runtime.program import compile_network
+
+#: UDP payload rate of the Arty's 100 Mbit Ethernet (the brief's figure).
+ETHERNET_BYTES_S = 11.5e6
+#: Bytes a request or reply frame adds to its payload (sync, opcode, length, CRC).
+FRAME_BYTES = 7
+
+
+def board_config(name: str) -> HwConfig:
+    """The HwConfig a board is built with (its JSON next to the board file, else DEFAULT)."""
+    path = BOARDS[name].default_config_path()
+    return load_config(path) if path else DEFAULT
+
+
+def link_bytes(image_bytes: int, read_bytes: int) -> int:
+    """Bytes both ways for one frame: MEM_WRITE requests of the image (an address and up to
+    MAX_PAYLOAD - 4 bytes each, an OK reply each), MEM_READ requests of the heads and
+    trace (DATA frames of MAX_PAYLOAD bytes, then an OK with the rest), PROGRAM_RUN."""
+    chunk = protocol.MAX_PAYLOAD - 4
+    writes = math.ceil(image_bytes / chunk)
+    out = image_bytes + writes * (FRAME_BYTES + 4 + FRAME_BYTES)
+    frames = math.ceil(read_bytes / protocol.MAX_PAYLOAD) + 1
+    inb = read_bytes + frames * FRAME_BYTES + FRAME_BYTES + 8
+    return out + inb + 2 * FRAME_BYTES + 10
+
+
+def fps(board: str, bundle: Bundle) -> dict[str, object]:
+    """The figures of one board (module docstring)."""
+    cfg = board_config(board)
+    b = BOARDS[board]
+    image = compile_network(bundle, cfg)
+    cycles = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
+                 + p.param_len // cfg.array_cols for p in image.passes)
+    h, w, c = bundle.input_shape
+    heads = sum(image.layer_views[i].nbytes for i in image.heads)
+    link = link_bytes(h * w * c, heads + TRACE_BYTES * len(image.passes))
+    dsp = "DSP48E1" if b.family == "xc7" else "MULT18X18D"
+    compute = cycles / cfg.clock_hz
+    out: dict[str, object] = {
+        "board": board, "macs": cfg.macs_per_cycle, "dsp_used": cfg.multipliers,
+        "dsp_total": b.capacity[dsp], "clock_hz": cfg.clock_hz, "cycles_per_frame": cycles,
+        "utilization": sum(image.macs) / (cfg.macs_per_cycle * cycles),
+        "fps_compute": 1 / compute, "link_bytes_per_frame": link,
+        "fps_uart": 1 / (link * 10 / cfg.uart_baud + compute)}
+    if b.family == "xc7":
+        out["fps_ethernet"] = 1 / (link / ETHERNET_BYTES_S + compute)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board", required=True, choices=sorted(BOARDS))
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--bundle", help="bundle (default: the shipped default bundle)")
+    args = ap.parse_args(argv)
+    cfg = board_config(args.board)
+    bundle = Bundle.load(args.bundle or shipped_bundle(cfg), expect=cfg)
+    r = fps(args.board, bundle)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    for k, v in r.items():
+        print(f"{k:>22}: {v:,.3f}" if isinstance(v, float) else f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
