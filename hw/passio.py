@@ -61,9 +61,9 @@ def decode_pass(cfg: HwConfig, m: Module, raw: Value) -> tuple[data.View, Signal
 class PassReader(wiring.Component):
     """The reads of one pass: ``start`` (a pulse, with the pass in ``desc``, which must
     hold until the pass ends) streams the ``param_len`` bytes at ``param_addr`` on
-    ``params`` in beats of C = array_cols bytes (address and length multiples of C: the
-    sequencer checks), then the input (H x W pixels of ``cin`` bytes, ``in_pitch`` apart from
-    ``in_addr``; one range when ``in_pitch == cin``) on ``i``.
+    ``params`` in beats of P = `HwConfig.param_beat` bytes (address and length multiples
+    of P: the sequencer checks), then the input (H x W pixels of ``cin`` bytes,
+    ``in_pitch`` apart from ``in_addr``; one range when ``in_pitch == cin``) on ``i``.
 
     Backpressure from either stream stops the reads. A range past the device memory is
     not read: ``err`` rises (until the next ``start``) and the pass stops there (the
@@ -75,7 +75,7 @@ class PassReader(wiring.Component):
         super().__init__({
             "desc": In(pass_layout(cfg)),
             "start": In(1),
-            "params": Out(stream.Signature(8 * cfg.array_cols)),
+            "params": Out(stream.Signature(8 * cfg.param_beat)),
             "i": Out(stream.Signature(signed(cfg.act_bits))),
             "busy": Out(1),
             "err": Out(1),
@@ -85,7 +85,7 @@ class PassReader(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg, d = self.cfg, self.desc
         m = Module()
-        m.submodules.reader = rd = RangeReader(cfg, self.depth, lanes=cfg.array_cols)
+        m.submodules.reader = rd = RangeReader(cfg, self.depth, lanes=cfg.param_beat)
         wiring.connect(m, rd.mem, wiring.flipped(self.mem))
 
         # Ranges: the parameter block, then the input as one range (a dense tensor) or a

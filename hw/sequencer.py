@@ -3,7 +3,7 @@ after the other on the engine and the pass reader and writer (hw/spec/memory.py)
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,7 +41,7 @@ class Sequencer(wiring.Component):
     registers (``engine_ok``, after `SETTLE` cycles; else BAD_PROGRAM) and every byte it
     reads or writes must lie in the memory (its parameter block, input and output spans as
     `hw.spec.memory.Pass` states them; else BAD_ADDRESS), and its parameter block must be
-    the group's (``param_len == param_bytes``, ``param_addr`` a multiple of array_cols;
+    the group's (``param_len == param_bytes``, ``param_addr`` a multiple of param_beat;
     else BAD_PROGRAM): a refused pass touches nothing.
     Then ``start`` pulses (the engine, the pass reader and the pass writer start the pass);
     the pass ends when the engine is done and the reader and writer are idle, and its trace
@@ -111,20 +111,26 @@ class Sequencer(wiring.Component):
                     & (d.param_addr + d.param_len <= cfg.mem_bytes) & (n_out != 0))
 
         # The parameter block's length (`hw.spec.engine.param_bytes`), products registered
-        # over the SETTLE cycles: cout x taps x the walk padded to C, the tail padded to C.
+        # over the SETTLE cycles: cout x taps x the walk padded to C, the tail (5 bytes a
+        # channel) padded to param_beat.
         C = cfg.array_cols
+
+        def up_c(v: Value) -> Value:            # v rounded up to a multiple of C
+            return (v + C - 1) & ~(C - 1) if C & (C - 1) == 0 else (v + C - 1) // C * C
+
         pk = d.k3 & (d.cin == PACK_CIN) if packed(cfg, 3, PACK_CIN) else 0
         walk_pad = Signal(range(cfg.max_in_channels + TAPS * PACK_CIN + C))
         per_out = Signal(range(TAPS * (cfg.max_in_channels + TAPS * PACK_CIN + C) + 1))
         tail = Signal(32)
         plen = Signal(48)
         m.d.sync += [
-            walk_pad.eq((Mux(pk, TAPS * PACK_CIN, d.cin) + C - 1) & ~(C - 1)),
+            walk_pad.eq(up_c(Mux(pk, TAPS * PACK_CIN, d.cin))),
             per_out.eq(Mux(d.k3 & ~pk, TAPS * walk_pad, walk_pad)),
-            tail.eq((5 * d.cout + C - 1) & ~(C - 1)),
+            tail.eq((5 * d.cout + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
             plen.eq(d.cout * per_out + tail),
         ]
-        params_ok = (plen == d.param_len) & (d.param_addr[:(C - 1).bit_length()] == 0)
+        beat_bits = (cfg.param_beat - 1).bit_length()
+        params_ok = (plen == d.param_len) & (d.param_addr[:beat_bits] == 0)
         m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(PASS_BYTES),
                      rd.o.ready.eq(1),
                      tw.ranges.payload.addr.eq(trace), tw.ranges.payload.len.eq(TRACE_BYTES)]

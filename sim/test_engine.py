@@ -101,7 +101,7 @@ def layer_data(nrng: np.random.Generator, h: int, w: int, cin: int, cout: int, k
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
     """The group's parameter block as the engine's `params` beats (C bytes, first lowest)."""
-    c = config().array_cols
+    c = config().param_beat
     raw = group_params(config(), w, b, shift)
     return [int.from_bytes(raw[n:n + c], "little") for n in range(0, len(raw), c)]
 
@@ -143,7 +143,7 @@ async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Gener
     await arm(dut, {"width": w, "height": h, "cin": cin, "cout": cout, "k3": int(k == 3),
                     "leaky": int(leaky), "head": int(head), "pool": pool})
     prm = param_stream(wt, b, shift)
-    assert len(prm) * cfg.array_cols == param_bytes(cfg, k, cin, cout)
+    assert len(prm) * cfg.param_beat == param_bytes(cfg, k, cin, cout)
     sink = Sink("o", len(expected), stall=stall)
     sources = [Source("params", prm, idle=idle),
                Source("i", [int(v) & 0xFF for v in x.reshape(-1)], idle=idle)]

@@ -22,7 +22,7 @@ CFG_PACKED = dataclasses.replace(CFG, mac_pack=2)
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
     """The group's parameter block as the engine's beats."""
-    return beats(group_params(CFG, w, b, shift), CFG.array_cols)
+    return beats(group_params(CFG, w, b, shift), CFG.param_beat)
 
 
 def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: bool,
@@ -44,7 +44,7 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
         await ctx.tick()
         ctx.set(dut.start, 0)
         prm = param_stream(w, b, shift) + [0] * extra
-        assert len(prm) * CFG.array_cols == param_bytes(CFG, k, cin, cout) + extra * 4
+        assert len(prm) * CFG.param_beat == param_bytes(CFG, k, cin, cout) + extra * 4
         pixels = [int(v) for v in x.reshape(-1)]
         rng = np.random.default_rng(len(pixels))
         drain = 20
@@ -179,14 +179,14 @@ def test_weights_past_memory_set_error() -> None:
         await ctx.tick()
         ctx.set(dut.start, 0)
         ctx.set(dut.params.valid, 1)
-        sent, total = 0, param_bytes(CFG, 3, cin, cout) // CFG.array_cols
+        sent, total = 0, param_bytes(CFG, 3, cin, cout) // CFG.param_beat
         while sent < total:
             if sent == 36 * 4 * 2:             # the first two row blocks fill the memory
                 flags.append(ctx.get(dut.param_err))
             *_, ready = await ctx.tick().sample(dut.params.ready)
             sent += ready
         ctx.set(dut.params.valid, 0)
-        await ctx.tick().repeat(CFG.array_cols + 1)    # the last beat's bytes, one a cycle
+        await ctx.tick().repeat(CFG.param_beat + 1)    # the last beat's bytes, one a cycle
         flags.extend([ctx.get(dut.param_err), ctx.get(dut.loaded)])
 
     sim = Simulator(dut)

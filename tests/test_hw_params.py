@@ -20,18 +20,22 @@ from tests.reference import ref_layer_decode
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)
-R, C = CFG.array_rows, CFG.array_cols
+#: C = 6: beats of 2 bytes (`param_beat`), three to a weight word's lanes of one row.
+CFG6 = HwConfig(array_rows=4, array_cols=6, max_width=16, max_in_channels=16,
+                line_buffer_depth=64, weight_mem_bytes=1152)
+R, C, P = CFG.array_rows, CFG.array_cols, CFG.param_beat
 
 Group = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def ref_weight_words(w: np.ndarray) -> dict[int, dict[int, int]]:
+def ref_weight_words(w: np.ndarray, cfg: HwConfig = CFG) -> dict[int, dict[int, int]]:
     """Where the OHWI weights of a group go: word -> {lane: value}. Weight (o, t, i) of
     the walk (a packed group: one tap of 9 * PACK_CIN channels) goes to word
     ((o // R) * kk + t) * nq + i // C, lane (o % R) * C + i % C; the lanes of the padding
     up to nq * C channels hold 0."""
     cout, k, _, cin = w.shape
-    pk = k == 3 and packed(CFG, 3, cin)
+    R, C = cfg.array_rows, cfg.array_cols
+    pk = k == 3 and packed(cfg, 3, cin)
     kk, walk = (1, TAPS * PACK_CIN) if pk else (k * k, cin)
     nq = math.ceil(walk / C)
     flat = w.reshape(cout, kk, walk)
@@ -51,10 +55,11 @@ def _group(rng: np.random.Generator, k: int, cin: int, cout: int) -> Group:
 
 
 def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
-         extra: int = 0) -> None:
+         extra: int = 0, cfg: HwConfig = CFG) -> None:
     """Load each group (k, cin, cout) in turn (`extra` beats after each), check the
     memories after each."""
-    dut = ParamLoader(CFG)
+    dut = ParamLoader(cfg)
+    p = cfg.param_beat
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     errors: list[str] = []
@@ -65,19 +70,19 @@ def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
             w, b, shift = _group(nrng, k, cin, cout)
             layer = {"width": 4, "height": 4, "cin": cin, "cout": cout, "k3": int(k == 3),
                      "leaky": 0, "head": 0, "pool": 0}
-            ctx.set(dut.setup, fit(setup_layout(CFG), ref_layer_decode(CFG, layer)["setup"]))
+            ctx.set(dut.setup, fit(setup_layout(cfg), ref_layer_decode(cfg, layer)["setup"]))
             ctx.set(dut.start, 1)
             await ctx.tick()
             ctx.set(dut.start, 0)
             before = overflows[0]
-            raw = beats(group_params(CFG, w, b, shift), C)
-            raw += [rng.randrange(1 << 8 * C) for _ in range(extra)]
+            raw = beats(group_params(cfg, w, b, shift), p)
+            raw += [rng.randrange(1 << 8 * p) for _ in range(extra)]
             await send(dut.params, raw[:-1], rng, idle)(ctx)
             if ctx.get(dut.loaded) and not extra:
                 errors.append(f"group {k, cin, cout}: loaded before the last beat")
             await send(dut.params, raw[-1:], rng)(ctx)
             # The last beat's bytes before its last shift byte, then 2 cycles.
-            tail = (5 * cout) % C or C
+            tail = (5 * cout) % p or p
             for n in range(1, tail + 2):
                 if ctx.get(dut.loaded) != (n == tail + 1 or extra > 0):
                     errors.append(f"group {k, cin, cout}: loaded={ctx.get(dut.loaded)} "
@@ -86,7 +91,7 @@ def _run(groups: list[tuple[int, int, int]], seed: int, idle: float,
             if overflows[0] - before != extra:
                 errors.append(f"group {k, cin, cout}: {overflows[0] - before} overflow "
                               f"pulses, expected {extra}")
-            await _check_memories(ctx, dut, w, b, shift, errors)
+            await _check_memories(ctx, dut, w, b, shift, errors, cfg)
 
     async def monitor(ctx) -> None:  # type: ignore[no-untyped-def]
         async for _, _, pulse in ctx.tick().sample(dut.overflow):
@@ -106,8 +111,8 @@ async def _read(ctx, port, addr: int) -> object:  # type: ignore[no-untyped-def]
 
 
 async def _check_memories(ctx, dut, w: np.ndarray, b: np.ndarray,  # type: ignore[no-untyped-def]
-                          shift: np.ndarray, errors: list[str]) -> None:
-    for addr, lanes in sorted(ref_weight_words(w).items()):
+                          shift: np.ndarray, errors: list[str], cfg: HwConfig = CFG) -> None:
+    for addr, lanes in sorted(ref_weight_words(w, cfg).items()):
         word = await _read(ctx, dut.weights, addr)
         got = {lane: word[lane] for lane in lanes}
         if got != lanes:
@@ -135,6 +140,19 @@ def test_param_loader_extra_bytes_overflow() -> None:
     _run([(1, 6, 4), (3, 2, 3)], 6, 0.3, extra=3)
 
 
+@pytest.mark.parametrize(("groups", "seed", "idle"), [
+    ([(3, 5, 6), (1, 7, 9)], 11, 0.3),
+    ([(3, 3, 5), (3, 2, 3)], 12, 0.0),          # packed: 27 walk channels in 5 words of 6
+    ([(1, 16, 5), (3, 1, 1)], 13, 0.5),
+])
+def test_param_loader_beats_smaller_than_a_word_row(groups: list[tuple[int, int, int]],
+                                                    seed: int, idle: float) -> None:
+    """C = 6 lanes a row take three beats of 2 bytes (`param_beat`)."""
+    assert CFG6.param_beat == 2
+    _run(groups, seed, idle, cfg=CFG6)
+    _run(groups[:1], seed + 100, idle, extra=2, cfg=CFG6)
+
+
 def test_param_loader_weights_past_memory_overflow() -> None:
     """cout 12 of 3x3x16 needs 108 words of 72: the beats of the words past the memory
     overflow, one pulse each; the rest is stored."""
@@ -153,7 +171,7 @@ def test_param_loader_weights_past_memory_overflow() -> None:
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        await send(dut.params, beats(group_params(CFG, w, b, shift), C), rng, 0.1)(ctx)
+        await send(dut.params, beats(group_params(CFG, w, b, shift), P), rng, 0.1)(ctx)
         await ctx.tick().repeat(3)
         kept = w[:8]                     # the first two row blocks fill the memory
         await _check_memories(ctx, dut, kept, b, shift, errors)
@@ -164,4 +182,4 @@ def test_param_loader_weights_past_memory_overflow() -> None:
 
     simulate(dut, [bench], cycles=6000, processes=[monitor])
     assert not errors, "\n".join(errors[:5])
-    assert overflows[0] == past // C == 4 * 9 * 16 // C
+    assert overflows[0] == past // P == 4 * 9 * 16 // P

@@ -40,7 +40,7 @@ def _pass(rng: random.Random, *, dense: bool, head: bool = False, upsample: bool
     out_pitch = cout * vb + rng.randint(0, 20)
     return Pass(width=w, height=h, cin=cin, cout=cout, k3=int(k == 3), leaky=1, head=int(head),
                 pool=pool, in_pitch=in_pitch, out_pitch=out_pitch, upsample=int(upsample),
-                param_addr=rng.randrange(0, 1000) * CFG.array_cols,
+                param_addr=rng.randrange(0, 1000) * CFG.param_beat,
                 param_len=param_bytes(CFG, k, cin, cout),
                 in_addr=rng.randrange(8000, 12000), out_addr=rng.randrange(20000, 24000))
 
@@ -61,7 +61,7 @@ def test_pass_reader(seed, dense, stall) -> None:
     for _ in range(3):
         p = _pass(rng, dense=dense)
         ref_pass_params(mem, p, CFG)                     # the block fits the pass
-        want_params = beats(mem[p.param_addr:p.param_addr + p.param_len], CFG.array_cols)
+        want_params = beats(mem[p.param_addr:p.param_addr + p.param_len], CFG.param_beat)
         want_input = [int(v) for v in ref_pass_input(mem, p).ravel()]
         dut = PassReader(CFG, depth=8)
         got_p: list[int] = []

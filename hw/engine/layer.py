@@ -26,10 +26,10 @@ class LayerEngine(wiring.Component):
 
     Sequence: set ``layer`` (`layer_layout`), pulse ``start``; send the group's
     parameter block (`group_params`: padded OHWI weights, int32 LE biases, shift bytes)
-    on ``params``, C = array_cols bytes a beat; stream the H x W x cin input map once on ``i``; take
-    ``OH * OW * cout`` values from ``o`` (HWC, int8 results sign-extended); ``done``
-    rises once the last output is taken and every conv result has drained. ``layer``
-    holds still from two cycles before ``start`` to ``done``.
+    on ``params``, `HwConfig.param_beat` bytes a beat; stream the H x W x cin input map
+    once on ``i``; take ``OH * OW * cout`` values from ``o`` (HWC, int8 results
+    sign-extended); ``done`` rises once the last output is taken and every conv result
+    has drained. ``layer`` holds still from two cycles before ``start`` to ``done``.
 
     Timing: the MAC array runs ``ceil(cout/R) * k*k * ceil(cin/C)`` vectors per output
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
@@ -50,7 +50,7 @@ class LayerEngine(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "params": In(stream.Signature(8 * cfg.array_cols)),
+            "params": In(stream.Signature(8 * cfg.param_beat)),
             "i": In(stream.Signature(signed(cfg.act_bits))),
             "o": Out(stream.Signature(signed(cfg.head_bits))),
             "layer": In(layer_layout(cfg)),

@@ -60,13 +60,13 @@ class ParamLoader(wiring.Component):
 
     After ``start`` (a one-cycle pulse; `setup` must hold the pass's ``walk_cin_m1``,
     ``kk_last`` and ``cout_m1`` from then on), `params` takes the block of
-    `hw.spec.engine.group_params` as beats of C bytes (byte n of a beat in bits 8n..8n+7,
-    `param_bytes` / C beats):
+    `hw.spec.engine.group_params` as beats of P = `HwConfig.param_beat` bytes (P divides
+    C; byte n of a beat in bits 8n..8n+7, `param_bytes` / P beats):
 
-    - weight beats: the beat of output channel o, tap t and walk channels q*C .. q*C+C-1
-      goes to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``((o // R) * (kk_last + 1)
-      + t) * nq + q``, ``nq = ceil(walk_cin / C)`` (lanes past ``walk_cin`` hold the
-      block's zero padding);
+    - weights: the C bytes of output channel o, tap t and walk channels q*C .. q*C+C-1
+      (C / P beats) go to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``((o // R) *
+      (kk_last + 1) + t) * nq + q``, ``nq = ceil(walk_cin / C)`` (lanes past ``walk_cin``
+      hold the block's zero padding);
     - then ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1, and ``cout``
       shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1; the rest of the
       last beat is padding.
@@ -88,7 +88,7 @@ class ParamLoader(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "params": In(stream.Signature(8 * cfg.array_cols)),
+            "params": In(stream.Signature(8 * cfg.param_beat)),
             "start": In(1),
             "setup": In(setup_layout(cfg)),
             "loaded": Out(1),
@@ -100,7 +100,7 @@ class ParamLoader(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         cfg, s = self.cfg, self.setup
-        R, C = cfg.array_rows, cfg.array_cols
+        R, C, P = cfg.array_rows, cfg.array_cols, cfg.param_beat
         nq_max, g_max, w_depth = chunks_max(cfg), group_max(cfg), weight_depth(cfg)
         m = Module()
         m.submodules.wmem = wmem = memory.Memory(shape=weight_word(cfg), depth=w_depth, init=[])
@@ -116,9 +116,9 @@ class ParamLoader(wiring.Component):
         # The beat register: a beat is registered on arrival (no path from the sender's
         # logic into the memories) and written from here: a weight beat at once, a bias
         # or shift beat byte by byte (`bp`). `params.ready` as the register frees.
-        beat = Signal(8 * C)
+        beat = Signal(8 * P)
         pend = Signal()
-        bp = Signal(range(C))
+        bp = Signal(range(P))
         phase = Signal(_Load)
         byte = beat.word_select(bp, 8)
         weights = pend & (phase == _Load.WEIGHTS)
@@ -127,7 +127,7 @@ class ParamLoader(wiring.Component):
         shifts_end = Signal()
         freed = Signal()
         m.d.comb += [
-            freed.eq(weights | (serial & ((bp == C - 1) | shifts_end
+            freed.eq(weights | (serial & ((bp == P - 1) | shifts_end
                                           | (phase == _Load.LOADED)))),
             self.params.ready.eq(~pend | freed),
             self.loaded.eq(phase == _Load.LOADED),
@@ -140,9 +140,11 @@ class ParamLoader(wiring.Component):
             m.d.sync += bp.eq(bp + 1)
 
         # Weight addresses: `tbase` is the first word of the current (row block, tap),
-        # `rbase` that of the current row block; `lw` the word within the tap and `lcb`
-        # its first walk channel (lw * C); `lo` the output channel (`lo_r` = lo % R).
+        # `rbase` that of the current row block; `lw` the word within the tap, `lcb` its
+        # first walk channel (lw * C) and `lj` the beat within the word; `lo` the output
+        # channel (`lo_r` = lo % R).
         lcb = Signal(range(walk_max(cfg) + C))
+        lj = Signal(range(C // P))
         lw = Signal(range(max(nq_max, pack_chunks(cfg))))
         lt = Signal(range(TAPS))
         lo = Signal(range(g_max + 1))
@@ -158,7 +160,7 @@ class ParamLoader(wiring.Component):
         m.d.comb += [
             w_wr.addr.eq(waddr),
             w_wr.en.eq(Mux(weights & (waddr < w_depth),
-                           Const((1 << C) - 1, R * C) << (lo_r * C), 0)),
+                           Const((1 << P) - 1, R * C) << (lo_r * C + lj * P), 0)),
             b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
             b_wr.en.eq(serial & (phase == _Load.BIASES) & (bb == 3)),
             s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
@@ -167,17 +169,19 @@ class ParamLoader(wiring.Component):
             shifts_end.eq((phase == _Load.SHIFTS) & (bidx == s.cout_m1)),
         ]
         for n in range(R * C):
-            m.d.comb += w_wr.data[n].eq(beat.word_select(n % C, 8))
+            m.d.comb += w_wr.data[n].eq(beat.word_select(n % C % P, 8))
 
         # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lw.eq(0), lt.eq(0), lo.eq(0),
-                         lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lj.eq(0), lw.eq(0), lt.eq(0),
+                         lo.eq(0), lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
         with m.Elif(weights):
             with m.If(waddr >= w_depth):
                 m.d.comb += self.overflow.eq(1)
-            m.d.sync += [lcb.eq(lcb + C), lw.eq(lw + 1)]
-            with m.If(lcb + C > s.walk_cin_m1):                 # the tap's last word
+            m.d.sync += lj.eq(lj + 1)
+            with m.If(lj == C // P - 1):                         # the word's last beat
+                m.d.sync += [lj.eq(0), lcb.eq(lcb + C), lw.eq(lw + 1)]
+            with m.If((lj == C // P - 1) & (lcb + C > s.walk_cin_m1)):   # the tap's last
                 m.d.sync += [lcb.eq(0), lw.eq(0), lt.eq(lt + 1), tbase.eq(waddr + 1)]
                 with m.If(lt == s.kk_last):
                     m.d.sync += [lt.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1), tbase.eq(rbase)]

@@ -186,6 +186,12 @@ class HwConfig(Numerics):
         return self.macs_per_cycle // self.mac_pack
 
     @property
+    def param_beat(self) -> int:
+        """Bytes of one beat of the engine's parameter port: the largest power of two that
+        divides array_cols, at most a memory word (8 for the default 8x8 array)."""
+        return min(self.array_cols & -self.array_cols, self.mem_word_bytes)
+
+    @property
     def mem_word_bytes(self) -> int:
         """Bytes of one memory word (one transfer on the memory port)."""
         return self.mem_data_bits // 8

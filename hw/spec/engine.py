@@ -141,21 +141,21 @@ def param_walk(cfg: HwConfig, k: int, cin: int) -> tuple[int, int]:
 
 
 def param_bytes(cfg: HwConfig, k: int, cin: int, cout: int) -> int:
-    """Bytes of one group's parameter block (`group_params`), a multiple of array_cols."""
-    c = cfg.array_cols
+    """Bytes of one group's parameter block (`group_params`), a multiple of param_beat."""
+    c, p = cfg.array_cols, cfg.param_beat
     taps, walk = param_walk(cfg, k, cin)
-    return cout * taps * math.ceil(walk / c) * c + math.ceil(5 * cout / c) * c
+    return cout * taps * math.ceil(walk / c) * c + math.ceil(5 * cout / p) * p
 
 
 def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
-    """One group's parameter block, in beats of C = array_cols bytes (the engine's
-    `params` port takes one beat a cycle):
+    """One group's parameter block, taken by the engine's `params` port in beats of
+    `HwConfig.param_beat` bytes (which divides C = array_cols), one a cycle:
 
     - the weights, OHWI, each output channel's walk (`param_walk`: per tap, its channels)
-      zero-padded to a multiple of C channels, so that each beat is the C lanes of one
+      zero-padded to a multiple of C channels, so that C bytes are the C lanes of one
       weight-memory word;
     - the int32 little-endian biases, then one shift byte per channel, then zeros up to a
-      multiple of C bytes.
+      multiple of `param_beat` bytes.
 
     w: (cout, k, k, cin) int8 weights of the group's channels; b: (cout,); shift: (cout,).
     """
@@ -168,7 +168,7 @@ def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray)
     rows = np.zeros((cout, taps, math.ceil(walk / c) * c), np.int8)
     rows[:, :, :walk] = w.astype(np.int8).reshape(cout, taps, walk)
     tail = b.astype("<i4").tobytes() + shift.astype(np.uint8).tobytes()
-    tail += bytes(-len(tail) % c)
+    tail += bytes(-len(tail) % cfg.param_beat)
     return rows.tobytes() + tail
 
 

@@ -126,7 +126,7 @@ class DeviceTop(wiring.Component):
         m.submodules.engine = eng = LayerEngine(self.cfg)
         m.submodules.config = lcfg = LayerConfigLoader(self.cfg)
         m.submodules.packer = pack = ValuePacker(self.cfg)
-        m.submodules.beats = beats = BeatPacker(self.cfg.array_cols)
+        m.submodules.beats = beats = BeatPacker(self.cfg.param_beat)
         # The output queue: its block RAM's reads land in registers next to it and run
         # ahead into a small output queue before the sender's byte mux.
         m.submodules.out_fifo = fifo = BlockRamFifo(8, OUT_FIFO_DEPTH)
