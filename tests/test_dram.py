@@ -2,7 +2,8 @@
 standalone core with a native port of HwConfig.mem_data_bits and an init program from
 LiteDRAM's own init data; in Verilator, the memory device on the generated controller with
 its SDRAM PHY model comes up (init replayed on wb_ctrl) and the host driver's MEM_WRITE /
-MEM_READ / MEM_CRC round trips are bit-exact."""
+MEM_READ / MEM_CRC round trips are bit-exact, and the small network of
+tests/test_memory_device.py runs bit-exact through it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hw.dram import BOARDS, generate, init_program
 from hw.spec.config import DEFAULT
 from sw.runtime.device import Device
 from sw.runtime.link import SimLink
+from tests.test_memory_device import test_network_uploaded_once_and_bit_exact as _network_test
 
 
 @pytest.mark.parametrize("board", sorted(set(BOARDS.values())))
@@ -61,3 +63,9 @@ def test_mem_round_trips_through_litedram(dram_link) -> None:
         want = bytes(mem[a] for a in range(addr, addr + n))
         assert dev.mem_read(addr, n) == want, (addr, n)
         assert dev.mem_crc(addr, n) == zlib.crc32(want), (addr, n)
+
+
+def test_small_network_through_litedram(dram_link, small_net, small_model) -> None:
+    """tests/test_memory_device.py's upload-once, run-bit-exact, keep-resident test, with
+    the device memory behind LiteDRAM's controller."""
+    _network_test(dram_link, small_net, small_model)
