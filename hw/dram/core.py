@@ -1,0 +1,125 @@
+"""The generated LiteDRAM core as an Amaranth component (`LiteDRAMCore`) and the init that
+runs without a CPU (`DramInit`)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.dram import DramError, GeneratedCore, InitWrite
+from hw.memport import mem_port
+from hw.spec.config import HwConfig
+
+__all__ = ["DramInit", "LiteDRAMCore", "wishbone_ctrl"]
+
+
+def wishbone_ctrl() -> wiring.Signature:
+    """The core's ``wb_ctrl`` bus (Wishbone classic, 32-bit data, word addresses) as its
+    master sees it."""
+    return wiring.Signature({
+        "adr": Out(30), "dat_w": Out(32), "sel": Out(4), "cyc": Out(1), "stb": Out(1),
+        "we": Out(1), "dat_r": In(32), "ack": In(1), "err": In(1),
+    })
+
+
+class LiteDRAMCore(wiring.Component):
+    """The generated core (``core``) in the ``sync`` domain, for a simulation core
+    (SDRAMPHYModel inside: its only clock is ``clk``, no pads).
+
+    ``user``: the native user port, a `mem_port` of `cfg` seen from the memory (the word
+    address is zero-extended to the core's); ``ctrl``: its CSR bus; ``init_done`` /
+    ``init_error``: the core's status registers (its user port stays blocked until
+    init_done is set and init_error is not).
+    """
+
+    def __init__(self, cfg: HwConfig, core: GeneratedCore) -> None:
+        if not core.meta.get("sim"):
+            raise DramError("LiteDRAMCore wraps a simulation core (generated with sim=True); "
+                            "board cores need their clocking and pads")
+        if core.data_bits != cfg.mem_data_bits:
+            raise DramError(f"the core's port is {core.data_bits} bits, HwConfig "
+                            f"mem_data_bits is {cfg.mem_data_bits}")
+        if cfg.mem_bytes > int(core.meta["mem_bytes"]):
+            raise DramError(f"HwConfig mem_bytes {cfg.mem_bytes} exceeds the DRAM's "
+                            f"{core.meta['mem_bytes']} bytes")
+        self.cfg = cfg
+        self.core = core
+        super().__init__({
+            "user": In(mem_port(cfg)),
+            "ctrl": In(wishbone_ctrl()),
+            "init_done": Out(1),
+            "init_error": Out(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        u, c, p = self.user, self.ctrl, self.core.user_port
+        addr = Signal(self.core.addr_bits)
+        m.d.comb += addr.eq(u.cmd.payload.addr)
+        m.submodules.core = Instance(
+            self.core.meta["module"],
+            i_clk=ClockSignal("sync"),
+            i_sim_trace=Const(0, 1),
+            o_init_done=self.init_done,
+            o_init_error=self.init_error,
+            **{
+                f"i_{p}_cmd_valid": u.cmd.valid, f"o_{p}_cmd_ready": u.cmd.ready,
+                f"i_{p}_cmd_we": u.cmd.payload.we, f"i_{p}_cmd_addr": addr,
+                f"i_{p}_wdata_valid": u.wdata.valid, f"o_{p}_wdata_ready": u.wdata.ready,
+                f"i_{p}_wdata_data": u.wdata.payload.data, f"i_{p}_wdata_we": u.wdata.payload.we,
+                f"o_{p}_rdata_valid": u.rdata.valid, f"i_{p}_rdata_ready": u.rdata.ready,
+                f"o_{p}_rdata_data": u.rdata.payload,
+                "i_wb_ctrl_adr": c.adr, "i_wb_ctrl_dat_w": c.dat_w, "o_wb_ctrl_dat_r": c.dat_r,
+                "i_wb_ctrl_sel": c.sel, "i_wb_ctrl_cyc": c.cyc, "i_wb_ctrl_stb": c.stb,
+                "i_wb_ctrl_we": c.we, "o_wb_ctrl_ack": c.ack, "o_wb_ctrl_err": c.err,
+                "i_wb_ctrl_cti": Const(0, 3), "i_wb_ctrl_bte": Const(0, 2),
+            },
+        )
+        return m
+
+
+class DramInit(wiring.Component):
+    """Replays `program` (`hw.dram.init_program`) on the core's CSR bus after reset: each
+    write is a Wishbone classic cycle, then its delay in cycles. ``done`` rises after the
+    last write and stays; ``error`` if the bus answered a write with ``err`` (the replay
+    stops there)."""
+
+    def __init__(self, program: list[InitWrite]) -> None:
+        if not program:
+            raise DramError("an empty init program")
+        self.program = program
+        super().__init__({"bus": Out(wishbone_ctrl()), "done": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        prog, bus = self.program, self.bus
+        idx = Signal(range(len(prog) + 1))
+        wait = Signal(range(max(w.delay for w in prog) + 2))
+        adr, val, dly = Signal(30), Signal(32), Signal.like(wait)
+        with m.Switch(idx):
+            for k, w in enumerate(prog):
+                with m.Case(k):
+                    m.d.comb += [adr.eq(w.adr), val.eq(w.value), dly.eq(w.delay)]
+        m.d.comb += [bus.adr.eq(adr), bus.dat_w.eq(val), bus.sel.eq(0xF), bus.we.eq(1)]
+        with m.FSM():
+            with m.State("WRITE"):
+                m.d.comb += [bus.cyc.eq(1), bus.stb.eq(1)]
+                with m.If(bus.err):
+                    m.d.sync += self.error.eq(1)
+                    m.next = "STOP"
+                with m.Elif(bus.ack):
+                    m.d.sync += wait.eq(dly)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(wait != 0):
+                    m.d.sync += wait.eq(wait - 1)
+                with m.Elif(idx == len(prog) - 1):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "STOP"
+                with m.Else():
+                    m.d.sync += idx.eq(idx + 1)
+                    m.next = "WRITE"
+            with m.State("STOP"):
+                pass
+        return m
