@@ -152,8 +152,9 @@ class RangeWriter(wiring.Component):
     and writes them from its address on, a word command per word touched (partial words
     with byte enables).
 
-    Throughput one byte per cycle (up to 4 words queued for the memory). ``busy``: a range
-    is being written, or a word's command or data has not been taken by the memory yet.
+    Throughput one byte per cycle, ranges back to back (the next range is taken with the
+    current one's last byte; up to 4 words queued for the memory). ``busy``: a range is
+    being written, or a word's command or data has not been taken by the memory yet.
     """
 
     def __init__(self, cfg: HwConfig, depth: int = 4) -> None:
@@ -174,14 +175,11 @@ class RangeWriter(wiring.Component):
         m.submodules.cmds = cmds = SyncFIFO(width=mem_addr_bits(cfg), depth=self.depth)
         m.submodules.words = words = SyncFIFO(width=cfg.mem_data_bits + wb, depth=self.depth)
 
-        # The current range: next byte address and bytes left.
+        # The current range: next byte address and bytes left. The next range is taken
+        # as the current one's last byte is (below, after the byte's updates).
         act = Signal()
         a = Signal(32)
         left = Signal(32)
-        m.d.comb += self.ranges.ready.eq(~act)
-        with m.If(self.ranges.valid & ~act):
-            m.d.sync += [act.eq(1), a.eq(self.ranges.payload.addr),
-                         left.eq(self.ranges.payload.len)]
 
         # Bytes into the word being assembled; a word leaves (a command and its data)
         # with its last byte or the range's.
@@ -202,11 +200,15 @@ class RangeWriter(wiring.Component):
             cmds.w_en.eq(take & done_word), cmds.w_data.eq(a >> s),
             words.w_en.eq(take & done_word), words.w_data.eq(nbuf | (nen << cfg.mem_data_bits)),
         ]
+        m.d.comb += self.ranges.ready.eq(~act | (take & (left == 1)))
         with m.If(take):
             m.d.sync += [a.eq(a + 1), left.eq(left - 1), buf.eq(nbuf),
                          en.eq(Mux(done_word, 0, nen))]
             with m.If(left == 1):
                 m.d.sync += act.eq(0)
+        with m.If(self.ranges.valid & self.ranges.ready):
+            m.d.sync += [act.eq(1), a.eq(self.ranges.payload.addr),
+                         left.eq(self.ranges.payload.len)]
 
         # The memory takes commands and data on their own streams, in order.
         m.d.comb += [

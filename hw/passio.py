@@ -155,8 +155,8 @@ class PassWriter(wiring.Component):
     out_pitch + c * vb``, or with ``upsample`` to the four pixels (2y+i, 2x+j) of a 2*OW
     wide tensor.
 
-    One byte per cycle (a pixel's bytes are replayed from a buffer for the three more
-    copies of an upsampled pixel, ``i`` waiting meanwhile). A write past the device memory
+    One byte per cycle (a value is taken as the previous one's last byte leaves; a pixel's
+    bytes are replayed from a buffer for the three more copies of an upsampled pixel). A write past the device memory
     is not made: ``err`` rises (until the next ``start``). ``busy`` until every word has
     been taken by the memory."""
 
@@ -250,8 +250,11 @@ class PassWriter(wiring.Component):
         vb_last = Mux(d.head, vb_head - 1, 0)
         replaying = copy != 0
         fire = Signal()
+        last_byte = Signal()
         m.d.comb += [
-            self.i.ready.eq(~held),
+            # The next value is taken as the held one's last byte leaves.
+            last_byte.eq(fire & ~replaying & (bidx == vb_last)),
+            self.i.ready.eq(~held | last_byte),
             wr.i.valid.eq(Mux(replaying, 1, held)),
             wr.i.payload.eq(Mux(replaying, rp_r.data, val.word_select(bidx, 8))),
             fire.eq(wr.i.valid & wr.i.ready),
@@ -259,8 +262,6 @@ class PassWriter(wiring.Component):
             rp_w.addr.eq(c), rp_w.data.eq(val.word_select(bidx, 8)),
             rp_w.en.eq(fire & ~replaying & d.upsample),
         ]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [val.eq(self.i.payload.as_unsigned()), held.eq(1), bidx.eq(0)]
         with m.If(fire):
             m.d.sync += c.eq(c + 1)
             with m.If(~replaying):
@@ -271,6 +272,8 @@ class PassWriter(wiring.Component):
                 m.d.sync += c.eq(0)
                 with m.If(d.upsample):
                     m.d.sync += copy.eq(copy + 1)
+        with m.If(self.i.valid & self.i.ready):          # after the above: a value taken
+            m.d.sync += [val.eq(self.i.payload.as_unsigned()), held.eq(1), bidx.eq(0)]
         with m.If(self.start):
             m.d.sync += [c.eq(0), copy.eq(0), held.eq(0)]
         m.d.comb += self.busy.eq(sending | held | replaying | wr.busy)

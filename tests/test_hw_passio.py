@@ -122,6 +122,7 @@ def test_pass_reader_refuses_ranges_past_memory() -> None:
 
 @pytest.mark.parametrize(("seed", "head", "upsample", "pool", "stall"), [
     (11, False, False, POOL_NONE, 0.0), (12, True, False, POOL_NONE, 0.3),
+    (16, True, False, POOL_NONE, 0.0),
     (13, False, True, POOL_NONE, 0.2), (14, False, False, POOL_S2, 0.5),
     (15, False, True, POOL_S2, 0.0)])
 def test_pass_writer(seed, head, upsample, pool, stall) -> None:
@@ -155,6 +156,8 @@ def test_pass_writer(seed, head, upsample, pool, stall) -> None:
                 if show and ready:
                     pos += 1
             ctx.set(dut.i.valid, 0)
+            if not stall and not upsample:            # a byte a cycle, pixels back to back
+                assert t <= len(vals) * (2 if head else 1) + 8, (t, len(vals))
             while ctx.get(dut.busy):
                 await ctx.tick()
             for _ in range(20):
