@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, Signal
 
 from hw.spec.config import ConfigError, HwConfig
 
@@ -43,6 +43,10 @@ MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_STD=-std=gnu++20")
 _HARNESS_MAKEFLAGS = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2")
 _PORTS = {"rx_valid": 1, "rx_ready": 1, "rx_payload": 8, "tx_valid": 1, "tx_ready": 1,
           "tx_payload": 8, "active": 1}
+#: The harness's inputs are the other ports (and clk, rst).
+_OUTPUTS = {"rx_ready", "tx_valid", "tx_payload", "active", "mem_cmd_valid", "mem_cmd_we",
+            "mem_cmd_addr", "mem_wdata_valid", "mem_wdata_data", "mem_wdata_we",
+            "mem_rdata_ready"}
 #: The top kinds: the streaming device (boards today), the memory device on the harness's
 #: memory model, and the memory device on LiteDRAM (its PHY model).
 TOPS = ("stream", "memory", "dram")
@@ -99,11 +103,29 @@ class _PipeTop(Elaboratable):
                     for field in s.payload.shape().members:
                         widths[f"mem_{stream_name}_{field}"] = len(getattr(s.payload, field))
         self.ports = {n: Signal(w, name=n) for n, w in widths.items()}
+        self.clk, self.rst = Signal(name="clk"), Signal(name="rst")
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.dut = dut = self.dut
-        p = self.ports
+        # The device's inputs (rst included) come from registers that take the harness's
+        # ports at each rising edge: the harness sets the inputs of cycle c before the edge
+        # that ends cycle c-1 (sim/harness_cpp/main.cpp). Verilator re-evaluates all logic
+        # downstream of top-level inputs at every eval (and the harness evaluates twice a
+        # cycle, clk low then high); behind these registers that logic runs once a cycle,
+        # after the edge.
+        clk, rst, dut = self.clk, self.rst, self.dut
+        m.domains.dev = dev = ClockDomain("dev")
+        m.domains.port = port_cd = ClockDomain("port", reset_less=True)
+        m.d.comb += [dev.clk.eq(clk), port_cd.clk.eq(clk)]
+        m.submodules.dut = DomainRenamer({"sync": "dev"})(dut)
+        p = {}
+        for name, port in self.ports.items():
+            if name in _OUTPUTS:
+                p[name] = port
+            else:
+                p[name] = Signal.like(port, name=f"{name}_q")
+                m.d.port += p[name].eq(port)
+        m.d.port += dev.rst.eq(rst)
         m.d.comb += [dut.rx.valid.eq(p["rx_valid"]), dut.rx.payload.eq(p["rx_payload"]),
                      p["rx_ready"].eq(dut.rx.ready), p["tx_valid"].eq(dut.tx.valid),
                      p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"]),
@@ -136,7 +158,8 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
             return binary
         stamp.unlink(missing_ok=True)
         pipe = _PipeTop(cfg, timeout_cycles, top)
-        source = verilog.convert(pipe, name="device_pipe", ports=list(pipe.ports.values()),
+        source = verilog.convert(pipe, name="device_pipe", ports=[*pipe.ports.values(),
+                                                                  pipe.clk, pipe.rst],
                                  emit_src=False)
         (build_dir / "device_pipe.v").write_text(source)
         extra = [str(pipe.core.verilog)] if pipe.core is not None else []

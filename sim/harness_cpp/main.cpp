@@ -23,6 +23,14 @@
 // and then the harness blocks on stdin. `idle_limit` (argv[1]) must exceed the device's
 // frame timeout so that a truncated frame still times out and gets its error reply. At exit
 // (EOF on stdin, once idle) it prints "harness: <cycles> cycles" on stderr.
+//
+// Evaluation: the top (hw/simulator.py) registers every input, rst included, at the rising
+// edge before the device sees it. Each loop iteration sets the inputs of cycle c, then runs
+// the edge that ends cycle c-1 (clk low, clk high), and reads the outputs of cycle c: the
+// same cycle behaviour as setting inputs and reading outputs before each edge, with the
+// model's combinational logic evaluated once a cycle instead of after every input change.
+// Decisions taken before the inputs are set (waiting for the host, exit) see `active` of
+// cycle c-1, one cycle late.
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -221,9 +229,9 @@ int main(int argc, char** argv) {
     top->mem_wdata_ready = 0;
     top->mem_rdata_valid = 0;
 #endif
-    tick();
-    tick();
-    top->rst = 0;
+    tick();                              // the port registers take rst = 1
+    tick();                              // the device is reset
+    top->rst = 0;                        // (reset once more by the loop's first edge)
 
     for (;;) {
         bool wait = in.empty() && !eof && idle >= kQuiet && !waited && !top->active;
@@ -258,8 +266,11 @@ int main(int argc, char** argv) {
             for (int k = 0; k < kWords32; k++)
                 top->mem_rdata_data[k] = mem.reads.front().second.w[k];
 #endif
-        top->clk = 0;
-        top->eval();
+        // The edge that ends the previous cycle: the device's port registers (hw/simulator.py)
+        // take the inputs just set, so the outputs read now are this cycle's, as if the
+        // inputs had been set before a clk-low eval. `top->active` read before this edge is
+        // the previous cycle's.
+        tick();
         bool rx_take = top->rx_valid && top->rx_ready;
         bool tx_take = top->tx_valid && top->tx_ready;
         uint8_t tx_byte = top->tx_payload;
@@ -279,8 +290,6 @@ int main(int argc, char** argv) {
             return 1;
         }
 #endif
-        top->clk = 1;
-        top->eval();
         cycles++;
 #ifdef HARNESS_MEMORY
         if (cmd_take) mem.cmds.push_back(cmd);
