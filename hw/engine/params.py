@@ -108,7 +108,9 @@ class ParamLoader(wiring.Component):
                                                  init=[])
         m.submodules.smem = smem = memory.Memory(shape=unsigned(cfg.shift_bits), depth=g_max,
                                                  init=[])
-        w_wr, b_wr, s_wr = wmem.write_port(granularity=1), bmem.write_port(), smem.write_port()
+        # The weight memory is written a beat (P lanes) at a time: one enable per P lanes.
+        w_wr = wmem.write_port(granularity=P)
+        b_wr, s_wr = bmem.write_port(), smem.write_port()
         wiring.connect(m, wiring.flipped(self.weights), wmem.read_port())
         wiring.connect(m, wiring.flipped(self.bias), bmem.read_port())
         wiring.connect(m, wiring.flipped(self.shift), smem.read_port())
@@ -160,7 +162,7 @@ class ParamLoader(wiring.Component):
         m.d.comb += [
             w_wr.addr.eq(waddr),
             w_wr.en.eq(Mux(weights & (waddr < w_depth),
-                           Const((1 << P) - 1, R * C) << (lo_r * C + lj * P), 0)),
+                           Const(1, R * C // P) << (lo_r * (C // P) + lj), 0)),
             b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
             b_wr.en.eq(serial & (phase == _Load.BIASES) & (bb == 3)),
             s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
