@@ -18,7 +18,7 @@ parameter block's beats (one a cycle), and prints one JSON object with `--json`:
   over 100 Mbit Ethernet (~11.5 MB/s of UDP payload; the Arty boards only).
 
 The measured frame on the simulated device (`bench/sim_frame.py`) adds memory stalls and
-pass starts to this model (4.1% on the default config, 2026-11-27).
+pass starts to this model (0.3% on the default config, 2026-11-27).
 """
 
 from __future__ import annotations

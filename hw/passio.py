@@ -156,9 +156,9 @@ class PassWriter(wiring.Component):
     wide tensor.
 
     One byte per cycle (a value is taken as the previous one's last byte leaves; a pixel's
-    bytes are replayed from a buffer for the three more copies of an upsampled pixel). A write past the device memory
-    is not made: ``err`` rises (until the next ``start``). ``busy`` until every word has
-    been taken by the memory."""
+    bytes are replayed from a buffer for the three more copies of an upsampled pixel). A
+    write past the device memory is not made: ``err`` rises (until the next ``start``).
+    ``busy`` until every word has been taken by the memory."""
 
     def __init__(self, cfg: HwConfig) -> None:
         self.cfg = cfg

@@ -65,11 +65,11 @@ EXAMPLES = """examples:
 """
 
 #: Simulated cycles per wall second of the device with its memory on 2 cores (bench/
-#: sim_frame.py: 58.2 M cycles in 247 s), and its frame cycles per cycle of the MACs at
-#: full utilization (48.3 M for 43.4 M: the schedule, memory stalls, parameter loading):
-#: the sim backend's time estimate for videos.
-SIM_CYCLES_PER_SECOND = 0.236e6
-SIM_STALL_FACTOR = 1.11
+#: sim_frame.py: 49.2 M cycles in 168 s, load 3), and its frame cycles per cycle of the
+#: MACs at full utilization (47.6 M for 43.4 M: the schedule, memory stalls, parameter
+#: loading): the sim backend's time estimate for videos.
+SIM_CYCLES_PER_SECOND = 0.29e6
+SIM_STALL_FACTOR = 1.10
 
 
 class UsageError(ValueError):
