@@ -47,6 +47,9 @@ DRAM_RESERVE_BRAM36 = 10
 #: BRAM36 equivalents of the device top outside the engine (output queue; the Yosys
 #: estimate of the whole default device is 1 more than the engine's, README).
 DEVICE_BRAM36 = 1.0
+#: BRAM36 equivalents of the engine beyond the memories `bram_estimate` lists: Yosys's
+#: count of the default LayerEngine (35.5) less the listed ones (34.5).
+ENGINE_OTHER_BRAM36 = 1.0
 #: Simple-dual-port shapes (data bits, words) of a RAMB36E1 and of a RAMB18E1 (half one).
 _BRAM36_SHAPES = ((72, 512), (36, 1024), (18, 2048), (9, 4096), (4, 8192), (2, 16384),
                   (1, 32768))
@@ -70,24 +73,29 @@ def memory_bram36(bits: int, words: int) -> float:
 def bram_estimate(cfg: HwConfig) -> dict[str, float]:
     """BRAM36 equivalents of the device per memory (docs/gateware.md):
 
-    - weights: ``weight_mem_bytes / (R*C)`` words of ``8 R C`` bits;
+    - weights: ``weight_mem_bytes / (R*C)`` words of ``8 R C`` bits, written in lanes of
+      `param_beat` bytes, each lane its own memory (how Yosys maps it: 16 BRAM36 for the
+      default 576 x 512 bits, 104 for 1,024 x 3,328 bits in 128-bit lanes);
     - reorder buffer: ``BANKS * ceil(max_in_channels / C)`` words of ``72 C`` bits;
     - bias and shift: `max_group` words of 32 and `shift_bits` bits;
     - window generator: two rows in 1,024 x 16 banks (one RAMB18 each), plus the column
       history, ``max_in_channels`` x 48 bits;
     - max pool: a row in 2,048 x 8 banks, plus ``max_in_channels`` bytes;
-    - the device's queues (`DEVICE_BRAM36`).
+    - the engine's other memories (`ENGINE_OTHER_BRAM36`) and the device's queues
+      (`DEVICE_BRAM36`).
     """
     r, c = cfg.array_rows, cfg.array_cols
     g = max(max_group(cfg), 1)
     return {
-        "weights": memory_bram36(8 * r * c, cfg.weight_mem_bytes // (r * c)),
+        "weights": r * c // cfg.param_beat
+        * memory_bram36(8 * cfg.param_beat, cfg.weight_mem_bytes // (r * c)),
         "reorder": memory_bram36(72 * c, BANKS * math.ceil(cfg.max_in_channels / c)),
         "bias_shift": memory_bram36(32, g) + memory_bram36(cfg.shift_bits, g),
         "linebuf": math.ceil(cfg.line_buffer_depth / 1024) / 2
         + memory_bram36(48, cfg.max_in_channels),
         "maxpool": math.ceil(cfg.line_buffer_depth / 2048) / 2
         + memory_bram36(8, cfg.max_in_channels),
+        "other": ENGINE_OTHER_BRAM36,
         "device": DEVICE_BRAM36,
     }
 

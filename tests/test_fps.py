@@ -35,7 +35,7 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
     model = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
                 for p in image.passes)
     beats = sum(p.param_len // cfg.param_beat for p in image.passes)
-    assert r["cycles_per_frame"] == model + beats < model * 1.1
+    assert r["cycles_per_frame"] == model + beats < model * 1.15
     # Image in and heads out, plus a few percent of framing.
     h, w, c = bundle.input_shape
     payload = h * w * c + sum(image.layer_views[i].nbytes for i in image.heads)
@@ -44,11 +44,11 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 #: What each board config's no-stall schedule meets (docs/gateware.md, "Array sizes per
 #: board"): overall utilization at least `util`, and every 3x3 layer except `below` at
-#: least `util3` (the listed ones are bound by the serializer's one value a cycle or the
-#: window generator's cin cycles a pixel, not by the array).
+#: least `util3` (the listed ones are bound by the serializer's one value a cycle, or by
+#: R not dividing their 16-64 output channels).
 MEETS: dict[str, dict[str, object]] = {
     "default": {"util": 0.91, "util3": 0.92, "below": {0: 0.84}},
-    "arty_a7_100": {"util": 0.86, "util3": 0.92, "below": {0: 0.42}},
+    "arty_a7_100": {"util": 0.63, "util3": 0.83, "below": {0: 0.13, 2: 0.63, 4: 0.63}},
 }
 
 
