@@ -61,17 +61,20 @@ COLS = (4, 8, 12, 16, 32)
 MAX_ROWS = 64
 
 
-def memory_bram36(bits: int, words: int) -> float:
+def memory_bram36(bits: int, words: int, family: str = "xc7") -> float:
     """BRAM36 equivalents of one `words` x `bits` memory: the cheapest tiling with one
-    block shape (RAMB36E1, or RAMB18E1 at half a BRAM36; an ECP5 DP16KD has the RAMB18's
-    shapes), as Yosys's memory mapping chooses."""
-    full = min(math.ceil(bits / b) * math.ceil(words / d) for b, d in _BRAM36_SHAPES)
+    block shape (RAMB36E1, or RAMB18E1 at half a BRAM36; on "ecp5" only the DP16KD, which
+    has the RAMB18's shapes), as Yosys's memory mapping chooses."""
     half = min(math.ceil(bits / b) * math.ceil(words / d) for b, d in _BRAM18_SHAPES)
+    if family == "ecp5":
+        return half / 2
+    full = min(math.ceil(bits / b) * math.ceil(words / d) for b, d in _BRAM36_SHAPES)
     return min(float(full), half / 2)
 
 
-def bram_estimate(cfg: HwConfig) -> dict[str, float]:
-    """BRAM36 equivalents of the device per memory (docs/gateware.md):
+def bram_estimate(cfg: HwConfig, family: str = "xc7") -> dict[str, float]:
+    """BRAM36 equivalents of the device per memory (docs/gateware.md; on "ecp5" DP16KD
+    blocks, two a BRAM36):
 
     - weights: ``weight_mem_bytes / (R*C)`` words of ``8 R C`` bits, written in lanes of
       `param_beat` bytes, each lane its own memory (how Yosys maps it: 16 BRAM36 for the
@@ -86,15 +89,19 @@ def bram_estimate(cfg: HwConfig) -> dict[str, float]:
     """
     r, c = cfg.array_rows, cfg.array_cols
     g = max(max_group(cfg), 1)
+
+    def tile(bits: int, words: int) -> float:
+        return memory_bram36(bits, words, family)
+
     return {
         "weights": r * c // cfg.param_beat
-        * memory_bram36(8 * cfg.param_beat, cfg.weight_mem_bytes // (r * c)),
-        "reorder": memory_bram36(72 * c, BANKS * math.ceil(cfg.max_in_channels / c)),
-        "bias_shift": memory_bram36(32, g) + memory_bram36(cfg.shift_bits, g),
+        * tile(8 * cfg.param_beat, cfg.weight_mem_bytes // (r * c)),
+        "reorder": tile(72 * c, BANKS * math.ceil(cfg.max_in_channels / c)),
+        "bias_shift": tile(32, g) + tile(cfg.shift_bits, g),
         "linebuf": math.ceil(cfg.line_buffer_depth / 1024) / 2
-        + memory_bram36(48, cfg.max_in_channels),
+        + tile(48, cfg.max_in_channels),
         "maxpool": math.ceil(cfg.line_buffer_depth / 2048) / 2
-        + memory_bram36(8, cfg.max_in_channels),
+        + tile(8, cfg.max_in_channels),
         "other": ENGINE_OTHER_BRAM36,
         "device": DEVICE_BRAM36,
     }
@@ -169,7 +176,7 @@ def explore(board: str, min_macs: int = 0,
                                                   weight_mem_bytes=depth * r * c)
                     except ConfigError:
                         continue
-                    bram = sum(bram_estimate(cfg).values())
+                    bram = sum(bram_estimate(cfg, BOARDS[board].family).values())
                     if bram > bram_total - reserve:
                         continue
                     try:

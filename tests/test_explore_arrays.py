@@ -26,6 +26,11 @@ def test_bram_estimate_matches_yosys(rows: int, cols: int, pack: int, weights: i
     assert abs(sum(ea.bram_estimate(cfg).values()) - yosys) <= 1
 
 
+def test_bram_estimate_ecp5_matches_yosys() -> None:
+    # synth_ecp5 of the whole default device: 73 DP16KD (README)
+    assert sum(ea.bram_estimate(DEFAULT, "ecp5").values()) * 2 == 73
+
+
 def test_memory_tiling() -> None:
     assert ea.memory_bram36(576, 384) == 8          # the default reorder buffer
     assert ea.memory_bram36(64, 576) == 2
