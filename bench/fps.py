@@ -67,7 +67,7 @@ def fps(board: str, bundle: Bundle) -> dict[str, object]:
     b = BOARDS[board]
     image = compile_network(bundle, cfg)
     cycles = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
-                 + p.param_len // cfg.array_cols for p in image.passes)
+                 + p.param_len // cfg.param_beat for p in image.passes)
     h, w, c = bundle.input_shape
     heads = sum(image.layer_views[i].nbytes for i in image.heads)
     link = link_bytes(h * w * c, heads + TRACE_BYTES * len(image.passes))

@@ -9,6 +9,7 @@ cycles and MAC utilization against the documented schedule (`engine_cycles`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -270,3 +271,27 @@ def test_engine(name: str) -> None:
     run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
               {"seed": 3000 + len(name), "idle": 0.25, "stall": 0.25, "slices": slices},
               seed=13)
+
+
+#: Board configs (boards/*.json) with a small max_width: the schedule model against the
+#: Verilator engine on Tiny-YOLOv3-shaped groups of each array shape (bench.explore_arrays).
+BOARD_SLICES = [[13, 13, 512, 1024, 3, 0], [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1],
+                [13, 13, 256, 512, 3, 2], [16, 16, 16, 32, 3, 1], [16, 16, 32, 64, 3, 1]]
+
+
+def board_slice_config(board: str) -> HwConfig:
+    """The board's config with max_width 32 (the slices' maps are at most 32 wide)."""
+    from boards import BOARDS
+
+    return dataclasses.replace(HwConfig.load(BOARDS[board].default_config_path()),
+                               max_width=32)
+
+
+@pytest.mark.parametrize("board", ["arty_a7_100"])
+def test_engine_board_slices(board: str) -> None:
+    from harness import run_block
+
+    cfg = board_slice_config(board)
+    run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
+              {"seed": 3100, "idle": 0.0, "stall": 0.0, "slices": BOARD_SLICES}, seed=13,
+              testcase="engine_slice")

@@ -144,7 +144,7 @@ def test_shipped_default_bundle(pretrained, pretrained_bundle):
 
 
 def test_every_config_of_the_shipped_numerics_gets_the_shipped_bundle(pretrained_bundle):
-    """The ULX3S build (45 MHz, 3 Mbaud) and the A7-100T build (16x8 array) compute the same
+    """The ULX3S build (45 MHz, 3 Mbaud) and the A7-100T build (50x8 array) compute the same
     integers as the default: they run the shipped, COCO-tuned bundle, rebuilt without torch."""
     from sw.runtime.detect import shipped_bundle
 

@@ -9,6 +9,7 @@ import pytest
 
 from bench import fps
 from boards import BOARDS
+from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import engine_cycles
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
@@ -33,8 +34,54 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
     image = compile_network(bundle, cfg)
     model = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
                 for p in image.passes)
-    assert model < r["cycles_per_frame"] < model * 1.05
+    beats = sum(p.param_len // cfg.param_beat for p in image.passes)
+    assert r["cycles_per_frame"] == model + beats < model * 1.15
     # Image in and heads out, plus a few percent of framing.
     h, w, c = bundle.input_shape
     payload = h * w * c + sum(image.layer_views[i].nbytes for i in image.heads)
     assert payload < r["link_bytes_per_frame"] < payload * 1.05
+
+
+#: What each board config's no-stall schedule meets (docs/gateware.md, "Array sizes per
+#: board"): overall utilization at least `util`, and every 3x3 layer except `below` at
+#: least `util3` (the listed ones are bound by the serializer's one value a cycle, or by
+#: R not dividing their 16-64 output channels).
+MEETS: dict[str, dict[str, object]] = {
+    "default": {"util": 0.91, "util3": 0.92, "below": {0: 0.84}},
+    "arty_a7_100": {"util": 0.63, "util3": 0.83, "below": {0: 0.13, 2: 0.63, 4: 0.63}},
+}
+
+
+def _board_or_default(name: str) -> HwConfig:
+    return DEFAULT if name == "default" else fps.board_config(name)
+
+
+@pytest.mark.parametrize("name", sorted(MEETS))
+def test_schedule_utilization(name: str) -> None:
+    """The schedule model's utilization of each board config, per 3x3 layer and overall,
+    and its fit (multipliers, block-RAM estimate with room for the DRAM controller)."""
+    from bench.explore_arrays import DRAM_RESERVE_BRAM36, ENGINE_DSP, bram_estimate, evaluate
+
+    cfg = _board_or_default(name)
+    bundle = Bundle.load(shipped_bundle(cfg), expect=cfg)
+    _, util, util3 = evaluate(cfg, bundle)
+    want = MEETS[name]
+    assert util >= want["util"]
+    assert set(util3) == {0, 2, 4, 6, 8, 10, 12, 14, 21}
+    for layer, u in util3.items():
+        assert u >= want["below"].get(layer, want["util3"]), (layer, u)
+    board = BOARDS["arty_a7" if name == "default" else name]
+    assert cfg.multipliers + ENGINE_DSP <= board.capacity["DSP48E1"]
+    assert sum(bram_estimate(cfg).values()) <= board.capacity["BRAM36"] - DRAM_RESERVE_BRAM36
+
+
+def test_default_3x3_layers_short_of_95_percent() -> None:
+    """Issue 17 asks >= 95% for every 3x3 layer on the default config; the no-stall model
+    gives layer 0 (serializer: 8 values a pixel after column pooling) and layer 12 (the
+    generator's cin cycles at the pass's first pixels and row starts) less. Pinned so
+    that a change that meets it updates the docs."""
+    from bench.explore_arrays import evaluate
+
+    bundle = Bundle.load(shipped_bundle(DEFAULT), expect=DEFAULT)
+    _, _, util3 = evaluate(DEFAULT, bundle)
+    assert sorted(i for i, u in util3.items() if u < 0.95) == [0, 12]

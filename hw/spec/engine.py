@@ -189,23 +189,23 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
                   pool: int = POOL_NONE) -> int:
     """Expected cycles of one pass (one group) with no stalls: the documented schedule.
 
-    A pixel occupies the array for M = max(nrb * k*k * nq, nrb * R) cycles (nrb =
-    ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer needs R cycles per
-    row block). Packed groups (`packed`) run nq = ceil(9 * cin / C) vectors of one tap;
-    column-pooled groups (`column_pooled`) serialize every other pixel only, so
-    M = max(nrb * k*k * nq, nrb * R / 2). The window generator walks its positions at
-    cin cycles each ((H + 1) x (W + 1) in 3x3 mode, where row 0 and column 0 yield no
-    window; H x W in 1x1 mode) and writes a pixel's windows only into a free bank of the
-    reorder buffer (freed when the array finishes the pixel BANKS pixels earlier). This
-    replays that schedule pixel by pixel, plus the pipeline tail (`mac_latency` + 20
-    cycles, 3 more with a pool, and the max pool's padding row, (W + 1) * cout cycles, in
-    stride-1 mode).
+    A pixel occupies the array for M = max(nrb * k*k * nq, cout) cycles (nrb =
+    ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer sends a row block's
+    min(R, cout - r0) channels a cycle each, cout a pixel). Packed groups (`packed`) run
+    nq = ceil(9 * cin / C) vectors of one tap; column-pooled groups (`column_pooled`)
+    serialize every other pixel only, so M = max(nrb * k*k * nq, cout / 2). The window
+    generator walks its positions at cin cycles each ((H + 1) x (W + 1) in 3x3 mode,
+    where row 0 and column 0 yield no window; H x W in 1x1 mode) and writes a pixel's
+    windows only into a free bank of the reorder buffer (freed when the array finishes
+    the pixel BANKS pixels earlier). This replays that schedule pixel by pixel, plus the
+    pipeline tail (`mac_latency` + 20 cycles, 3 more with a pool, and the max pool's
+    padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
     r, c = cfg.array_rows, cfg.array_cols
     nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
     if packed(cfg, k, cin):
         nq, kk = math.ceil(kk * cin / c), 1
-    ser = nrb * r / 2 if column_pooled(cfg, w, cout, pool) else nrb * r
+    ser = cout / 2 if column_pooled(cfg, w, cout, pool) else cout
     busy = max(nrb * kk * nq, ser)
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0
