@@ -275,6 +275,8 @@ def test_engine(name: str) -> None:
 
 #: Board configs (boards/*.json) with a small max_width: the schedule model against the
 #: Verilator engine on Tiny-YOLOv3-shaped groups of each array shape (bench.explore_arrays).
+#: Run by `python bench/board_slices.py --board NAME` (about 10 minutes for the A7-100T's
+#: 400-MAC engine, most of it the Verilator build: a bench, not a `make test` case).
 BOARD_SLICES = [[13, 13, 512, 1024, 3, 0], [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1],
                 [13, 13, 256, 512, 3, 2], [16, 16, 16, 32, 3, 1], [16, 16, 32, 64, 3, 1]]
 
@@ -287,11 +289,3 @@ def board_slice_config(board: str) -> HwConfig:
                                max_width=32)
 
 
-@pytest.mark.parametrize("board", ["arty_a7_100"])
-def test_engine_board_slices(board: str) -> None:
-    from harness import run_block
-
-    cfg = board_slice_config(board)
-    run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
-              {"seed": 3100, "idle": 0.0, "stall": 0.0, "slices": BOARD_SLICES}, seed=13,
-              testcase="engine_slice")
