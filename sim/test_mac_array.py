@@ -13,7 +13,7 @@ from streams import Sink, Source, compare, config, pack, params, run_streams, st
 from hw.mac_array import MacArray, mac_in_layout, mac_out_layout
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import mac_latency
-from tests.reference import ref_mac
+from tests.reference import mac_one_hot_groups, ref_mac
 
 Group = tuple[np.ndarray, np.ndarray]     # x (n, C), w (n, R, C)
 
@@ -30,13 +30,7 @@ def corner_groups(cfg: HwConfig) -> list[Group]:
     out.append((np.full((n, c), -128), np.full((n, r, c), 127)))
     out.append((np.full((n, c), -128), np.full((n, r, c), -127)))
     # One-hot patterns: catch swapped rows or columns and misaligned skew.
-    for k in range(max(r, c)):
-        x = np.zeros((1, c), dtype=np.int64)
-        w = np.zeros((1, r, c), dtype=np.int64)
-        x[0, k % c] = 3 + k
-        w[0, k % r, k % c] = -5 - k
-        w[0, (k + 1) % r, k % c] = 7
-        out.append((x, w))
+    out += mac_one_hot_groups(r, c)        # swapped rows or columns, misaligned skew
     return out
 
 

@@ -27,9 +27,9 @@ from hw.spec.engine import (
 from hw.spec.memory import Pass
 from sw.runtime import golden
 
-__all__ = ["check_layers", "check_program", "ref_engine", "ref_layer_decode", "ref_mac",
-           "ref_maxpool", "ref_pass_input", "ref_pass_output", "ref_pass_params", "ref_program",
-           "ref_requant", "ref_windows"]
+__all__ = ["check_layers", "check_program", "mac_one_hot_groups", "ref_engine",
+           "ref_layer_decode", "ref_mac", "ref_maxpool", "ref_pass_input", "ref_pass_output",
+           "ref_pass_params", "ref_program", "ref_requant", "ref_windows"]
 
 
 def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
@@ -59,6 +59,20 @@ def ref_mac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Dot products of one group (`hw.mac_array.MacArray`): x is (n, C), w is (n, R, C);
     returns (R,) int64, the sum of all n * C products per output channel, exactly."""
     return np.einsum("nc,nrc->r", np.asarray(x, np.int64), np.asarray(w, np.int64))
+
+
+def mac_one_hot_groups(rows: int, cols: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """MAC array test groups (x (1, C), w (1, R, C)) that catch swapped rows or columns and
+    misaligned skew: one activation, two weights in its column, a different pair each."""
+    out = []
+    for k in range(max(rows, cols)):
+        x = np.zeros((1, cols), dtype=np.int64)
+        w = np.zeros((1, rows, cols), dtype=np.int64)
+        x[0, k % cols] = 3 + k
+        w[0, k % rows, k % cols] = -5 - k
+        w[0, (k + 1) % rows, k % cols] = 7
+        out.append((x, w))
+    return out
 
 
 def ref_requant(acc: int, bias: int, shift: int, leaky: bool, head: bool,

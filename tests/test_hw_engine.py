@@ -98,13 +98,19 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
 def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, leaky: bool,
                                   head: bool, pool: int) -> None:
     assert cout <= group_size(CFG, k, cin)
-    rng = np.random.default_rng(h * 100 + cin * 10 + cout)
+    _check_random_pass(h, w, cin, cout, k, leaky, head, pool, CFG, 0)
+
+
+def _check_random_pass(h: int, w: int, cin: int, cout: int, k: int, leaky: bool, head: bool,
+                       pool: int, cfg: HwConfig, seed: int) -> None:
+    """A seeded random pass with stalls through the engine on `cfg`: exact, no error."""
+    rng = np.random.default_rng(h * 100 + cin * 10 + cout + seed)
     x = rng.integers(-128, 128, (h, w, cin))
     wt = rng.integers(-127, 128, (cout, k, k, cin))
     b = rng.integers(-3000, 3000, cout)
     shift = rng.integers(4, 10, cout)
-    got, err, cycles = _run(x, wt, b, shift, leaky, head, pool, stall=0.3)
-    want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG)
+    got, err, cycles = _run(x, wt, b, shift, leaky, head, pool, stall=0.3, cfg=cfg)
+    want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=cfg)
     assert got == want.reshape(-1).tolist()
     assert err == 0 and cycles > 0
 
@@ -119,14 +125,7 @@ def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, l
 def test_engine_with_packed_macs(h: int, w: int, cin: int, cout: int, k: int, leaky: bool,
                                  head: bool, pool: int) -> None:
     """The engine with mac_pack = 2 (another MAC array latency) is bit-exact too."""
-    rng = np.random.default_rng(h * 100 + cin * 10 + cout + 1)
-    x = rng.integers(-128, 128, (h, w, cin))
-    wt = rng.integers(-127, 128, (cout, k, k, cin))
-    b = rng.integers(-3000, 3000, cout)
-    shift = rng.integers(4, 10, cout)
-    got, err, _ = _run(x, wt, b, shift, leaky, head, pool, stall=0.3, cfg=CFG_PACKED)
-    want = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool, cfg=CFG_PACKED)
-    assert got == want.reshape(-1).tolist() and err == 0
+    _check_random_pass(h, w, cin, cout, k, leaky, head, pool, CFG_PACKED, 1)
 
 
 def test_extra_param_bytes_set_error() -> None:

@@ -13,7 +13,7 @@ from hw.mac_array import MacArray
 from hw.packed_mul import PACKED_MUL_LATENCY, PackedMultiplier
 from hw.spec.config import HwConfig
 from hw.spec.engine import mac_latency
-from tests.reference import ref_mac
+from tests.reference import mac_one_hot_groups, ref_mac
 
 Group = tuple[np.ndarray, np.ndarray]     # x (n, C), w (n, R, C)
 
@@ -70,13 +70,7 @@ def _corner_groups(cfg: HwConfig) -> list[Group]:
     for w_row in (np.where(np.arange(r) % 2, -128, 127), np.where(np.arange(r) % 2, 127, -128)):
         out.append((alt_x, np.broadcast_to(w_row[None, :, None], (1, r, c))))
         out.append((-1 - alt_x, np.broadcast_to(w_row[None, :, None], (1, r, c))))
-    for k in range(max(r, c)):
-        x = np.zeros((1, c), dtype=np.int64)
-        w = np.zeros((1, r, c), dtype=np.int64)
-        x[0, k % c] = 3 + k
-        w[0, k % r, k % c] = -5 - k
-        w[0, (k + 1) % r, k % c] = 7
-        out.append((x, w))
+    out += mac_one_hot_groups(r, c)        # swapped rows or columns, misaligned skew
     return out
 
 
