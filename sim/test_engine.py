@@ -29,6 +29,7 @@ from hw.spec.engine import (
     max_group,
     param_bytes,
 )
+from tests.hwbench import beats
 from tests.reference import ref_engine
 
 #: Engine configs: the default build and a 4x4 one whose weight memory (144 words) is
@@ -101,10 +102,8 @@ def layer_data(nrng: np.random.Generator, h: int, w: int, cin: int, cout: int, k
 
 
 def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
-    """The group's parameter block as the engine's `params` beats (C bytes, first lowest)."""
-    c = config().param_beat
-    raw = group_params(config(), w, b, shift)
-    return [int.from_bytes(raw[n:n + c], "little") for n in range(0, len(raw), c)]
+    """The group's parameter block as the engine's `params` beats (first byte lowest)."""
+    return beats(group_params(config(), w, b, shift), config().param_beat)
 
 
 def signed(v: int, bits: int) -> int:

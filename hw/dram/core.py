@@ -120,6 +120,6 @@ class DramInit(wiring.Component):
                 with m.Else():
                     m.d.sync += idx.eq(idx + 1)
                     m.next = "WRITE"
-            with m.State("STOP"):
+            with m.State("STOP"):             # done or error: no more writes until reset
                 pass
         return m
