@@ -84,8 +84,8 @@ def _ports(verilog: str) -> dict[str, list[Any]]:
     head = verilog[verilog.index(f"module {CORE_NAME}"):]
     head = head[:head.index(");")]
     out = {}
-    for d, msb, name in re.findall(r"(input|output|inout)\s+wire\s+(?:\[(\d+):0\]\s+)?(\w+)",
-                                   head):
+    pattern = r"(input|output|inout)\s+(?:wire|reg)\s+(?:\[(\d+):0\]\s+)?(\w+)"
+    for d, msb, name in re.findall(pattern, head):
         out[name] = [d, int(msb) + 1 if msb else 1]
     return out
 

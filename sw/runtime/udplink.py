@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import os
 import secrets
 import select
@@ -51,9 +52,9 @@ def parse_host(text: str) -> tuple[str, int]:
     if not sep:
         host, port = text, str(DEFAULT_UDP_PORT)
     try:
-        socket.inet_aton(host)
+        ipaddress.IPv4Address(host)
         value = int(port)
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         raise ValueError(f"--host {text!r}: expected IPv4[:PORT], e.g. 192.168.1.50:7777") from e
     if not 1 <= value <= 65535:
         raise ValueError(f"--host {text!r}: port outside 1..65535")
@@ -253,3 +254,39 @@ class EthSimLink(UdpLink):
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError):
                 os.kill(proc.pid, 9)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sw.runtime.udplink --udp-port N``: the simulated device on simulated
+    Ethernet, listening on 127.0.0.1:N until Ctrl-C (then ``sw/host.py --host
+    127.0.0.1:N`` drives it like a board)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sw.runtime.udplink",
+                                description="the simulated device on simulated Ethernet, "
+                                            "on a local UDP port")
+    p.add_argument("--udp-port", type=int, default=DEFAULT_UDP_PORT,
+                   help=f"local port to listen on (default {DEFAULT_UDP_PORT}; 0: any)")
+    p.add_argument("--hw-config", help="HwConfig JSON (default: the default config)")
+    args = p.parse_args(argv)
+    if not 0 <= args.udp_port <= 65535:
+        p.error("--udp-port outside 0..65535")
+    try:
+        cfg = HwConfig.load(args.hw_config) if args.hw_config else HwConfig()
+        binary = eth_harness_binary(cfg)
+    except (LinkError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    idle_limit = 2 * SIM_TIMEOUT_CYCLES + 1000
+    proc = subprocess.Popen([str(binary), str(idle_limit), "--udp-port", str(args.udp_port)],
+                            stdin=subprocess.PIPE)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.stdin.close()
+        proc.wait()
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
