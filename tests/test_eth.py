@@ -133,12 +133,13 @@ def test_sequence_rules(link) -> None:
     assert err.opcode == Reply.ERROR and err.payload[0] == Err.BAD_CRC
     # MEM_READ replies: DATA + OK frames up to the stored reply's size; past it TOO_LONG,
     # also when resent
-    read = protocol.encode_frame(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, 0, 2000))
+    most = udp.MAX_REPLY_BYTES - 2 * protocol.FRAME_OVERHEAD
+    read = protocol.encode_frame(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, 0, most))
     head, body = _exchange(sock, dgram(3, read))
     frames = protocol.FrameDecoder().feed(body)
     assert head.flags == udp.Status.OK and [f.opcode for f in frames] == [Reply.DATA, Reply.OK]
-    assert len(body) == 2000 + 2 * protocol.FRAME_OVERHEAD <= udp.MAX_REPLY_BYTES
-    read = protocol.encode_frame(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, 0, 2100))
+    assert len(body) == udp.MAX_REPLY_BYTES and len(body) + udp.HEADER_BYTES <= 1472
+    read = protocol.encode_frame(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, 0, most + 1))
     assert _exchange(sock, dgram(4, read)) == (udp.Header(udp.Status.TOO_LONG, session, 4), b"")
     assert _exchange(sock, dgram(4, read)) == (udp.Header(udp.Status.TOO_LONG, session, 4), b"")
     head, body = _exchange(sock, dgram(5, status))

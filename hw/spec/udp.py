@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from hw.spec.protocol import FRAME_OVERHEAD, MAX_PAYLOAD
 
-__all__ = ["HEADER_BYTES", "HEADER_FORMAT", "MAGIC", "MAX_REPLY_BYTES", "MAX_REQUEST_BYTES",
-           "UDP_VERSION", "Header", "Status", "UdpProtocolError"]
+__all__ = ["HEADER_BYTES", "HEADER_FORMAT", "MAGIC", "MAX_DATAGRAM", "MAX_REPLY_BYTES",
+           "MAX_REQUEST_BYTES", "UDP_VERSION", "Header", "Status", "UdpProtocolError"]
 
 #: The datagram header.
 HEADER_FORMAT = "<2sBBII"
@@ -31,9 +31,12 @@ MAGIC = b"TY"
 UDP_VERSION = 1
 #: A request's body: one frame of at most MAX_PAYLOAD bytes.
 MAX_REQUEST_BYTES = FRAME_OVERHEAD + MAX_PAYLOAD
+#: The UDP payload of one Ethernet frame of at most 1500 bytes of IP (no fragments: LiteEth
+#: neither sends nor reassembles them).
+MAX_DATAGRAM = 1500 - 20 - 8
 #: A reply's body: the reply frames of one request, stored for replay (the device's reply
 #: buffer). A MEM_READ over UDP asks for at most MAX_PAYLOAD bytes (one OK frame).
-MAX_REPLY_BYTES = 2048 - HEADER_BYTES
+MAX_REPLY_BYTES = MAX_DATAGRAM - HEADER_BYTES
 
 
 class Status(enum.IntEnum):
