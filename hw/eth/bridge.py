@@ -89,9 +89,10 @@ class UdpBridge(wiring.Component):
         m.d.comb += send_len.eq(udp.HEADER_BYTES + Mux((status == udp.Status.OK)
                                                        | (status == udp.Status.REPLAY),
                                                        stored_len, 0))
-        hout = Signal(8 * udp.HEADER_BYTES)
+        hout = Signal(8 * udp.HEADER_BYTES)   # the reply's header: the request's ids (zero
+        short = cnt < udp.HEADER_BYTES        # for a datagram shorter than a header)
         m.d.comb += hout.eq(Cat(Const(_MAGIC, 16), Const(udp.UDP_VERSION, 8), status,
-                                session, seq))
+                                Mux(short, 0, session), Mux(short, 0, seq)))
 
         with m.FSM():
             with m.State("RECV"):
