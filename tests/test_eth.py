@@ -6,12 +6,16 @@ fault-injecting proxy that drops, duplicates and delays (reorders) datagrams bot
 
 from __future__ import annotations
 
+import os
 import random
 import select
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +30,8 @@ from sw.runtime.link import LinkError, LinkTimeout
 from sw.runtime.resident import ResidentNetwork
 from sw.runtime.udplink import EthSimLink, UdpLink, parse_host
 from tests.conftest import random_images, small_bundle
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_cores() -> None:
@@ -256,3 +262,44 @@ def test_stale_session_is_a_clear_error(link) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_sim_backend_over_udp(link, small_net, small_model) -> None:
+    """`detect.make_backend("sim", host=...)`, what `sw/host.py --host` uses: the same heads
+    as the golden backend."""
+    from sw.runtime import detect
+
+    bundle = small_bundle(small_net, small_model)
+    host, port = link.harness_addr
+    board = detect.make_backend("sim", bundle, DEFAULT, host=f"{host}:{port}")
+    golden = detect.make_backend("golden", bundle)
+    img = random_images(1, small_net.width, seed=6)[0]
+    assert board.name == "board"
+    for a, b in zip(board.heads(img), golden.heads(img), strict=True):
+        assert np.array_equal(a, b)
+    assert board.reports and board.reports[0]["frame"]["passes"] > 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "sw" / "host.py"), "--image", "dog.jpg",
+                           *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_host_cli_errors(pretrained_bundle) -> None:
+    """Bad --host values are refused before anything runs; an address where nothing
+    answers ends after the probe with one error line naming the usual causes."""
+    for args, msg in ((("--host", "1.2.3"), "--host"),
+                      (("--host", "1.2.3.4", "--backend", "golden"), "--host needs --backend sim"),
+                      (("--host", "1.2.3.4", "--port", "/dev/null"), "give one")):
+        r = _cli(*args)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    r = _cli("--host", f"127.0.0.1:{port}")
+    dead.close()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: no answer from UDP 127.0.0.1:{port}"), line
+    assert "ip addr add" in line
