@@ -10,7 +10,7 @@ against Verilator within 1% by sim/test_engine.py and bench/board_slices.py):
    for ``cout`` channels), *lane padding* (``ceil(cin/C)`` chunks of C lanes, or 27 of
    ``ceil(27/C)*C`` lanes in the packed first layer), *serializer* (a pixel's ``cout``
    channels, one a cycle, longer than its array vectors) and *fill and bubbles* (the
-   window generator's first ``(W+2)*cin`` bytes before the first window, input-bound
+   window generator's row 0 and the start of row 1 before the first window, input-bound
    stretches at one byte a cycle, the pipeline tail). ``bound`` names the per-pixel
    term that sets the pace: ``array`` (its vectors), ``serial`` or ``input`` (``cin``
    cycles a pixel).
@@ -53,11 +53,8 @@ class Change:
     """Hypothetical engine changes (all off: the engine as built).
 
     - ``ser``: the serializer, requantizer and output take ``ser`` channels a cycle;
-    - ``fill``: window-generator positions that yield no window (row 0 and column 0 of the
-      3x3 walk) take ``fill`` input bytes a cycle (``fill_row0``: row 0 only);
-    - ``skip_dead``: the 3x3 walk skips its position (0, W), which takes no input, yields
-      no window and writes nothing that is read (``cin`` cycles); (H, 0) also takes no
-      input and yields no window, but writes column 0's taps for the last row's windows;
+    - ``col0``: the 3x3 walk's column-0 positions (no window) take two input values a
+      cycle, as row 0 does with two-value transfers;
     - ``split``: a packed group (the RGB layer) runs two horizontally adjacent pixels in
       ``ceil(2 * 27 / C)`` vectors a row block, the vector shared by both pixels split
       between two accumulators per row (needs a second partial-sum tap in the array);
@@ -66,9 +63,7 @@ class Change:
 
     name: str = "as built"
     ser: int = 1
-    fill: int = 1
-    fill_row0: bool = False
-    skip_dead: bool = False
+    col0: bool = False
     split: bool = False
     params_hidden: bool = False
 
@@ -76,15 +71,11 @@ class Change:
 #: The projections printed (each a change the analysis in docs/engine.md discusses).
 CHANGES = (
     Change(),
-    Change("skip (0, W)", skip_dead=True),
-    Change("row 0 at 2 B/cycle", fill=2, fill_row0=True),
-    Change("row 0 at 2 B/cycle, skip (0, W)", fill=2, fill_row0=True, skip_dead=True),
-    Change("row 0 + column 0 at 2 B/cycle", fill=2),
+    Change("column 0 at 2 values/cycle", col0=True),
     Change("serializer 2 ch/cycle", ser=2),
     Change("serializer 2 + split packing", ser=2, split=True),
-    Change("all above, serializer 4", ser=4, split=True, fill=2, skip_dead=True),
-    Change("all above + params hidden", ser=4, split=True, fill=2, skip_dead=True,
-           params_hidden=True),
+    Change("all above, serializer 4", ser=4, split=True, col0=True),
+    Change("all above + params hidden", ser=4, split=True, col0=True, params_hidden=True),
 )
 
 
@@ -101,20 +92,20 @@ def _per_pixel(cfg: HwConfig, w: int, cin: int, cout: int, k: int, pool: int,
 
 
 def schedule(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
-             pool: int = POOL_NONE, ch: Change = Change()) -> int:
+             pool: int = POOL_NONE, pairs: bool = False, ch: Change = Change()) -> int:
     """Cycles of one pass: `engine_cycles`'s pixel-by-pixel replay, with `ch` applied."""
     array, ser = _per_pixel(cfg, w, cin, cout, k, pool, ch)
     busy = max(array, ser)
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0.0
     finish: list[float] = []
-    for y in range(rows):
+    if k == 3:
+        gen_t = (w * cin + 1) // 2 if pairs and cin >= 2 else w * cin
+        gen_t += cin if w * cin <= 2 else 0
+    for _ in range(1 if k == 3 else 0, rows):
         for x in range(cols):
-            if k == 3 and (y == 0 or x == 0):
-                if ch.skip_dead and (x, y) == (w, 0):
-                    continue
-                fast = ch.fill if (y == 0 or not ch.fill_row0) else 1
-                gen_t += cin / fast
+            if k == 3 and x == 0:
+                gen_t += cin / 2 if ch.col0 and cin >= 2 else cin
                 continue
             n = len(finish)
             if n >= BANKS:
@@ -159,7 +150,8 @@ def breakdown(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> list[Laye
         lay = bundle.layers[i]
         row = out.setdefault(i, LayerRow(i, f"{p.height}x{p.width}x{p.cin} {p.k}x{p.k}",
                                          0, 0, 0))
-        cyc = schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool, ch)
+        cyc = schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool,
+                       p.input_pairs(cfg), ch)
         array, ser = _per_pixel(cfg, p.width, p.cin, p.cout, p.k, p.pool, ch)
         px = p.height * p.width
         nrb = math.ceil(p.cout / r)
@@ -182,8 +174,8 @@ def breakdown(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> list[Laye
 def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, float]:
     """Frame totals with `ch`: engine cycles, parameter beats, cycles, utilization, fps."""
     image = compile_network(bundle, cfg)
-    eng = sum(schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool, ch)
-              for p in image.passes)
+    eng = sum(schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool,
+                       p.input_pairs(cfg), ch) for p in image.passes)
     beats = sum(p.param_len // cfg.param_beat for p in image.passes)
     total = eng + (0 if ch.params_hidden else beats)
     macs = sum(image.macs)
