@@ -1,6 +1,7 @@
 """What limits the layer engine's MAC utilization, per layer, and what changes would buy.
 
     python -m bench.engine_limits [--board NAME | --config HWCONFIG.json] [--json]
+    python -m bench.engine_limits --board NAME --search
 
 Two parts, both from the no-stall schedule (`hw.spec.engine.engine_cycles`, checked
 against Verilator within 1% by sim/test_engine.py and bench/board_slices.py):
@@ -18,6 +19,7 @@ against Verilator within 1% by sim/test_engine.py and bench/board_slices.py):
    several (`Change`), per layer and per frame (parameter beats added as in `bench.fps`).
    These are model figures of hardware that does not exist yet, to choose what to build;
    `schedule` with no change is `engine_cycles` exactly (tests/test_engine_limits.py).
+   ``--search`` ranks array shapes for a board with all the changes applied.
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from hw.spec.engine import (
     POOL_NONE,
     POOL_S1,
     TAPS,
+    PassError,
     column_pooled,
     mac_latency,
     packed,
 )
+from hw.spec.memory import ProgramError
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
 from sw.runtime.program import compile_network
@@ -185,6 +189,29 @@ def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, flo
             "fps_compute": cfg.clock_hz / total}
 
 
+def search(board: str, ch: Change, top: int = 8) -> list[tuple[float, float, int, int]]:
+    """Array shapes R x C (two MACs per multiplier on Artix-7, one on ECP5; at least 300
+    MACs; 1,024 weight words) within the board's multipliers, ranked by fps with `ch`
+    applied: (fps, utilization, R, C). Block RAM is not checked."""
+    base = board_config(board)
+    bundle = Bundle.load(shipped_bundle(base), expect=base)
+    pack = 2 if BOARDS[board].family == "xc7" else 1
+    dsp = BOARDS[board].capacity["DSP48E1" if pack == 2 else "MULT18X18D"]
+    out = []
+    for c in (8, 12, 16, 24, 32):
+        for r in range(pack, 129, pack):
+            if r * c // pack + 2 > dsp or r * c < 300:
+                continue
+            cfg = dataclasses.replace(base, array_rows=r, array_cols=c, mac_pack=pack,
+                                      weight_mem_bytes=1024 * r * c)
+            try:
+                fr = frame(cfg, bundle, ch)
+            except (PassError, ProgramError):
+                continue
+            out.append((fr["fps_compute"], fr["utilization"], r, c))
+    return sorted(out, reverse=True)[:top]
+
+
 def _print(cfg: HwConfig, bundle: Bundle) -> None:
     rows = breakdown(cfg, bundle)
     print(f"HwConfig {cfg.config_id_hex}: {cfg.array_rows}x{cfg.array_cols} array, "
@@ -214,7 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--board", choices=sorted(BOARDS), help="the board's HwConfig")
     src.add_argument("--config", help="HwConfig JSON (default: the default build)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
+    ap.add_argument("--search", action="store_true",
+                    help="with --board: rank array shapes with every change of CHANGES[-1]")
     args = ap.parse_args(argv)
+    if args.search:
+        if not args.board:
+            ap.error("--search needs --board")
+        print(f"{args.board}: shapes with '{CHANGES[-1].name}' (model; block RAM not checked)")
+        for fps, util, r, c in search(args.board, CHANGES[-1]):
+            print(f"  {r}x{c}: {fps:.2f} fps, {util:.1%} utilization")
+        return 0
     cfg = board_config(args.board) if args.board else load_config(args.config)
     bundle = Bundle.load(shipped_bundle(cfg), expect=cfg)
     if not args.json:
