@@ -60,3 +60,10 @@ def test_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert r["config_id"] == DEFAULT.config_id_hex
     assert [p["change"]["name"] for p in r["projections"]] == [c.name for c in el.CHANGES]
     assert r["projections"][0]["cycles_per_frame"] > r["projections"][-1]["cycles_per_frame"]
+
+
+def test_search_ranks_shapes_within_the_part() -> None:
+    found = el.search("arty_a7_100", el.CHANGES[-1], top=5)
+    assert len(found) == 5 and found == sorted(found, reverse=True)
+    for fps, util, r, c in found:
+        assert r * c // 2 + 2 <= 240 and r * c >= 300 and 0 < util < 1 and fps > 9
