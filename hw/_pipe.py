@@ -49,8 +49,9 @@ def frame_walk(m: Module, max_width: int, max_channels: int, depth: int, width: 
     last position it starts again at (0, 0, 0).
 
     `two` (optional): the step advances two channel positions (``channels >= 2``, and
-    not past the row's last one). `skip_top_pad` (while 1): in a padded walk, row 0 has
-    no padding column (the walk goes from (0, W - 1) to (1, 0))."""
+    not past the row's last one; the walk compares with ``channels`` registered, so
+    `channels` must hold one cycle before such a step). `skip_top_pad` (while 1): in a
+    padded walk, row 0 has no padding column (the walk goes from (0, W - 1) to (1, 0))."""
     y = Signal(range(max_width + 1), name="y")
     x = Signal(range(max_width + 1), name="x")
     c = Signal(range(max_channels), name="c")
@@ -59,12 +60,24 @@ def frame_walk(m: Module, max_width: int, max_channels: int, depth: int, width: 
     x_end = Mux(padded & ~(skip_top_pad & (y == 0)), width, width - 1)
     y_end = Mux(padded, height, height - 1)
     pad_col = x == width
-    pair = two if two is not None else 0
-    c_wrap = Mux(pair, c + 2 >= channels, c == channels - 1)
+    pair: Value | int = 0
+    c_wrap = c == channels - 1
+    c_next: Value | int = 0
+    if two is not None:
+        # Two steps: from C - 2 to 0, or from C - 1 to 1, of the next column. The compares
+        # (also of a one-position step) are with registered C - 1 and C - 2 (equality
+        # only, off the ports' arithmetic).
+        pair = two
+        ch_m1 = Signal.like(c, name="walk_ch_m1")
+        ch_m2 = Signal.like(c, name="walk_ch_m2")
+        m.d.sync += [ch_m1.eq(channels - 1), ch_m2.eq(channels - 2)]
+        c_wrap = (c == ch_m1) | (two & (c == ch_m2))
+        c_next = two & (c == ch_m1)
     with m.If(step):
-        m.d.sync += [c.eq(c + 1 + pair), a.eq(a + 1 + pair)]
+        # (both sums computed apart from `two`, which only selects: it arrives late)
+        m.d.sync += [c.eq(Mux(pair, c + 2, c + 1)), a.eq(Mux(pair, a + 2, a + 1))]
         with m.If(c_wrap):
-            m.d.sync += [c.eq(Mux(pair, c + 2 - channels, 0)), x.eq(x + 1)]
+            m.d.sync += [c.eq(c_next), x.eq(x + 1)]
             with m.If(x == x_end):
                 m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
                 with m.If(y == y_end):

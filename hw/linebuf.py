@@ -44,7 +44,8 @@ class WindowGen(wiring.Component):
 
     ``tests.reference.ref_windows`` states it exactly. The next frame may follow at once.
 
-    Input: `input_layout` transfers of one value, or two with ``two`` set (any mix).
+    Input: `input_layout` transfers of one value, or two with ``two`` set (any mix; the
+    frame ports must then hold one cycle before the frame's first transfer).
     Both values of a two-value transfer are stored in one cycle where that is possible:
     in row 0 of a 3x3 frame (which yields no window), at an even ``x * C + c``, with
     ``C >= 2`` and both values in the row; elsewhere the second value waits in a register
@@ -122,8 +123,13 @@ class WindowGen(wiring.Component):
         y, x, c, a, pad_col, pad = walk.y, walk.x, walk.c, walk.a, walk.pad_col, walk.pad
         spare = Signal(px)
         spare_valid = Signal()
-        pair_ok = (k3 & (y == 0) & ~a[0] & (self.channels != 1)
-                   & ~((x == self.width - 1) & (c == self.channels - 1)))
+        # Frame constants for the pair rule, registered (equality compares only).
+        w_m1 = Signal.like(x, name="w_m1")
+        c_m1 = Signal.like(c, name="c_m1")
+        c_one = Signal()
+        m.d.sync += [w_m1.eq(self.width - 1), c_m1.eq(self.channels - 1),
+                     c_one.eq(self.channels == 1)]
+        pair_ok = k3 & (y == 0) & ~a[0] & ~c_one & ~((x == w_m1) & (c == c_m1))
         taking = ~pad & ~spare_valid & self.i.valid
         fire = Signal()
         m.d.comb += [

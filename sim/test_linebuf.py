@@ -8,6 +8,7 @@ from typing import Any
 import cocotb
 import numpy as np
 import pytest
+from cocotb.triggers import ClockCycles
 from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start, unpack
 
@@ -61,6 +62,7 @@ async def windows_frames(dut: Any) -> None:
         expected = ref_windows(x, k).reshape(-1, 9).tolist()
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
         dut.k3.value = int(k == 3)
+        await ClockCycles(dut.clk, 1)                 # the ports hold a cycle before the frame
         sink = Sink("o", len(expected), stall=p["stall"])
         src = Source("i", items(x, rng), idle=p["idle"])
         await run_streams(dut, [src], [sink], rng, max_cycles=10 * (h + 1) * (w + 1) * c + 200)
@@ -82,6 +84,7 @@ async def windows_throughput(dut: Any) -> None:
         x = frame_data(nrng, h, w, c, "rand")
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
         dut.k3.value = int(k == 3)
+        await ClockCycles(dut.clk, 1)
         expected = ref_windows(x, k).reshape(-1, 9).tolist()
         sink = Sink("o", len(expected))
         await run_streams(dut, [Source("i", items(x, rng, pair_p))], [sink],

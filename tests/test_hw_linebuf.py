@@ -45,6 +45,8 @@ def _run(frames: list[tuple[np.ndarray, int]], pair_p: float = 0.0, idle: float 
             ctx.set(dut.height, h)
             ctx.set(dut.channels, c)
             ctx.set(dut.k3, int(k == 3))
+            ctx.set(dut.i.valid, 0)
+            await ctx.tick()                  # the ports hold a cycle before the frame
             want = h * w * c
             got: list[list[int]] = []
             todo = _transfers(x, pair_p, rng)
