@@ -1,6 +1,6 @@
 """Layer engine schedule on Tiny-YOLOv3: groups, cycles and MAC utilization per conv layer.
 
-    python bench/engine_util.py [--config HWCONFIG.json] [--cfg yolov3-tiny.cfg]
+    python bench/engine_util.py [--config HWCONFIG.json] [--cfg yolov3-tiny.cfg] [--single]
 
 Cycles come from `hw.spec.engine.engine_cycles`, the documented schedule of one pass (one
 output-channel group) without stalls; sim/test_engine.py (`engine_slice`) checks it
@@ -8,7 +8,10 @@ against the Verilator simulation of Tiny-YOLOv3-shaped groups on the default con
 (layers 12, 13, 10 with its stride-1 pool, and 0 on a 32x32 map): measured within 25
 cycles of the model (docs/engine.md has the table). A layer runs ceil(cout / group) passes, each
 re-streaming the whole input map; the table also lists the bytes each layer puts on the
-link (parameters + input map per group + outputs).
+link (parameters + input map per group + outputs). The input goes as the memory device's
+pass reader sends a dense map (two values a transfer: row 0 of a 3x3 map fills at two a
+cycle, `Pass.input_pairs`); ``--single``: one value a transfer, as the streaming device's
+link sends it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="HwConfig JSON (default: the default build)")
     ap.add_argument("--cfg", default=str(default_cfg()), help="Darknet cfg")
+    ap.add_argument("--single", action="store_true",
+                    help="one input value a transfer (the streaming device)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     net = load_cfg(args.cfg)
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         groups = math.ceil(cout / g)
         sizes = [min(g, cout - n * g) for n in range(groups)]
-        cyc = sum(engine_cycles(cfg, h, w, cin, s, k, mode) for s in sizes)
+        pairs = not args.single and cfg.param_beat >= 2
+        cyc = sum(engine_cycles(cfg, h, w, cin, s, k, mode, pairs) for s in sizes)
         macs = h * w * k * k * cin * cout
         link = (sum(param_bytes(cfg, k, cin, s) for s in sizes) + groups * h * w * cin
                 + oh * ow * cout * (2 if conv.activation == "linear" else 1))

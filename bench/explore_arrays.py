@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from bench.fps import board_config
 from boards import BOARDS
 from hw.spec.config import ConfigError, HwConfig
-from hw.spec.engine import BANKS, PassError, engine_cycles, max_group
+from hw.spec.engine import BANKS, PassError, max_group
 from hw.spec.memory import ProgramError
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
@@ -136,7 +136,7 @@ def evaluate(cfg: HwConfig, bundle: Bundle) -> tuple[int, float, dict[int, float
     per_layer: dict[int, list[int]] = {}
     total = 0
     for p, layer, macs in zip(image.passes, image.pass_layers, image.macs, strict=True):
-        cyc = engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
+        cyc = p.cycles(cfg)
         total += cyc + p.param_len // cfg.param_beat
         acc = per_layer.setdefault(layer, [0, 0])
         acc[0] += macs

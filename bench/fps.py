@@ -32,7 +32,6 @@ import sys
 from boards import BOARDS
 from hw.spec import protocol
 from hw.spec.config import DEFAULT, HwConfig, load_config
-from hw.spec.engine import engine_cycles
 from hw.spec.memory import TRACE_BYTES
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
@@ -70,8 +69,7 @@ def fps(board: str, bundle: Bundle) -> dict[str, object]:
     cfg = board_config(board)
     b = BOARDS[board]
     image = compile_network(bundle, cfg)
-    cycles = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
-                 + p.param_len // cfg.param_beat for p in image.passes)
+    cycles = sum(p.cycles(cfg) + p.param_len // cfg.param_beat for p in image.passes)
     h, w, c = bundle.input_shape
     heads = sum(image.layer_views[i].nbytes for i in image.heads)
     link = link_bytes(h * w * c, heads + TRACE_BYTES * len(image.passes))

@@ -33,7 +33,6 @@ from bench.fps import ETHERNET_BYTES_S  # noqa: E402
 from bench.golden_frame import machine  # noqa: E402
 from hw.spec import intmath  # noqa: E402
 from hw.spec.config import DEFAULT, HwConfig  # noqa: E402
-from hw.spec.engine import engine_cycles  # noqa: E402
 from sw.runtime.bundle import Bundle  # noqa: E402
 from sw.runtime.detect import shipped_bundle  # noqa: E402
 from sw.runtime.device import Device  # noqa: E402
@@ -108,8 +107,7 @@ def main() -> int:
             cyc = f["cycles"]
         else:
             im = compile_network(bundle, c)
-            cyc = round(overhead * sum(engine_cycles(c, q.height, q.width, q.cin, q.cout, q.k,
-                                                     q.pool) for q in im.passes))
+            cyc = round(overhead * sum(q.cycles(c) for q in im.passes))
         compute = cyc / c.clock_hz
         uart = link_seconds(f["link_bytes_per_frame"], c.uart_baud)
         eth = f["link_bytes_per_frame"] / ETHERNET_BYTES_S

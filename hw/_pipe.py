@@ -41,23 +41,43 @@ class FrameWalk:
 
 
 def frame_walk(m: Module, max_width: int, max_channels: int, depth: int, width: Value,
-               height: Value, channels: Value, padded: Value) -> tuple[FrameWalk, Signal]:
+               height: Value, channels: Value, padded: Value, two: Value | None = None,
+               skip_top_pad: Value | int = 0) -> tuple[FrameWalk, Signal]:
     """A walk over the map (the window generator's and the max pool's), and the signal
     that advances it by one position on the next edge (the caller drives it). With
     `padded` the walk has an extra column x = W and row y = H (no input there); after the
-    last position it starts again at (0, 0, 0)."""
+    last position it starts again at (0, 0, 0).
+
+    `two` (optional): the step advances two channel positions (``channels >= 2``, and
+    not past the row's last one; the walk compares with ``channels`` registered, so
+    `channels` must hold one cycle before such a step). `skip_top_pad` (while 1): in a
+    padded walk, row 0 has no padding column (the walk goes from (0, W - 1) to (1, 0))."""
     y = Signal(range(max_width + 1), name="y")
     x = Signal(range(max_width + 1), name="x")
     c = Signal(range(max_channels), name="c")
     a = Signal(range(depth + 1), name="a")
     step = Signal(name="walk_step")
-    x_end = Mux(padded, width, width - 1)
+    x_end = Mux(padded & ~(skip_top_pad & (y == 0)), width, width - 1)
     y_end = Mux(padded, height, height - 1)
     pad_col = x == width
+    pair: Value | int = 0
+    c_wrap = c == channels - 1
+    c_next: Value | int = 0
+    if two is not None:
+        # Two steps: from C - 2 to 0, or from C - 1 to 1, of the next column. The compares
+        # (also of a one-position step) are with registered C - 1 and C - 2 (equality
+        # only, off the ports' arithmetic).
+        pair = two
+        ch_m1 = Signal.like(c, name="walk_ch_m1")
+        ch_m2 = Signal.like(c, name="walk_ch_m2")
+        m.d.sync += [ch_m1.eq(channels - 1), ch_m2.eq(channels - 2)]
+        c_wrap = (c == ch_m1) | (two & (c == ch_m2))
+        c_next = two & (c == ch_m1)
     with m.If(step):
-        m.d.sync += [c.eq(c + 1), a.eq(a + 1)]
-        with m.If(c == channels - 1):
-            m.d.sync += [c.eq(0), x.eq(x + 1)]
+        # (both sums computed apart from `two`, which only selects: it arrives late)
+        m.d.sync += [c.eq(Mux(pair, c + 2, c + 1)), a.eq(Mux(pair, a + 2, a + 1))]
+        with m.If(c_wrap):
+            m.d.sync += [c.eq(c_next), x.eq(x + 1)]
             with m.If(x == x_end):
                 m.d.sync += [x.eq(0), a.eq(0), y.eq(y + 1)]
                 with m.If(y == y_end):

@@ -11,10 +11,17 @@ from hw.bankmem import BankedMemory
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import TAPS
 
-__all__ = ["WINDOW_LATENCY", "WindowGen", "window_layout"]
+__all__ = ["WINDOW_LATENCY", "WindowGen", "input_layout", "window_layout"]
 
 #: Cycles from the input pixel completing a window to the window on `o` (no stalls).
 WINDOW_LATENCY = 5
+
+
+def input_layout(cfg: HwConfig) -> data.StructLayout:
+    """One input transfer: one int8 value (``data[0]``), or two consecutive ones
+    (``data[0]`` first) with ``two`` set. A single value in the low 8 bits of the raw
+    payload is a one-value transfer."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(cfg.act_bits), 2), "two": 1})
 
 
 def window_layout(cfg: HwConfig) -> data.ArrayLayout:
@@ -37,14 +44,26 @@ class WindowGen(wiring.Component):
 
     ``tests.reference.ref_windows`` states it exactly. The next frame may follow at once.
 
-    Storage: two rows of W x C (a 16-bit-wide `BankedMemory` of ``line_buffer_depth``
-    words; the third row of a window is the incoming one) and the last two columns' taps per
-    channel (``max_in_channels`` x 48 bits, two lanes of three taps, lane ``x % 2`` for
-    column x).
+    Input: `input_layout` transfers of one value, or two with ``two`` set (any mix; the
+    frame ports must then hold one cycle before the frame's first transfer).
+    Both values of a two-value transfer are stored in one cycle where that is possible:
+    in row 0 of a 3x3 frame (which yields no window), at an even ``x * C + c``, with
+    ``C >= 2`` and both values in the row; elsewhere the second value waits in a register
+    and takes the next cycle (``i.ready`` is 0 then).
 
-    Timing: one input pixel per cycle. A 3x3 frame walks ``(H + 1) * (W + 1) * C`` steps
-    (the extra row and column carry the bottom/right padding and need no input), so the
-    last row leaves without waiting for another frame. A window leaves
+    Storage: two rows of W x C (two 16-bit-wide `BankedMemory` of ``line_buffer_depth / 2``
+    words, the even and the odd positions ``a = x * C + c``, a lane per row; the third
+    row of a window is the incoming one) and the last two columns' taps
+    per channel (``max_in_channels`` x 48 bits, two lanes of three taps, lane ``x % 2``
+    for column x).
+
+    Timing: one input value per cycle, two per cycle in row 0 of a 3x3 frame sent as
+    two-value transfers. A 3x3 frame walks ``(H + 1) * (W + 1) * C - C`` steps (the extra
+    row and column carry the bottom/right padding and need no input; row 0 has no
+    padding column, where nothing would be emitted or kept, unless ``W * C <= 2``), fewer
+    with two-value
+    transfers in row 0, so the last row leaves without waiting for another frame. A
+    window leaves
     `WINDOW_LATENCY` (5) cycles after the pixel that completes it (its bottom-right
     neighbour): row read (two cycles: the banked store's bank registers, then their
     multiplexer), column-history read, window assembly, output register; every block-RAM
@@ -56,7 +75,7 @@ class WindowGen(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "i": In(stream.Signature(signed(cfg.act_bits))),
+            "i": In(stream.Signature(input_layout(cfg))),
             "o": Out(stream.Signature(window_layout(cfg))),
             "width": In(range(cfg.max_width + 1)),
             "height": In(range(cfg.max_width + 1)),
@@ -69,8 +88,12 @@ class WindowGen(wiring.Component):
         px = signed(cfg.act_bits)
         column = data.ArrayLayout(px, 3)              # top, middle, bottom tap of a column
         m = Module()
-        m.submodules.rows = rows = BankedMemory(
-            data.ArrayLayout(px, 2), cfg.line_buffer_depth, granularity=1)
+        # Row store: position a of the row in lane r (rows y with y % 2 == r) is in word
+        # a // 2 of `rows[a % 2]` (two memories, so that a pair's two positions are written
+        # together and a write never meets a read of the same memory word on one edge).
+        half = (cfg.line_buffer_depth + 1) // 2
+        rows = [BankedMemory(data.ArrayLayout(px, 2), half, granularity=1) for _ in range(2)]
+        m.submodules.rows_even, m.submodules.rows_odd = rows
         # Column history: lane p holds, per channel, the taps of the last column x with
         # x % 2 == p (so at column x lane x % 2 still holds column x - 2 until it is
         # overwritten, and lane (x - 1) % 2 holds column x - 1).
@@ -84,46 +107,77 @@ class WindowGen(wiring.Component):
         m.d.comb += adv.eq(~self.o.valid | self.o.ready)
 
         # Position walk (y, x, c); `a` = x * C + c addresses the row store. In 3x3 mode the
-        # walk has an extra column x = W and row y = H of zero padding (no input taken);
-        # the window emitted at (y, x) is centred on (y - 1, x - 1).
+        # walk has an extra column x = W (not in row 0) and row y = H of zero padding (no
+        # input taken); the window emitted at (y, x) is centred on (y - 1, x - 1). A
+        # two-value transfer is one step of two positions where `pair_ok`, else its second
+        # value waits in `spare` and is the next position's.
         k3 = self.k3
+        two = Signal()
+        # Row 0's padding column is skipped unless W * C <= 2: then the last write of row 0
+        # would meet row 1's first read of the same word on one edge (which reads the old).
+        w_, c_ = self.width, self.channels
+        skip = ~(((w_ == 1) & (c_ <= 2)) | ((w_ == 2) & (c_ == 1)))
         walk, step = frame_walk(m, cfg.max_width, cfg.max_in_channels, cfg.line_buffer_depth,
-                                self.width, self.height, self.channels, k3)
+                                self.width, self.height, self.channels, k3, two=two,
+                                skip_top_pad=skip)
         y, x, c, a, pad_col, pad = walk.y, walk.x, walk.c, walk.a, walk.pad_col, walk.pad
+        spare = Signal(px)
+        spare_valid = Signal()
+        # Frame constants for the pair rule, registered (equality compares only).
+        w_m1 = Signal.like(x, name="w_m1")
+        c_m1 = Signal.like(c, name="c_m1")
+        c_one = Signal()
+        m.d.sync += [w_m1.eq(self.width - 1), c_m1.eq(self.channels - 1),
+                     c_one.eq(self.channels == 1)]
+        pair_ok = k3 & (y == 0) & ~a[0] & ~c_one & ~((x == w_m1) & (c == c_m1))
+        taking = ~pad & ~spare_valid & self.i.valid
         fire = Signal()
         m.d.comb += [
-            fire.eq(adv & (pad | self.i.valid)),
-            self.i.ready.eq(adv & ~pad),
+            fire.eq(adv & (pad | spare_valid | self.i.valid)),
+            self.i.ready.eq(adv & ~pad & ~spare_valid),
+            two.eq(taking & self.i.payload.two & pair_ok),
             step.eq(fire),
         ]
+        with m.If(fire & ~pad):
+            m.d.sync += spare_valid.eq(taking & self.i.payload.two & ~pair_ok)
+            m.d.sync += spare.eq(self.i.payload.data[1])
 
-        # Stage A: read rows y-2 and y-1 at this (x, c); the current pixel replaces row y-2
-        # (lane y % 2) in the row store one cycle later, from registers (so the walk's
-        # compares do not reach the block RAM's write enable). The same address is read
-        # again (W + 1) * C >= 2 positions later, after that write; 1x1 mode does not use
-        # the row store. The read is enabled with `adv`: a position that has not fired
-        # reads the address it will read again when it does. A same-address read and
-        # write on one edge read the old word.
-        cur = Mux(pad, 0, self.i.payload)
-        wr_en = Signal(2)
-        wr_addr = Signal.like(a)
-        wr_data = Signal(px)
-        m.d.sync += [wr_en.eq(Mux(fire & ~pad, Mux(y[0], 0b10, 0b01), 0)), wr_addr.eq(a),
-                     wr_data.eq(cur)]
-        m.d.comb += [
-            rows.rd_addr.eq(a), rows.rd_en.eq(adv),
-            rows.wr_addr.eq(wr_addr), rows.wr_data[0].eq(wr_data), rows.wr_data[1].eq(wr_data),
-            rows.wr_en.eq(wr_en),
-        ]
+        # Stage A: read rows y-2 and y-1 at this (x, c); the current value (two in a
+        # pair) replaces row y-2 (lane y % 2) in the row store one cycle later, from
+        # registers (so the walk's compares do not reach the block RAM's write enable).
+        # The same position is read again at least two steps later (W * C >= 3 steps from
+        # row 0, (W + 1) * C from the others), after that write; 1x1 mode does not use the
+        # row store. The read is enabled with `adv`: a position that has not fired reads
+        # the address it will read again when it does.
+        cur = Mux(pad, 0, Mux(spare_valid, spare, self.i.payload.data[0]))
+        wr_en = [Signal(2, name="wr_en_even"), Signal(2, name="wr_en_odd")]
+        wr_addr = Signal(range(half + 1))
+        wr_data = [Signal(px, name="wr_even"), Signal(px, name="wr_odd")]
+        lane = Mux(y[0], 0b10, 0b01)
+        with m.If(fire & ~pad):
+            m.d.sync += [wr_en[0].eq(Mux(two | ~a[0], lane, 0)),
+                         wr_en[1].eq(Mux(two | a[0], lane, 0))]
+        with m.Else():
+            m.d.sync += [wr_en[0].eq(0), wr_en[1].eq(0)]
+        m.d.sync += [wr_addr.eq(a >> 1), wr_data[0].eq(cur),
+                     wr_data[1].eq(Mux(two, self.i.payload.data[1], cur))]
+        for mem, en, d in zip(rows, wr_en, wr_data, strict=True):
+            m.d.comb += [
+                mem.rd_addr.eq(a >> 1), mem.rd_en.eq(adv),
+                mem.wr_addr.eq(wr_addr), mem.wr_en.eq(en),
+                mem.wr_data[0].eq(d), mem.wr_data[1].eq(d),
+            ]
         # What stages A2, B and C carry along for a position (registered as one struct).
         pos = data.StructLayout({
-            "valid": 1, "cur": px, "odd": 1, "pad_col": 1, "top_zero": 1, "left_zero": 1,
+            "valid": 1, "cur": px, "odd": 1, "aodd": 1, "pad_col": 1, "top_zero": 1,
+            "left_zero": 1,
             "xodd": 1, "emit": 1, "k3": 1, "c": Shape.cast(range(cfg.max_in_channels)),
         })
         pa = Signal(pos)
         with m.If(adv):
             m.d.sync += [
-                pa.valid.eq(fire), pa.cur.eq(cur), pa.odd.eq(y[0]), pa.pad_col.eq(pad_col),
+                pa.valid.eq(fire), pa.cur.eq(cur), pa.odd.eq(y[0]), pa.aodd.eq(a[0]),
+                pa.pad_col.eq(pad_col),
                 pa.top_zero.eq(y == 1), pa.left_zero.eq(x == 1), pa.xodd.eq(x[0]),
                 pa.k3.eq(k3), pa.c.eq(c), pa.emit.eq(~k3 | ((y != 0) & (x != 0))),
             ]
@@ -139,7 +193,8 @@ class WindowGen(wiring.Component):
         rows_c = Signal(data.ArrayLayout(px, 2))
         pc = Signal(pos)
         with m.If(adv):
-            m.d.sync += [rows_c.eq(rows.rd_data), pc.eq(pb)]
+            m.d.sync += [rows_c.eq(Mux(pb.aodd, rows[1].rd_data, rows[0].rd_data)),
+                         pc.eq(pb)]
 
         # Stage C: this column's three taps (zero in the padding column, and the top one
         # above the map) go into lane x % 2 of the column history. It is read in stage B

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import struct
 
-from amaranth.hdl import Module, Mux, Shape, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.dma import RangeReader, RangeWriter
+from hw.linebuf import input_layout
 from hw.memport import mem_port
 from hw.spec.config import HwConfig
 from hw.spec.engine import POOL_S2, layer_bits, max_group, out_value_bytes
@@ -63,7 +64,11 @@ class PassReader(wiring.Component):
     hold until the pass ends) streams the ``param_len`` bytes at ``param_addr`` on
     ``params`` in beats of P = `HwConfig.param_beat` bytes (address and length multiples
     of P: the sequencer checks), then the input (H x W pixels of ``cin`` bytes,
-    ``in_pitch`` apart from ``in_addr``; one range when ``in_pitch == cin``) on ``i``.
+    ``in_pitch`` apart from ``in_addr``; one range when ``in_pitch == cin``) on ``i``
+    (`hw.linebuf.input_layout`). A dense input (``in_pitch == cin``) at an address that
+    is a multiple of P >= 2 is read in beats of P bytes up to its last multiple of P
+    bytes and leaves as two-value transfers (``two``), the rest one value a transfer, so
+    that the engine fills row 0 of a 3x3 map at two values a cycle.
 
     Backpressure from either stream stops the reads. A range past the device memory is
     not read: ``err`` rises (until the next ``start``) and the pass stops there (the
@@ -76,7 +81,7 @@ class PassReader(wiring.Component):
             "desc": In(pass_layout(cfg)),
             "start": In(1),
             "params": Out(stream.Signature(8 * cfg.param_beat)),
-            "i": Out(stream.Signature(signed(cfg.act_bits))),
+            "i": Out(stream.Signature(input_layout(cfg))),
             "busy": Out(1),
             "err": Out(1),
             "mem": Out(mem_port(cfg)),
@@ -84,6 +89,7 @@ class PassReader(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         cfg, d = self.cfg, self.desc
+        P = cfg.param_beat
         m = Module()
         m.submodules.reader = rd = RangeReader(cfg, self.depth, lanes=cfg.param_beat)
         wiring.connect(m, rd.mem, wiring.flipped(self.mem))
@@ -97,6 +103,12 @@ class PassReader(wiring.Component):
         length = Signal(32)
         left = Signal.like(npix)
         ok = Signal()
+        dense = d.in_pitch == d.cin
+        lb = (P - 1).bit_length()
+        wide_len = Cat(Const(0, lb), dense_len[lb:])
+        wide_in = Const(0) if P < 2 else (dense & (d.in_addr[:lb] == 0)
+                                          & (wide_len != 0))
+        in_wide = Signal()                      # the input's wide range is being read
         m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(length),
                      ok.eq(addr + length <= cfg.mem_bytes)]
         with m.FSM(name="ranges") as fsm:
@@ -115,9 +127,25 @@ class PassReader(wiring.Component):
                     m.d.sync += self.err.eq(1)
                     m.next = "IDLE"
                 with m.Elif(rd.ranges.ready):
-                    dense = d.in_pitch == d.cin
                     m.d.sync += [addr.eq(d.in_addr), length.eq(Mux(dense, dense_len, d.cin)),
-                                 left.eq(Mux(dense, 1, npix))]
+                                 left.eq(Mux(dense, 1, npix)), in_wide.eq(wide_in)]
+                    with m.If(wide_in):
+                        m.d.sync += length.eq(wide_len)
+                        m.next = "SEND_WIDE"
+                    with m.Else():
+                        m.next = "SEND_INPUT"
+            with m.State("SEND_WIDE"):             # a dense input's first multiple of P bytes
+                m.d.comb += [rd.ranges.valid.eq(ok), rd.ranges.payload.wide.eq(1)]
+                with m.If(~ok):
+                    m.d.sync += self.err.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(rd.ranges.ready):
+                    m.d.sync += [addr.eq(addr + wide_len), length.eq(dense_len - wide_len)]
+                    m.next = "SEND_REST"
+            with m.State("SEND_REST"):
+                with m.If(length == 0):
+                    m.next = "IDLE"
+                with m.Else():
                     m.next = "SEND_INPUT"
             with m.State("SEND_INPUT"):
                 m.d.comb += rd.ranges.valid.eq(ok)
@@ -131,20 +159,41 @@ class PassReader(wiring.Component):
 
         sending = ~fsm.ongoing("IDLE")
 
-        # Bytes: up to the parameter range's last one to `params`, the rest to `i`.
+        # Beats: up to the parameter range's last one to `params`, the rest to `i`: a wide
+        # input beat through the pair register `gb` (P / 2 two-value transfers), a byte
+        # beat as one value.
         in_params = Signal()
         with m.If(self.start):
             m.d.sync += in_params.eq(1)
         with m.Elif(rd.o.valid & rd.o.ready & rd.o.payload.last & in_params):
             m.d.sync += in_params.eq(0)
+        gb = Signal(8 * max(P, 2))
+        gb_left = Signal(range(P // 2 + 1))
+        gb_has = gb_left != 0
+        byte_beat = rd.o.valid & ~in_params & ~in_wide
         m.d.comb += [
             self.params.valid.eq(rd.o.valid & in_params),
             self.params.payload.eq(rd.o.payload.data),
-            self.i.valid.eq(rd.o.valid & ~in_params),
-            self.i.payload.eq(rd.o.payload.data[:8]),
-            rd.o.ready.eq(Mux(in_params, self.params.ready, self.i.ready)),
-            self.busy.eq(sending | rd.busy),
+            self.i.valid.eq(gb_has | byte_beat),
+            self.i.payload.data[0].eq(Mux(gb_has, gb[:8], rd.o.payload.data[:8])),
+            self.i.payload.data[1].eq(gb[8:16]),
+            self.i.payload.two.eq(gb_has),
+            self.busy.eq(sending | rd.busy | gb_has),
         ]
+        with m.If(in_params):
+            m.d.comb += rd.o.ready.eq(self.params.ready)
+        with m.Elif(in_wide):
+            m.d.comb += rd.o.ready.eq(~gb_has | ((gb_left == 1) & self.i.ready))
+        with m.Else():
+            m.d.comb += rd.o.ready.eq(~gb_has & self.i.ready)
+        with m.If(self.i.valid & self.i.ready & gb_has):
+            m.d.sync += [gb.eq(gb >> 16), gb_left.eq(gb_left - 1)]
+        with m.If(rd.o.valid & rd.o.ready & ~in_params & in_wide):
+            m.d.sync += [gb.eq(rd.o.payload.data), gb_left.eq(P // 2)]
+            with m.If(rd.o.payload.last):
+                m.d.sync += in_wide.eq(0)
+        with m.If(self.start):
+            m.d.sync += [gb_left.eq(0), in_wide.eq(0)]
         return m
 
 

@@ -132,9 +132,30 @@ async def arm(dut: Any, regs: dict[str, int]) -> None:
     dut.start.value = 0
 
 
+def input_items(x: np.ndarray, pairs: str, rng: random.Random) -> list[int]:
+    """The input map as raw `input_layout` transfers: one value each (``pairs`` "none"),
+    two-value transfers at random ("random"), or as the pass reader sends a dense input
+    ("dense": two a transfer up to the last multiple of param_beat values)."""
+    vals = [int(v) & 0xFF for v in x.reshape(-1)]
+    if pairs == "dense":
+        n = len(vals) // config().param_beat * config().param_beat
+        n = n if config().param_beat >= 2 else 0
+        return ([vals[i] | vals[i + 1] << 8 | 1 << 16 for i in range(0, n, 2)] + vals[n:])
+    out = []
+    while vals:
+        if pairs == "random" and len(vals) > 1 and rng.random() < 0.5:
+            out.append(vals[0] | vals[1] << 8 | 1 << 16)
+            vals = vals[2:]
+        else:
+            out.append(vals.pop(0))
+    return out
+
+
 async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Generator,
-                    rng: random.Random, idle: float, stall: float) -> tuple[int, int]:
-    """One pass; checks every output, done and param_err; returns (cycles port, outputs)."""
+                    rng: random.Random, idle: float, stall: float,
+                    pairs: str = "random") -> tuple[int, int]:
+    """One pass; checks every output, done and param_err; returns (cycles port, outputs).
+    The input goes as `input_items` (``pairs``)."""
     h, w, cin, cout, k, leaky, head, pool, kind = layer
     x, wt, b, shift = layer_data(nrng, h, w, cin, cout, k, kind)
     expected = ref_engine(x, wt, b, shift, leaky=leaky, head=head, pool=pool,
@@ -146,7 +167,7 @@ async def run_layer(dut: Any, cfg: HwConfig, layer: Layer, nrng: np.random.Gener
     assert len(prm) * cfg.param_beat == param_bytes(cfg, k, cin, cout)
     sink = Sink("o", len(expected), stall=stall)
     sources = [Source("params", prm, idle=idle),
-               Source("i", [int(v) & 0xFF for v in x.reshape(-1)], idle=idle)]
+               Source("i", input_items(x, pairs, rng), idle=idle)]
     budget = 20 * (len(prm) + engine_cycles(cfg, h, w, cin, cout, k) + len(expected)) + 500
     try:
         await run_streams(dut, sources, [sink], rng, max_cycles=budget)
@@ -247,13 +268,17 @@ async def engine_slice(dut: Any) -> None:
     nrng = np.random.default_rng(1)
     dut.start.value = 0
     await start(dut)
-    for h, w, cin, cout, k, pool in p["slices"]:
+    for h, w, cin, cout, k, pool, *single in p["slices"]:
+        # As the pass reader sends a dense input (row 0 two values a cycle), or with
+        # a trailing 1, one value a transfer.
+        pairs = not (single and single[0])
         cout = min(cout, group_size(cfg, k, cin))
         cycles, _ = await run_layer(dut, cfg, (h, w, cin, cout, k, True, False, pool, "rand"),
-                                    nrng, rng, 0.0, 0.0)
-        model = engine_cycles(cfg, h, w, cin, cout, k, pool)
+                                    nrng, rng, 0.0, 0.0, "dense" if pairs else "none")
+        model = engine_cycles(cfg, h, w, cin, cout, k, pool, pairs and cfg.param_beat >= 2)
         util = h * w * k * k * cin * cout / (cycles * cfg.macs_per_cycle)
-        dut._log.info(f"slice {h}x{w}x{cin} k{k} cout {cout} pool {pool}: {cycles} cycles "
+        dut._log.info(f"slice {h}x{w}x{cin} k{k} cout {cout} pool {pool} "
+                      f"{'pairs' if pairs else 'single'}: {cycles} cycles "
                       f"(model {model}), MAC utilization {util:.1%}")
         assert abs(cycles - model) <= 0.01 * model + 20, (cycles, model)
 
@@ -265,8 +290,10 @@ def test_engine(name: str) -> None:
     cfg = CONFIGS[name]
     # [H, W, cin, cout (capped at the group size), k, pool]: layer 12, 13, 0 (on a 32x32
     # map) and 10 (with its stride-1 pool) shapes; on the small config one 3x3 group.
-    slices = ([[13, 13, 512, 1024, 3, 0], [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1],
-               [13, 13, 256, 512, 3, 2]] if name == "default" else [[4, 4, 64, 64, 3, 0]])
+    # Layer 12 also with one input value a transfer (the streaming device's input).
+    slices = ([[13, 13, 512, 1024, 3, 0], [13, 13, 512, 1024, 3, 0, 1],
+               [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1], [13, 13, 256, 512, 3, 2]]
+              if name == "default" else [[4, 4, 64, 64, 3, 0], [4, 4, 64, 64, 3, 0, 1]])
     run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
               {"seed": 3000 + len(name), "idle": 0.25, "stall": 0.25, "slices": slices},
               seed=13)

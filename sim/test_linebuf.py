@@ -8,6 +8,7 @@ from typing import Any
 import cocotb
 import numpy as np
 import pytest
+from cocotb.triggers import ClockCycles
 from streams import FRAME_CONFIGS as CONFIGS
 from streams import Sink, Source, compare, config, frame_data, params, run_streams, start, unpack
 
@@ -35,6 +36,20 @@ def frames(cfg: HwConfig) -> list[Frame]:
     return out
 
 
+def items(x: np.ndarray, rng: random.Random, pair_p: float = 0.5) -> list[int]:
+    """The map as raw `input_layout` transfers: two values (``two``) with probability
+    `pair_p`, else one."""
+    vals = [int(v) & 0xFF for v in x.reshape(-1)]
+    out = []
+    while vals:
+        if len(vals) > 1 and rng.random() < pair_p:
+            out.append(vals[0] | vals[1] << 8 | 1 << 16)
+            vals = vals[2:]
+        else:
+            out.append(vals.pop(0))
+    return out
+
+
 @cocotb.test()
 async def windows_frames(dut: Any) -> None:
     cfg, p = config(), params()
@@ -47,8 +62,9 @@ async def windows_frames(dut: Any) -> None:
         expected = ref_windows(x, k).reshape(-1, 9).tolist()
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
         dut.k3.value = int(k == 3)
+        await ClockCycles(dut.clk, 1)                 # the ports hold a cycle before the frame
         sink = Sink("o", len(expected), stall=p["stall"])
-        src = Source("i", [int(v) & 0xFF for v in x.reshape(-1)], idle=p["idle"])
+        src = Source("i", items(x, rng), idle=p["idle"])
         await run_streams(dut, [src], [sink], rng, max_cycles=10 * (h + 1) * (w + 1) * c + 200)
         compare(f"windows H={h} W={w} C={c} k={k} {kind}", expected,
                 [unpack(lay, v) for v in sink.got])
@@ -56,22 +72,26 @@ async def windows_frames(dut: Any) -> None:
 
 @cocotb.test()
 async def windows_throughput(dut: Any) -> None:
-    """No stalls: 1x1 takes one pixel per cycle, 3x3 adds the padding walk."""
+    """No stalls: 1x1 takes one pixel per cycle, 3x3 adds the padding walk (less row 0's
+    padding column), and two-value transfers fill row 0 of a 3x3 frame two a cycle."""
     cfg = config()
     lay = window_layout(cfg)
     await start(dut)
     rng = random.Random(3)
     nrng = np.random.default_rng(3)
-    for k, h, w, c in ((1, 4, 5, 3), (3, 5, 6, 3)):
+    for k, h, w, c, pair_p in ((1, 4, 5, 3, 0), (3, 5, 6, 3, 0), (3, 5, 6, 3, 1),
+                               (1, 4, 5, 3, 1)):
         x = frame_data(nrng, h, w, c, "rand")
         dut.width.value, dut.height.value, dut.channels.value = w, h, c
         dut.k3.value = int(k == 3)
+        await ClockCycles(dut.clk, 1)
         expected = ref_windows(x, k).reshape(-1, 9).tolist()
         sink = Sink("o", len(expected))
-        await run_streams(dut, [Source("i", [int(v) & 0xFF for v in x.reshape(-1)])], [sink],
+        await run_streams(dut, [Source("i", items(x, rng, pair_p))], [sink],
                           rng, max_cycles=10_000, drain=0)
         compare("windows", expected, [unpack(lay, v) for v in sink.got])
-        walk = h * w * c if k == 1 else (h + 1) * (w + 1) * c
+        row0 = (w * c + 1) // 2 if pair_p else w * c
+        walk = h * w * c if k == 1 else row0 + h * (w + 1) * c
         assert sink.cycles[-1] == walk + WINDOW_LATENCY, (sink.cycles[-1], walk)
         if k == 1:
             assert sink.cycles[0] == 1 + WINDOW_LATENCY, sink.cycles[:3]

@@ -32,8 +32,8 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
     # The cycles are the schedule of the compiled program plus its parameter beats.
     bundle = Bundle.load(shipped_bundle(cfg), expect=cfg)
     image = compile_network(bundle, cfg)
-    model = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
-                for p in image.passes)
+    model = sum(engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool,
+                              p.input_pairs(cfg)) for p in image.passes)
     beats = sum(p.param_len // cfg.param_beat for p in image.passes)
     assert r["cycles_per_frame"] == model + beats < model * 1.15
     # Image in and heads out, plus a few percent of framing.
@@ -47,7 +47,7 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
 #: least `util3` (the listed ones are bound by the serializer's one value a cycle, or by
 #: R not dividing their 16-64 output channels).
 MEETS: dict[str, dict[str, object]] = {
-    "default": {"util": 0.91, "util3": 0.92, "below": {0: 0.84}},
+    "default": {"util": 0.93, "util3": 0.95, "below": {0: 0.84}},
     "arty_a7_100": {"util": 0.63, "util3": 0.83, "below": {0: 0.13, 2: 0.63, 4: 0.63}},
 }
 
@@ -77,11 +77,12 @@ def test_schedule_utilization(name: str) -> None:
 
 def test_default_3x3_layers_short_of_95_percent() -> None:
     """Issue 17 asks >= 95% for every 3x3 layer on the default config; the no-stall model
-    gives layer 0 (serializer: 8 values a pixel after column pooling) and layer 12 (the
-    generator's cin cycles at the pass's first pixels and row starts) less. Pinned so
-    that a change that meets it updates the docs."""
+    gives layer 0 less (27 of 32 lanes in its packed walk, and the serializer's 8 values
+    a pixel after column pooling: bench/engine_limits.py). Layer 12 reaches it with row 0
+    filled at two values a cycle. Pinned so that a change that meets it updates the docs."""
     from bench.explore_arrays import evaluate
 
     bundle = Bundle.load(shipped_bundle(DEFAULT), expect=DEFAULT)
     _, _, util3 = evaluate(DEFAULT, bundle)
-    assert sorted(i for i, u in util3.items() if u < 0.95) == [0, 12]
+    assert sorted(i for i, u in util3.items() if u < 0.95) == [0]
+    assert 0.95 <= util3[12] < 0.96

@@ -45,8 +45,14 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
         ctx.set(dut.start, 0)
         prm = param_stream(w, b, shift) + [0] * extra
         assert len(prm) * CFG.param_beat == param_bytes(CFG, k, cin, cout) + extra * 4
-        pixels = [int(v) for v in x.reshape(-1)]
-        rng = np.random.default_rng(len(pixels))
+        rng = np.random.default_rng(x.size)
+        # The input as transfers of one value, or of two (about half of them).
+        vals = [int(v) for v in x.reshape(-1)]
+        pixels: list[list[int]] = []
+        while vals:
+            n = 2 if len(vals) > 1 and rng.random() < 0.5 else 1
+            pixels.append(vals[:n])
+            vals = vals[n:]
         drain = 20
         for _ in range(60_000):
             ctx.set(dut.o.ready, int(rng.random() >= stall))
@@ -56,7 +62,8 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
                 ctx.set(dut.params.payload, prm[0])
             ctx.set(dut.i.valid, int(bool(pixels) and show))
             if pixels:
-                ctx.set(dut.i.payload, pixels[0])
+                t = pixels[0]
+                ctx.set(dut.i.payload, {"data": [t[0], t[-1]], "two": len(t) == 2})
             _, _, p_rdy, i_rdy, valid, ready, payload, done = await ctx.tick().sample(
                 dut.params.ready, dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload,
                 dut.done)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import zlib
 
@@ -53,24 +54,30 @@ def _sim(dut, model, bench) -> None:
     sim.run()
 
 
-@pytest.mark.parametrize(("seed", "dense", "stall"), [(1, True, 0.0), (2, False, 0.3),
-                                                       (3, True, 0.5), (4, False, 0.0)])
-def test_pass_reader(seed, dense, stall) -> None:
+@pytest.mark.parametrize(("seed", "dense", "stall", "align"), [
+    (1, True, 0.0, False), (2, False, 0.3, False), (3, True, 0.5, False), (4, False, 0.0, False),
+    (5, True, 0.0, True), (6, True, 0.4, True), (7, False, 0.2, True)])
+def test_pass_reader(seed, dense, stall, align) -> None:
+    """A dense input at a multiple of param_beat leaves in two-value transfers up to its
+    last multiple of param_beat bytes; any other input, one value a transfer."""
     rng = random.Random(seed)
     mem = np.random.default_rng(seed).integers(0, 256, CFG.mem_bytes, dtype=np.uint8)
     for _ in range(3):
         p = _pass(rng, dense=dense)
+        if align:
+            p = dataclasses.replace(p, in_addr=p.in_addr // CFG.param_beat * CFG.param_beat)
         ref_pass_params(mem, p, CFG)                     # the block fits the pass
         want_params = beats(mem[p.param_addr:p.param_addr + p.param_len], CFG.param_beat)
         want_input = [int(v) for v in ref_pass_input(mem, p).ravel()]
         dut = PassReader(CFG, depth=8)
         got_p: list[int] = []
         got_i: list[int] = []
+        twos: list[int] = []
 
         n_p, n_i = len(want_params), len(want_input)
 
         async def bench(ctx, p=p, dut=dut, got_p=got_p, got_i=got_i,  # type: ignore[no-untyped-def]
-                        n_p=n_p, n_i=n_i) -> None:
+                        n_p=n_p, n_i=n_i, twos=twos) -> None:
             ctx.set(dut.desc, _desc(p))
             ctx.set(dut.start, 1)
             await ctx.tick()
@@ -87,7 +94,9 @@ def test_pass_reader(seed, dense, stall) -> None:
                 if pv:
                     got_p.append(int(pp))
                 if iv and take:
-                    got_i.append(int(ip))
+                    vals = [int(v) for v in ip.data]
+                    got_i.extend(vals if ip.two else vals[:1])
+                    twos.append(int(ip.two))
             for _ in range(20):
                 await ctx.tick()
             assert not ctx.get(dut.busy) and not ctx.get(dut.err)
@@ -95,6 +104,10 @@ def test_pass_reader(seed, dense, stall) -> None:
         _sim(dut, MemModel(dut.mem, CFG, mem, seed, stall=stall), bench)
         assert got_p == [int(v) for v in want_params]
         assert got_i == want_input
+        n = len(want_input)
+        pairs = p.input_pairs(CFG) and n // CFG.param_beat * CFG.param_beat // 2
+        assert twos == [1] * pairs + [0] * (n - 2 * pairs)
+        assert pairs or not (align and dense and n >= CFG.param_beat)
 
 
 def test_pass_reader_refuses_ranges_past_memory() -> None:

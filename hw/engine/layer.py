@@ -14,7 +14,7 @@ from hw.engine.output import OutputStage
 from hw.engine.params import ParamLoader
 from hw.engine.reorder import ReorderBuffer
 from hw.engine.results import ResultIntake, Serializer
-from hw.linebuf import WindowGen
+from hw.linebuf import WindowGen, input_layout
 from hw.mac_array import MacArray
 from hw.spec.config import DEFAULT, HwConfig
 
@@ -27,9 +27,11 @@ class LayerEngine(wiring.Component):
     Sequence: set ``layer`` (`layer_layout`), pulse ``start``; send the group's
     parameter block (`group_params`: padded OHWI weights, int32 LE biases, shift bytes)
     on ``params``, `HwConfig.param_beat` bytes a beat; stream the H x W x cin input map
-    once on ``i``; take ``OH * OW * cout`` values from ``o`` (HWC, int8 results
-    sign-extended); ``done`` rises once the last output is taken and every conv result
-    has drained. ``layer`` holds still from two cycles before ``start`` to ``done``.
+    once on ``i`` (`input_layout`: one value a transfer, or two with ``two``; two a
+    transfer fill row 0 of a 3x3 map at two a cycle); take ``OH * OW * cout`` values
+    from ``o`` (HWC, int8 results sign-extended); ``done`` rises once the last output is
+    taken and every conv result has drained. ``layer`` holds still from two cycles
+    before ``start`` to ``done``.
 
     Timing: the MAC array runs ``ceil(cout/R) * k*k * ceil(cin/C)`` vectors per output
     pixel, one per cycle; the reorder buffer holds `BANKS` pixels so that the next pixels'
@@ -51,7 +53,7 @@ class LayerEngine(wiring.Component):
         self.cfg = cfg
         super().__init__({
             "params": In(stream.Signature(8 * cfg.param_beat)),
-            "i": In(stream.Signature(signed(cfg.act_bits))),
+            "i": In(stream.Signature(input_layout(cfg))),
             "o": Out(stream.Signature(signed(cfg.head_bits))),
             "layer": In(layer_layout(cfg)),
             "start": In(1),
@@ -69,7 +71,7 @@ class LayerEngine(wiring.Component):
         m.submodules.decode = dec = LayerDecode(cfg)
         m.submodules.control = ctl = PassControl(cfg)
         m.submodules.loader = ldr = ParamLoader(cfg)
-        m.submodules.i_reg = i_reg = StreamRegister(signed(cfg.act_bits))
+        m.submodules.i_reg = i_reg = StreamRegister(input_layout(cfg))
         m.submodules.wgen = wgen = WindowGen(cfg)
         m.submodules.rob = rob = ReorderBuffer(cfg)
         m.submodules.feeder = fdr = Feeder(cfg)

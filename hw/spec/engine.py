@@ -186,7 +186,7 @@ def mac_latency(cfg: HwConfig) -> int:
 
 @functools.lru_cache(maxsize=256)
 def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
-                  pool: int = POOL_NONE) -> int:
+                  pool: int = POOL_NONE, pairs: bool = False) -> int:
     """Expected cycles of one pass (one group) with no stalls: the documented schedule.
 
     A pixel occupies the array for M = max(nrb * k*k * nq, cout) cycles (nrb =
@@ -194,8 +194,11 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     min(R, cout - r0) channels a cycle each, cout a pixel). Packed groups (`packed`) run
     nq = ceil(9 * cin / C) vectors of one tap; column-pooled groups (`column_pooled`)
     serialize every other pixel only, so M = max(nrb * k*k * nq, cout / 2). The window
-    generator walks its positions at cin cycles each ((H + 1) x (W + 1) in 3x3 mode,
-    where row 0 and column 0 yield no window; H x W in 1x1 mode) and writes a pixel's
+    generator walks its positions at cin cycles each ((H + 1) x (W + 1) in 3x3 mode less
+    row 0's padding column where W * cin > 2, where row 0 and column 0 yield no window;
+    H x W in 1x1 mode; with `pairs`, the input sent as two-value transfers, as the
+    memory device's pass reader sends a dense input, row 0 of a 3x3 map with cin >= 2
+    takes ceil(W * cin / 2) cycles) and writes a pixel's
     windows only into a free bank of the reorder buffer (freed when the array finishes
     the pixel BANKS pixels earlier). This replays that schedule pixel by pixel, plus the
     pipeline tail (`mac_latency` + 20 cycles, 3 more with a pool, and the max pool's
@@ -210,9 +213,12 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0
     finish: list[int] = []
-    for y in range(rows):
+    if k == 3:                         # row 0: no window, and its padding column skipped
+        gen_t = (w * cin + 1) // 2 if pairs and cin >= 2 else w * cin
+        gen_t += cin if w * cin <= 2 else 0
+    for _ in range(1 if k == 3 else 0, rows):
         for x in range(cols):
-            if k == 3 and (y == 0 or x == 0):
+            if k == 3 and x == 0:
                 gen_t += cin
                 continue
             n = len(finish)

@@ -30,7 +30,7 @@ import struct
 from dataclasses import astuple, dataclass
 
 from hw.spec.config import HwConfig
-from hw.spec.engine import LAYER_FIELDS, POOL_S2, out_value_bytes
+from hw.spec.engine import LAYER_FIELDS, POOL_S2, engine_cycles, out_value_bytes
 
 __all__ = ["PASS_BYTES", "PASS_FIELDS", "PASS_FORMAT", "TRACE_BYTES", "TRACE_FORMAT", "Pass",
            "ProgramError"]
@@ -98,6 +98,20 @@ class Pass:
     @property
     def k(self) -> int:
         return 3 if self.k3 else 1
+
+    def input_pairs(self, cfg: HwConfig) -> bool:
+        """Whether the pass reader sends the input as two-value transfers (the engine then
+        fills row 0 of a 3x3 map at two values a cycle): a dense input (``in_pitch ==
+        cin``) at a multiple of `HwConfig.param_beat` >= 2, at least one beat long."""
+        p = cfg.param_beat
+        return (p >= 2 and self.in_pitch == self.cin and self.in_addr % p == 0
+                and self.height * self.width * self.cin >= p)
+
+    def cycles(self, cfg: HwConfig) -> int:
+        """The pass's engine cycles by the no-stall schedule (`engine_cycles`), with the
+        input as the pass reader sends it."""
+        return engine_cycles(cfg, self.height, self.width, self.cin, self.cout, self.k,
+                             self.pool, self.input_pairs(cfg))
 
     @property
     def out_shape(self) -> tuple[int, int]:

@@ -141,7 +141,8 @@ class DeviceTop(wiring.Component):
         wiring.connect(m, dec.params, beats.i)
         wiring.connect(m, beats.o, eng.params)
         m.d.comb += beats.clear.eq(lcfg.start)
-        wiring.connect(m, dec.pixels, eng.i)
+        m.d.comb += [eng.i.valid.eq(dec.pixels.valid), dec.pixels.ready.eq(eng.i.ready),
+                     eng.i.payload.data[0].eq(dec.pixels.payload)]     # one value a transfer
         wiring.connect(m, eng.o, pack.i)
         wiring.connect(m, pack.o, fifo.w)
         wiring.connect(m, fifo.r, rep.fifo)

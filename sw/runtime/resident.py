@@ -22,7 +22,7 @@ import numpy as np
 
 from hw.spec import protocol
 from hw.spec.config import HwConfig
-from hw.spec.engine import engine_cycles, out_value_bytes
+from hw.spec.engine import out_value_bytes
 from hw.spec.memory import TRACE_BYTES, TRACE_FORMAT
 from hw.spec.protocol import Feature, ProgramFlag
 from sw.runtime.bundle import Bundle
@@ -165,7 +165,7 @@ class ResidentNetwork:
                  "passes": len(im.passes), "clock_hz": cfg.clock_hz}
         for k, p in enumerate(im.passes):
             total, eng = struct.unpack_from(TRACE_FORMAT, trace, k * TRACE_BYTES)
-            model = engine_cycles(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool)
+            model = p.cycles(cfg)
             oh, ow = p.out_shape
             reads = 48 + p.param_len + p.height * p.width * p.cin
             writes = oh * ow * p.cout * out_value_bytes(cfg, bool(p.head)) * (4 if p.upsample
