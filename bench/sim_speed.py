@@ -1,6 +1,7 @@
 """Benchmark: the speed of the memory device's simulator on the first N passes of the frame.
 
     python bench/sim_speed.py [--passes N] [--image assets/dog.jpg] [--binary PATH]
+                              [--instructions CYCLES]
 
 The network and the int8 image are preloaded into the simulated memory (the harness's
 backdoor) and the one PROGRAM_RUN request is piped in at once, with no STATUS polls from a
@@ -10,6 +11,11 @@ seconds, its cycles (the program's plus the idle limit's 41,000), cycles per CPU
 the load average, and a SHA-256 of the tensors and the passes' trace records, equal for any
 two simulator builds that behave the same.
 `--binary` times another build of the harness (same HwConfig and timeout).
+`--instructions CYCLES` counts instead of timing (needs valgrind): the machine
+instructions the harness executes per simulated cycle over CYCLES cycles from the start of
+the program (valgrind's cachegrind, runs of CYCLES and 2 x CYCLES cycles, so that the
+start-up cancels). The count does not depend on the load of the machine: on shared cores
+it tells changes of a few percent apart, which CPU seconds do not.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -45,7 +53,14 @@ def main() -> int:
     p.add_argument("--image", default=str(ROOT / "assets" / "dog.jpg"))
     p.add_argument("--binary", help="harness binary (default: the memory top's, built if "
                                     "needed)")
+    p.add_argument("--instructions", type=int, metavar="CYCLES",
+                   help="count instructions per simulated cycle over CYCLES cycles (valgrind)")
     args = p.parse_args()
+    if args.instructions is not None and args.instructions < 1:
+        p.error("--instructions must be a positive cycle count")
+    valgrind = shutil.which("valgrind")
+    if args.instructions and not valgrind:
+        p.error("--instructions needs valgrind on PATH")
     cfg = DEFAULT
     bundle = Bundle.load(shipped_bundle(cfg), expect=cfg)
     image = compile_network(bundle, cfg)
@@ -65,6 +80,14 @@ def main() -> int:
         inp.write_bytes(x.tobytes())
         cmd = [str(binary), str(2 * SIM_TIMEOUT_CYCLES + 1000), "--load", f"0:{pre}",
                "--load", f"{image.input.addr}:{inp}", "--dump", f"{lo}:{hi - lo}:{dump}"]
+        if args.instructions:
+            counts = [_instructions(valgrind, cmd, request, n * args.instructions)
+                      for n in (1, 2)]
+            per = (counts[1] - counts[0]) / args.instructions
+            print(f"{per:,.0f} instructions per simulated cycle (cycles "
+                  f"{args.instructions:,} to {2 * args.instructions:,} of the program; "
+                  f"valgrind cachegrind); harness {binary}")
+            return 0
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
         t0 = time.perf_counter()
         r = subprocess.run(cmd, input=request, capture_output=True)
@@ -83,6 +106,18 @@ def main() -> int:
           f"wall): {cycles / cpu / 1e6:.3f} M cycles per CPU second; load average "
           f"{os.getloadavg()[0]:.1f}; tensors and trace sha256 {digest}")
     return 0
+
+
+def _instructions(valgrind: str, cmd: list[str], request: bytes, cycles: int) -> int:
+    """Instructions the harness executes in its first `cycles` cycles (start-up included)."""
+    r = subprocess.run([valgrind, "--tool=cachegrind", "--cache-sim=no",
+                        "--cachegrind-out-file=/dev/null", *cmd, "--max-cycles", str(cycles)],
+                       input=request, capture_output=True)
+    err = r.stderr.decode(errors="replace")
+    found = re.search(r"I\s+refs:\s+([\d,]+)", err)
+    if r.returncode != 0 or not found:
+        raise SystemExit(f"error: valgrind run failed (exit {r.returncode}):\n{err[-2000:]}")
+    return int(found.group(1).replace(",", ""))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Module, Mux, ShapeLike, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, ShapeLike, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FrameWalk", "StreamRegister", "delay", "frame_walk"]
+__all__ = ["FrameWalk", "StreamRegister", "delay", "delay_taps", "frame_walk"]
 
 
 def delay(m: Module, value: Value, cycles: int, en: Value, *, name: str,
@@ -24,6 +24,34 @@ def delay(m: Module, value: Value, cycles: int, en: Value, *, name: str,
             m.d.sync += reg.eq(out)
         out = reg
     return out
+
+
+def delay_taps(m: Module, values: list[Value], delays: list[int], en: Value, *,
+               name: str) -> list[list[Value]]:
+    """``taps[i][k]``: ``values[i]`` delayed by ``k`` enabled clock edges, for ``k`` from 0
+    to ``delays[i]``.
+
+    The same flip-flops as one `delay` line per value, kept as one tapered shift register:
+    stage k holds every value that is delayed at least k edges, so a simulator moves a few
+    wide words per stage instead of one signal per value and stage. No reset (shift-register
+    LUTs in synthesis, as `delay`)."""
+    if len(values) != len(delays) or min(delays, default=0) < 0:
+        raise ValueError("one delay (>= 0) per value")
+    order = sorted(range(len(values)), key=lambda i: -delays[i])    # longest first
+    widths = [len(values[i]) for i in order]
+    offsets = [sum(widths[:j]) for j in range(len(order))]
+    taps: list[list[Value]] = [[v] for v in values]
+    stage: Value = Cat(*(values[i] for i in order))
+    for k in range(1, max(delays, default=0) + 1):
+        n = sum(1 for i in order if delays[i] >= k)          # a prefix of `order`
+        reg = Signal(offsets[n - 1] + widths[n - 1], name=f"{name}_d{k}", reset_less=True)
+        with m.If(en):
+            m.d.sync += reg.eq(stage[:len(reg)])
+        for j, i in enumerate(order[:n]):
+            bits = reg[offsets[j]:offsets[j] + widths[j]]
+            taps[i].append(bits.as_signed() if values[i].shape().signed else bits)
+        stage = reg
+    return taps
 
 
 @dataclass(frozen=True)

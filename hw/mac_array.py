@@ -19,7 +19,7 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, Value, si
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw._pipe import delay
+from hw._pipe import delay, delay_taps
 from hw.packed_mul import PackedMultiplier
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import mac_latency
@@ -93,27 +93,25 @@ class MacArray(wiring.Component):
         with m.If(adv):
             m.d.sync += [vec.eq(self.i.payload), vec_valid.eq(self.i.valid)]
 
-        # Skew: column c sees its activation c cycles late; weight w[r][c] is delayed
-        # r + c cycles so that it meets x[c] in PE (r, c), which x reaches after r hops.
-        x_in = [delay(m, vec.x[c], c, adv, name=f"xskew{c}") for c in range(cols)]
-
-        # Processing elements: x moves down its column (one row, or row pair, per
-        # cycle), the partial sums move right. A level is one row, or a row pair sharing
-        # packed multipliers (mac_pack = 2).
+        # Processing elements: x moves down its column (one level per cycle), the partial
+        # sums move right. A level is one row, or a row pair sharing packed multipliers
+        # (mac_pack = 2).
         pack = cfg.mac_pack
         if pack == 2 and getattr(platform, "family", None) == "ecp5":
             raise ValueError("mac_pack = 2 needs a 25x18 multiplier (DSP48E1); an ECP5 "
                              "MULT18X18D cannot hold two exact int8 products")
         levels = rows // pack
-        x_pe = [x_in]
-        for lv in range(1, levels):
-            nxt = []
-            for c in range(cols):
-                reg = Signal(signed(cfg.act_bits), name=f"x_{lv}_{c}", reset_less=True)
-                with m.If(adv):
-                    m.d.sync += reg.eq(x_pe[lv - 1][c])
-                nxt.append(reg)
-            x_pe.append(nxt)
+        # Skew: activation x[c] reaches level lv c + lv cycles late (c cycles of skew, then
+        # one level per cycle down its column); weight w[r][c] of level lv = r // pack is
+        # delayed lv + c cycles to meet it there. All these delay lines are one tapered
+        # shift register (`delay_taps`: the same flip-flops, fewer signals to simulate).
+        taps = delay_taps(m, [vec.x[c] for c in range(cols)]
+                          + [vec.w[r][c] for r in range(rows) for c in range(cols)],
+                          [c + levels - 1 for c in range(cols)]
+                          + [r // pack + c for r in range(rows) for c in range(cols)],
+                          adv, name="skew")
+        x_pe = [[taps[c][c + lv] for c in range(cols)] for lv in range(levels)]
+
         # Each multiply has a register on its operands and one on its product (the
         # pipeline registers of an ECP5 MULT18X18D or a DSP48E1), so nothing but the
         # multiplier sits between two registers; the add follows in the next stage. A
@@ -123,8 +121,7 @@ class MacArray(wiring.Component):
         for lv in range(levels):
             psums: list[Signal | int] = [0] * pack
             for c in range(cols):
-                ws = [delay(m, vec.w[lv * pack + k][c], lv + c, adv,
-                            name=f"wskew{lv * pack + k}_{c}") for k in range(pack)]
+                ws = [taps[cols * (1 + lv * pack + k) + c][lv + c] for k in range(pack)]
                 if pack == 1:
                     prods = [self._multiply(m, platform, ws[0], x_pe[lv][c], adv, f"{lv}_{c}")]
                 else:

@@ -92,7 +92,9 @@ class Sequencer(wiring.Component):
         wait = Signal(range(SETTLE + 1))
 
         # The pass's spans (hw.spec.memory.Pass.in_span / out_span), products registered
-        # over the SETTLE cycles: every end within the memory.
+        # over the SETTLE cycles (`products`, clocked in SETTLE only, where they are
+        # checked: a simulator then skips them while the pass runs): every end within the
+        # memory.
         d = self.desc
         vb = Mux(d.head, out_value_bytes(cfg, True), 1)
         s2 = d.pool == POOL_S2
@@ -100,7 +102,7 @@ class Sequencer(wiring.Component):
         n_out = Signal(len(n_in) + 2)
         in_end = Signal(34 + 16)
         out_end = Signal(34 + 16)
-        m.d.sync += [
+        products = [
             n_in.eq(d.width * d.height),
             n_out.eq(Mux(s2, (d.width >> 1) * (d.height >> 1), d.width * d.height)
                      << Cat(0, d.upsample)),
@@ -123,7 +125,7 @@ class Sequencer(wiring.Component):
         per_out = Signal(range(TAPS * (cfg.max_in_channels + TAPS * PACK_CIN + C) + 1))
         tail = Signal(32)
         plen = Signal(48)
-        m.d.sync += [
+        products += [
             walk_pad.eq(up_c(Mux(pk, TAPS * PACK_CIN, d.cin))),
             per_out.eq(Mux(d.k3 & ~pk, TAPS * walk_pad, walk_pad)),
             tail.eq((5 * d.cout + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
@@ -174,7 +176,7 @@ class Sequencer(wiring.Component):
                 with m.Else():
                     m.next = "SETTLE"
             with m.State("SETTLE"):                # and the spans' products, registered
-                m.d.sync += wait.eq(wait + 1)
+                m.d.sync += [wait.eq(wait + 1), *products]
                 with m.If(wait == SETTLE):
                     with m.If(~self.engine_ok | ~params_ok):
                         fail(Err.BAD_PROGRAM)

@@ -13,6 +13,7 @@
 //   --load ADDR:FILE          preload the memory (before reset)
 //   --dump ADDR:LEN:FILE      write the memory out at exit
 //   --mem-latency N --mem-refresh INTERVAL:CYCLES --mem-row-miss N --mem-turnaround N
+//   --max-cycles N            stop after N cycles (benchmarks: bench/sim_speed.py)
 // At exit the harness prints "harness-mem: ..." statistics on stderr.
 //
 // With HARNESS_ETH (the Ethernet top, hw/eth/simulator.py) the device's bytes travel as UDP
@@ -178,6 +179,7 @@ int main(int argc, char** argv) {
     }
     struct Dump { uint64_t addr, len; std::string file; };
     std::vector<Dump> dumps;
+    uint64_t max_cycles = 0;             // 0: no limit
     for (int k = 2; k < argc; k++) {
         std::string opt = argv[k];
         const char* val = k + 1 < argc ? argv[k + 1] : nullptr;
@@ -200,6 +202,8 @@ int main(int argc, char** argv) {
             std::fclose(f);
         } else if (opt == "--dump" && parse_range(val, a, b, file, true) && a + b <= mem.size) {
             dumps.push_back({a, b, file});
+        } else if (opt == "--max-cycles") {
+            max_cycles = std::strtoull(val, nullptr, 0);
         } else if (opt == "--mem-latency") {
             mem.latency = std::atoi(val);
         } else if (opt == "--mem-row-miss") {
@@ -325,6 +329,9 @@ int main(int argc, char** argv) {
         }
 #else
         if (eof && in.empty() && idle >= idle_limit && !top->active) break;
+#ifdef HARNESS_MEMORY
+        if (max_cycles && cycles >= max_cycles) break;
+#endif
 
         top->rx_valid = in.empty() ? 0 : 1;
         top->rx_payload = in.empty() ? 0 : in.front();
