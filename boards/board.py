@@ -40,6 +40,9 @@ class Board:
     #: amaranth-boards resource of its pins; None: a board built without DRAM.
     dram: str | None = None
     dram_resource: tuple[str, int] | None = None
+    #: What each of `leds` shows (hw.build.BoardTop): "heartbeat", "rx", "tx", "link"
+    #: (rx or tx), "ready" (clock locked, out of reset, DRAM up; blinks on a DRAM error).
+    led_roles: tuple[str, ...] = ("heartbeat", "rx", "tx", "ready")
     notes: tuple[str, ...] = field(default=())
 
     @property

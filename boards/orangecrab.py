@@ -79,4 +79,6 @@ ORANGECRAB_85F = Board(
     # the accelerator shares; 3 Mbaud (divisor 16), what common USB-serial adapters do.
     hw_config="orangecrab_85f.json",
     dram="orangecrab_85f", dram_resource=("ddram", 0),
+    # three LEDs (the RGB LED): red heartbeat, green ready (DRAM up), blue link activity
+    led_roles=("heartbeat", "ready", "link"),
 )

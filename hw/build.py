@@ -259,8 +259,9 @@ class BoardTop(Elaboratable):
     `dram` (the board's LiteDRAM core), the memory device on it (`hw.dram.system`), its
     pins and clocking (`hw.dram.board`: a core with its own CRG makes `sync`).
 
-    LED 3 is lit while the clock generator is locked, the design is out of reset and (with
-    DRAM) the DRAM init has succeeded; it blinks (about 4 Hz) when the DRAM init failed.
+    LEDs as the board's `led_roles`: heartbeat, receive, transmit, link (either), ready: lit
+    while the clock generator is locked, the design is out of reset and (with DRAM) the
+    DRAM init has succeeded; it blinks (about 4 Hz) when the DRAM init failed.
     Timing: the oscillator port carries the board's clock constraint; Vivado and nextpnr
     derive the MMCM/PLL outputs' from it.
     """
@@ -349,8 +350,10 @@ class BoardTop(Elaboratable):
         blink = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz)) - 2))
         m.d.sync += blink.eq(blink + 1)
         led3 = ok | (core.dram_error & blink[-1])
-        status = [core.leds[0], core.leds[1], core.leds[2], led3]
-        for res, value in zip(board.leds, status, strict=False):
+        roles = {"heartbeat": core.leds[0], "rx": core.leds[1], "tx": core.leds[2],
+                 "link": core.leds[1] | core.leds[2], "ready": led3}
+        for res, role in zip(board.leds, board.led_roles, strict=False):
+            value = roles[role]
             m.submodules[f"{res[0]}{res[1]}"] = led = io.Buffer("o", platform.request(
                 *res, dir="-"))
             m.d.comb += led.o.eq(value)

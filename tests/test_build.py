@@ -313,6 +313,13 @@ def test_critical_path_is_the_clock_report() -> None:
 
 # -- status LEDs --------------------------------------------------------------------------
 
+def test_every_board_shows_the_dram_state_on_an_led() -> None:
+    for b in BOARDS.values():
+        roles = b.led_roles[:len(b.leds)]
+        assert len(roles) == len(b.leds) and "ready" in roles and "heartbeat" in roles, b.name
+        assert set(roles) <= {"heartbeat", "rx", "tx", "link", "ready"}, b.name
+
+
 def test_core_leds() -> None:
     # A tiny clock keeps the stretch (clock_hz // 20 cycles) and heartbeat short.
     cfg = HwConfig(clock_hz=200, uart_baud=100)
