@@ -52,6 +52,7 @@ class LiteDRAMCore(wiring.Component):
             if not sim:
                 raise DramError("a board core needs its clock, reset and pads (connect=)")
             connect = {"i_clk": ClockSignal("sync"), "i_sim_trace": Const(0, 1)}
+            unused = (*unused, "user_clk", "user_rst")     # ``sync`` itself
         self.cfg = cfg
         self.core = core
         self.connect = dict(connect)
