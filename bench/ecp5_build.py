@@ -1,6 +1,8 @@
-"""Full ECP5 open flow for `UartDevice` on the ULX3S 85F: Yosys, nextpnr-ecp5, ecppack.
+"""Full ECP5 open flow of a board build (ULX3S 85F by default): Yosys, nextpnr-ecp5, ecppack.
 
-Run as ``python -m bench.ecp5_build [--hw-config JSON] [--build-dir DIR]``. Prints the
+Run as ``python -m bench.ecp5_build [--board NAME] [--system dram|streaming] [--hw-config
+JSON] [--build-dir DIR]`` (default: the board's system, and the board's config for the
+DRAM system, the built-in default for the streaming device). Prints the
 machine, wall time per step, nextpnr's Fmax (and the critical path when the target is
 missed) and the resources: the Yosys estimate and nextpnr's device utilisation.
 """
@@ -15,7 +17,16 @@ import time
 from pathlib import Path
 
 from boards import BOARDS
-from hw.build import NAME, BuildError, build, critical_path, format_usage, parse_nextpnr_fmax
+from hw.build import (
+    NAME,
+    SYSTEMS,
+    BuildError,
+    build,
+    critical_path,
+    default_system,
+    format_usage,
+    parse_nextpnr_fmax,
+)
 from hw.spec.config import load_config
 
 
@@ -37,16 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--board", default="ulx3s_85f",
                     choices=[b for b, v in BOARDS.items() if v.family == "ecp5"])
-    ap.add_argument("--hw-config", help="HwConfig JSON (default: the built-in default)")
+    ap.add_argument("--system", choices=SYSTEMS, help="default: the board's")
+    ap.add_argument("--hw-config", help="HwConfig JSON (default: the board's for the DRAM "
+                                        "system, else the built-in default)")
     ap.add_argument("--build-dir", type=Path, default=Path("build/bench_ecp5"))
     args = ap.parse_args(argv)
     board = BOARDS[args.board]
-    cfg = load_config(args.hw_config)
+    system = args.system or default_system(board)
+    cfg = load_config(args.hw_config or (board.default_config_path() if system == "dram"
+                                         else None))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     start = time.monotonic()
     try:
-        result = build(board, cfg, args.build_dir, run_estimate=True)
+        result = build(board, cfg, args.build_dir, run_estimate=True, system=system)
         ok = True
     except BuildError as e:
         print(f"error: {str(e).splitlines()[0]}")

@@ -11,6 +11,7 @@ _COMMON = dict(
     uart=("uart", 0),                       # second FTDI channel: /dev/ttyUSB1 on Linux
     leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     loader_board="arty",
+    dram="arty_a7", dram_resource=("ddr3", 0),   # both parts carry the same DDR3L
 )
 
 ARTY_A7_35 = Board(

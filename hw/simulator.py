@@ -1,11 +1,13 @@
 """Builds the Verilator simulator of a device top in the C++ harness
 sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout): the streaming `DeviceTop`,
 or (``--top memory``) the memory device `MemDeviceTop` with the harness's model of the
-device memory behind its memory port, or (``--top dram``) the memory device on LiteDRAM's
-controller with its SDRAM PHY model (`hw.dram.system.DramSimTop`, the Arty A7's DRAM config).
+device memory behind its memory port, or (``--top dram``, ``--top dram-CONFIG``) the
+system of a board with its DRAM: the memory device on LiteDRAM's controller with its SDRAM
+PHY model (`hw.dram.system.DramSystem`, as the board build has it but for the PHY, the
+UART and the clocking; the Arty A7's DRAM config, or boards/dram/CONFIG.yml).
 
     python -m hw.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
-                           [--top stream|memory|dram]
+                           [--top stream|memory|dram|dram-CONFIG]
 
 The host runtime (`sw.runtime.link.harness_binary`) runs this in a child process when no
 binary with the current key exists, so the runtime itself never imports Amaranth. The
@@ -50,8 +52,15 @@ _OUTPUTS = {"rx_ready", "tx_valid", "tx_payload", "active", "mem_cmd_valid", "me
 #: The top kinds: the streaming device (boards today), the memory device on the harness's
 #: memory model, and the memory device on LiteDRAM (its PHY model).
 TOPS = ("stream", "memory", "dram")
-#: The board whose DRAM config the "dram" top simulates.
+#: The DRAM config the "dram" top simulates ("dram-CONFIG": boards/dram/CONFIG.yml).
 DRAM_SIM_BOARD = "arty_a7"
+
+
+def dram_config(top: str) -> str | None:
+    """The DRAM config a top simulates ("dram", "dram-CONFIG"), or None (no DRAM)."""
+    if top == "dram":
+        return DRAM_SIM_BOARD
+    return top.removeprefix("dram-") if top.startswith("dram-") else None
 
 
 def verilator_env(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -81,11 +90,11 @@ class _PipeTop(Elaboratable):
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int, top: str) -> None:
         self.core = None
-        if top == "dram":
+        if dram_config(top) is not None:
             from hw.dram import generate
-            from hw.dram.system import DramSimTop
-            self.core = generate(DRAM_SIM_BOARD, cfg.mem_data_bits, sim=True)
-            self.dut = DramSimTop(cfg, self.core, timeout_cycles)
+            from hw.dram.system import DramSystem
+            self.core = generate(dram_config(top), cfg.mem_data_bits, sim=True)
+            self.dut = DramSystem(cfg, self.core, timeout_cycles)
         elif top == "memory":
             from hw.top.memory import MemDeviceTop
             self.dut = MemDeviceTop(cfg, timeout_cycles)
@@ -146,8 +155,8 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
           top: str = "stream") -> Path:
     """Build DIR/harness of the `top` device for `cfg` (unless DIR/stamp.sha256 already
     holds `key`)."""
-    if top not in TOPS:
-        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)})")
+    if top not in TOPS and dram_config(top) is None:
+        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG)")
     if top == "memory" and cfg.mem_data_bits <= 64:
         raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +172,7 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
                                  emit_src=False)
         (build_dir / "device_pipe.v").write_text(source)
         extra = [str(pipe.core.verilog)] if pipe.core is not None else []
-        defines = ([] if top in ("stream", "dram") else
+        defines = ([] if top != "memory" else
                    ["-CFLAGS", f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
                                f"-DMEM_BYTES={cfg.mem_bytes}ULL"])
         cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, *defines,
@@ -185,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-cycles", type=int, required=True, help="frame timeout of the top")
     p.add_argument("--dir", required=True, help="build directory")
     p.add_argument("--key", required=True, help="cache key to stamp the build with")
-    p.add_argument("--top", choices=TOPS, default="stream", help="which device top")
+    p.add_argument("--top", default="stream",
+                   help=f"which device top: {', '.join(TOPS)} or dram-CONFIG (boards/dram/)")
     args = p.parse_args(argv)
     try:
         cfg = HwConfig.load(args.config)

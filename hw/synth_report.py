@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,15 +79,20 @@ _SYNTH = {
 }
 
 
-def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str]) -> dict[
-        str, str]:
-    """Synthesize `top` out of context for `family`; run each Yosys command of `outputs`
-    (key: a file name it writes) after synthesis and return the files' texts."""
+def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str],
+           verilog: Sequence[Path] = ()) -> dict[str, str]:
+    """Synthesize `top` out of context for `family` (with the modules of the `verilog`
+    files it instantiates); run each Yosys command of `outputs` (key: a file name it
+    writes) after synthesis and return the files' texts."""
     with tempfile.TemporaryDirectory(prefix=f"synth-{name}-") as tmp:
         il = Path(tmp) / f"{name}.il"
         il.write_text(rtlil.convert(top, name=name))
         # YoWASP's sandbox sees the working directory only: use relative paths.
-        script = f"read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; " + "; ".join(
+        reads = ""
+        for k, src in enumerate(verilog):
+            shutil.copy(src, Path(tmp) / f"extra{k}.v")
+            reads += f"read_verilog extra{k}.v; "
+        script = f"{reads}read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; " + "; ".join(
             outputs.values())
         proc = subprocess.run([*_yosys_command(), "-q", "-p", script], capture_output=True,
                               text=True, cwd=tmp)
@@ -97,9 +103,12 @@ def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str
         return {f: path.read_text() for f, path in files.items()}
 
 
-def synth_cells(top: wiring.Component, name: str, family: str = "xc7") -> dict[str, int]:
-    """Synthesize `top` out of context for `family` ("xc7" or "ecp5"); cells by type."""
-    text = _synth(top, name, family, {"stat.json": "tee -q -o stat.json stat -json"})
+def synth_cells(top: wiring.Component, name: str, family: str = "xc7",
+                verilog: Sequence[Path] = ()) -> dict[str, int]:
+    """Synthesize `top` out of context for `family` ("xc7" or "ecp5"), with the Verilog
+    modules of `verilog`; cells by type."""
+    text = _synth(top, name, family, {"stat.json": "tee -q -o stat.json stat -json"},
+                  verilog)
     return json.loads(text["stat.json"])["design"]["num_cells_by_type"]
 
 

@@ -102,16 +102,19 @@ class UartRx(wiring.Component):
 
 
 class UartDevice(wiring.Component):
-    """`DeviceTop` behind a UART: `rxd` from the host, `txd` to the host.
+    """`DeviceTop` (or `device`, any component with byte streams ``rx`` and ``tx``, e.g.
+    the memory device on its DRAM) behind a UART: `rxd` from the host, `txd` to the host.
 
     A 16-byte FIFO after the receiver absorbs bytes that arrive while the device is busy
     for a few cycles; the protocol's request/reply discipline bounds the rest.
     """
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None,
-                 divisor: int | None = None, engine: bool = True) -> None:
+                 divisor: int | None = None, engine: bool = True,
+                 device: wiring.Component | None = None) -> None:
         self.cfg = cfg
         self.engine = engine
+        self.device = device
         self.divisor = divisor or cfg.uart_divisor
         self.timeout_cycles = timeout_cycles
         super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1)})
@@ -121,7 +124,8 @@ class UartDevice(wiring.Component):
         m.submodules.uart_rx = urx = UartRx(self.divisor)
         m.submodules.uart_tx = utx = UartTx(self.divisor)
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=16)
-        m.submodules.device = dev = DeviceTop(self.cfg, self.timeout_cycles, self.engine)
+        m.submodules.device = dev = self.device or DeviceTop(self.cfg, self.timeout_cycles,
+                                                             self.engine)
 
         # Pins.
         m.d.comb += [urx.rxd.eq(self.rxd), self.txd.eq(utx.txd)]

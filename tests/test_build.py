@@ -1,4 +1,5 @@
-"""hw.build: CLI, clock plans, fit check, and the board trees it writes (no Vivado, no PnR)."""
+"""hw.build: CLI, clock plans, fit check, and the board trees it writes (no Vivado, no PnR):
+the boards' DRAM systems (LiteDRAM's core, its pins and clocking) and the streaming device."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from hw.spec.config import DEFAULT, HwConfig
 
 #: The ULX3S's own config (45 MHz, 3 Mbaud).
 ULX3S_CFG = HwConfig.load(BOARDS["ulx3s_85f"].default_config_path())
+#: The OrangeCrab's (48 MHz: its DRAM controller's clock).
+ORANGECRAB_CFG = HwConfig.load(BOARDS["orangecrab_85f"].default_config_path())
 
 
 def _write_config(tmp_path: Path, **fields: int) -> Path:
@@ -76,8 +79,8 @@ def test_bad_hw_config_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
 def test_impossible_clock_fails_before_building(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     cfg = _write_config(tmp_path, clock_hz=600_000_000)
-    assert main(["--board", "arty_a7", "--hw-config", str(cfg), "--no-estimate",
-                 "--build-dir", str(tmp_path / "out")]) == 1
+    assert main(["--board", "arty_a7", "--hw-config", str(cfg), "--system", "streaming",
+                 "--no-estimate", "--build-dir", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "cannot make 600 MHz from 100 MHz" in err
     assert not (tmp_path / "out" / "tinyyolo.v").exists()
@@ -89,7 +92,8 @@ def test_arty_tree_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))          # no vivado anywhere
     out = tmp_path / "arty"
-    assert main(["--board", "arty_a7", "--no-estimate", "--build-dir", str(out)]) == 0
+    assert main(["--board", "arty_a7", "--system", "streaming", "--no-estimate",
+                 "--build-dir", str(out)]) == 0
     said = capsys.readouterr().out
     assert "needs Vivado" in said and str(out) in said
     for f in ("tinyyolo.v", "tinyyolo.tcl", "tinyyolo.xdc", "build_tinyyolo.sh"):
@@ -112,8 +116,8 @@ def test_arty_100_uses_its_config_and_an_mmcm(tmp_path: Path,
     assert board_cfg.macs_per_cycle > DEFAULT.macs_per_cycle
     cfg = _write_config(tmp_path, **{**board_cfg.to_dict(), "clock_hz": 50_000_000})
     out = tmp_path / "a100"
-    assert main(["--board", "arty_a7_100", "--hw-config", str(cfg), "--no-estimate",
-                 "--build-dir", str(out)]) == 0
+    assert main(["--board", "arty_a7_100", "--hw-config", str(cfg), "--system", "streaming",
+                 "--no-estimate", "--build-dir", str(out)]) == 0
     verilog = (out / "tinyyolo.v").read_text()
     assert "MMCME2_BASE" in verilog
     for param in (".CLKFBOUT_MULT_F(12.0)", ".CLKOUT0_DIVIDE_F(24.0)", ".DIVCLK_DIVIDE(32'd1)"):
@@ -121,22 +125,69 @@ def test_arty_100_uses_its_config_and_an_mmcm(tmp_path: Path,
     assert "xc7a100ticsg324-1L" in (out / "tinyyolo.tcl").read_text()
 
 
+def test_arty_dram_tree_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The Arty's system: LiteDRAM's A7DDRPHY core with its own CRG (PLL from the 100 MHz
+    oscillator, IDELAYCTRL) in the Vivado tree, its pins the board's DDR3L."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    out = tmp_path / "arty"
+    assert main(["--board", "arty_a7", "--no-estimate", "--build-dir", str(out)]) == 0
+    assert "A7DDRPHY MT41K128M16 (256 MB)" in capsys.readouterr().out
+    core = (out / "litedram_core.v").read_text()
+    assert "module litedram_core" in core and "ISERDESE2" in core and "IDELAYCTRL" in core
+    tcl = (out / "tinyyolo.tcl").read_text()
+    assert "litedram_core.v" in tcl and "tinyyolo_dram.xdc" in tcl
+    assert "INTERNAL_VREF 0.675" in (out / "tinyyolo_dram.xdc").read_text()
+    xdc = (out / "tinyyolo.xdc").read_text()
+    for pin in ("U9", "R2", "K5", "N2", "L1", "R5", "K6"):  # clk, a0, dq0, dqs0, dm0, odt, rst
+        assert f"LOC {pin} " in xdc
+    verilog = (out / "tinyyolo.v").read_text()
+    assert "litedram_core" in verilog and "MMCME2_BASE" not in verilog
+    stamp = json.loads((out / hwb.STAMP).read_text())
+    assert stamp["tree"]["system"] == "dram" and stamp["tree"]["dram"] == "arty_a7"
+
+
 def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
+    """The ULX3S's system: the project's PLL makes the 45 MHz clock the SDRAM controller
+    (GENSDRPHY) and the accelerator share; the SDRAM clock pin is that clock, inverted,
+    through a DDR output register."""
     out = tmp_path / "ulx3s"
     assert main(["--board", "ulx3s_85f", "--no-estimate", "--no-pnr",
                  "--build-dir", str(out)]) == 0
     lpf = (out / "tinyyolo.lpf").read_text()
     for pin in ("G2", "R1", "M1", "L4", "B2"):
         assert f'SITE "{pin}"' in lpf
+    for pin in ("F19", "M20", "P20", "P19", "J16", "U19"):  # SDRAM clk, a0, cs, ba0, dq0, dm0
+        assert f'SITE "{pin}"' in lpf
     il = (out / "tinyyolo.il").read_text()
-    assert "EHXPLLL" in il and "CLKFB_DIV" in il
+    assert "EHXPLLL" in il and "CLKFB_DIV" in il and "ODDRX1F" in il
+    assert "litedram_core" in il and "read_verilog  litedram_core.v" in (
+        out / "tinyyolo.ys").read_text()
     assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
     stamp = json.loads((out / hwb.STAMP).read_text())        # the tree, no bitstream yet
     assert stamp["tree"]["config_id"] == ULX3S_CFG.config_id_hex and "bitstream" not in stamp
+    assert stamp["tree"]["system"] == "dram" and stamp["tree"]["dram"] == "ulx3s_85f"
     assert stamp["tree"]["design"] == hwb.design_hash(BOARDS["ulx3s_85f"], ULX3S_CFG)
 
 
+def test_dram_build_refuses_a_config_the_dram_cannot_run(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--board", "ulx3s_85f", "--hw-config", str(_write_config(tmp_path)),
+                 "--no-estimate", "--no-pnr", "--build-dir", str(tmp_path / "a")]) == 1
+    assert "runs its controller at 45 MHz (sys_clk_freq) but HwConfig clock_hz is 100 MHz" in \
+        capsys.readouterr().err
+    big = _write_config(tmp_path, **{**ULX3S_CFG.to_dict(), "mem_bytes": 1 << 26})
+    assert main(["--board", "ulx3s_85f", "--hw-config", str(big), "--no-estimate", "--no-pnr",
+                 "--build-dir", str(tmp_path / "b")]) == 1
+    assert "exceeds ulx3s_85f's DRAM (33554432 bytes)" in capsys.readouterr().err
+    # the streaming device needs no DRAM: any config the clock can make
+    assert main(["--board", "ulx3s_85f", "--hw-config", str(big), "--system", "streaming",
+                 "--no-estimate", "--no-pnr", "--build-dir", str(tmp_path / "c")]) == 0
+
+
 def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
+    """The OrangeCrab's system: LiteDRAM's ECP5DDRPHY core with its own CRG (its PLL makes
+    the 48 MHz system clock from the oscillator), the DDR3L pins as litex-boards has them."""
     out = tmp_path / "orangecrab"
     assert main(["--board", "orangecrab_85f", "--no-estimate", "--no-pnr",
                  "--build-dir", str(out)]) == 0
@@ -144,7 +195,11 @@ def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
     # 48 MHz oscillator, Feather pins 0/1 (UART), RGB LED, user button
     for pin in ("A9", "N17", "M18", "K4", "M3", "J3", "J17"):
         assert f'SITE "{pin}"' in lpf
-    assert "EHXPLLL" in (out / "tinyyolo.il").read_text()
+    # DDR3L: clk P, bank address, DQS P, dq0, dm0, odt, reset, a pseudo power pin
+    for pin in ("J18", "D6", "B7", "A6", "B15", "G18", "C17", "D16", "C13", "L18", "K16"):
+        assert f'SITE "{pin}"' in lpf
+    assert "EHXPLLL" in (out / "litedram_core.v").read_text()
+    assert "EHXPLLL" not in (out / "tinyyolo.il").read_text()   # the core's CRG, not ours
     script = (out / "build_tinyyolo.sh").read_text()
     assert "--85k" in script and "--speed 8" in script and "dfu-suffix" not in script
     assert not (out / "tinyyolo.bit").exists()
@@ -217,7 +272,7 @@ def test_check_fit_synthetic() -> None:
 def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     # Synthetic estimate (a 16x16 array's DSPs) instead of a slow synthesis.
-    monkeypatch.setattr(hwb, "estimate", lambda board, cfg: {
+    monkeypatch.setattr(hwb, "estimate", lambda board, cfg, dram=None: {
         "LUT": 9000, "FF": 12000, "DSP48E1": 256, "BRAM36": 30})
     out = tmp_path / "big"
     assert main(["--board", "arty_a7", "--build-dir", str(out)]) == 1
@@ -228,6 +283,16 @@ def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytes
     report = json.loads((out / "resources.json").read_text())
     assert report["fits"] is False and report["used"]["DSP48E1"] == 256
     assert not (out / "tinyyolo.v").exists()
+
+
+def test_a_failing_estimate_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(board, cfg, dram=None):
+        raise RuntimeError("yosys failed for core:\nwasm trap: call stack exhausted")
+    monkeypatch.setattr(hwb, "estimate", fail)
+    assert main(["--board", "ulx3s_85f", "--no-pnr", "--build-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "the Yosys resource estimate failed" in err and "--no-estimate skips it" in err
 
 
 def test_parse_nextpnr_fmax() -> None:
@@ -257,6 +322,13 @@ def test_critical_path_is_the_clock_report() -> None:
 
 
 # -- status LEDs --------------------------------------------------------------------------
+
+def test_every_board_shows_the_dram_state_on_an_led() -> None:
+    for b in BOARDS.values():
+        roles = b.led_roles[:len(b.leds)]
+        assert len(roles) == len(b.leds) and "ready" in roles and "heartbeat" in roles, b.name
+        assert set(roles) <= {"heartbeat", "rx", "tx", "link", "ready"}, b.name
+
 
 def test_core_leds() -> None:
     # A tiny clock keeps the stretch (clock_hz // 20 cycles) and heartbeat short.
@@ -352,7 +424,7 @@ def test_program_refuses_another_config_board_or_sources(tmp_path: Path, loader:
         hwb.program(BOARDS["ulx3s_85f"], d, DEFAULT)
     with pytest.raises(hwb.BuildError, match="built for board ulx3s_85f, not orangecrab_85f"):
         hwb.program(BOARDS["orangecrab_85f"], d, ULX3S_CFG)
-    monkeypatch.setattr(hwb, "design_hash", lambda board, cfg: "0" * 64)
+    monkeypatch.setattr(hwb, "design_hash", lambda board, cfg, system=None: "0" * 64)
     with pytest.raises(hwb.BuildError, match="other gateware sources"):
         hwb.program(BOARDS["ulx3s_85f"], d)
     assert not loader.exists()

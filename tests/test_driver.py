@@ -193,6 +193,27 @@ def test_retry_after_transmission_error():
         Device(lk, timeout=0.5, retries=0).status()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (protocol.DramFlag.INIT_ERROR, "the DRAM controller's init failed"),
+    (0, "the DRAM controller's init has not finished"),
+])
+def test_driver_refuses_a_device_whose_dram_is_not_up(flags, message):
+    """A device on a DRAM (Feature.DRAM) whose init failed or is still running is refused
+    by name before any memory command; one whose init is done is accepted."""
+    ident = protocol.Identity(DEFAULT.config_id, protocol.PROTOCOL_VERSION, 2, MAX_PAYLOAD,
+                              protocol.Feature.MEMORY | protocol.Feature.DRAM, 8, 8)
+    status = protocol.Status(5, 1, 0, 0, dram=flags)
+    lk = _ScriptLink([encode_frame(Reply.OK, status.encode())])
+    with pytest.raises(LinkError, match=message):
+        Device(lk, timeout=0.5, retries=0).check_memory(ident)
+    ok = protocol.Status(5, 1, 0, 0, dram=protocol.DramFlag.INIT_DONE)
+    Device(_ScriptLink([encode_frame(Reply.OK, ok.encode())]), timeout=0.5).check_memory(ident)
+    streaming = protocol.Identity(DEFAULT.config_id, protocol.PROTOCOL_VERSION, 2, MAX_PAYLOAD,
+                                  protocol.Feature.ENGINE, 8, 8)
+    with pytest.raises(DeviceError, match="streaming device"):
+        Device(_ScriptLink([]), timeout=0.5).check_memory(streaming)
+
+
 def test_serial_link_errors_clearly():
     try:
         import serial  # noqa: F401

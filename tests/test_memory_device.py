@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hw.spec import intmath, protocol
-from hw.spec.config import DEFAULT
+from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.memory import Pass
 from hw.spec.protocol import Err, Op, ProgramFlag
 from sw.runtime.device import Device, DeviceError
@@ -30,12 +30,14 @@ def link():
     assert lk.cycles and lk.mem_stats["reads"] > 0
 
 
-def test_network_uploaded_once_and_bit_exact(link, small_net, small_model) -> None:
+def test_network_uploaded_once_and_bit_exact(link, small_net, small_model,
+                                              cfg: HwConfig = DEFAULT) -> None:
+    """(`cfg`: the device's HwConfig, for the callers in tests/test_dram.py.)"""
     from sw.quant.model import FloatModel
 
     dev = Device(link, timeout=30.0)
-    bundle = small_bundle(small_net, small_model)
-    net = ResidentNetwork(dev, DEFAULT, bundle)
+    bundle = small_bundle(small_net, small_model, hw=cfg)
+    net = ResidentNetwork(dev, cfg, bundle)
     sent = net.upload()
     assert sent == net.image.tensors_addr - net.image.program_addr + 64
     golden = GoldenModel(bundle)
@@ -57,10 +59,11 @@ def test_network_uploaded_once_and_bit_exact(link, small_net, small_model) -> No
             net.image.layer_views[i].nbytes for i in net.image.heads))
         assert [e["layer"] for e in run.layers] == sorted(set(net.image.pass_layers))
     # the same network again: resident, nothing sent; another bundle replaces it
-    again = ResidentNetwork(dev, DEFAULT, bundle)
+    again = ResidentNetwork(dev, cfg, bundle)
     assert again.resident() and again.upload() == 0
-    other = small_bundle(small_net, FloatModel(small_net, random_params(small_net, 5)).eval())
-    net2 = ResidentNetwork(dev, DEFAULT, other)
+    other = small_bundle(small_net, FloatModel(small_net, random_params(small_net, 5)).eval(),
+                         hw=cfg)
+    net2 = ResidentNetwork(dev, cfg, other)
     assert not net2.resident() and net2.upload() > 0 and not again.resident()
     x = intmath.quantize_input(random_images(1, small_net.width, seed=3)[0])
     want = GoldenModel(other).run(x, keep=True)

@@ -14,6 +14,7 @@ from hw.spec.protocol import (
     MAX_PAYLOAD,
     SYNC,
     TIMEOUT_BYTE_TIMES,
+    DramFlag,
     EngineFlag,
     Err,
     Feature,
@@ -166,12 +167,14 @@ def test_identity_and_status_payloads():
     assert Identity.decode(ident.encode()) == ident
     with pytest.raises(ProtocolError, match="IDENTIFY"):
         Identity.decode(b"\x00")
-    st = Status.decode(struct.pack("<IHHBBIBBHI", 123456, 7, 2, Err.BAD_CRC, 6, 99, 2,
-                                   Err.NONE, 254, 56_000_000))
+    st = Status.decode(struct.pack("<IHHBBIBBHIB", 123456, 7, 2, Err.BAD_CRC, 6, 99, 2,
+                                   Err.NONE, 254, 56_000_000, 1))
     assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99,
-                        ProgramFlag.DONE, 0, 254, 56_000_000)
+                        ProgramFlag.DONE, 0, 254, 56_000_000, DramFlag.INIT_DONE)
     assert Status.decode(st.encode()) == st
-    with pytest.raises(ProtocolError, match="STATUS reply has 14 bytes, expected 22"):
+    with pytest.raises(ProtocolError, match="STATUS reply has 22 bytes, expected 23"):
+        Status.decode(struct.pack("<IHHBBIBBHI", 1, 2, 3, 0, 0, 0, 0, 0, 0, 0))   # version 3
+    with pytest.raises(ProtocolError, match="STATUS reply has 14 bytes, expected 23"):
         Status.decode(struct.pack("<IHHBBI", 123456, 7, 2, Err.BAD_CRC, 6, 99))   # version 1
     with pytest.raises(ProtocolError, match="STATUS"):
         Status.decode(b"")

@@ -21,15 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BOARDS", "CONFIG_DIR", "DramError", "GeneratedCore", "InitWrite", "board_config",
-           "generate", "generator_key", "init_program"]
+__all__ = ["CONFIG_DIR", "DramError", "GeneratedCore", "InitWrite", "board_config",
+           "configs", "generate", "generator_key", "init_program"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "boards" / "dram"
 CACHE_ROOT = ROOT / "build" / "dram"
-#: Boards with a DRAM config, and the config each uses (the Arty 100T has the 35T's DRAM).
-BOARDS = {"arty_a7": "arty_a7", "arty_a7_100": "arty_a7", "orangecrab_85f": "orangecrab_85f",
-          "ulx3s_85f": "ulx3s_85f"}
 #: The Python distributions the generated core depends on (their versions are in the key).
 GENERATOR_DISTS = ("litedram", "litex", "migen", "liteeth", "litescope")
 
@@ -84,11 +81,18 @@ class GeneratedCore:
         return name[: -len("_cmd_valid")]
 
 
-def board_config(board: str) -> Path:
-    """The DRAM config file of `board`."""
-    if board not in BOARDS:
-        raise DramError(f"no DRAM config for board {board!r} (known: {', '.join(BOARDS)})")
-    return CONFIG_DIR / f"{BOARDS[board]}.yml"
+def configs() -> list[str]:
+    """The DRAM configs in boards/dram/ (the boards name theirs: `boards.Board.dram`)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yml"))
+
+
+def board_config(config: str) -> Path:
+    """The file of the DRAM config `config` (a board's `Board.dram`)."""
+    path = CONFIG_DIR / f"{config}.yml"
+    if not path.is_file():
+        raise DramError(f"no DRAM config {config!r} in {CONFIG_DIR} (known: "
+                        f"{', '.join(configs())})")
+    return path
 
 
 def _version(dist: str) -> str:
@@ -98,11 +102,11 @@ def _version(dist: str) -> str:
         return "none"
 
 
-def generator_key(board: str, data_bits: int, sim: bool) -> str:
+def generator_key(config: str, data_bits: int, sim: bool) -> str:
     """The cache key of a generated core: the config file, the port width, the variant,
     the generator script and the versions of LiteDRAM and what it is built with."""
     h = hashlib.sha256()
-    for f in (board_config(board), Path(__file__).with_name("litedram_gen.py")):
+    for f in (board_config(config), Path(__file__).with_name("litedram_gen.py")):
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(f"{data_bits}\0{sim}\0".encode())
     for dist in GENERATOR_DISTS:
@@ -110,12 +114,12 @@ def generator_key(board: str, data_bits: int, sim: bool) -> str:
     return h.hexdigest()
 
 
-def generate(board: str, data_bits: int, *, sim: bool = False) -> GeneratedCore:
-    """The LiteDRAM core of `board` with a `data_bits` wide native port (``sim``: with
+def generate(config: str, data_bits: int, *, sim: bool = False) -> GeneratedCore:
+    """The LiteDRAM core of DRAM config `config` with a `data_bits` wide native port (``sim``: with
     SDRAMPHYModel in place of the PHY), generated unless the cache holds it
-    (build/dram/BOARD[-sim]-KEY/; a lock serialises concurrent generations)."""
-    key = generator_key(board, data_bits, sim)
-    out = CACHE_ROOT / f"{board}{'-sim' if sim else ''}-{data_bits}-{key[:16]}"
+    (build/dram/CONFIG[-sim]-KEY/; a lock serialises concurrent generations)."""
+    key = generator_key(config, data_bits, sim)
+    out = CACHE_ROOT / f"{config}{'-sim' if sim else ''}-{data_bits}-{key[:16]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -124,7 +128,7 @@ def generate(board: str, data_bits: int, *, sim: bool = False) -> GeneratedCore:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             cmd = [sys.executable, "-m", "hw.dram.litedram_gen", "--config",
-                   str(board_config(board)), "--data-bits", str(data_bits), "--out", str(out)]
+                   str(board_config(config)), "--data-bits", str(data_bits), "--out", str(out)]
             r = subprocess.run(cmd + (["--sim"] if sim else []), cwd=ROOT, capture_output=True,
                                text=True)
             (out / "generate.log").write_text(r.stdout + r.stderr)

@@ -24,27 +24,49 @@ def wishbone_ctrl() -> wiring.Signature:
 
 
 class LiteDRAMCore(wiring.Component):
-    """The generated core (``core``) in the ``sync`` domain, for a simulation core
-    (SDRAMPHYModel inside: its only clock is ``clk``, no pads).
+    """The generated core (``core``) as an instance in the ``sync`` domain.
 
     ``user``: the native user port, a `mem_port` of `cfg` seen from the memory (the word
     address is zero-extended to the core's); ``ctrl``: its CSR bus; ``init_done`` /
     ``init_error``: the core's status registers (its user port stays blocked until
     init_done is set and init_error is not).
+
+    A simulation core (SDRAMPHYModel inside) needs nothing else: its only clock is
+    ``clk``, from ``sync``. A board core has its clock, reset and pads: ``connect`` gives
+    them as `Instance` arguments (``i_clk``, ``i_rst``, ``io_sdram_dq``, ``o_user_clk``,
+    ...); every port of the core must be connected, here or by ``connect``, except the
+    ones listed in ``unused`` (e.g. an ECP5 differential pair's N pin).
     """
 
-    def __init__(self, cfg: HwConfig, core: GeneratedCore) -> None:
-        if not core.meta.get("sim"):
-            raise DramError("LiteDRAMCore wraps a simulation core (generated with sim=True); "
-                            "board cores need their clocking and pads")
+    def __init__(self, cfg: HwConfig, core: GeneratedCore,
+                 connect: dict[str, object] | None = None,
+                 unused: tuple[str, ...] = ()) -> None:
         if core.data_bits != cfg.mem_data_bits:
             raise DramError(f"the core's port is {core.data_bits} bits, HwConfig "
                             f"mem_data_bits is {cfg.mem_data_bits}")
         if cfg.mem_bytes > int(core.meta["mem_bytes"]):
             raise DramError(f"HwConfig mem_bytes {cfg.mem_bytes} exceeds the DRAM's "
                             f"{core.meta['mem_bytes']} bytes")
+        sim = bool(core.meta.get("sim"))
+        if connect is None:
+            if not sim:
+                raise DramError("a board core needs its clock, reset and pads (connect=)")
+            connect = {"i_clk": ClockSignal("sync"), "i_sim_trace": Const(0, 1)}
+            unused = (*unused, "user_clk", "user_rst")     # ``sync`` itself
         self.cfg = cfg
         self.core = core
+        self.connect = dict(connect)
+        ports = set(core.meta["ports"])
+        given = {k.split("_", 1)[1] for k in self.connect}
+        p = core.user_port
+        own = {n for n in ports if n.startswith((p + "_", "wb_ctrl_"))} | {"init_done",
+                                                                          "init_error"}
+        unknown = given - ports
+        missing = ports - own - given - set(unused)
+        if unknown or missing:
+            raise DramError(f"LiteDRAM core {core.meta['config']}: "
+                            + (f"no ports {sorted(unknown)}; " if unknown else "")
+                            + (f"ports not connected: {sorted(missing)}" if missing else ""))
         super().__init__({
             "user": In(mem_port(cfg)),
             "ctrl": In(wishbone_ctrl()),
@@ -59,10 +81,9 @@ class LiteDRAMCore(wiring.Component):
         m.d.comb += addr.eq(u.cmd.payload.addr)
         m.submodules.core = Instance(
             self.core.meta["module"],
-            i_clk=ClockSignal("sync"),
-            i_sim_trace=Const(0, 1),
             o_init_done=self.init_done,
             o_init_error=self.init_error,
+            **self.connect,
             **{
                 f"i_{p}_cmd_valid": u.cmd.valid, f"o_{p}_cmd_ready": u.cmd.ready,
                 f"i_{p}_cmd_we": u.cmd.payload.we, f"i_{p}_cmd_addr": addr,

@@ -72,9 +72,21 @@ def _ports(verilog: str) -> dict[str, list[Any]]:
     head = verilog[verilog.index(f"module {CORE_NAME}"):]
     head = head[:head.index(");")]
     out = {}
-    for d, msb, name in re.findall(r"(input|output)\s+wire\s+(?:\[(\d+):0\]\s+)?(\w+)", head):
+    for d, msb, name in re.findall(r"(input|output|inout)\s+wire\s+(?:\[(\d+):0\]\s+)?(\w+)",
+                                   head):
         out[name] = [d, int(msb) + 1 if msb else 1]
     return out
+
+
+def _fix_bidirectional(verilog: str) -> str:
+    """LiteX declares the pads its ECP5 tristates (TRELLIS_IO ``B``) drive as inputs of the
+    core's module: declare them ``inout``, as its Xilinx cores do, so that a top level
+    wires them to bidirectional pins."""
+    names = set(re.findall(r"\.B\s*\((\w+)[\[)\s]", verilog))
+    for name in names:
+        verilog = re.sub(rf"\binput(\s+wire\s+(?:\[\d+:0\]\s+)?{name}\s*,)", r"inout\1",
+                         verilog, count=1)
+    return verilog
 
 
 def _init_sequence(settings: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
@@ -129,8 +141,8 @@ def generate(config: Path, data_bits: int, out: Path, sim: bool) -> dict[str, An
     builder = Builder(soc, output_dir=str(out), compile_software=False, compile_gateware=False,
                       csr_json=str(out / "csr.json"))
     builder.build(build_name=CORE_NAME, regular_comb=False)
-    verilog_path = out / "gateware" / f"{CORE_NAME}.v"
-    (out / f"{CORE_NAME}.v").write_text(verilog_path.read_text())
+    verilog = _fix_bidirectional((out / "gateware" / f"{CORE_NAME}.v").read_text())
+    (out / f"{CORE_NAME}.v").write_text(verilog)
 
     settings = soc.sdram.controller.settings
     consts, steps = _init_sequence(settings)
@@ -150,7 +162,7 @@ def generate(config: Path, data_bits: int, out: Path, sim: bool) -> dict[str, An
         "sdram_module": cfg["sdram_module"].__name__,
         "sys_clk_freq": cfg["sys_clk_freq"],
         "mem_bytes": mem_bytes,
-        "ports": _ports(verilog_path.read_text()),
+        "ports": _ports(verilog),
         "csr": {k: v["addr"] for k, v in csr["csr_registers"].items()},
         "csr_data_width": csr["constants"].get("config_csr_data_width", 32),
         "rdphase": _int_or_none(getattr(settings.phy, "rdphase", None)),

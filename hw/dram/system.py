@@ -1,9 +1,12 @@
-"""The memory device on LiteDRAM in simulation: `MemDeviceTop` with its memory port on
-the native user port of a generated core with SDRAMPHYModel, and the init."""
+"""The memory device on LiteDRAM: `MemDeviceTop` with its memory port on the native user
+port of a generated core, and the core's init (`DramInit` on its CSR bus). The same
+component is the board system (a board core: PHY, pads, the board's clocking;
+`hw.dram.board`) and the system simulation (a simulation core: SDRAMPHYModel in place of
+the PHY; `hw.simulator --top dram`)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,19 +15,30 @@ from hw.dram.core import DramInit, LiteDRAMCore
 from hw.spec.config import HwConfig
 from hw.top.memory import MemDeviceTop
 
-__all__ = ["DramSimTop"]
+__all__ = ["DramSystem"]
 
 
-class DramSimTop(wiring.Component):
+class DramSystem(wiring.Component):
     """``rx`` / ``tx`` / ``active`` as `MemDeviceTop`'s; the device takes no byte before
-    the DRAM init is done (the host's bytes wait in the link). ``active`` is also high
-    while the init runs. ``init_done`` / ``init_error``: the core's status."""
+    the DRAM init has finished (the host's bytes wait in the link), then answers whether
+    it succeeded or not: IDENTIFY reports `Feature.DRAM`, STATUS the init's flags
+    (`DramFlag`; UNLEVELED for a board core whose PHY needs the read leveling `DramInit`
+    does not run). ``active`` is also high while the init runs. ``init_done``: the DRAM is
+    usable; ``init_error``: the init failed (the core's user port stays blocked).
 
-    def __init__(self, cfg: HwConfig, core: GeneratedCore,
-                 timeout_cycles: int | None = None) -> None:
+    ``connect`` / ``unused``: the board core's clock, reset and pads (`LiteDRAMCore`);
+    none for a simulation core.
+    """
+
+    def __init__(self, cfg: HwConfig, core: GeneratedCore, timeout_cycles: int | None = None,
+                 connect: dict[str, object] | None = None, unused: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.core = core
         self.timeout_cycles = timeout_cycles
+        self.dram = LiteDRAMCore(cfg, core, connect, unused)    # checks the core's ports now
+        #: The PHY needs read leveling on a board and `DramInit` does not run it
+        #: (docs/dram.md): STATUS says so (`DramFlag.UNLEVELED`).
+        self.unleveled = bool(core.meta.get("read_leveling")) and not core.meta.get("sim")
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -35,19 +49,22 @@ class DramSimTop(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.dev = dev = MemDeviceTop(self.cfg, self.timeout_cycles)
-        m.submodules.dram = dram = LiteDRAMCore(self.cfg, self.core)
+        m.submodules.dev = dev = MemDeviceTop(self.cfg, self.timeout_cycles, dram=True)
+        m.submodules.dram = dram = self.dram
         m.submodules.init = init = DramInit(init_program(self.core))
         wiring.connect(m, dev.mem, dram.user)
         wiring.connect(m, init.bus, dram.ctrl)
-        ready = dram.init_done & ~dram.init_error & init.done
+        settled = init.done | init.error
+        error = dram.init_error | init.error
         m.d.comb += [
-            dev.rx.valid.eq(self.rx.valid & ready),
+            dev.rx.valid.eq(self.rx.valid & settled),
             dev.rx.payload.eq(self.rx.payload),
-            self.rx.ready.eq(dev.rx.ready & ready),
-            self.active.eq(dev.active | ~init.done),
-            self.init_done.eq(dram.init_done),
-            self.init_error.eq(dram.init_error | init.error),
+            self.rx.ready.eq(dev.rx.ready & settled),
+            self.active.eq(dev.active | ~settled),
+            self.init_done.eq(dram.init_done & ~error),
+            self.init_error.eq(error),
+            dev.dram_flags.eq(Cat(self.init_done, self.init_error,
+                                  self.init_done & self.unleveled)),
         ]
         wiring.connect(m, dev.tx, wiring.flipped(self.tx))
         return m

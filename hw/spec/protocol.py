@@ -37,6 +37,7 @@ __all__ = [
     "STATUS_FORMAT",
     "SYNC",
     "TIMEOUT_BYTE_TIMES",
+    "DramFlag",
     "EngineFlag",
     "Err",
     "Feature",
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
@@ -113,6 +114,8 @@ class Feature(enum.IntFlag):
     """Bits of `Identity.features`."""
     ENGINE = 0x01          # a layer engine answers LAYER_CONFIG / LOAD_PARAMS / RUN
     MEMORY = 0x02          # device memory and programs: MEM_* and PROGRAM_RUN
+    DRAM = 0x04            # the device memory is a DRAM whose controller initialises at
+                           # boot: STATUS's `dram` flags say whether it is usable
 
 
 #: IDENTIFY reply payload: config_id, protocol version, gateware version, max payload,
@@ -122,8 +125,9 @@ IDENTIFY_FORMAT = "<IBBHBBB"
 #: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
 #: the last pass (from parameters complete to its end); the last program's flags
 #: (`ProgramFlag`), its error (`Err`, NONE while it runs or when it ended well), the passes
-#: it finished (on an error: the failing pass's index) and its cycles so far.
-STATUS_FORMAT = "<IHHBBIBBHI"
+#: it finished (on an error: the failing pass's index) and its cycles so far; the DRAM's
+#: init flags (`DramFlag`; zero without `Feature.DRAM`).
+STATUS_FORMAT = "<IHHBBIBBHIB"
 #: MEM_WRITE payload head: the byte address the rest of the payload goes to.
 MEM_ADDR_FORMAT = "<I"
 #: MEM_READ / MEM_CRC payload: byte address and length of the range.
@@ -151,6 +155,15 @@ class EngineFlag(enum.IntFlag):
     DONE = 0x02
     LOADED = 0x04
     PARAM_ERR = 0x08
+
+
+class DramFlag(enum.IntFlag):
+    """Bits of `Status.dram` (devices with `Feature.DRAM`)."""
+    INIT_DONE = 0x01       # the DRAM controller's init finished: the memory is usable
+    INIT_ERROR = 0x02      # the init failed (the memory stays blocked until a reset)
+    UNLEVELED = 0x04       # the init did not run the read leveling the PHY needs on a
+                           # board (DDR3 without leveling: reads may be wrong; the driver's
+                           # CRC checks tell)
 
 
 class ProgramFlag(enum.IntFlag):
@@ -199,22 +212,23 @@ class Status:
     program_error: int = 0
     passes: int = 0
     program_cycles: int = 0
+    dram: int = 0
 
     @classmethod
     def decode(cls, payload: bytes) -> Status:
         if len(payload) != struct.calcsize(STATUS_FORMAT):
             raise ProtocolError(f"STATUS reply has {len(payload)} bytes, expected "
                                 f"{struct.calcsize(STATUS_FORMAT)}")
-        cyc, ok, bad, err, eng, ecyc, prog, perr, passes, pcyc = struct.unpack(STATUS_FORMAT,
-                                                                               payload)
+        cyc, ok, bad, err, eng, ecyc, prog, perr, passes, pcyc, dram = struct.unpack(
+            STATUS_FORMAT, payload)
         return cls(cyc, ok, bad, err, EngineFlag(eng), ecyc, ProgramFlag(prog), perr, passes,
-                   pcyc)
+                   pcyc, DramFlag(dram))
 
     def encode(self) -> bytes:
         return struct.pack(STATUS_FORMAT, self.cycles, self.frames_ok, self.frames_bad,
                            self.last_error, int(self.engine), self.engine_cycles,
                            int(self.program), self.program_error, self.passes,
-                           self.program_cycles)
+                           self.program_cycles, int(self.dram))
 
 
 def default_timeout_cycles(uart_divisor: int) -> int:

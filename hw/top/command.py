@@ -59,7 +59,8 @@ class CommandDecoder(wiring.Component):
 
     STATUS reports the decoder's counters (cycles since reset; good and bad frames; last
     error), ``engine_state`` (`engine_state_layout`) and ``program`` (the last program's
-    progress). With ``engine=False`` LAYER_CONFIG, LOAD_PARAMS and RUN answer UNSUPPORTED
+    progress) and ``dram`` (`hw.spec.protocol.DramFlag`: the DRAM init's done, error, unleveled).
+    With ``engine=False`` LAYER_CONFIG, LOAD_PARAMS and RUN answer UNSUPPORTED
     and the engine ports are unused.
 
     With ``memory=True`` MEM_WRITE, MEM_READ, MEM_CRC and PROGRAM_RUN go to a
@@ -100,6 +101,7 @@ class CommandDecoder(wiring.Component):
             "fifo_level": In(16),
             "engine_state": In(engine_state_layout),
             "program": In(progress_layout),
+            "dram": In(3),
             "active": Out(1),
             **mem_ports,
         })
@@ -159,7 +161,8 @@ class CommandDecoder(wiring.Component):
                             good()
                             reply(ReplyCode.OK, Cat(cycles, frames_ok, frames_bad, last_error,
                                                     flags, eng.cycles, prog_flags, prog.error,
-                                                    prog.passes, prog.cycles), status_len)
+                                                    prog.passes, prog.cycles, self.dram,
+                                                    Const(0, 5)), status_len)
                     with m.Elif(frame.opcode == OpCode.ECHO):
                         good()
                         reply(ReplyCode.OK, 0, frame.length, ReplySource.PAYLOAD)

@@ -47,7 +47,7 @@ from hw.top.reply import ReplySender
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
 
 #: Bumped with every change of the device's observable behaviour.
-GATEWARE_VERSION = 2
+GATEWARE_VERSION = 3
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
@@ -78,14 +78,18 @@ def link_endpoint(m: Module, top: wiring.Component, decoder: CommandDecoder,
     return rep
 
 
-def identity(cfg: HwConfig, engine: bool = True, memory: bool = False) -> protocol.Identity:
+def identity(cfg: HwConfig, engine: bool = True, memory: bool = False,
+             dram: bool = False) -> protocol.Identity:
     """The IDENTIFY reply of a device top built for `cfg`: `DeviceTop` (the streaming
-    engine, or the link alone) or `MemDeviceTop` (``memory``)."""
+    engine, or the link alone) or `MemDeviceTop` (``memory``; ``dram``: on a DRAM
+    controller that initialises at boot)."""
     features = protocol.Feature(0)
     if engine:
         features |= protocol.Feature.ENGINE
     if memory:
         features |= protocol.Feature.MEMORY
+    if dram:
+        features |= protocol.Feature.DRAM
     return protocol.Identity(cfg.config_id, protocol.PROTOCOL_VERSION, GATEWARE_VERSION,
                              protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols)
 

@@ -172,12 +172,16 @@ class MemDeviceTop(wiring.Component):
     memory behind ``mem`` (LiteDRAM's native port), and the memory commands.
 
     IDENTIFY reports `Feature.MEMORY` (LAYER_CONFIG, LOAD_PARAMS and RUN answer
-    UNSUPPORTED); STATUS carries the program's progress. While a program runs, MEM_* and
+    UNSUPPORTED), and `Feature.DRAM` with ``dram`` (a DRAM controller behind ``mem``,
+    whose init flags ``dram_flags``, `DramFlag`, STATUS reports); STATUS carries the
+    program's progress. While a program runs, MEM_* and
     PROGRAM_RUN answer BUSY. ``active``: a request is being executed or a program runs.
     """
 
-    def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None) -> None:
+    def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None,
+                 dram: bool = False) -> None:
         self.cfg = cfg
+        self.dram = dram
         self.timeout_cycles = timeout_cycles or protocol.default_timeout_cycles(
             cfg.uart_divisor)
         super().__init__({
@@ -185,13 +189,15 @@ class MemDeviceTop(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "active": Out(1),
             "mem": Out(mem_port(cfg)),
+            "dram_flags": In(3),
         })
 
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
         m = Module()
-        dec = CommandDecoder(identity(cfg, engine=False, memory=True).encode(), engine=False,
-                             memory=True)
+        dec = CommandDecoder(identity(cfg, engine=False, memory=True, dram=self.dram).encode(),
+                             engine=False, memory=True)
+        m.d.comb += dec.dram.eq(self.dram_flags)
         rep = link_endpoint(m, self, dec, self.timeout_cycles)
         m.submodules.commands = cmd = MemoryCommands(cfg)
         m.submodules.accel = acc = Accelerator(cfg)

