@@ -13,6 +13,7 @@ most of it the Verilator build.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from test_engine import BOARD_SLICES, board_slice_config  # noqa: E402
 from bench.golden_frame import machine  # noqa: E402
 from boards import BOARDS  # noqa: E402
 from hw.engine import LayerEngine  # noqa: E402
+from hw.simulator import verilator_env  # noqa: E402
 
 
 def main() -> int:
@@ -34,6 +36,8 @@ def main() -> int:
                     choices=[b for b, v in BOARDS.items() if v.hw_config])
     args = ap.parse_args()
     cfg = board_slice_config(args.board)
+    env = verilator_env()          # as sim/conftest.py: the venv's verilator, MAKEFLAGS
+    os.environ["PATH"], os.environ["MAKEFLAGS"] = env["PATH"], env["MAKEFLAGS"]
     t0 = time.perf_counter()
     run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
               {"seed": 3100, "idle": 0.0, "stall": 0.0, "slices": BOARD_SLICES}, seed=13,
