@@ -15,7 +15,8 @@ parameter block's beats (one a cycle), and prints one JSON object with `--json`:
 - `fps_uart`, `fps_ethernet`: link time plus compute, not overlapped, with the link bytes
   of one frame (`link_bytes_per_frame`: the int8 image written and the heads and trace
   read in protocol frames, STATUS polls not counted) over the board's UART (8N1) and
-  over 100 Mbit Ethernet (~11.5 MB/s of UDP payload; the Arty boards only).
+  over 100 Mbit Ethernet (8.8 MB/s of UDP payload as `bench.eth_link` measures it in
+  simulation; the Arty boards only).
 
 The measured frame on the simulated device (`bench/sim_frame.py`) adds memory stalls and
 pass starts to this model (0.3% on the default config, 2026-11-27).
@@ -37,8 +38,11 @@ from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
 from sw.runtime.program import compile_network
 
-#: UDP payload rate of the Arty's 100 Mbit Ethernet (the brief's figure).
-ETHERNET_BYTES_S = 11.5e6
+#: UDP payload rate of the Arty's 100 Mbit Ethernet as measured over the simulated LiteEth
+#: core, MII PHY and UDP bridge by `python -m bench.eth_link` (8.80 MB/s written, 8.76 read,
+#: stop and wait, the host's turnaround not included; 2026-11-27). The brief's 11.5 MB/s is
+#: the wire's limit with every datagram in flight at once.
+ETHERNET_BYTES_S = 8.8e6
 #: Bytes a request or reply frame adds to its payload (sync, opcode, length, CRC).
 FRAME_BYTES = 7
 

@@ -9,9 +9,10 @@ protocol. Prints the machine, the simulation's wall time for the frame, the fram
 cycles (measured, engine, no-stall schedule), memory stall and overhead cycles, DRAM and
 link bytes, the memory model's counts, the per-layer table, and projected frames per
 second of the A7-35T (default) and A7-100T configs over a 12 Mbaud UART and over 100 Mbit
-Ethernet (~11.5 MB/s of UDP payload): a frame takes its link time plus its compute time
-(link and compute not overlapped), compute as measured here for the default config and
-from the no-stall schedule scaled by the measured overhead for the A7-100T config.
+Ethernet (`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its
+link time plus its compute time (link and compute not overlapped), compute as measured
+here for the default config and from the no-stall schedule scaled by the measured overhead
+for the A7-100T config.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fps import ETHERNET_BYTES_S  # noqa: E402
 from bench.golden_frame import machine  # noqa: E402
 from hw.spec import intmath  # noqa: E402
 from hw.spec.config import DEFAULT, HwConfig  # noqa: E402
@@ -39,9 +41,6 @@ from sw.runtime.link import SimLink  # noqa: E402
 from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
 from sw.runtime.resident import ResidentNetwork  # noqa: E402
-
-#: UDP payload rate of the Arty's 100 Mbit Ethernet (the brief's figure).
-ETHERNET_BYTES_S = 11.5e6
 
 
 def link_seconds(nbytes: int, baud: int) -> float:

@@ -57,6 +57,7 @@ from sw.runtime.weights import WeightsError, default_cfg, fetch_weights
 EXAMPLES = """examples:
   python sw/host.py --image dog.jpg                      # bundled sample, simulated RTL
   python sw/host.py --image dog.jpg --port /dev/ttyUSB1  # on the board
+  python sw/host.py --image dog.jpg --host 192.168.1.50  # on the board, over Ethernet
   python sw/host.py --image photos/ --out results/ --backend golden  # golden model, a folder
   python sw/host.py --video clip.mp4 --out results/ --backend golden  # every frame of a video
   python sw/host.py --camera 0 --backend golden --show   # a camera, live window
@@ -97,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hw-config", help="HwConfig JSON (default: the default build)")
     p.add_argument("--port", help="with --backend sim: the board's serial port (default: "
                                   "the Verilator simulator)")
+    p.add_argument("--host", metavar="IP[:PORT]",
+                   help="with --backend sim: the board on Ethernet (UDP; port 7777 unless "
+                        "given), e.g. 192.168.1.50")
     p.add_argument("--calib", help="calibrate a bundle on this folder of images (default: the "
                                    "shipped default bundle, or for other cfg / weights / "
                                    f"HwConfig a bundle calibrated on {CALIB_DIR.name}/)")
@@ -116,6 +120,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--conf must lie in [0, 1) and --nms in (0, 1]")
     if args.port and args.backend != "sim":
         p.error("--port needs --backend sim")
+    if args.host and args.backend != "sim":
+        p.error("--host needs --backend sim")
+    if args.host and args.port:
+        p.error("--host and --port are two links to a board: give one")
+    if args.host:
+        from sw.runtime.udplink import parse_host
+        try:
+            parse_host(args.host)
+        except ValueError as e:
+            p.error(str(e))
     if (args.show or args.max_frames is not None) and args.image:
         p.error("--show and --max-frames need --video or --camera")
     if args.max_frames is not None and args.max_frames < 1:
@@ -219,11 +233,12 @@ def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
     bundle = get_bundle(args, hw)
     if args.backend == "fakequant":
         return _quant_pipeline("--backend fakequant").make_backend("fakequant", bundle)
-    if args.backend == "sim" and not args.port and (args.video or args.camera is not None):
+    board = args.port or args.host
+    if args.backend == "sim" and not board and (args.video or args.camera is not None):
         log(f"warning: the simulated RTL takes about {sim_seconds(bundle, hw):.0f} s per frame "
             "(bench/sim_frame.py on 2 cores); --backend golden gives the same detections "
             "in a fraction of a second, --port runs the board")
-    return detect.make_backend(args.backend, bundle, hw, args.port)
+    return detect.make_backend(args.backend, bundle, hw, args.port, args.host)
 
 
 def sim_seconds(bundle: Bundle, hw: HwConfig) -> float:

@@ -15,6 +15,12 @@
 //   --mem-latency N --mem-refresh INTERVAL:CYCLES --mem-row-miss N --mem-turnaround N
 // At exit the harness prints "harness-mem: ..." statistics on stderr.
 //
+// With HARNESS_ETH (the Ethernet top, hw/eth/simulator.py) the device's bytes travel as UDP
+// datagrams over its MII pins instead of stdin/stdout: eth_wire.h plays the cable and the
+// host's network stack, a local UDP socket (printed on stdout as "harness-eth: udp
+// 127.0.0.1:PORT") on the other side. stdin then only says when to stop (EOF). Options:
+//   --udp-port N (0: any free port) --device-ip A.B.C.D --device-port N --host-ip A.B.C.D
+//
 // Time: the clock runs while there is work: input queued, the device active, or fewer than
 // `kQuiet` cycles since the last byte moved. Otherwise (the device waits for the host) the
 // harness waits up to `kWaitMs` of wall time for the host's next request without simulating,
@@ -45,6 +51,9 @@
 
 #include "Vtop.h"
 #include "verilated.h"
+#ifdef HARNESS_ETH
+#include "eth_wire.h"
+#endif
 
 static bool write_all(std::vector<uint8_t>& out) {
     size_t done = 0;
@@ -199,11 +208,38 @@ int main(int argc, char** argv) {
             mem.turnaround = std::atoi(val);
         } else if (opt == "--mem-refresh" &&
                    std::sscanf(val, "%d:%d", &mem.refresh_interval, &mem.refresh_cycles) == 2) {
+#ifdef HARNESS_ETH
+        } else if (opt == "--udp-port" || opt == "--device-ip" || opt == "--device-port" ||
+                   opt == "--host-ip") {           // the Ethernet side's (below)
+#endif
         } else {
             std::fprintf(stderr, "harness: bad option %s %s\n", opt.c_str(), val);
             return 2;
         }
     }
+#endif
+#ifdef HARNESS_ETH
+    EthWire eth;
+    long udp_port = 0;
+    for (int k = 2; k < argc; k += 2) {
+        std::string opt = argv[k];
+        if (k + 1 >= argc) { std::fprintf(stderr, "harness: %s needs a value\n", opt.c_str()); return 2; }
+        const char* val = argv[k + 1];
+        in_addr a{};
+        if (opt == "--udp-port") udp_port = std::atol(val);
+        else if (opt == "--device-port") eth.dev_port = uint16_t(std::atol(val));
+        else if (opt == "--device-ip" && inet_pton(AF_INET, val, &a) == 1) eth.dev_ip = ntohl(a.s_addr);
+        else if (opt == "--host-ip" && inet_pton(AF_INET, val, &a) == 1) eth.host_ip = ntohl(a.s_addr);
+#ifdef HARNESS_MEMORY
+        else if (opt == "--load" || opt == "--dump" || opt.rfind("--mem-", 0) == 0) {}
+#endif
+        else { std::fprintf(stderr, "harness: bad option %s %s\n", opt.c_str(), val); return 2; }
+    }
+    if (udp_port < 0 || udp_port > 65535 || !eth.open(uint16_t(udp_port))) {
+        std::fprintf(stderr, "harness: cannot bind UDP 127.0.0.1:%ld\n", udp_port);
+        return 2;
+    }
+    static const uint64_t kArpRetry = 200000;   // cycles between ARP requests for the device
 #endif
     auto ctx = new VerilatedContext;
     auto top = new Vtop{ctx};
@@ -222,8 +258,14 @@ int main(int argc, char** argv) {
         top->eval();
     };
     top->rst = 1;
+#ifdef HARNESS_ETH
+    top->mii_rx_clk = top->mii_tx_clk = 0;
+    top->mii_rx_dv = 0;
+    top->mii_rx_data = 0;
+#else
     top->rx_valid = 0;
     top->tx_ready = 1;
+#endif
 #ifdef HARNESS_MEMORY
     top->mem_cmd_ready = 0;
     top->mem_wdata_ready = 0;
@@ -234,26 +276,60 @@ int main(int argc, char** argv) {
     top->rst = 0;                        // (reset once more by the loop's first edge)
 
     for (;;) {
-        bool wait = in.empty() && !eof && idle >= kQuiet && !waited && !top->active;
-        if (in.empty() && !eof && (idle >= idle_limit || wait || (cycles & 63) == 0)) {
+#ifdef HARNESS_ETH
+        bool input = eth.busy();
+#else
+        bool input = !in.empty();
+#endif
+        bool wait = !input && !eof && idle >= kQuiet && !waited && !top->active;
+        if (!input && !eof && (idle >= idle_limit || wait || (cycles & 63) == 0)) {
             bool block = idle >= idle_limit && !top->active;
             if ((block || wait) && !write_all(out)) return 1;
-            struct pollfd p = {0, POLLIN, 0};
-            int r = poll(&p, 1, block ? -1 : wait ? kWaitMs : 0);
+            struct pollfd p[2] = {{0, POLLIN, 0}, {-1, POLLIN, 0}};
+#ifdef HARNESS_ETH
+            p[1].fd = eth.sock;
+#endif
+            int r = poll(p, 2, block ? -1 : wait ? kWaitMs : 0);
             if (r < 0 && errno != EINTR) return 1;
             if (wait && r == 0) waited = true;
-            if (r > 0) {
+            if (r > 0 && (p[0].revents & (POLLIN | POLLHUP))) {
                 ssize_t n = read(0, buf, sizeof buf);
                 if (n < 0 && errno != EINTR && errno != EAGAIN) return 1;
                 if (n == 0) eof = true;
+#ifndef HARNESS_ETH
                 for (ssize_t k = 0; k < n; k++) in.push_back(buf[k]);
+#endif
             }
+#ifdef HARNESS_ETH
+            if (r > 0 && (p[1].revents & POLLIN)) eth.receive(cycles);
+#endif
         }
+#ifdef HARNESS_ETH
+        eth.service(cycles, kArpRetry);
+        if (eof && !eth.busy() && idle >= idle_limit && !top->active) break;
+        // MII clocks at a quarter of the sys clock: rising at cycles % 4 == 0 (the device's
+        // tx pins sampled just before), falling at 2 (the next rx nibble set).
+        bool mii_moved = false;
+        if ((cycles & 3) == 0) {
+            bool en = top->mii_tx_en;
+            if (en || eth.rx_on) mii_moved = true;
+            eth.sample_tx(en, top->mii_tx_data);
+            top->mii_rx_clk = top->mii_tx_clk = 1;
+        } else if ((cycles & 3) == 2) {
+            uint8_t nibble = 0;
+            bool dv = eth.next_rx(nibble);
+            mii_moved = mii_moved || dv;
+            top->mii_rx_dv = dv;
+            top->mii_rx_data = nibble;
+            top->mii_rx_clk = top->mii_tx_clk = 0;
+        }
+#else
         if (eof && in.empty() && idle >= idle_limit && !top->active) break;
 
         top->rx_valid = in.empty() ? 0 : 1;
         top->rx_payload = in.empty() ? 0 : in.front();
         top->tx_ready = 1;
+#endif
 #ifdef HARNESS_MEMORY
         if (!mem.step(cycles)) return 1;
         bool cmd_ready = mem.cmd_ready(cycles);
@@ -271,9 +347,14 @@ int main(int argc, char** argv) {
         // inputs had been set before a clk-low eval. `top->active` read before this edge is
         // the previous cycle's.
         tick();
+#ifdef HARNESS_ETH
+        bool rx_take = mii_moved, tx_take = false;
+        uint8_t tx_byte = 0;
+#else
         bool rx_take = top->rx_valid && top->rx_ready;
         bool tx_take = top->tx_valid && top->tx_ready;
         uint8_t tx_byte = top->tx_payload;
+#endif
 #ifdef HARNESS_MEMORY
         bool cmd_take = top->mem_cmd_valid && cmd_ready;
         Memory::Cmd cmd{bool(top->mem_cmd_we), uint32_t(top->mem_cmd_addr)};
@@ -296,7 +377,9 @@ int main(int argc, char** argv) {
         if (w_take) mem.wdata.push_back(word);
         if (r_show) mem.reads.pop_front();
 #endif
+#ifndef HARNESS_ETH
         if (rx_take) in.pop_front();
+#endif
         if (tx_take) out.push_back(tx_byte);
         idle = (rx_take || tx_take) ? 0 : idle + 1;
         if (idle == 0) waited = false;
@@ -305,6 +388,9 @@ int main(int argc, char** argv) {
     }
     write_all(out);
     std::fprintf(stderr, "harness: %llu cycles\n", (unsigned long long)cycles);
+#ifdef HARNESS_ETH
+    eth.report();
+#endif
 #ifdef HARNESS_MEMORY
     std::fprintf(stderr, "harness-mem: reads %llu writes %llu row_misses %llu refreshes %llu "
                  "turnarounds %llu cmd_stall_cycles %llu\n",

@@ -104,22 +104,24 @@ class Backend:
 
 
 def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
-                 port: str | None = None) -> Backend:
+                 port: str | None = None, host: str | None = None) -> Backend:
     """A bundle's backend by name: "golden", or "sim" (the device: the Verilator simulator
     of the device with its memory built for `hw`, or with `port` the board on that serial
-    port, which must identify as `hw`). `hw` defaults to the default HwConfig."""
+    port, or with `host` (``IP[:PORT]``) the board on Ethernet, which must identify as
+    `hw`). `hw` defaults to the default HwConfig."""
     size = bundle.input_shape[0]
     if name == "golden":
         golden = GoldenModel(bundle)
         return Backend("golden", size, head_specs(bundle),
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
-        return _device_backend(bundle, hw or HwConfig(), port)
+        return _device_backend(bundle, hw or HwConfig(), port, host)
     raise ValueError(f"unknown backend {name!r} for a bundle (choose golden or sim; float "
                      "and fakequant: sw.quant.pipeline)")
 
 
-def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None) -> Backend:
+def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
+                    host: str | None = None) -> Backend:
     """The device as a backend. A device with memory (the simulator; boards with their
     DRAM) keeps the network resident: uploaded once (`sw.runtime.resident`), then per image
     only the input and the heads cross the link. A streaming device (today's board builds,
@@ -133,14 +135,18 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None) -> Backend:
     from sw.runtime.scheduler import run_network
 
     bundle.check_numerics(hw)
-    link = SerialLink(port, hw.uart_baud) if port else SimLink(hw, top="memory")
+    if host:
+        from sw.runtime.udplink import UdpLink, parse_host
+        link = UdpLink(*parse_host(host))
+    else:
+        link = SerialLink(port, hw.uart_baud) if port else SimLink(hw, top="memory")
     try:
         ident = probe.identify(link, hw)    # a few seconds, then an error that says why
     except BaseException:
         link.close()
         raise
     dev = Device(link, timeout=30.0)
-    size, name = bundle.input_shape[0], "board" if port else "sim"
+    size, name = bundle.input_shape[0], "board" if port or host else "sim"
     if ident.features & Feature.MEMORY:
         net = ResidentNetwork(dev, hw, bundle)
         net.upload(progress=log)

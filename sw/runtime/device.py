@@ -201,7 +201,12 @@ class Device:
                 progress(min(off + step, len(data)))
 
     def mem_read(self, addr: int, length: int) -> bytes:
-        """`length` bytes from byte address `addr`."""
+        """`length` bytes from byte address `addr` (in requests of at most the link's
+        `max_reply` bytes where it has one: a UDP reply is one datagram)."""
+        step = getattr(self.link, "max_reply", None)
+        if step and length > step:
+            return b"".join(self.mem_read(addr + off, min(step, length - off))
+                            for off in range(0, length, step))
         got = self.request(Op.MEM_READ, struct.pack(protocol.MEM_RANGE_FORMAT, addr, length))
         if len(got) != length:
             raise LinkError(f"MEM_READ on {self.link.name}: {len(got)} bytes, expected {length}")

@@ -84,6 +84,13 @@ def identify(link: Link, expect: HwConfig, seconds: float = PROBE_SECONDS) -> Id
                     "rate other than the device's, or a noisy line")
         else:
             what = "nothing came back"
+        if getattr(link, "session", None) is not None:      # a UDP link
+            raise NoAnswerError(
+                f"no answer from {link.name} within {seconds:g} s ({what}). The host expects "
+                f"HwConfig {_named(expect.config_id)}. Usual causes: the cable or link LED; "
+                "the host's interface without an address on the device's subnet (ip addr add "
+                "192.168.1.1/24 dev IFACE); another IP or port than the build's (--host "
+                "IP:PORT); no bitstream with Ethernet loaded") from None
         rates = _rates(expect)
         raise NoAnswerError(
             f"no answer from {link.name}{at} within {seconds:g} s (IDENTIFY sent twice, "
