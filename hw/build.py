@@ -423,7 +423,10 @@ def estimate(board: Board, cfg: HwConfig, dram: GeneratedCore | None = None,
             from hw.top import DeviceTop
             device = DualLinkDevice(device or DeviceTop(cfg), *eth)
             verilog.append(eth[0].verilog)
-        cells = synth_cells(BoardCore(cfg, device), "core", board.family, verilog=verilog)
+        # LiteEth's MDIO is a tristate pin: Yosys maps it only with I/O buffers (which the
+        # LUT/FF/DSP/BRAM counts do not include).
+        cells = synth_cells(BoardCore(cfg, device), "core", board.family, verilog=verilog,
+                            iopad=eth is not None)
     return _xc7_usage(cells) if board.family == "xc7" else _ecp5_usage(cells)
 
 
