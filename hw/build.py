@@ -562,7 +562,11 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         family = "synth_xilinx -family xc7" if board.family == "xc7" else "synth_ecp5"
         log(f"estimating resources (yosys {family}) ...")
         t = time.monotonic()
-        usage = estimate(board, cfg, dram, eth_core)
+        try:
+            usage = estimate(board, cfg, dram, eth_core)
+        except RuntimeError as e:       # Yosys failed (e.g. its ABC out of stack in WASM)
+            raise BuildError(f"the Yosys resource estimate failed ({str(e).splitlines()[0]} "
+                             f"...{str(e)[-300:]}); --no-estimate skips it") from e
         report = {"board": board.name, "part": board.description, "config_id": cfg.config_id_hex,
                   "system": system, "dram": board.dram if dram else None,
                   "eth": _eth_record(eth),

@@ -288,6 +288,16 @@ def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytes
     assert seen["dram"] is not None and seen["eth"][1].ip == report["eth"]["ip"]
 
 
+def test_a_failing_estimate_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(board, cfg, dram=None):
+        raise RuntimeError("yosys failed for core:\nwasm trap: call stack exhausted")
+    monkeypatch.setattr(hwb, "estimate", fail)
+    assert main(["--board", "ulx3s_85f", "--no-pnr", "--build-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "the Yosys resource estimate failed" in err and "--no-estimate skips it" in err
+
+
 def test_parse_nextpnr_fmax() -> None:
     log = ("Info: Max frequency for clock '$glbnet$clk': 87.10 MHz (FAIL at 100.00 MHz)\n"
            "Info: Max frequency for clock '$glbnet$clk': 112.45 MHz (PASS at 100.00 MHz)\n"
