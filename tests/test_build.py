@@ -290,7 +290,7 @@ def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytes
 
 def test_a_failing_estimate_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    def fail(board, cfg, dram=None):
+    def fail(board, cfg, dram=None, eth=None):
         raise RuntimeError("yosys failed for core:\nwasm trap: call stack exhausted")
     monkeypatch.setattr(hwb, "estimate", fail)
     assert main(["--board", "ulx3s_85f", "--no-pnr", "--build-dir", str(tmp_path)]) == 1
