@@ -7,7 +7,9 @@ frame time it projects for the Arty boards.
 Writes N bytes with MEM_WRITE and reads them back with MEM_READ through the unchanged
 driver (`Device` on `EthSimLink`), and takes the simulated time of each from the device's
 cycle counter (STATUS before and after). The harness stops the clock while it waits for
-the host, so these rates have a host that answers at once: `--turnaround-us` adds an
+the host, so these rates have a host that answers at once. Per request it also prints the
+simulated cycles over Ethernet, the wire time of its two datagrams (computed) and the same
+device's cycles on the pipe harness (a byte a cycle each way). `--turnaround-us` adds an
 assumed per-request host turnaround (not measured here) to a second pair of figures. The
 frame projection: the int8 image written and the heads and trace read at those rates
 (PROGRAM_RUN and STATUS polls not counted), plus the engine's schedule of `bench.fps`, not
@@ -30,12 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fps import board_config, fps  # noqa: E402
-from hw.spec import protocol  # noqa: E402
+from hw.spec import protocol, udp  # noqa: E402
 from hw.spec.config import DEFAULT  # noqa: E402
 from hw.spec.memory import TRACE_BYTES  # noqa: E402
 from sw.runtime.bundle import Bundle  # noqa: E402
 from sw.runtime.detect import shipped_bundle  # noqa: E402
 from sw.runtime.device import Device  # noqa: E402
+from sw.runtime.link import SimLink  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
 from sw.runtime.udplink import EthSimLink  # noqa: E402
 
@@ -66,6 +69,29 @@ def measure(nbytes: int) -> dict[str, float]:
             "resent": lk.resent, "cycles": lk.cycles or 0, "eth": lk.eth_stats}
 
 
+def pipe_cycles(nbytes: int) -> tuple[float, float]:
+    """Cycles per MEM_WRITE and per 1,024-byte MEM_READ request of the same device on the
+    pipe harness (a byte a cycle each way, `SimLink` memory top): the device's own time,
+    receiving and sending its frames included."""
+    data = os.urandom(nbytes)
+    with SimLink(DEFAULT, top="memory") as lk:
+        dev = Device(lk, timeout=120.0)
+        c0 = dev.status().cycles
+        dev.mem_write(0, data)
+        c1 = dev.status().cycles
+        for off in range(0, nbytes, protocol.MAX_PAYLOAD):
+            dev.mem_read(off, min(protocol.MAX_PAYLOAD, nbytes - off))
+        c2 = dev.status().cycles
+    return ((c1 - c0) / -(-nbytes // WRITE_CHUNK),
+            (c2 - c1) / -(-nbytes // protocol.MAX_PAYLOAD))
+
+
+def wire_bytes(udp_payload: int) -> int:
+    """Bytes one datagram takes on the wire: preamble and SFD, Ethernet header, IPv4 and
+    UDP headers, padding to the 60-byte minimum, FCS, inter-frame gap."""
+    return 8 + max(14 + 20 + 8 + udp_payload, 60) + 4 + 12
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bytes", type=int, default=256 * 1024, help="bytes each way")
@@ -78,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.process_time()
     m = measure(args.bytes)
+    pipe_w, pipe_r = pipe_cycles(args.bytes)
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     n, ta = args.bytes, args.turnaround_us * 1e-6
+    hdr, frame, clock_per_bit = udp.HEADER_BYTES, protocol.FRAME_OVERHEAD, DEFAULT.clock_hz / 100e6
     write_rate, read_rate = n / m["write_s"], n / m["read_s"]
     write_rate_t = n / (m["write_s"] + m["write_requests"] * ta)
     read_rate_t = n / (m["read_s"] + m["read_requests"] * ta)
@@ -91,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         "write_MB_s_with_turnaround": write_rate_t / 1e6,
         "read_MB_s_with_turnaround": read_rate_t / 1e6,
         "simulated_cycles": m["cycles"], "wire": m["eth"],
+        # per request: over Ethernet (measured), the two datagrams' wire time (computed),
+        # the same device on the pipe harness (measured)
+        "eth_cycles_per_write_request": m["write_s"] * DEFAULT.clock_hz / m["write_requests"],
+        "wire_cycles_per_write_request": (wire_bytes(hdr + WRITE_CHUNK + 4 + frame)
+                                          + wire_bytes(hdr + frame)) * 8 * clock_per_bit,
+        "pipe_cycles_per_write_request": pipe_w,
+        "eth_cycles_per_read_request": m["read_s"] * DEFAULT.clock_hz / m["read_requests"],
+        "wire_cycles_per_read_request": (wire_bytes(hdr + 8 + frame)
+                                         + wire_bytes(hdr + protocol.MAX_PAYLOAD + frame))
+        * 8 * clock_per_bit,
+        "pipe_cycles_per_read_request": pipe_r,
         "cpu_s": time.process_time() - t0 + child.ru_utime + child.ru_stime,
         "boards": {}}
     for board in ("arty_a7", "arty_a7_100"):

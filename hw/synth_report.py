@@ -80,10 +80,11 @@ _SYNTH = {
 
 
 def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str],
-           verilog: Sequence[Path] = ()) -> dict[str, str]:
+           verilog: Sequence[Path] = (), iopad: bool = False) -> dict[str, str]:
     """Synthesize `top` out of context for `family` (with the modules of the `verilog`
-    files it instantiates); run each Yosys command of `outputs` (key: a file name it
-    writes) after synthesis and return the files' texts."""
+    files it instantiates; `iopad`: with I/O buffers, for Verilog with tristate pins);
+    run each Yosys command of `outputs` (key: a file name it writes) after synthesis and
+    return the files' texts."""
     with tempfile.TemporaryDirectory(prefix=f"synth-{name}-") as tmp:
         il = Path(tmp) / f"{name}.il"
         il.write_text(rtlil.convert(top, name=name))
@@ -92,7 +93,10 @@ def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str
         for k, src in enumerate(verilog):
             shutil.copy(src, Path(tmp) / f"extra{k}.v")
             reads += f"read_verilog extra{k}.v; "
-        script = f"{reads}read_rtlil {il.name}; {_SYNTH[family].format(top=name)}; " + "; ".join(
+        synth = _SYNTH[family].format(top=name)
+        if iopad:
+            synth = synth.replace(" -noiopad", " -iopad")
+        script = f"{reads}read_rtlil {il.name}; {synth}; " + "; ".join(
             outputs.values())
         proc = subprocess.run([*_yosys_command(), "-q", "-p", script], capture_output=True,
                               text=True, cwd=tmp)
@@ -104,11 +108,11 @@ def _synth(top: wiring.Component, name: str, family: str, outputs: dict[str, str
 
 
 def synth_cells(top: wiring.Component, name: str, family: str = "xc7",
-                verilog: Sequence[Path] = ()) -> dict[str, int]:
+                verilog: Sequence[Path] = (), iopad: bool = False) -> dict[str, int]:
     """Synthesize `top` out of context for `family` ("xc7" or "ecp5"), with the Verilog
-    modules of `verilog`; cells by type."""
+    modules of `verilog` (`iopad`: with I/O buffers, `_synth`); cells by type."""
     text = _synth(top, name, family, {"stat.json": "tee -q -o stat.json stat -json"},
-                  verilog)
+                  verilog, iopad)
     return json.loads(text["stat.json"])["design"]["num_cells_by_type"]
 
 

@@ -272,8 +272,9 @@ def test_check_fit_synthetic() -> None:
 def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     # Synthetic estimate (a 16x16 array's DSPs) instead of a slow synthesis.
-    monkeypatch.setattr(hwb, "estimate", lambda board, cfg, dram=None: {
-        "LUT": 9000, "FF": 12000, "DSP48E1": 256, "BRAM36": 30})
+    seen = {}
+    monkeypatch.setattr(hwb, "estimate", lambda board, cfg, dram=None, eth=None: seen.update(
+        dram=dram, eth=eth) or {"LUT": 9000, "FF": 12000, "DSP48E1": 256, "BRAM36": 30})
     out = tmp_path / "big"
     assert main(["--board", "arty_a7", "--build-dir", str(out)]) == 1
     captured = capsys.readouterr()
@@ -283,11 +284,13 @@ def test_build_fails_when_design_does_not_fit(tmp_path: Path, monkeypatch: pytes
     report = json.loads((out / "resources.json").read_text())
     assert report["fits"] is False and report["used"]["DSP48E1"] == 256
     assert not (out / "tinyyolo.v").exists()
+    # The Arty's estimate is of the whole system: the DRAM core and the Ethernet core.
+    assert seen["dram"] is not None and seen["eth"][1].ip == report["eth"]["ip"]
 
 
 def test_a_failing_estimate_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    def fail(board, cfg, dram=None):
+    def fail(board, cfg, dram=None, eth=None):
         raise RuntimeError("yosys failed for core:\nwasm trap: call stack exhausted")
     monkeypatch.setattr(hwb, "estimate", fail)
     assert main(["--board", "ulx3s_85f", "--no-pnr", "--build-dir", str(tmp_path)]) == 1

@@ -109,8 +109,9 @@ def device_defaults(board: str, *, ip: str | None = None, mac: str | None = None
     raw = yaml.safe_load(board_config(board).read_text())
     dev = raw.get("device") or {}
     try:
-        return EthSettings(ip=str(ip or dev["ip"]), mac=str(mac or dev["mac"]).lower(),
-                           udp_port=int(udp_port or dev["udp_port"]))
+        return EthSettings(ip=str(dev["ip"] if ip is None else ip),
+                           mac=str(dev["mac"] if mac is None else mac).lower(),
+                           udp_port=int(dev["udp_port"] if udp_port is None else udp_port))
     except KeyError as e:
         raise EthError(f"{board_config(board)}: device section lacks {e}") from e
 
