@@ -546,7 +546,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         from hw.eth import EthError
         from hw.eth import generate as generate_eth
         try:
-            eth_core = (generate_eth(board.name), eth)
+            eth_core = (generate_eth(board.eth), eth)
         except EthError as e:
             raise BuildError(str(e)) from e
         if cfg.clock_hz != 100_000_000:
@@ -666,7 +666,7 @@ def eth_settings(board: Board, system: str, eth: EthSettings | None = None
     if eth is not None:
         return eth
     from hw.eth import device_defaults
-    return device_defaults(board.name)
+    return device_defaults(board.eth)
 
 
 def _eth_record(eth: EthSettings | None) -> dict | None:
@@ -701,7 +701,7 @@ def design_hash(board: Board, cfg: HwConfig, system: str | None = None) -> str:
         h.update(generator_key(board.dram, cfg.mem_data_bits, False).encode())
         if board.eth is not None:
             from hw.eth import generator_key as eth_generator_key
-            h.update(eth_generator_key(board.name, False).encode())
+            h.update(eth_generator_key(board.eth, False).encode())
     files = sorted([*(ROOT / "hw").rglob("*.py"), *(ROOT / "boards").rglob("*.py"),
                     *(ROOT / "boards").rglob("*.json")])
     for f in files:
@@ -904,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--ip/--udp-port/--mac: {board.name} has no Ethernet (boards with it: "
                      f"{', '.join(b.name for b in BOARDS.values() if b.eth)})")
         try:
-            eth = device_defaults(board.name, ip=args.ip, mac=args.mac,
+            eth = device_defaults(board.eth, ip=args.ip, mac=args.mac,
                                   udp_port=args.udp_port)
         except EthError as e:
             ap.error(f"--ip/--udp-port/--mac: {e}")

@@ -84,7 +84,7 @@ def test_addresses_without_ethernet(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_only_the_arty_dram_system_has_ethernet() -> None:
     arty = BOARDS["arty_a7_100"]
-    assert hwb.eth_settings(arty, "dram") == device_defaults("arty_a7_100")
+    assert hwb.eth_settings(arty, "dram") == device_defaults(arty.eth)
     assert hwb.eth_settings(arty, "streaming") is None
     assert hwb.eth_settings(BOARDS["orangecrab_85f"], "dram") is None
 

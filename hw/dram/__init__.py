@@ -10,16 +10,12 @@ init sequence LiteDRAM generated into the CSR writes `hw.dram.core.DramInit` rep
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import importlib.metadata
 import json
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hw.gencore import Generated, config_file, generation_key, run_generator
 
 __all__ = ["CONFIG_DIR", "DramError", "GeneratedCore", "InitWrite", "board_config",
            "configs", "generate", "generator_key", "init_program"]
@@ -47,15 +43,8 @@ class InitWrite:
 
 
 @dataclass(frozen=True)
-class GeneratedCore:
-    """A generated core: its Verilog (module ``meta["module"]``) and what core.json says."""
-
-    directory: Path
-    meta: dict[str, Any]
-
-    @property
-    def verilog(self) -> Path:
-        return self.directory / f"{self.meta['module']}.v"
+class GeneratedCore(Generated):
+    """A generated LiteDRAM core."""
 
     @property
     def addr_bits(self) -> int:
@@ -88,30 +77,14 @@ def configs() -> list[str]:
 
 def board_config(config: str) -> Path:
     """The file of the DRAM config `config` (a board's `Board.dram`)."""
-    path = CONFIG_DIR / f"{config}.yml"
-    if not path.is_file():
-        raise DramError(f"no DRAM config {config!r} in {CONFIG_DIR} (known: "
-                        f"{', '.join(configs())})")
-    return path
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
+    return config_file(CONFIG_DIR, config, what="DRAM", error=DramError)
 
 
 def generator_key(config: str, data_bits: int, sim: bool) -> str:
     """The cache key of a generated core: the config file, the port width, the variant,
     the generator script and the versions of LiteDRAM and what it is built with."""
-    h = hashlib.sha256()
-    for f in (board_config(config), Path(__file__).with_name("litedram_gen.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(f"{data_bits}\0{sim}\0".encode())
-    for dist in GENERATOR_DISTS:
-        h.update(f"{dist} {_version(dist)}\0".encode())
-    return h.hexdigest()
+    return generation_key((board_config(config), Path(__file__).with_name("litedram_gen.py")),
+                          f"{data_bits}\0{sim}", GENERATOR_DISTS)
 
 
 def generate(config: str, data_bits: int, *, sim: bool = False) -> GeneratedCore:
@@ -120,23 +93,9 @@ def generate(config: str, data_bits: int, *, sim: bool = False) -> GeneratedCore
     (build/dram/CONFIG[-sim]-KEY/; a lock serialises concurrent generations)."""
     key = generator_key(config, data_bits, sim)
     out = CACHE_ROOT / f"{config}{'-sim' if sim else ''}-{data_bits}-{key[:16]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = out / "stamp.sha256"
-        if not (stamp.exists() and stamp.read_text() == key):
-            shutil.rmtree(out, ignore_errors=True)
-            out.mkdir(parents=True)
-            cmd = [sys.executable, "-m", "hw.dram.litedram_gen", "--config",
-                   str(board_config(config)), "--data-bits", str(data_bits), "--out", str(out)]
-            r = subprocess.run(cmd + (["--sim"] if sim else []), cwd=ROOT, capture_output=True,
-                               text=True)
-            (out / "generate.log").write_text(r.stdout + r.stderr)
-            if r.returncode != 0 or not (out / "core.json").exists():
-                raise DramError(f"LiteDRAM core generation failed (exit {r.returncode}; is "
-                                f"litedram installed? `make setup`); see {out / 'generate.log'}:"
-                                f"\n{r.stderr[-2000:]}")
-            stamp.write_text(key)
+    run_generator(out, key, "hw.dram.litedram_gen",
+                  ["--config", str(board_config(config)), "--data-bits", str(data_bits)]
+                  + (["--sim"] if sim else []), what="LiteDRAM", error=DramError)
     core = GeneratedCore(out, json.loads((out / "core.json").read_text()))
     if core.data_bits != data_bits:
         raise DramError(f"the core's native port is {core.data_bits} bits, not {data_bits}")

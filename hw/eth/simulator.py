@@ -26,10 +26,10 @@ from hw.eth import EthError, EthSettings, device_defaults, generate
 from hw.simulator import _HARNESS_MAKEFLAGS, HARNESS_SRC, VERILATOR_ARGS, verilator, verilator_env
 from hw.spec.config import ConfigError, HwConfig
 
-__all__ = ["SIM_BOARD", "build"]
+__all__ = ["SIM_CONFIG", "build"]
 
-#: The board whose Ethernet config the simulator uses.
-SIM_BOARD = "arty_a7"
+#: The Ethernet config (boards/eth/) the simulator uses.
+SIM_CONFIG = "arty_a7"
 #: The MII pins the harness drives (clocks and receive data: not registered) and reads.
 _MII_IN = {"mii_rx_clk": 1, "mii_tx_clk": 1, "mii_rx_dv": 1, "mii_rx_data": 4}
 _MII_OUT = {"mii_tx_en": 1, "mii_tx_data": 4}
@@ -44,7 +44,7 @@ class _EthPipeTop(Elaboratable):
     def __init__(self, cfg: HwConfig, timeout_cycles: int, settings: EthSettings) -> None:
         from hw.eth.system import EthDeviceTop
 
-        self.core = generate(SIM_BOARD, sim=True)
+        self.core = generate(SIM_CONFIG, sim=True)
         self.dut = EthDeviceTop(cfg, self.core, settings, timeout_cycles)
         widths = {**_MII_IN, **_MII_OUT, "active": 1}
         mem = self.dut.mem
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = HwConfig.load(args.config)
-        settings = device_defaults(SIM_BOARD, ip=args.ip, mac=args.mac, udp_port=args.udp_port)
+        settings = device_defaults(SIM_CONFIG, ip=args.ip, mac=args.mac, udp_port=args.udp_port)
         build(cfg, args.timeout_cycles, Path(args.dir), args.key, settings)
     except (ConfigError, EthError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
