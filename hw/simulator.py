@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -31,7 +32,8 @@ from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, Signa
 
 from hw.spec.config import ConfigError, HwConfig
 
-__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "build", "verilator", "verilator_env"]
+__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "build", "build_harness", "connect_memory_pins",
+           "verilator", "verilator_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_SRC = ROOT / "sim" / "harness_cpp" / "main.cpp"
@@ -140,15 +142,20 @@ class _PipeTop(Elaboratable):
                      p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"]),
                      p["active"].eq(dut.active)]
         if "mem_cmd_valid" in p:
-            mem = dut.mem
-            for name, s in (("cmd", mem.cmd), ("wdata", mem.wdata)):     # device to memory
-                m.d.comb += [p[f"mem_{name}_valid"].eq(s.valid), s.ready.eq(p[f"mem_{name}_ready"])]
-                for field in s.payload.shape().members:
-                    m.d.comb += p[f"mem_{name}_{field}"].eq(getattr(s.payload, field))
-            m.d.comb += [mem.rdata.valid.eq(p["mem_rdata_valid"]),
-                         mem.rdata.payload.eq(p["mem_rdata_data"]),
-                         p["mem_rdata_ready"].eq(mem.rdata.ready)]
+            connect_memory_pins(m, p, dut.mem)
         return m
+
+
+def connect_memory_pins(m: Module, pins: dict[str, Signal], mem: object) -> None:
+    """Join a device's memory port `mem` to the harness's ``mem_*`` pins (its memory
+    model): the command and write-data streams out, the read-data stream in."""
+    for name, s in (("cmd", mem.cmd), ("wdata", mem.wdata)):
+        m.d.comb += [pins[f"mem_{name}_valid"].eq(s.valid), s.ready.eq(pins[f"mem_{name}_ready"])]
+        for field in s.payload.shape().members:
+            m.d.comb += pins[f"mem_{name}_{field}"].eq(getattr(s.payload, field))
+    m.d.comb += [mem.rdata.valid.eq(pins["mem_rdata_valid"]),
+                 mem.rdata.payload.eq(pins["mem_rdata_data"]),
+                 pins["mem_rdata_ready"].eq(mem.rdata.ready)]
 
 
 def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
@@ -159,6 +166,16 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
         raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG)")
     if top == "memory" and cfg.mem_data_bits <= 64:
         raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
+    cflags = (f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
+              f"-DMEM_BYTES={cfg.mem_bytes}ULL" if top == "memory" else "")
+    return build_harness(build_dir, key, lambda: _PipeTop(cfg, timeout_cycles, top), cflags)
+
+
+def build_harness(build_dir: Path, key: str, make_pipe: Callable[[], Elaboratable],
+                  cflags: str = "", extra_args: tuple[str, ...] = ()) -> Path:
+    """Build DIR/harness from the pipe top `make_pipe()` makes (its ports, ``clk``, ``rst``
+    and, when not None, the Verilog of its ``core``), the C++ harness compiled with
+    `cflags`, unless DIR/stamp.sha256 already holds `key`. A lock serialises builds."""
     build_dir.mkdir(parents=True, exist_ok=True)
     binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
     with open(build_dir / ".lock", "w") as lock:
@@ -166,16 +183,15 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
         if binary.exists() and stamp.exists() and stamp.read_text() == key:
             return binary
         stamp.unlink(missing_ok=True)
-        pipe = _PipeTop(cfg, timeout_cycles, top)
+        pipe = make_pipe()
         source = verilog.convert(pipe, name="device_pipe", ports=[*pipe.ports.values(),
                                                                   pipe.clk, pipe.rst],
                                  emit_src=False)
         (build_dir / "device_pipe.v").write_text(source)
-        extra = [str(pipe.core.verilog)] if pipe.core is not None else []
-        defines = ([] if top != "memory" else
-                   ["-CFLAGS", f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
-                               f"-DMEM_BYTES={cfg.mem_bytes}ULL"])
-        cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, *defines,
+        core = getattr(pipe, "core", None)
+        extra = [str(core.verilog)] if core is not None else []
+        cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS, *extra_args,
+               *(["-CFLAGS", cflags] if cflags else []),
                "--prefix", "Vtop", "--top-module", "device_pipe", "-Mdir", str(build_dir / "obj"),
                "-o", str(binary), str(HARNESS_SRC), str(build_dir / "device_pipe.v"), *extra]
         r = subprocess.run(cmd, cwd=build_dir, env=verilator_env(_HARNESS_MAKEFLAGS),

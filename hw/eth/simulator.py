@@ -14,16 +14,13 @@ current key exists (the runtime never imports Amaranth), like `hw.simulator`.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import subprocess
 import sys
 from pathlib import Path
 
-from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, Signal
 
 from hw.eth import EthError, EthSettings, device_defaults, generate
-from hw.simulator import _HARNESS_MAKEFLAGS, HARNESS_SRC, VERILATOR_ARGS, verilator, verilator_env
+from hw.simulator import HARNESS_SRC, build_harness, connect_memory_pins
 from hw.spec.config import ConfigError, HwConfig
 
 __all__ = ["SIM_CONFIG", "build"]
@@ -79,14 +76,7 @@ class _EthPipeTop(Elaboratable):
                      mii.rx_dv.eq(p["mii_rx_dv"]), mii.rx_data.eq(p["mii_rx_data"]),
                      p["mii_tx_en"].eq(mii.tx_en), p["mii_tx_data"].eq(mii.tx_data),
                      p["active"].eq(dut.active)]
-        mem = dut.mem
-        for name, s in (("cmd", mem.cmd), ("wdata", mem.wdata)):
-            m.d.comb += [p[f"mem_{name}_valid"].eq(s.valid), s.ready.eq(p[f"mem_{name}_ready"])]
-            for field in s.payload.shape().members:
-                m.d.comb += p[f"mem_{name}_{field}"].eq(getattr(s.payload, field))
-        m.d.comb += [mem.rdata.valid.eq(p["mem_rdata_valid"]),
-                     mem.rdata.payload.eq(p["mem_rdata_data"]),
-                     p["mem_rdata_ready"].eq(mem.rdata.ready)]
+        connect_memory_pins(m, p, dut.mem)
         return m
 
 
@@ -95,31 +85,10 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
     """Build DIR/harness (unless DIR/stamp.sha256 already holds `key`)."""
     if cfg.mem_data_bits <= 64:
         raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
-    with open(build_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if binary.exists() and stamp.exists() and stamp.read_text() == key:
-            return binary
-        stamp.unlink(missing_ok=True)
-        pipe = _EthPipeTop(cfg, timeout_cycles, settings)
-        source = verilog.convert(pipe, name="device_pipe",
-                                 ports=[*pipe.ports.values(), pipe.clk, pipe.rst], emit_src=False)
-        (build_dir / "device_pipe.v").write_text(source)
-        flags = (f"-DHARNESS_ETH -DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
-                 f"-DMEM_BYTES={cfg.mem_bytes}ULL -I{HARNESS_SRC.parent}")
-        cmd = [verilator(), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
-               "-Wno-MULTIDRIVEN", "-CFLAGS", flags, "--prefix", "Vtop",
-               "--top-module", "device_pipe", "-Mdir", str(build_dir / "obj"), "-o", str(binary),
-               str(HARNESS_SRC), str(build_dir / "device_pipe.v"), str(pipe.core.verilog)]
-        r = subprocess.run(cmd, cwd=build_dir, env=verilator_env(_HARNESS_MAKEFLAGS),
-                           capture_output=True, text=True)
-        (build_dir / "build.log").write_text(r.stdout + r.stderr)
-        if r.returncode != 0 or not binary.exists():
-            raise RuntimeError(f"verilator failed (exit {r.returncode}); see "
-                               f"{build_dir / 'build.log'}:\n{r.stderr[-2000:]}")
-        stamp.write_text(key)
-    return binary
+    flags = (f"-DHARNESS_ETH -DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
+             f"-DMEM_BYTES={cfg.mem_bytes}ULL -I{HARNESS_SRC.parent}")
+    return build_harness(build_dir, key, lambda: _EthPipeTop(cfg, timeout_cycles, settings),
+                         flags, ("-Wno-MULTIDRIVEN",))
 
 
 def main(argv: list[str] | None = None) -> int:
