@@ -31,8 +31,8 @@ from hw.spec.protocol import ProtocolError
 from sw.runtime import detect, video
 from sw.runtime.bundle import Bundle, BundleError
 from sw.runtime.darknet import DarknetError
-from sw.runtime.detect import BACKENDS, CALIB_DIR, Backend, DeviceModeError
-from sw.runtime.device import DeviceError
+from sw.runtime.detect import BACKENDS, CALIB_DIR, Backend
+from sw.runtime.device import DeviceError, DeviceModeError
 from sw.runtime.link import LinkError
 from sw.runtime.postprocess import (
     ImageError,

@@ -16,7 +16,7 @@ from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import PassError, group_params
 from hw.spec.protocol import MAX_PAYLOAD, SYNC, Err, Frame, FrameDecoder, Op, Reply, encode_frame
 from hw.top import identity
-from sw.runtime.device import ConfigMismatchError, Device, DeviceError
+from sw.runtime.device import ConfigMismatchError, Device, DeviceError, DeviceModeError
 from sw.runtime.link import Link, LinkError, LinkTimeout, SerialLink, SimLink
 from sw.runtime.scheduler import run_network
 
@@ -204,13 +204,13 @@ def test_driver_refuses_a_device_whose_dram_is_not_up(flags, message):
                               protocol.Feature.MEMORY | protocol.Feature.DRAM, 8, 8)
     status = protocol.Status(5, 1, 0, 0, dram=flags)
     lk = _ScriptLink([encode_frame(Reply.OK, status.encode())])
-    with pytest.raises(LinkError, match=message):
+    with pytest.raises(DeviceModeError, match=message):
         Device(lk, timeout=0.5, retries=0).check_memory(ident)
     ok = protocol.Status(5, 1, 0, 0, dram=protocol.DramFlag.INIT_DONE)
     Device(_ScriptLink([encode_frame(Reply.OK, ok.encode())]), timeout=0.5).check_memory(ident)
     streaming = protocol.Identity(DEFAULT.config_id, protocol.PROTOCOL_VERSION, 2, MAX_PAYLOAD,
                                   protocol.Feature.ENGINE, 8, 8)
-    with pytest.raises(DeviceError, match="streaming device"):
+    with pytest.raises(DeviceModeError, match="streaming device"):
         Device(_ScriptLink([]), timeout=0.5).check_memory(streaming)
 
 

@@ -29,6 +29,7 @@ from sw.runtime.darknet import (
     load_cfg,
     read_weights,
 )
+from sw.runtime.device import DeviceModeError
 from sw.runtime.golden import GoldenModel
 from sw.runtime.postprocess import Detection, HeadSpec, Letterbox, detect, letterbox
 from sw.runtime.scheduler import LayerStats
@@ -182,10 +183,6 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
                 for i in bundle.head_indices]
     backend = Backend(name, size, head_specs(bundle), run_streaming)
     return backend
-
-
-class DeviceModeError(RuntimeError):
-    """A device that cannot run a network in any mode this host drives."""
 
 
 def streaming_report(stats: list[LayerStats], hw: HwConfig) -> dict:

@@ -33,7 +33,7 @@ from hw.spec.protocol import (
 )
 from sw.runtime.link import Link, LinkError, LinkTimeout
 
-__all__ = ["ConfigMismatchError", "Device", "DeviceError"]
+__all__ = ["ConfigMismatchError", "Device", "DeviceError", "DeviceModeError"]
 
 
 class DeviceError(RuntimeError):
@@ -51,6 +51,12 @@ class DeviceError(RuntimeError):
         except ValueError:
             op = f"{opcode:#04x}"
         super().__init__(f"{what}: device replied ERROR {name} (request opcode {op})")
+
+
+class DeviceModeError(RuntimeError):
+    """The device cannot serve what the host asks in its mode or state: a network on a
+    device with neither engine nor memory, device memory on a streaming device, a DRAM
+    whose init failed or has not finished."""
 
 
 class ConfigMismatchError(DeviceError):
@@ -170,17 +176,18 @@ class Device:
         """Refuse a device whose memory cannot be used: one without `Feature.MEMORY`, or on
         a DRAM (`Feature.DRAM`) whose init failed or has not finished (STATUS)."""
         if not ident.features & Feature.MEMORY:
-            raise DeviceError(int(Err.UNSUPPORTED), int(Op.PROGRAM_RUN),
-                              f"{self.link.name} is a streaming device (no device memory)")
+            raise DeviceModeError(f"{self.link.name} is a streaming device (no device "
+                                  "memory)")
         if not ident.features & Feature.DRAM:
             return
         flags = DramFlag(self.status().dram)
         if flags & DramFlag.INIT_ERROR or not flags & DramFlag.INIT_DONE:
             state = "failed" if flags & DramFlag.INIT_ERROR else "has not finished"
-            raise LinkError(f"{self.link.name}: the DRAM controller's init {state} (STATUS "
-                            f"dram flags {int(flags):#04x}): its memory cannot be used. Reset "
-                            "the board; if it persists, the DRAM or its clocking is at fault "
-                            "(README, Boards: troubleshooting)")
+            raise DeviceModeError(
+                f"{self.link.name}: the DRAM controller's init {state} (STATUS dram flags "
+                f"{int(flags):#04x}): its memory cannot be used. Reset the board; if it "
+                "persists, the DRAM or its clocking is at fault (README, Boards: "
+                "troubleshooting)")
 
     def echo(self, payload: bytes) -> bytes:
         got = self.request(Op.ECHO, payload)
