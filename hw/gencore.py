@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Generated", "config_file", "dist_version", "generation_key", "run_generator"]
+__all__ = ["Generated", "config_file", "dist_version", "generation_key", "prune_stale",
+           "run_generator"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,12 +71,15 @@ def run_generator(out: Path, key: str, module: str, args: list[str], *, what: st
     """Make `out` hold the output of ``python -m module args --out out`` for `key`, unless
     it already does (its ``stamp.sha256`` equals `key`). A lock file beside `out`
     serialises concurrent generations; a failed run leaves no stamp and raises `error`
-    naming `what` and the log (``generate.log`` in `out`)."""
+    naming `what` and the log (``generate.log`` in `out`). `out`'s name ends in ``-`` and
+    16 hex digits of the key; a successful run removes the other keys' directories of the
+    same name (`prune_stale`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stamp = out / "stamp.sha256"
         if stamp.exists() and stamp.read_text() == key:
+            prune_stale(out)
             return
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -86,3 +90,21 @@ def run_generator(out: Path, key: str, module: str, args: list[str], *, what: st
             raise error(f"{what} core generation failed (exit {r.returncode}; is it installed? "
                         f"`make setup`); see {out / 'generate.log'}:\n{r.stderr[-2000:]}")
         stamp.write_text(key)
+        prune_stale(out)
+
+
+def prune_stale(out: Path) -> list[Path]:
+    """Remove the siblings of `out` that differ from it only in their 16-hex-digit key
+    suffix (generations for a config, generator or LiteX version no longer current);
+    returns what was removed."""
+    stem, sep, suffix = out.name.rpartition("-")
+    if not sep or len(suffix) != 16:
+        return []
+    gone = []
+    for other in out.parent.glob(f"{stem}-" + "?" * 16):
+        tail = other.name[len(stem) + 1:]
+        if other != out and other.is_dir() and all(c in "0123456789abcdef" for c in tail):
+            shutil.rmtree(other, ignore_errors=True)
+            (other.parent / f".{other.name}.lock").unlink(missing_ok=True)
+            gone.append(other)
+    return gone
