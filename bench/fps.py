@@ -64,14 +64,19 @@ def link_bytes(image_bytes: int, read_bytes: int) -> int:
     return out + inb + 2 * FRAME_BYTES + 10
 
 
-def fps(board: str, bundle: Bundle) -> dict[str, object]:
-    """The figures of one board (module docstring)."""
+def fps(board: str, bundle: Bundle, heads_bytes: int | None = None,
+        extra_cycles: int = 0) -> dict[str, object]:
+    """The figures of one board (module docstring). `heads_bytes` replaces the bytes of
+    the heads read per frame and `extra_cycles` adds device cycles (for a projection of a
+    device-side head filter, `bench.head_filter`)."""
     cfg = board_config(board)
     b = BOARDS[board]
     image = compile_network(bundle, cfg)
-    cycles = sum(p.cycles(cfg) + p.param_len // cfg.param_beat for p in image.passes)
+    cycles = sum(p.cycles(cfg) + p.param_len // cfg.param_beat
+                 for p in image.passes) + extra_cycles
     h, w, c = bundle.input_shape
-    heads = sum(image.layer_views[i].nbytes for i in image.heads)
+    heads = (sum(image.layer_views[i].nbytes for i in image.heads) if heads_bytes is None
+             else heads_bytes)
     link = link_bytes(h * w * c, heads + TRACE_BYTES * len(image.passes))
     dsp = "DSP48E1" if b.family == "xc7" else "MULT18X18D"
     compute = cycles / cfg.clock_hz
