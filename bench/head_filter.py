@@ -1,23 +1,24 @@
-"""Would a device-side head pre-filter pay? Measured on images, projected per board.
+"""What the device-side head filter saves: measured on images, projected per board.
 
     python -m bench.head_filter [--images PATH ...] [--limit N] [--conf 0.25,0.1,0.001]
                                 [--json OUT]
 
-Today the host reads both int16 heads every frame (13x13x255 and 26x26x255: 430,950
-bytes, 45% of the link's bytes per frame). The filter measured here: the device sends
-only the candidates (cell, anchor) whose objectness logit exceeds the score threshold's
-logit, each as a record of `RECORD_HEADER` bytes (cell index, anchor) and its 5 + C int16
-values, after a `COUNT_BYTES` count per head. It loses nothing: a candidate's score is
-objectness times a class probability, so one the host keeps at threshold t has objectness
-above t. The bench checks that on every image: the detections decoded from the filtered
-heads (dropped candidates' objectness at int16's minimum) equal the unfiltered ones.
+Without it the host reads both int16 heads every frame (13x13x255 and 26x26x255: 430,950
+bytes, 45% of the link's bytes per frame). With `sw/host.py --filter-heads` (the resident
+network's `HeadFilter`s) the device answers MEM_MASK: one bit per candidate (cell, anchor),
+set when its objectness logit is above the score threshold's (`objectness_floor`); the host
+then reads the candidates kept, one MEM_READ per run of consecutive ones. It loses
+nothing: a candidate's score is objectness times a class probability, so one the host
+keeps at threshold t has objectness above t. The bench checks that on every image: the
+detections decoded from the filtered heads equal the unfiltered ones.
 
-Per threshold it prints the candidates kept and the head bytes per frame (mean, 95th
-percentile, max over the images), and per board the projected fps over its UART and (Arty)
-Ethernet without and with the filter (`bench.fps`'s model: link time plus compute, not
-overlapped). The filter's device cost is modelled as one pass over the heads in device
-memory plus writing the records, one memory beat a cycle; the filter itself is not built.
-Images: assets/, ../shared/data/images and ../shared/data/coco-train128/images by default.
+Per threshold it prints the candidates kept and the heads' link bytes per frame (requests
+and replies with their framing; mean, 95th percentile, max over the images), and per board
+the projected fps over its UART and (Arty) Ethernet without and with the filter
+(`bench.fps`'s model: link time plus compute, not overlapped; the device's MEM_MASK reads
+the heads at a byte a cycle, added to the compute). The golden model stands in for the
+device here: `tests/test_memory_device.py` checks that the device's filtered heads are
+these. Images: assets/, ../shared/data/images and ../shared/data/coco-train128/images.
 """
 
 from __future__ import annotations
@@ -27,58 +28,67 @@ import datetime
 import json
 import math
 import platform
+import struct
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.fps import board_config, fps
+from bench.fps import fps
 from boards import BOARDS
-from hw.spec import intmath
+from hw.spec import intmath, protocol
 from hw.spec.config import DEFAULT
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import head_specs, shipped_bundle
 from sw.runtime.golden import GoldenModel
-from sw.runtime.postprocess import HeadSpec, Letterbox, detect, letterbox, load_image
+from sw.runtime.postprocess import (
+    HeadSpec,
+    Letterbox,
+    detect,
+    letterbox,
+    load_image,
+    objectness_floor,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Bytes of a kept candidate's record before its values: a 16-bit cell index, the anchor
-#: and a pad byte.
-RECORD_HEADER = 4
-#: Bytes of each head's candidate count.
-COUNT_BYTES = 4
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-def obj_threshold(conf: float, frac_bits: int) -> int:
-    """The largest int16 objectness value a candidate may have and still be dropped at
-    score threshold `conf` (a head with `frac_bits` fraction bits): one below the floor of
-    logit(conf) in the head's fixed point, so float rounding never drops a kept one."""
-    if not 0 < conf < 1:
-        raise ValueError(f"conf must lie in (0, 1), got {conf}")
-    return math.floor(math.log(conf / (1 - conf)) * 2.0 ** frac_bits) - 1
-
-
 def filter_heads(heads: list[np.ndarray], specs: list[HeadSpec], frac_bits: list[int],
-                 conf: float) -> tuple[list[np.ndarray], list[int]]:
-    """The heads as the host would rebuild them from the device's records (candidates not
-    sent get objectness int16 min) and the number of candidates sent per head."""
-    out, kept = [], []
+                 conf: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The heads as the host rebuilds them from the candidates the device's mask keeps
+    (the others: objectness int16 min, the rest 0, as `ResidentNetwork.run` gives them)
+    and the mask of each head (a bool per candidate, in memory order)."""
+    out, masks = [], []
     for head, spec, f in zip(heads, specs, frac_bits, strict=True):
-        per = 5 + spec.num_classes
-        t = head.reshape(*head.shape[:2], len(spec.anchors), per).copy()
-        keep = t[..., 4] > obj_threshold(conf, f)
-        t[..., 4][~keep] = np.iinfo(np.int16).min
+        recs = head.reshape(-1, 5 + spec.num_classes)
+        keep = recs[:, 4] > objectness_floor(conf, f)
+        t = np.zeros_like(recs)
+        t[:, 4] = np.iinfo(np.int16).min
+        t[keep] = recs[keep]
         out.append(t.reshape(head.shape))
-        kept.append(int(keep.sum()))
-    return out, kept
+        masks.append(keep)
+    return out, masks
 
 
-def filtered_bytes(kept: list[int], specs: list[HeadSpec]) -> int:
-    """Head bytes on the link for `kept` candidates per head (records and counts)."""
-    return sum(COUNT_BYTES + k * (RECORD_HEADER + 2 * (5 + s.num_classes))
-               for k, s in zip(kept, specs, strict=True))
+def _reply_bytes(payload: int) -> int:
+    """A reply of `payload` bytes: DATA frames of MAX_PAYLOAD, then an OK with the rest."""
+    return payload + max(1, math.ceil(payload / protocol.MAX_PAYLOAD)) * protocol.FRAME_OVERHEAD
+
+
+def filtered_bytes(masks: list[np.ndarray], specs: list[HeadSpec]) -> int:
+    """Link bytes of the filtered heads: per head a MEM_MASK and its mask, then a
+    MEM_READ of each run of consecutive candidates kept."""
+    req_mask = protocol.FRAME_OVERHEAD + struct.calcsize(protocol.MEM_MASK_FORMAT)
+    req_read = protocol.FRAME_OVERHEAD + struct.calcsize(protocol.MEM_RANGE_FORMAT)
+    total = 0
+    for keep, spec in zip(masks, specs, strict=True):
+        total += req_mask + _reply_bytes((len(keep) + 7) // 8)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            total += req_read + _reply_bytes(int(stop - start) * 2 * (5 + spec.num_classes))
+    return total
 
 
 def image_paths(args: list[str]) -> list[Path]:
@@ -113,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         confs = [float(c) for c in args.conf.split(",")]
         for c in confs:
-            obj_threshold(c, 0)
+            objectness_floor(c, 0)
         paths = image_paths([a for a in args.images if Path(a).exists()] or args.images)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     golden, specs = GoldenModel(bundle), head_specs(bundle)
     fbits = [bundle.layers[i]["f_out"] for i in bundle.head_indices]
     size = bundle.input_shape[0]
-    kept: dict[float, list[list[int]]] = {c: [] for c in confs}
+    kept: dict[float, list[list[np.ndarray]]] = {c: [] for c in confs}
     t0 = time.process_time()
     for n, path in enumerate(paths, 1):
         lb, box = letterbox(load_image(path), size)
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\r{n}/{len(paths)} images", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    full = sum(h.nbytes for h in heads)
+    full = sum(h.size * 2 for h in heads)             # int16 values
     report: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}, Python {platform.python_version()}",
@@ -149,28 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(paths)} images, detections identical with and without the filter on every "
           f"image and threshold; heads unfiltered: {full:,} bytes a frame")
     for c in confs:
-        cand = [sum(k) for k in kept[c]]
+        cand = [sum(int(m.sum()) for m in k) for k in kept[c]]
         nbytes = [filtered_bytes(k, specs) for k in kept[c]]
         entry = {"conf": c, "candidates": _stats(cand), "heads_bytes": _stats(nbytes),
                  "boards": {}}
         print(f"\nconf {c}: candidates sent mean {entry['candidates']['mean']:.1f}, p95 "
               f"{entry['candidates']['p95']:.0f}, max {entry['candidates']['max']:.0f} "
-              f"(of {sum(h.shape[0] * h.shape[1] * 3 for h in heads)}); head bytes mean "
+              f"(of {sum(len(m) for m in kept[c][0])}); heads' link bytes mean "
               f"{entry['heads_bytes']['mean']:,.0f}, max {entry['heads_bytes']['max']:,.0f}")
         print(f"  {'board':<16}{'link':<10}{'fps now':>9}{'mean':>9}{'worst':>9}  gain")
         for board in sorted(BOARDS):
-            cfg = board_config(board)
-            beat = cfg.mem_data_bits // 8
             base = fps(board, bundle)
-            row = {}
-            for tag, b in (("mean", entry["heads_bytes"]["mean"]),
-                           ("worst", entry["heads_bytes"]["max"])):
-                scan = math.ceil(full / beat) + math.ceil(b / beat)
-                row[tag] = fps(board, bundle, heads_bytes=math.ceil(b), extra_cycles=scan)
+            row = {tag: fps(board, bundle, heads_bytes=math.ceil(entry["heads_bytes"][tag]),
+                            extra_cycles=full)          # MEM_MASK: a byte a cycle
+                   for tag in ("mean", "max")}
             for link in ("fps_uart", "fps_ethernet"):
                 if link not in base:
                     continue
-                now, mean, worst = base[link], row["mean"][link], row["worst"][link]
+                now, mean, worst = base[link], row["mean"][link], row["max"][link]
                 entry["boards"].setdefault(board, {})[link] = {
                     "now": now, "filtered_mean": mean, "filtered_worst": worst}
                 print(f"  {board:<16}{link[4:]:<10}{now:>9.3f}{mean:>9.3f}{worst:>9.3f}  "

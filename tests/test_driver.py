@@ -429,3 +429,39 @@ def test_host_cli_sim_backend_writes_layer_report(tmp_path, small_net, small_mod
         else:                             # a max pool pass multiplies nothing
             assert s["utilization"] == s["model_utilization"] == 0
         assert s["dram_read_bytes"] > 0 and s["dram_write_bytes"] > 0
+
+
+class _MaskLink(_DeafLink):
+    """Answers MEM_MASK requests from a record array, as the device does; keeps them."""
+
+    max_reply = 16                       # as a UDP link's: a reply is one datagram
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data, self.queue, self.requests = data, b"", []
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        frame = protocol.FrameDecoder().feed(data)[0]
+        args = struct.unpack(protocol.MEM_MASK_FORMAT, frame.payload)
+        self.requests.append(args)
+        addr, n, size, key, thr = args
+        self.queue += encode_frame(Reply.OK, protocol.record_mask(
+            self.data[addr:addr + n * size], size, key, thr))
+
+    def read(self, timeout: float) -> bytes:
+        out, self.queue = self.queue, b""
+        return out
+
+
+def test_mem_mask_in_requests_a_reply_can_hold():
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, 300 * 6, dtype=np.uint8).tobytes()
+    lk = _MaskLink(data)
+    got = Device(lk, timeout=0.5).mem_mask(0, 300, 6, 2, 50)
+    keys = np.frombuffer(data, np.uint8).reshape(300, 6)[:, 2:4].copy().view("<i2")[:, 0]
+    assert np.array_equal(got, keys > 50) and 0 < got.sum() < 300
+    assert [r[:2] for r in lk.requests] == [(0, 128), (768, 128), (1536, 44)]
+    short = _ScriptLink([encode_frame(Reply.OK, b"\x01")])
+    with pytest.raises(LinkError, match="MEM_MASK on .*: 1 bytes, expected 2"):
+        Device(short, timeout=0.5).mem_mask(0, 9, 4, 0, 0)

@@ -135,6 +135,9 @@ def test_argument_errors():
     assert r.returncode == 2 and "--conf" in r.stderr
     r = host("--image", "dog.jpg", "--backend", "fpga")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+    for bad in (("--backend", "golden"), ("--conf", "0")):
+        r = host("--image", "dog.jpg", "--filter-heads", *bad)
+        assert r.returncode == 2 and "--filter-heads needs" in r.stderr, bad
 
 
 def test_own_calibration_folder_builds_its_own_bundle(tmp_path):

@@ -150,3 +150,42 @@ def test_program_from_the_link() -> None:
     assert final.program == ProgramFlag.DONE and final.program_error == Err.NONE, final
     assert final.passes == len(image.passes) and final.program_cycles > 0
     assert np.array_equal(mem[:image.end], want[:image.end])
+
+def test_mem_mask_and_its_errors() -> None:
+    """MEM_MASK against `protocol.record_mask` on records written in the memory: YOLO head
+    candidates, records at odd addresses and sizes, thresholds at int16's ends; its
+    refusals; the link still answers after them. (Its reply goes through MEM_READ's
+    reply path, whose replies of several frames the test above covers.)"""
+    rng = random.Random(2)
+    mem = np.frombuffer(rng.randbytes(CFG.mem_bytes), np.uint8).copy()
+    # keys near the thresholds, so that both sides of each comparison occur
+    runs = [(1000, 24, 170, 8, -300), (3, 7, 5, 3, 0), (40_001, 1100, 2, 0, 100),
+            (500, 1, 4, 2, -32768), (600, 17, 9, 7, 32767)]
+    for addr, n, size, key, thr in runs:
+        for k in range(n):
+            v = max(-32768, min(32767, thr + rng.randint(-2, 2)))
+            mem[addr + k * size + key:][:2] = np.frombuffer(v.to_bytes(2, "little",
+                                                                        signed=True), np.uint8)
+    want = mem.copy()
+    reqs = [_frame(Op.MEM_MASK, protocol.MEM_MASK_FORMAT, *r) for r in runs]
+    bad = [
+        (_frame(Op.MEM_MASK, protocol.MEM_MASK_FORMAT, 0, 0, 4, 0, 0), Err.BAD_LENGTH),
+        (_frame(Op.MEM_MASK, protocol.MEM_MASK_FORMAT, 0, 5, 4, 3, 0), Err.BAD_LENGTH),
+        (_frame(Op.MEM_MASK, protocol.MEM_MASK_FORMAT, CFG.mem_bytes - 10, 3, 4, 0, 0),
+         Err.BAD_ADDRESS),
+        (_frame(Op.MEM_MASK, "<IHHH", 0, 5, 4, 0), Err.BAD_LENGTH),   # truncated
+    ]
+    reqs += [r for r, _ in bad] + [_frame(Op.MEM_READ, "<II", 3, 35), _frame(Op.STATUS)]
+    rep = _session(reqs, mem, seed=3)
+    for j, (addr, n, size, key, thr) in enumerate(runs):
+        expected = protocol.record_mask(want[addr:addr + n * size].tobytes(), size, key, thr)
+        got = _ok(rep[j])
+        assert got == expected, f"run {j}: first difference at byte " \
+            f"{next(k for k in range(len(got)) if got[k:k + 1] != expected[k:k + 1])}"
+        if -32768 < thr < 32767 and n > 1:
+            assert 0 < sum(bin(b).count("1") for b in got) < n, f"run {j}: {got.hex()}"
+    for j, (_, code) in enumerate(bad):
+        assert _err(rep[len(runs) + j]) == code, (j, bad[j])
+    assert _ok(rep[-2]) == want[3:38].tobytes()
+    assert np.array_equal(mem, want)                 # MEM_MASK writes nothing
+    assert Status.decode(_ok(rep[-1])).frames_bad == len(bad)

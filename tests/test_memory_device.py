@@ -16,9 +16,11 @@ from hw.spec import intmath, protocol
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.memory import Pass
 from hw.spec.protocol import Err, Op, ProgramFlag
+from sw.runtime.detect import head_filters, head_specs
 from sw.runtime.device import Device, DeviceError
 from sw.runtime.golden import GoldenModel
 from sw.runtime.link import SimLink
+from sw.runtime.postprocess import detect, letterbox
 from sw.runtime.resident import ResidentNetwork
 from tests.conftest import random_images, random_params, small_bundle
 
@@ -69,6 +71,46 @@ def test_network_uploaded_once_and_bit_exact(link, small_net, small_model,
     want = GoldenModel(other).run(x, keep=True)
     for i, h in net2.run(x).heads.items():
         assert np.array_equal(h, want[i])
+
+
+def test_heads_filtered_on_the_device(link, small_net, small_model) -> None:
+    """`ResidentNetwork.run(filters=)`: the device's MEM_MASK picks the head candidates
+    over the threshold; those come back bit-exact, the others as key int16 min and zeros;
+    the detections equal the unfiltered ones and the link carries fewer bytes."""
+    dev = Device(link, timeout=30.0)
+    bundle = small_bundle(small_net, small_model)
+    net = ResidentNetwork(dev, DEFAULT, bundle)
+    net.upload()
+    x = intmath.quantize_input(random_images(1, small_net.width, seed=4)[0])
+    full = net.run(x)
+    specs = head_specs(bundle)
+    per = [5 + s.num_classes for s in specs]
+    objs = np.concatenate([full.heads[i].reshape(-1, n)[:, 4] * 2.0 ** -bundle.layers[i]["f_out"]
+                           for i, n in zip(bundle.head_indices, per, strict=True)])
+    _, box = letterbox(np.zeros((small_net.height, small_net.width, 3), np.uint8),
+                       small_net.width)
+
+    def dets(run, conf):  # type: ignore[no-untyped-def]
+        return detect([run.heads[i] * 2.0 ** -bundle.layers[i]["f_out"]
+                       for i in bundle.head_indices], specs, box, conf)
+    # objectness percentiles as thresholds: about half the candidates kept, then a few
+    for pct in (50, 97):
+        conf = float(1 / (1 + np.exp(-np.percentile(objs, pct))))
+        filters = head_filters(bundle, conf)
+        got = net.run(x, filters=filters)
+        kept = 0
+        for i, n in zip(bundle.head_indices, per, strict=True):
+            want, recs = full.heads[i].reshape(-1, n), got.heads[i].reshape(-1, n)
+            keep = want[:, 4] > filters[i].threshold
+            assert keep.sum() < len(keep), f"head {i}: all {len(keep)} kept"
+            assert np.array_equal(recs[keep], want[keep]), f"head {i}: kept records differ"
+            assert (recs[~keep, 4] == np.iinfo(np.int16).min).all()
+            assert not np.delete(recs[~keep], 4, axis=1).any()
+            kept += keep.sum()
+        assert kept > 0, f"percentile {pct}: nothing kept"
+        assert dets(got, conf) == dets(full, conf)
+    # the few kept at the 97th percentile cost fewer link bytes than the whole heads
+    assert got.frame["link_bytes_per_frame"] < full.frame["link_bytes_per_frame"]
 
 
 def test_memory_protocol_errors(link) -> None:

@@ -31,6 +31,7 @@ from hw.spec.protocol import (
     default_timeout_cycles,
     encode_frame,
     encode_layer,
+    record_mask,
 )
 
 
@@ -189,3 +190,13 @@ def test_layer_spans_locate_every_register():
         off, size = LAYER_SPANS[name]
         assert int.from_bytes(payload[off:off + size], "little") == n + 1, name
         assert payload[:off] + payload[off + size:] == bytes(len(payload) - size), name
+
+
+def test_record_mask():
+    """MEM_MASK's reference: a bit per record, LSB first, set when the int16 key is above
+    the threshold (not at it); the last byte's spare bits 0."""
+    keys = [-32768, -1, 0, 1, 2, 32767, 1, 1, 0]
+    data = b"".join(b"\xee" + k.to_bytes(2, "little", signed=True) for k in keys)
+    assert record_mask(data, 3, 1, 0) == bytes([0b11111000, 0b0])
+    assert record_mask(data, 3, 1, -32768) == bytes([0b11111110, 0b1])
+    assert record_mask(data, 3, 1, 32767) == bytes(2)

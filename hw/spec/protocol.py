@@ -31,6 +31,7 @@ __all__ = [
     "MAX_PAYLOAD",
     "MEM_ADDR_FORMAT",
     "MEM_CRC_FORMAT",
+    "MEM_MASK_FORMAT",
     "MEM_RANGE_FORMAT",
     "PROGRAM_FORMAT",
     "PROTOCOL_VERSION",
@@ -56,10 +57,11 @@ __all__ = [
     "default_timeout_cycles",
     "encode_frame",
     "encode_layer",
+    "record_mask",
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
@@ -83,6 +85,8 @@ class Op(enum.IntEnum):
     MEM_READ = 0x21      # MEM_RANGE_FORMAT (address, length) -> DATA chunks, then OK
     MEM_CRC = 0x22       # MEM_RANGE_FORMAT -> OK with the range's CRC-32 (MEM_CRC_FORMAT)
     PROGRAM_RUN = 0x23   # PROGRAM_FORMAT (descriptor address, passes) -> OK; the program runs
+    MEM_MASK = 0x24      # MEM_MASK_FORMAT -> DATA chunks, then OK: one bit per record,
+                         # set when its int16 key exceeds the threshold (`record_mask`)
 
 
 class Reply(enum.IntEnum):
@@ -132,6 +136,9 @@ STATUS_FORMAT = "<IHHBBIBBHIB"
 MEM_ADDR_FORMAT = "<I"
 #: MEM_READ / MEM_CRC payload: byte address and length of the range.
 MEM_RANGE_FORMAT = "<II"
+#: MEM_MASK payload: byte address of the first record, records, bytes per record, byte
+#: offset of the record's little-endian int16 key, threshold (int16).
+MEM_MASK_FORMAT = "<IHHHh"
 #: MEM_CRC reply payload: CRC-32 (IEEE 802.3, as `zlib.crc32`) of the range.
 MEM_CRC_FORMAT = "<I"
 #: PROGRAM_RUN payload: byte address of the first pass descriptor (`hw.spec.memory`), the
@@ -290,6 +297,20 @@ def crc32(data: bytes) -> int:
     """CRC-32 of `data`, what MEM_CRC answers (`zlib.crc32`, in C; the tests check it
     against the bit-serial `crc32_update` the gateware mirrors)."""
     return zlib.crc32(data)
+
+
+# -- MEM_MASK -------------------------------------------------------------------------
+def record_mask(data: bytes, record_bytes: int, key_offset: int, threshold: int) -> bytes:
+    """What MEM_MASK answers for the records in `data`: bit n of byte n // 8 (LSB first)
+    set when record n's little-endian int16 at `key_offset` is greater than `threshold`;
+    the last byte's unused bits are 0."""
+    n = len(data) // record_bytes
+    out = bytearray((n + 7) // 8)
+    for k in range(n):
+        key = int.from_bytes(data[k * record_bytes + key_offset:][:2], "little", signed=True)
+        if key > threshold:
+            out[k // 8] |= 1 << (k % 8)
+    return bytes(out)
 
 
 # -- frames -------------------------------------------------------------------------

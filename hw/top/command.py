@@ -20,12 +20,13 @@ __all__ = ["ARG_BYTES", "REPLY_VALUE_BYTES", "CommandDecoder", "MemOp", "engine_
 REPLY_VALUE_BYTES = max(struct.calcsize(protocol.IDENTIFY_FORMAT),
                         struct.calcsize(protocol.STATUS_FORMAT), 2)
 
-class MemOp(enum.Enum, shape=2):
+class MemOp(enum.Enum, shape=3):
     """The memory command being run (`hw.top.memory.MemoryCommands`)."""
     WRITE = 0
     READ = 1
     CRC = 2
     RUN = 3
+    MASK = 4
 
 
 #: Argument bytes at the head of each memory command's payload (the rest of MEM_WRITE's
@@ -33,7 +34,8 @@ class MemOp(enum.Enum, shape=2):
 ARG_BYTES = {MemOp.WRITE: struct.calcsize(protocol.MEM_ADDR_FORMAT),
              MemOp.READ: struct.calcsize(protocol.MEM_RANGE_FORMAT),
              MemOp.CRC: struct.calcsize(protocol.MEM_RANGE_FORMAT),
-             MemOp.RUN: struct.calcsize(protocol.PROGRAM_FORMAT)}
+             MemOp.RUN: struct.calcsize(protocol.PROGRAM_FORMAT),
+             MemOp.MASK: struct.calcsize(protocol.MEM_MASK_FORMAT)}
 
 #: The engine's state as STATUS reports it: the flags in `EngineFlag` bit order, then the
 #: cycles of the last pass.
@@ -63,13 +65,14 @@ class CommandDecoder(wiring.Component):
     With ``engine=False`` LAYER_CONFIG, LOAD_PARAMS and RUN answer UNSUPPORTED
     and the engine ports are unused.
 
-    With ``memory=True`` MEM_WRITE, MEM_READ, MEM_CRC and PROGRAM_RUN go to a
+    With ``memory=True`` MEM_WRITE, MEM_READ, MEM_CRC, MEM_MASK and PROGRAM_RUN go to a
     `hw.top.memory.MemoryCommands` (``mem_*``; else they answer UNSUPPORTED): after a
     length check (ERROR BAD_LENGTH) and while no program runs (else ERROR BUSY), ``mem_go``
     starts the command and the payload goes to ``mem_data``; once ``mem_checked``, a
     refused command answers ERROR ``mem_err``; MEM_WRITE and PROGRAM_RUN answer OK at
-    ``mem_done``, MEM_CRC OK with ``mem_crc``, MEM_READ sends its ``mem_read_len`` bytes
-    from the output FIFO as DATA frames of MAX_PAYLOAD and a last OK with the rest.
+    ``mem_done``, MEM_CRC OK with ``mem_crc``, MEM_READ and MEM_MASK send their
+    ``mem_read_len`` bytes from the output FIFO as DATA frames of MAX_PAYLOAD and a last OK
+    with the rest.
     ``active``: a frame is waiting or being executed.
     """
 
@@ -258,10 +261,11 @@ class CommandDecoder(wiring.Component):
                     m.next = "RUN_FLUSH"
 
     def _memory_ops(self, m: Module, error: Callable[[object], None]) -> None:
-        """IDLE's branches for MEM_WRITE, MEM_READ, MEM_CRC and PROGRAM_RUN."""
+        """IDLE's branches for MEM_WRITE, MEM_READ, MEM_CRC, MEM_MASK and PROGRAM_RUN."""
         frame = self.frame.payload
         ops = {OpCode.MEM_WRITE: MemOp.WRITE, OpCode.MEM_READ: MemOp.READ,
-               OpCode.MEM_CRC: MemOp.CRC, OpCode.PROGRAM_RUN: MemOp.RUN}
+               OpCode.MEM_CRC: MemOp.CRC, OpCode.PROGRAM_RUN: MemOp.RUN,
+               OpCode.MEM_MASK: MemOp.MASK}
         for opcode, op in ops.items():
             with m.Elif(frame.opcode == opcode):
                 if not self.with_memory:
@@ -283,7 +287,7 @@ class CommandDecoder(wiring.Component):
                        good: Callable[[], None], reply: Callable[..., None],
                        route: Callable[[stream.Interface], None]) -> None:
         """The states of a memory command, after MEM_ARGS (its arguments checked)."""
-        left = Signal(32)                  # MEM_READ: bytes not yet in a reply
+        left = Signal(32)                  # MEM_READ, MEM_MASK: bytes not yet in a reply
         full_frame = self.fifo_level >= protocol.MAX_PAYLOAD
         with m.State("MEM_ARGS"):
             route(self.mem_data)
@@ -293,7 +297,7 @@ class CommandDecoder(wiring.Component):
                 good()
                 m.d.sync += left.eq(self.mem_read_len)
                 m.next = "MEM_WAIT"
-                with m.If(self._mem_op == MemOp.READ):
+                with m.If((self._mem_op == MemOp.READ) | (self._mem_op == MemOp.MASK)):
                     m.next = "MEM_READ"
         with m.State("MEM_WAIT"):          # MEM_WRITE's data to the memory; CRC; RUN
             route(self.mem_data)

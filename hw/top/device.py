@@ -47,7 +47,7 @@ from hw.top.reply import ReplySender
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
 
 #: Bumped with every change of the device's observable behaviour.
-GATEWARE_VERSION = 3
+GATEWARE_VERSION = 4
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD

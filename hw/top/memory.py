@@ -1,4 +1,4 @@
-"""The memory device's own commands (MEM_WRITE, MEM_READ, MEM_CRC, PROGRAM_RUN) on its
+"""The memory device's own commands (MEM_WRITE, MEM_READ, MEM_CRC, MEM_MASK, PROGRAM_RUN) on its
 memory (`MemoryCommands`), and the memory device top (`MemDeviceTop`)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from hw.crc import Crc32
 from hw.dma import RangeReader, RangeWriter
 from hw.fifo import BlockRamFifo
 from hw.link import ErrCode
+from hw.mask import RecordMask
 from hw.memport import MemArbiter, mem_port
 from hw.sequencer import program_layout
 from hw.spec import protocol
@@ -32,9 +33,12 @@ class MemoryCommands(wiring.Component):
     Once the arguments are in, ``checked`` rises (held until the next ``go``) with ``ok``,
     or ``err`` saying why not: BAD_LENGTH (a zero-length read or CRC), BAD_ADDRESS (a
     range past the memory; for PROGRAM_RUN its descriptors or trace records), BAD_PROGRAM
-    (PROGRAM_RUN of no passes). A refused command touches nothing and takes no more
+    (PROGRAM_RUN of no passes); for MEM_MASK, BAD_LENGTH for no records or a key past the
+    record's end. A refused command touches nothing and takes no more
     bytes. Then: MEM_WRITE writes the data bytes; MEM_READ gives the range's bytes on
-    ``rbytes`` (``read_len`` of them); MEM_CRC computes their CRC-32 into ``crc``;
+    ``rbytes`` (``read_len`` of them); MEM_MASK gives the records' mask
+    (`hw.spec.protocol.record_mask`, ``read_len`` bytes) on ``rbytes``; MEM_CRC computes
+    their CRC-32 into ``crc``;
     PROGRAM_RUN hands the program to ``run``. ``done`` rises (held until the next ``go``)
     when the write has reached the memory, the last byte has left, the CRC is final, or the
     program was taken.
@@ -64,6 +68,7 @@ class MemoryCommands(wiring.Component):
         m.submodules.reader = rd = RangeReader(cfg)
         m.submodules.writer = wr = RangeWriter(cfg)
         m.submodules.crc = crc = Crc32()
+        m.submodules.mask = mask = RecordMask()
         m.submodules.arb = arb = MemArbiter(cfg, 2, depth=8)
         wiring.connect(m, rd.mem, arb.masters[0])
         wiring.connect(m, wr.mem, arb.masters[1])
@@ -87,9 +92,16 @@ class MemoryCommands(wiring.Component):
         size = args[32:64]                      # MEM_READ / MEM_CRC length
         count = args[32:48]                     # PROGRAM_RUN passes
         trace = args[48:80]
+        records, record_bytes = args[32:48], args[48:64]    # MEM_MASK
+        key_offset, threshold = args[64:80], args[80:96]
+        span = Signal(32)                       # MEM_MASK's bytes, a cycle after the args
+        m.d.sync += span.eq(records * record_bytes)
+        m.d.comb += [mask.records.eq(records), mask.record_bytes.eq(record_bytes),
+                     mask.key_offset.eq(key_offset), mask.threshold.eq(threshold)]
         wlen = Signal(16)
+        is_mask = op == MemOp.MASK
         m.d.comb += [wlen.eq(length - ARG_BYTES[MemOp.WRITE]), self.crc.eq(crc.value),
-                     self.read_len.eq(size)]
+                     self.read_len.eq(Mux(is_mask, (records + 7) >> 3, size))]
         end = Signal(34)
         with m.Switch(op):
             with m.Case(MemOp.WRITE):
@@ -98,16 +110,22 @@ class MemoryCommands(wiring.Component):
                 m.d.comb += end.eq(addr + size)
             with m.Case(MemOp.RUN):
                 m.d.comb += end.eq(addr + count * PASS_BYTES)
+            with m.Case(MemOp.MASK):
+                m.d.comb += end.eq(addr + span)
         trace_end = trace + count * TRACE_BYTES
 
-        # The reader's bytes: MEM_READ's out on `rbytes`, MEM_CRC's into the CRC.
+        # The reader's bytes: MEM_READ's out on `rbytes`, MEM_CRC's into the CRC, MEM_MASK's
+        # into the mask, whose bytes go out on `rbytes`.
         is_crc = op == MemOp.CRC
         m.d.comb += [
-            self.rbytes.valid.eq(rd.o.valid & ~is_crc),
-            self.rbytes.payload.eq(rd.o.payload.data),
-            rd.o.ready.eq(Mux(is_crc, 1, self.rbytes.ready)),
+            self.rbytes.valid.eq(Mux(is_mask, mask.o.valid, rd.o.valid & ~is_crc)),
+            self.rbytes.payload.eq(Mux(is_mask, mask.o.payload, rd.o.payload.data)),
+            mask.o.ready.eq(is_mask & self.rbytes.ready),
+            rd.o.ready.eq(Mux(is_crc, 1, Mux(is_mask, mask.i.ready, self.rbytes.ready))),
             crc.i.valid.eq(rd.o.valid & is_crc), crc.i.payload.eq(rd.o.payload.data),
-            rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(size),
+            mask.i.valid.eq(rd.o.valid & is_mask), mask.i.payload.eq(rd.o.payload.data),
+            rd.ranges.payload.addr.eq(addr),
+            rd.ranges.payload.len.eq(Mux(is_mask, span, size)),
             wr.ranges.payload.addr.eq(addr), wr.ranges.payload.len.eq(wlen),
             self.run.payload.eq(Cat(addr, count, trace)),
         ]
@@ -127,7 +145,9 @@ class MemoryCommands(wiring.Component):
                     m.d.sync += [args.eq(Cat(args[8:], self.data.payload)), nargs.eq(nargs + 1)]
                 with m.Elif(nargs == need):
                     m.d.sync += args.eq(args >> gap)
-                    m.next = "CHECK"
+                    m.next = "SPAN"
+            with m.State("SPAN"):              # MEM_MASK's span registered from the args
+                m.next = "CHECK"
             with m.State("CHECK"):
                 with m.Switch(op):
                     with m.Case(MemOp.WRITE):
@@ -139,9 +159,13 @@ class MemoryCommands(wiring.Component):
                         check((count != 0) & (end <= cfg.mem_bytes)
                               & (trace_end <= cfg.mem_bytes),
                               Mux(count == 0, ErrCode.BAD_PROGRAM, ErrCode.BAD_ADDRESS))
+                    with m.Case(MemOp.MASK):
+                        shape_ok = (records != 0) & (key_offset + 2 <= record_bytes)
+                        check(shape_ok & (end <= cfg.mem_bytes),
+                              Mux(shape_ok, ErrCode.BAD_ADDRESS, ErrCode.BAD_LENGTH))
                 m.next = "JUDGED"
             with m.State("JUDGED"):
-                m.d.comb += crc.clear.eq(1)
+                m.d.comb += [crc.clear.eq(1), mask.start.eq(self.ok & is_mask)]
                 with m.If(~self.ok):
                     m.next = "IDLE"
                 with m.Elif(op == MemOp.RUN):
@@ -155,7 +179,7 @@ class MemoryCommands(wiring.Component):
                     m.next = "MOVE"
             with m.State("MOVE"):              # the data to the writer; wait for the end
                 wiring.connect(m, wiring.flipped(self.data), wr.i)
-                with m.If(~rd.busy & ~wr.busy):
+                with m.If(~rd.busy & ~wr.busy & ~mask.busy):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
             with m.State("RUN"):

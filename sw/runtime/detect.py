@@ -31,13 +31,21 @@ from sw.runtime.darknet import (
 )
 from sw.runtime.device import DeviceModeError
 from sw.runtime.golden import GoldenModel
-from sw.runtime.postprocess import Detection, HeadSpec, Letterbox, detect, letterbox
+from sw.runtime.postprocess import (
+    Detection,
+    HeadSpec,
+    Letterbox,
+    detect,
+    letterbox,
+    objectness_floor,
+)
+from sw.runtime.resident import HeadFilter
 from sw.runtime.scheduler import LayerStats
 from sw.runtime.util import Progress, log, sha256_file
 from sw.runtime.weights import cache_dir, default_cfg, fetch_weights
 
-__all__ = ["BACKENDS", "CALIB_DIR", "Backend", "head_specs", "load_network", "make_backend",
-           "shipped_bundle"]
+__all__ = ["BACKENDS", "CALIB_DIR", "Backend", "head_filters", "head_specs", "load_network",
+           "make_backend", "shipped_bundle"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The public-domain Darknet sample photos shipped in the repo: demo and calibration set.
@@ -105,24 +113,35 @@ class Backend:
 
 
 def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
-                 port: str | None = None, host: str | None = None) -> Backend:
+                 port: str | None = None, host: str | None = None,
+                 filter_conf: float | None = None) -> Backend:
     """A bundle's backend by name: "golden", or "sim" (the device: the Verilator simulator
     of the device with its memory built for `hw`, or with `port` the board on that serial
     port, or with `host` (``IP[:PORT]``) the board on Ethernet, which must identify as
-    `hw`). `hw` defaults to the default HwConfig."""
+    `hw`). `hw` defaults to the default HwConfig. With `filter_conf` a device with memory
+    sends only the head candidates whose objectness can score above it (`head_filters`):
+    detections at that threshold or above are unchanged."""
     size = bundle.input_shape[0]
     if name == "golden":
         golden = GoldenModel(bundle)
         return Backend("golden", size, head_specs(bundle),
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
-        return _device_backend(bundle, hw or HwConfig(), port, host)
+        return _device_backend(bundle, hw or HwConfig(), port, host, filter_conf)
     raise ValueError(f"unknown backend {name!r} for a bundle (choose golden or sim; float "
                      "and fakequant: sw.quant.pipeline)")
 
 
+def head_filters(bundle: Bundle, conf: float) -> dict[int, HeadFilter]:
+    """Per head layer, the filter that keeps the candidates whose objectness logit is
+    above `conf`'s (`objectness_floor`): every candidate `detect` keeps at `conf`."""
+    return {i: HeadFilter(5 + spec.num_classes, 4,
+                          objectness_floor(conf, bundle.layers[i]["f_out"]))
+            for i, spec in zip(bundle.head_indices, head_specs(bundle), strict=True)}
+
+
 def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
-                    host: str | None = None) -> Backend:
+                    host: str | None = None, filter_conf: float | None = None) -> Backend:
     """The device as a backend. A device with memory (the simulator; boards with their
     DRAM) keeps the network resident: uploaded once (`sw.runtime.resident`), then per image
     only the input and the heads cross the link. A streaming device (today's board builds,
@@ -150,6 +169,7 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
     size, name = bundle.input_shape[0], "board" if port or host else "sim"
     if ident.features & Feature.MEMORY:
         net = ResidentNetwork(dev, hw, bundle)
+        filters = head_filters(bundle, filter_conf) if filter_conf is not None else None
         net.upload(progress=log)
 
         def run_resident(lb: np.ndarray) -> list[np.ndarray]:
@@ -159,12 +179,16 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
                 def step(done: int, _total: int) -> None:
                     bar.update(done - seen[0])
                     seen[0] = done
-                res = net.run(intmath.quantize_input(lb), progress=step)
+                res = net.run(intmath.quantize_input(lb), progress=step, filters=filters)
             backend.reports.append({"frame": res.frame, "layers": res.layers})
             return [res.heads[i].astype(np.float64) * 2.0 ** -bundle.layers[i]["f_out"]
                     for i in bundle.head_indices]
         backend = Backend(name, size, head_specs(bundle), run_resident)
         return backend
+    if filter_conf is not None:
+        link.close()
+        raise DeviceModeError(f"{link.name} is a streaming device: it cannot filter the heads "
+                              "(no device memory, no MEM_MASK)")
     if not ident.features & Feature.ENGINE:
         link.close()
         raise DeviceModeError(f"{link.name} has neither a layer engine nor device memory "

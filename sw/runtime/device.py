@@ -227,6 +227,26 @@ class Device:
                            timeout=self.timeout + length * 1e-5)
         return struct.unpack(protocol.MEM_CRC_FORMAT, got)[0]
 
+    def mem_mask(self, addr: int, records: int, record_bytes: int, key_offset: int,
+                 threshold: int) -> np.ndarray:
+        """Which of `records` records of `record_bytes` bytes from `addr` have their int16
+        at `key_offset` above `threshold` (MEM_MASK, `protocol.record_mask`): a bool array.
+        The device reads a byte per cycle (10 us a byte are allowed, as for MEM_CRC).
+        In requests of at most 65,535 records, and of at most 8 * `max_reply` where the
+        link has one (a UDP reply is one datagram)."""
+        step = min(0xFFFF, 8 * getattr(self.link, "max_reply", 0x2000))
+        if records > step:
+            return np.concatenate([
+                self.mem_mask(addr + k * record_bytes, min(step, records - k), record_bytes,
+                              key_offset, threshold) for k in range(0, records, step)])
+        got = self.request(Op.MEM_MASK, struct.pack(protocol.MEM_MASK_FORMAT, addr, records,
+                                                    record_bytes, key_offset, threshold),
+                           timeout=self.timeout + records * record_bytes * 1e-5)
+        if len(got) != (records + 7) // 8:
+            raise LinkError(f"MEM_MASK on {self.link.name}: {len(got)} bytes, expected "
+                            f"{(records + 7) // 8}")
+        return np.unpackbits(np.frombuffer(got, np.uint8), bitorder="little")[:records] == 1
+
     def program_run(self, addr: int, passes: int, trace: int) -> None:
         """Start the program of `passes` descriptors at `addr` (trace records at `trace`);
         it runs on while STATUS says so."""

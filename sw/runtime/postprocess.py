@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import functools
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def objectness_floor(conf: float, frac_bits: int) -> int:
+    """The largest head value (`frac_bits` fraction bits) of an objectness logit whose
+    candidate cannot score above `conf`: one below the floor of logit(conf) in fixed point,
+    so float rounding never drops a candidate `detect` would keep (a score is objectness
+    times a class probability, never above the objectness)."""
+    if not 0 < conf < 1:
+        raise ValueError(f"a score threshold for a filter must lie in (0, 1), got {conf}")
+    return math.floor(math.log(conf / (1 - conf)) * 2.0 ** frac_bits) - 1
 
 
 def decode_head(head: np.ndarray, spec: HeadSpec,

@@ -30,7 +30,7 @@ from sw.runtime.device import Device, DeviceError
 from sw.runtime.link import LinkError, LinkTimeout
 from sw.runtime.program import HEADER_BYTES, NetworkImage, compile_network
 
-__all__ = ["FrameRun", "ResidentNetwork"]
+__all__ = ["FrameRun", "HeadFilter", "ResidentNetwork"]
 
 _MAGIC = b"TYNET\x00\x00\x01"
 #: The record at address 0: magic, numerics id, config id, the bundle's content hash (16
@@ -43,6 +43,16 @@ def _header(image: NetworkImage, bundle: Bundle, cfg: HwConfig, region: bytes) -
     return struct.pack(_HEADER, _MAGIC, cfg.numerics_id, cfg.config_id,
                        bytes.fromhex(bundle.content_hash)[:16], image.program_addr,
                        len(image.passes), image.tensors_addr, hashlib.sha256(region).digest()[:16])
+
+
+@dataclass(frozen=True)
+class HeadFilter:
+    """Read only the records of a head (each anchor's `record_values` values of a cell)
+    whose value at index `key` is above `threshold` (the device's MEM_MASK picks them)."""
+
+    record_values: int
+    key: int
+    threshold: int
 
 
 @dataclass
@@ -118,9 +128,12 @@ class ResidentNetwork:
 
     # -- frames ---------------------------------------------------------------------
     def run(self, x: np.ndarray, timeout: float = 3600.0,
-            progress: Callable[[int, int], None] | None = None) -> FrameRun:
+            progress: Callable[[int, int], None] | None = None,
+            filters: dict[int, HeadFilter] | None = None) -> FrameRun:
         """One int8 input through the resident network: the heads and the statistics
-        (`progress` gets passes done and passes while it runs)."""
+        (`progress` gets passes done and passes while it runs). A head with a filter in
+        `filters` (by layer index) is read as the records its filter keeps; in the head
+        returned the others hold 0, their key int16's minimum."""
         im, dev = self.image, self.dev
         if x.dtype != np.int8 or x.shape != self.bundle.input_shape:
             raise ValueError(f"network input must be int8 {self.bundle.input_shape}, "
@@ -145,6 +158,9 @@ class ResidentNetwork:
         heads = {}
         for i in im.heads:
             v = im.layer_views[i]
+            if filters and i in filters:
+                heads[i] = self._filtered_head(i, filters[i])
+                continue
             raw = np.frombuffer(dev.mem_read(v.addr, v.nbytes), np.uint8)
             heads[i] = dataclasses.replace(v, addr=0).read(raw)
         link = dev.bytes_out - out0 + dev.bytes_in - in0
@@ -152,6 +168,26 @@ class ResidentNetwork:
         run = self._report(st, trace, link)
         run.heads = heads
         return run
+
+    def _filtered_head(self, layer: int, f: HeadFilter) -> np.ndarray:
+        """Head `layer` as the records `f` keeps (MEM_MASK, then one MEM_READ per run of
+        consecutive records kept)."""
+        v = self.image.layer_views[layer]
+        if (v.value_bytes != 2 or v.pitch != v.channels * 2 or v.channels % f.record_values
+                or not 0 <= f.key < f.record_values):
+            raise ValueError(f"layer {layer}: a head of {v.channels} int{8 * v.value_bytes} "
+                             f"channels (pitch {v.pitch}) cannot be filtered as records of "
+                             f"{f.record_values} values keyed at {f.key}")
+        size = 2 * f.record_values
+        n = v.height * v.width * v.channels // f.record_values
+        keep = self.dev.mem_mask(v.addr, n, size, 2 * f.key, f.threshold)
+        recs = np.zeros((n, f.record_values), np.int64)
+        recs[:, f.key] = np.iinfo(np.int16).min
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+        for start, stop in zip(edges[::2], edges[1::2], strict=True):
+            raw = self.dev.mem_read(v.addr + start * size, (stop - start) * size)
+            recs[start:stop] = np.frombuffer(raw, "<i2").reshape(-1, f.record_values)
+        return recs.reshape(v.height, v.width, v.channels)
 
     def _report(self, st: protocol.Status, trace: bytes, link: int) -> FrameRun:
         im, cfg = self.image, self.cfg
