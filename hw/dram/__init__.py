@@ -64,6 +64,17 @@ class GeneratedCore(Generated):
         return found[0]
 
     @property
+    def peak_bytes_per_cycle(self) -> int:
+        """Bytes the DRAM can move per controller (sys) clock cycle: DFI phases times each
+        phase's data bits (twice the DQ lines on DDR memories)."""
+        return int(self.meta["nphases"]) * int(self.meta["dfi_databits"]) // 8
+
+    @property
+    def peak_bytes_s(self) -> float:
+        """The DRAM's peak bandwidth (bytes per second) at the controller's sys clock."""
+        return self.peak_bytes_per_cycle * float(self.meta["sys_clk_freq"])
+
+    @property
     def user_port(self) -> str:
         """The native user port's signal prefix (``user_port_native_0``)."""
         name = next(k for k in self.meta["ports"] if k.endswith("_cmd_valid"))

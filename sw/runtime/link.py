@@ -164,6 +164,15 @@ class SimLink(Link):
                                       stderr=subprocess.PIPE)
         os.set_blocking(self._proc.stdout.fileno(), False)
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) the running simulator has used so far; None where
+        /proc is not available (not Linux) or the simulator has exited."""
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def write(self, data: bytes) -> None:
         if self._proc.poll() is not None:
             raise LinkError(f"{self.name} exited with status {self._proc.returncode}")
