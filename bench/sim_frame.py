@@ -118,7 +118,8 @@ def print_frame(run: FrameRun, cfg: HwConfig) -> None:
           f"schedule {f['model_cycles']:,}; memory stalls {f['memory_stall_cycles']:,}, "
           f"{f['memory_stall_cycles'] / f['cycles']:.1%}) + overhead "
           f"{f['overhead_cycles']:,} ({f['overhead_cycles'] / f['cycles']:.1%}: descriptors, "
-          f"parameter loading, pass start and drain)")
+          f"parameter loading, pass start and drain); "
+          f"{1 - f['model_cycles'] / f['cycles']:.1%} of the frame beyond the no-stall schedule")
     conv = [e for e in run.layers if e["macs"]]
     conv_util = sum(e["macs"] for e in conv) / (cfg.macs_per_cycle
                                                 * sum(e["model_cycles"] for e in conv))
@@ -252,6 +253,7 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
             "uart_baud": cfg.uart_baud, "heads_bit_exact": all(exact.values()),
             "frame_cycles": f["cycles"], "model_cycles": f["model_cycles"],
             "stall_share": f["memory_stall_cycles"] / f["cycles"],
+            "beyond_model_share": 1 - f["model_cycles"] / f["cycles"],
             "overhead_share": f["overhead_cycles"] / f["cycles"],
             "dram": {"bytes_per_frame": moved, "read_bytes": f["dram_read_bytes"],
                      "write_bytes": f["dram_write_bytes"], "achieved_bytes_s": achieved,

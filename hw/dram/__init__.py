@@ -65,9 +65,12 @@ class GeneratedCore(Generated):
 
     @property
     def peak_bytes_per_cycle(self) -> int:
-        """Bytes the DRAM can move per controller (sys) clock cycle: DFI phases times each
-        phase's data bits (twice the DQ lines on DDR memories)."""
-        return int(self.meta["nphases"]) * int(self.meta["dfi_databits"]) // 8
+        """Bytes the DRAM's pins can move per controller (sys) clock cycle: its DQ lines
+        times the transfers per cycle (LiteDRAM's DFI phases, the DRAM clocks per sys
+        clock, and two transfers a DRAM clock but on SDR). The DFI may be wider (ECP5DDRPHY
+        carries a BL8 burst in one cycle, spread over two on the pins)."""
+        rate = 1 if self.meta["memtype"] == "SDR" else 2
+        return int(self.meta["nphases"]) * rate * int(self.meta["databits"]) // 8
 
     @property
     def peak_bytes_s(self) -> float:

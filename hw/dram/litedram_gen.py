@@ -158,8 +158,8 @@ def generate(config: Path, data_bits: int, out: Path, sim: bool) -> dict[str, An
         "config": str(config),
         "sim": sim,
         "memtype": settings.phy.memtype,
-        # the DRAM data path: DQ lines, DFI data bits per phase, phases per sys cycle
-        # (peak bytes per cycle = nphases * dfi_databits / 8)
+        # the DRAM data path: DQ lines, DFI data bits per phase, DFI phases (DRAM clocks per
+        # sys clock): `GeneratedCore.peak_bytes_per_cycle`
         "databits": settings.phy.databits,
         "dfi_databits": settings.phy.dfi_databits,
         "nphases": settings.phy.nphases,
