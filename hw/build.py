@@ -343,7 +343,8 @@ class BoardTop(Elaboratable):
             connect, unused = core_connect(m, self.dram, pins, osc=clk_buf.i, rst=button,
                                            clk_out=cd_sync.clk, rst_out=core_rst,
                                            locked=locked)
-            device = DramSystem(self.cfg, self.dram, connect=connect, unused=unused)
+            device = DramSystem(self.cfg, self.dram, connect=connect, unused=unused,
+                                eth=self.eth[1] if self.eth is not None else None)
         if self.eth is not None:
             from hw.eth.board import DualLinkDevice
             device = DualLinkDevice(device, *self.eth)

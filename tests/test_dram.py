@@ -26,6 +26,8 @@ from sw.runtime.link import SimLink
 from tests.test_memory_device import test_network_uploaded_once_and_bit_exact as _network_test
 
 ULX3S = BOARDS["ulx3s_85f"]
+#: Bytes each board's DRAM moves per controller cycle at most.
+PEAK_BYTES = {"arty_a7": 16, "orangecrab_85f": 8, "ulx3s_85f": 2}
 
 
 def test_every_board_names_a_dram_config() -> None:
@@ -51,6 +53,10 @@ def test_board_cores_generate(config: str) -> None:
                                                         else 0)
     # DDR3 PHYs need read leveling on the board; SDR SDRAM does not (docs/dram.md)
     assert core.meta["read_leveling"] == (core.meta["memtype"] == "DDR3")
+    # the DRAM's peak per sys cycle: Arty A7DDRPHY 1:4 x16 DDR3, OrangeCrab ECP5DDRPHY 1:2
+    # x16 DDR3, ULX3S GENSDRPHY 1:1 x16 SDR (bench/sim_frame.py's DRAM efficiency)
+    assert core.peak_bytes_per_cycle == PEAK_BYTES[config]
+    assert core.peak_bytes_s == PEAK_BYTES[config] * core.meta["sys_clk_freq"]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """The device on (simulated) Ethernet: LiteEth's generated core on the MII pins, the UDP
 bridge and the memory device in Verilator, the harness playing the cable and the host's
-stack (sim/harness_cpp/eth_wire.h), the unchanged driver over `UdpLink`. A small network's
-frame end to end, bit-exact; the bridge's sequence rules datagram by datagram; a
-fault-injecting proxy that drops, duplicates and delays (reorders) datagrams both ways."""
+stack (sim/harness_cpp/eth_wire.h), the unchanged driver over `UdpLink`, and the UART's
+bytes on the harness's pipe through the link arbiter. A small network's frame end to end,
+bit-exact; IDENTIFY's Ethernet address on both links; the bridge's sequence rules datagram by
+datagram; a fault-injecting proxy that drops, duplicates and delays (reorders) datagrams
+both ways."""
 
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import pytest
 
 from boards import BOARDS
 from hw.eth import EthError, configs, device_defaults, generate
+from hw.eth.simulator import SIM_CONFIG
 from hw.spec import intmath, protocol, udp
 from hw.spec.config import DEFAULT
-from hw.spec.protocol import Err, Op, Reply
+from hw.spec.protocol import Err, Feature, Op, Reply
 from sw.runtime.device import Device
 from sw.runtime.golden import GoldenModel
 from sw.runtime.link import LinkError, LinkTimeout
@@ -93,6 +96,23 @@ def test_network_frame_bit_exact(link, small_net, small_model) -> None:
     # a clean wire: no reply lost (a resend, if the simulation outran the interval, met a
     # busy device or came after the reply)
     assert link.replays == 0
+
+
+def test_both_links_identify_the_built_address(link) -> None:
+    """IDENTIFY over UDP and over the UART (the harness's pipe, through the link arbiter)
+    reports the build's IPv4 address and UDP port; both links reach one device memory."""
+    want = device_defaults(SIM_CONFIG)
+    assert link.harness_addr[0] == "127.0.0.1"
+    for lk in (link, link.uart):
+        ident = Device(lk, timeout=30.0).identify(expect=DEFAULT)
+        assert ident.features == Feature.MEMORY | Feature.ETHERNET, lk.name
+        assert (ident.ip, ident.udp_port) == (want.ip_int, want.udp_port), lk.name
+        assert ident.ethernet == f"{want.ip}:{want.udp_port}" == "192.168.1.50:7777"
+    addr = DEFAULT.mem_bytes - 3000
+    data = np.random.default_rng(16).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    Device(link.uart, timeout=30.0).mem_write(addr, data)
+    assert Device(link, timeout=30.0).mem_read(addr, 3000) == data
+    assert Device(link.uart, timeout=30.0).mem_crc(addr, 3000) == protocol.crc32(data)
 
 
 def _exchange(sock: socket.socket, datagram: bytes,
@@ -267,14 +287,16 @@ def test_stale_session_is_a_clear_error(link) -> None:
         b.close()
 
 
-def test_sim_backend_over_udp(link, small_net, small_model) -> None:
+def test_sim_backend_over_udp(link, small_net, small_model,
+                              capsys: pytest.CaptureFixture[str]) -> None:
     """`detect.make_backend("sim", host=...)`, what `sw/host.py --host` uses: the same heads
-    as the golden backend."""
+    as the golden backend; it names the device's Ethernet address."""
     from sw.runtime import detect
 
     bundle = small_bundle(small_net, small_model)
     host, port = link.harness_addr
     board = detect.make_backend("sim", bundle, DEFAULT, host=f"{host}:{port}")
+    assert "Ethernet: 192.168.1.50:7777" in capsys.readouterr().err.splitlines()
     golden = detect.make_backend("golden", bundle)
     img = random_images(1, small_net.width, seed=6)[0]
     assert board.name == "board"

@@ -1,6 +1,7 @@
 """The Arty builds with Ethernet (hw.build, hw/eth/board.py; no Vivado): LiteEth's core, its
 MII pins, the PHY's reference clock and constraints in the Vivado tree; --ip / --udp-port /
---mac validated and recorded; a bitstream built for other addresses is refused."""
+--mac validated, recorded and in IDENTIFY's reply; a bitstream built for other addresses is
+refused."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hw import build as hwb
 from hw.build import main
 from hw.eth import EthSettings, device_defaults
 from hw.spec.config import DEFAULT
+from hw.top.device import identity
 
 
 def _const(inst: str, port: str) -> int:
@@ -51,6 +53,12 @@ def test_arty_tree_carries_ethernet(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _const(inst, "ip_address") == 0x0A010203
     assert _const(inst, "link_sink_src_port") == 4242
     assert _const(inst, "mac_address") == 0x025459000050
+    # IDENTIFY's reply carries the same addresses (Feature.ETHERNET, IP and port)
+    ident = identity(DEFAULT, engine=False, memory=True, dram=True,
+                     eth=EthSettings(ip="10.1.2.3", mac="02:54:59:00:00:50", udp_port=4242))
+    assert ident.ethernet == "10.1.2.3:4242"
+    value = int.from_bytes(ident.encode(), "little")       # a reply register's constant
+    assert re.search(rf"'h0*{value:x}\b", verilog), f"{value:x}"
     stamp = json.loads((out / hwb.STAMP).read_text())
     assert stamp["tree"]["eth"] == {"ip": "10.1.2.3", "mac": "02:54:59:00:00:50",
                                     "udp_port": 4242}

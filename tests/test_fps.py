@@ -86,3 +86,20 @@ def test_default_3x3_layers_short_of_95_percent() -> None:
     _, _, util3 = evaluate(DEFAULT, bundle)
     assert sorted(i for i, u in util3.items() if u < 0.95) == [0]
     assert 0.95 <= util3[12] < 0.96
+
+
+def test_sim_frame_systems_and_projection() -> None:
+    """bench/sim_frame.py's --system names and its link-plus-compute projection."""
+    from bench import sim_frame
+
+    assert sim_frame.parse_system("memory") is None
+    assert sim_frame.parse_system("dram-ulx3s_85f") == "ulx3s_85f"
+    for bad in ("dram-nope", "ulx3s_85f"):
+        with pytest.raises(SystemExit, match=f"unknown --system '{bad}'"):
+            sim_frame.parse_system(bad)
+    ulx3s = fps.board_config("ulx3s_85f")            # 45 MHz, 3 Mbaud: 300 kB take 1 s
+    r = sim_frame.projection(45_000_000, ulx3s, 300_000, ethernet=False)
+    assert r["compute_s"] == 1.0 and r["fps_uart"] == pytest.approx(0.5)
+    assert "fps_ethernet" not in r
+    r = sim_frame.projection(50_000_000, DEFAULT, int(fps.ETHERNET_BYTES_S / 2), ethernet=True)
+    assert r["fps_compute"] == 2.0 and r["fps_ethernet"] == pytest.approx(1.0)

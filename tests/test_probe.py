@@ -1,11 +1,13 @@
 """The first IDENTIFY (sw/runtime/probe.py): within 5 s, and an error that says what is
 likely wrong. Boards are stood in for by pseudo-terminals: one that never answers, one
-that answers noise (a wrong baud rate), one that answers as another build."""
+that answers noise (a wrong baud rate), one that answers as another build, one of an older
+protocol version, one on Ethernet too (the host names its address)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.protocol import (
     MAX_PAYLOAD,
     PROTOCOL_VERSION,
+    Err,
     Feature,
     FrameDecoder,
     Identity,
@@ -71,6 +74,15 @@ def as_device(cfg: HwConfig) -> Callable[[bytes], bytes]:
                      cfg.array_rows, cfg.array_cols)
     return lambda data: b"".join(encode_frame(Reply.OK, ident.encode())
                                  for f in dec.feed(data) if f.opcode == Op.IDENTIFY)
+
+
+def answering(ident: bytes) -> Callable[[bytes], bytes]:
+    """Answers IDENTIFY with the payload `ident`, every other request with ERROR
+    UNSUPPORTED."""
+    dec = FrameDecoder()
+    return lambda data: b"".join(
+        encode_frame(Reply.OK, ident) if f.opcode == Op.IDENTIFY else
+        encode_frame(Reply.ERROR, bytes([Err.UNSUPPORTED, f.opcode])) for f in dec.feed(data))
 
 
 def host_on(port: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
@@ -140,3 +152,25 @@ def test_simulator_of_another_config():
     assert f"{DEFAULT.config_id_hex} (the default config" in msg
     assert f"{other.config_id_hex} (no config file of this checkout)" in msg
     assert "leave --hw-config out" in msg
+
+
+def test_older_protocol_is_refused_by_name():
+    """A device of protocol version 4 (its IDENTIFY reply 6 bytes shorter) is refused naming
+    both versions, not as a malformed reply."""
+    old = struct.pack("<IBBHBBB", DEFAULT.config_id, 4, 3, MAX_PAYLOAD,
+                      Feature.MEMORY | Feature.DRAM, 8, 8)
+    with fake_port(answering(old)) as port:
+        r, _ = host_on(port)
+    line = last_error(r)
+    assert f"speaks protocol version 4, this host {PROTOCOL_VERSION}" in line, line
+
+
+def test_host_names_the_ethernet_address():
+    """A device with Feature.ETHERNET found on its UART: the host prints where it answers
+    UDP before it goes on (here: to the fake's refusal of the memory commands)."""
+    ident = Identity(DEFAULT.config_id, PROTOCOL_VERSION, 4, MAX_PAYLOAD,
+                     Feature.MEMORY | Feature.ETHERNET, 8, 8, ip=0x0A010203, udp_port=4242)
+    with fake_port(answering(ident.encode())) as port:
+        r, _ = host_on(port)
+    last_error(r)
+    assert "Ethernet: 10.1.2.3:4242" in r.stderr.splitlines(), r.stderr

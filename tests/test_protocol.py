@@ -12,6 +12,7 @@ from hw.spec.protocol import (
     LAYER_FORMAT,
     LAYER_SPANS,
     MAX_PAYLOAD,
+    PROTOCOL_VERSION,
     SYNC,
     TIMEOUT_BYTE_TIMES,
     DramFlag,
@@ -165,9 +166,22 @@ def test_board_timeout_is_in_byte_times():
 
 def test_identity_and_status_payloads():
     ident = Identity(0xDEADBEEF, 1, 2, MAX_PAYLOAD, Feature(0), 8, 8)
-    assert Identity.decode(ident.encode()) == ident
+    assert Identity.decode(ident.encode()) == ident and ident.ethernet is None
     with pytest.raises(ProtocolError, match="IDENTIFY"):
         Identity.decode(b"\x00")
+    # Ethernet: the IPv4 address (network order) and the UDP port at the end
+    eth = Identity(0xDEADBEEF, PROTOCOL_VERSION, 4, MAX_PAYLOAD,
+                   Feature.MEMORY | Feature.DRAM | Feature.ETHERNET, 8, 8, 0xC0A80132, 7777)
+    raw = eth.encode()
+    assert raw[-6:] == bytes([192, 168, 1, 50]) + struct.pack("<H", 7777)
+    assert Identity.decode(raw) == eth and eth.ethernet == "192.168.1.50:7777"
+    assert Identity.version_of(raw) == PROTOCOL_VERSION and Identity.version_of(raw[:4]) is None
+    for cut in (1, 2, 6):                        # a truncated reply is refused
+        with pytest.raises(ProtocolError, match=f"has {len(raw) - cut} bytes, expected 17"):
+            Identity.decode(raw[:-cut])
+    with pytest.raises(ProtocolError, match="without the ETHERNET feature"):
+        Identity.decode(Identity(1, PROTOCOL_VERSION, 4, MAX_PAYLOAD, Feature.MEMORY, 8, 8,
+                                 0x0A000001, 0).encode())
     st = Status.decode(struct.pack("<IHHBBIBBHIB", 123456, 7, 2, Err.BAD_CRC, 6, 99, 2,
                                    Err.NONE, 254, 56_000_000, 1))
     assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99,

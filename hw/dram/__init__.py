@@ -64,6 +64,20 @@ class GeneratedCore(Generated):
         return found[0]
 
     @property
+    def peak_bytes_per_cycle(self) -> int:
+        """Bytes the DRAM's pins can move per controller (sys) clock cycle: its DQ lines
+        times the transfers per cycle (LiteDRAM's DFI phases, the DRAM clocks per sys
+        clock, and two transfers a DRAM clock but on SDR). The DFI may be wider (ECP5DDRPHY
+        carries a BL8 burst in one cycle, spread over two on the pins)."""
+        rate = 1 if self.meta["memtype"] == "SDR" else 2
+        return int(self.meta["nphases"]) * rate * int(self.meta["databits"]) // 8
+
+    @property
+    def peak_bytes_s(self) -> float:
+        """The DRAM's peak bandwidth (bytes per second) at the controller's sys clock."""
+        return self.peak_bytes_per_cycle * float(self.meta["sys_clk_freq"])
+
+    @property
     def user_port(self) -> str:
         """The native user port's signal prefix (``user_port_native_0``)."""
         name = next(k for k in self.meta["ports"] if k.endswith("_cmd_valid"))

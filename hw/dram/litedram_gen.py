@@ -158,6 +158,11 @@ def generate(config: Path, data_bits: int, out: Path, sim: bool) -> dict[str, An
         "config": str(config),
         "sim": sim,
         "memtype": settings.phy.memtype,
+        # the DRAM data path: DQ lines, DFI data bits per phase, DFI phases (DRAM clocks per
+        # sys clock): `GeneratedCore.peak_bytes_per_cycle`
+        "databits": settings.phy.databits,
+        "dfi_databits": settings.phy.dfi_databits,
+        "nphases": settings.phy.nphases,
         "phy": "SDRAMPHYModel" if sim else cfg["sdram_phy"].__name__,
         "sdram_module": cfg["sdram_module"].__name__,
         "sys_clk_freq": cfg["sys_clk_freq"],

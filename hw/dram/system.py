@@ -6,6 +6,8 @@ the PHY; `hw.simulator --top dram`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -14,6 +16,9 @@ from hw.dram import GeneratedCore, init_program
 from hw.dram.core import DramInit, LiteDRAMCore
 from hw.spec.config import HwConfig
 from hw.top.memory import MemDeviceTop
+
+if TYPE_CHECKING:
+    from hw.eth import EthSettings
 
 __all__ = ["DramSystem"]
 
@@ -27,14 +32,17 @@ class DramSystem(wiring.Component):
     usable; ``init_error``: the init failed (the core's user port stays blocked).
 
     ``connect`` / ``unused``: the board core's clock, reset and pads (`LiteDRAMCore`);
-    none for a simulation core.
+    none for a simulation core. ``eth``: the device's Ethernet addresses where it also
+    answers UDP (IDENTIFY reports them).
     """
 
     def __init__(self, cfg: HwConfig, core: GeneratedCore, timeout_cycles: int | None = None,
-                 connect: dict[str, object] | None = None, unused: tuple[str, ...] = ()) -> None:
+                 connect: dict[str, object] | None = None, unused: tuple[str, ...] = (),
+                 eth: EthSettings | None = None) -> None:
         self.cfg = cfg
         self.core = core
         self.timeout_cycles = timeout_cycles
+        self.eth = eth
         self.dram = LiteDRAMCore(cfg, core, connect, unused)    # checks the core's ports now
         #: The PHY needs read leveling on a board and `DramInit` does not run it
         #: (docs/dram.md): STATUS says so (`DramFlag.UNLEVELED`).
@@ -49,7 +57,8 @@ class DramSystem(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.dev = dev = MemDeviceTop(self.cfg, self.timeout_cycles, dram=True)
+        m.submodules.dev = dev = MemDeviceTop(self.cfg, self.timeout_cycles, dram=True,
+                                              eth=self.eth)
         m.submodules.dram = dram = self.dram
         m.submodules.init = init = DramInit(init_program(self.core))
         wiring.connect(m, dev.mem, dram.user)

@@ -1,8 +1,8 @@
-"""Builds the Verilator simulator of the memory device on Ethernet (`EthDeviceTop`: LiteEth's
-core on the MII pins, `UdpBridge`, `MemDeviceTop`) in the C++ harness
-sim/harness_cpp/main.cpp with ``HARNESS_ETH`` (the cable and the host's network stack,
-eth_wire.h, to a local UDP socket) and ``HARNESS_MEMORY`` (the harness's model of the
-device memory).
+"""Builds the Verilator simulator of the memory device on its two links (`EthDeviceTop`:
+LiteEth's core on the MII pins, `UdpBridge`, the UART's bytes, `LinkArbiter`,
+`MemDeviceTop`) in the C++ harness sim/harness_cpp/main.cpp with ``HARNESS_ETH`` (the cable
+and the host's network stack, eth_wire.h, to a local UDP socket; the UART's bytes on
+stdin / stdout) and ``HARNESS_MEMORY`` (the harness's model of the device memory).
 
     python -m hw.eth.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
                                [--ip A.B.C.D] [--mac M] [--udp-port N]
@@ -30,20 +30,23 @@ SIM_CONFIG = "arty_a7"
 #: The MII pins the harness drives (clocks and receive data: not registered) and reads.
 _MII_IN = {"mii_rx_clk": 1, "mii_tx_clk": 1, "mii_rx_dv": 1, "mii_rx_data": 4}
 _MII_OUT = {"mii_tx_en": 1, "mii_tx_data": 4}
+#: The UART link's byte streams (the harness's stdin / stdout).
+_UART = {"rx_valid": 1, "rx_ready": 1, "rx_payload": 8, "tx_valid": 1, "tx_ready": 1,
+         "tx_payload": 8}
 
 
 class _EthPipeTop(Elaboratable):
-    """`EthDeviceTop` with flat ports for the harness: clk, rst, the MII pins, active and
-    the memory port as mem_cmd_*, mem_wdata_*, mem_rdata_* (inputs registered as in
-    `hw.simulator`'s pipe top; the MII inputs reach the core directly, at their own
-    edges)."""
+    """`EthDeviceTop` with flat ports for the harness: clk, rst, the MII pins, the UART's
+    bytes as rx_* / tx_*, active and the memory port as mem_cmd_*, mem_wdata_*, mem_rdata_*
+    (inputs registered as in `hw.simulator`'s pipe top; the MII inputs reach the core
+    directly, at their own edges)."""
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int, settings: EthSettings) -> None:
         from hw.eth.system import EthDeviceTop
 
         self.core = generate(SIM_CONFIG, sim=True)
         self.dut = EthDeviceTop(cfg, self.core, settings, timeout_cycles)
-        widths = {**_MII_IN, **_MII_OUT, "active": 1}
+        widths = {**_MII_IN, **_MII_OUT, **_UART, "active": 1}
         mem = self.dut.mem
         self.mem_out = set()
         for name, s in (("cmd", mem.cmd), ("wdata", mem.wdata), ("rdata", mem.rdata)):
@@ -67,7 +70,8 @@ class _EthPipeTop(Elaboratable):
         m.d.comb += [dev.clk.eq(self.clk), port_cd.clk.eq(self.clk)]
         m.d.port += dev.rst.eq(self.rst)
         m.submodules.dut = DomainRenamer({"sync": "dev"})(dut)
-        for name in ("mem_cmd_ready", "mem_wdata_ready", "mem_rdata_valid", "mem_rdata_data"):
+        for name in ("mem_cmd_ready", "mem_wdata_ready", "mem_rdata_valid", "mem_rdata_data",
+                     "rx_valid", "rx_payload", "tx_ready"):
             q = Signal.like(p[name], name=f"{name}_q")
             m.d.port += q.eq(p[name])
             p[name] = q
@@ -75,7 +79,10 @@ class _EthPipeTop(Elaboratable):
         m.d.comb += [mii.rx_clk.eq(p["mii_rx_clk"]), mii.tx_clk.eq(p["mii_tx_clk"]),
                      mii.rx_dv.eq(p["mii_rx_dv"]), mii.rx_data.eq(p["mii_rx_data"]),
                      p["mii_tx_en"].eq(mii.tx_en), p["mii_tx_data"].eq(mii.tx_data),
-                     p["active"].eq(dut.active)]
+                     p["active"].eq(dut.active),
+                     dut.rx.valid.eq(p["rx_valid"]), dut.rx.payload.eq(p["rx_payload"]),
+                     p["rx_ready"].eq(dut.rx.ready), p["tx_valid"].eq(dut.tx.valid),
+                     p["tx_payload"].eq(dut.tx.payload), dut.tx.ready.eq(p["tx_ready"])]
         connect_memory_pins(m, p, dut.mem)
         return m
 

@@ -26,6 +26,7 @@ from hw.spec.engine import LAYER_FIELDS
 __all__ = [
     "FRAME_OVERHEAD",
     "IDENTIFY_FORMAT",
+    "IDENTIFY_VERSION_OFFSET",
     "LAYER_FORMAT",
     "LAYER_SPANS",
     "MAX_PAYLOAD",
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
@@ -120,11 +121,17 @@ class Feature(enum.IntFlag):
     MEMORY = 0x02          # device memory and programs: MEM_* and PROGRAM_RUN
     DRAM = 0x04            # the device memory is a DRAM whose controller initialises at
                            # boot: STATUS's `dram` flags say whether it is usable
+    ETHERNET = 0x08        # the device also answers UDP (`hw.spec.udp`) at the IPv4 address
+                           # and port IDENTIFY reports
 
 
 #: IDENTIFY reply payload: config_id, protocol version, gateware version, max payload,
-#: features, MAC array rows, MAC array cols.
-IDENTIFY_FORMAT = "<IBBHBBB"
+#: features, MAC array rows, MAC array cols, the device's IPv4 address (4 bytes, network
+#: order) and UDP port (both zero without `Feature.ETHERNET`). The protocol version stays at
+#: byte 4 in every version, so a host can name the version of a reply it cannot decode.
+IDENTIFY_FORMAT = "<IBBHBBB4sH"
+#: Byte offset of the protocol version in an IDENTIFY reply (`IDENTIFY_FORMAT`).
+IDENTIFY_VERSION_OFFSET = 4
 #: STATUS reply payload: cycles since reset (wraps at 2**32), good frames, bad frames
 #: (both wrap at 2**16), last error code, engine flags (`EngineFlag`), engine cycles of
 #: the last pass (from parameters complete to its end); the last program's flags
@@ -185,6 +192,9 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Identity:
+    """The IDENTIFY reply; `ip` (IPv4 as an integer) and `udp_port` are the device's
+    Ethernet address where `features` has `Feature.ETHERNET`, else zero."""
+
     config_id: int
     protocol_version: int
     gateware_version: int
@@ -192,19 +202,40 @@ class Identity:
     features: Feature
     array_rows: int
     array_cols: int
+    ip: int = 0
+    udp_port: int = 0
+
+    @property
+    def ethernet(self) -> str | None:
+        """``A.B.C.D:PORT`` where the device answers UDP (`Feature.ETHERNET`), else None."""
+        if not self.features & Feature.ETHERNET:
+            return None
+        return f"{'.'.join(str(b) for b in self.ip.to_bytes(4, 'big'))}:{self.udp_port}"
+
+    @staticmethod
+    def version_of(payload: bytes) -> int | None:
+        """The protocol version an IDENTIFY reply of any version carries (None: too short)."""
+        return payload[IDENTIFY_VERSION_OFFSET] if len(payload) > IDENTIFY_VERSION_OFFSET else None
 
     @classmethod
     def decode(cls, payload: bytes) -> Identity:
+        """The reply of this protocol version; ProtocolError for any other length, or for
+        an Ethernet address without `Feature.ETHERNET`."""
         if len(payload) != struct.calcsize(IDENTIFY_FORMAT):
             raise ProtocolError(f"IDENTIFY reply has {len(payload)} bytes, expected "
                                 f"{struct.calcsize(IDENTIFY_FORMAT)}")
-        cid, pv, gv, mp, feat, rows, cols = struct.unpack(IDENTIFY_FORMAT, payload)
-        return cls(cid, pv, gv, mp, Feature(feat), rows, cols)
+        cid, pv, gv, mp, feat, rows, cols, ip, port = struct.unpack(IDENTIFY_FORMAT, payload)
+        features = Feature(feat)
+        if not features & Feature.ETHERNET and (any(ip) or port):
+            raise ProtocolError("IDENTIFY reply has an Ethernet address without the "
+                                "ETHERNET feature")
+        return cls(cid, pv, gv, mp, features, rows, cols, int.from_bytes(ip, "big"), port)
 
     def encode(self) -> bytes:
         return struct.pack(IDENTIFY_FORMAT, self.config_id, self.protocol_version,
                            self.gateware_version, self.max_payload, int(self.features),
-                           self.array_rows, self.array_cols)
+                           self.array_rows, self.array_cols, self.ip.to_bytes(4, "big"),
+                           self.udp_port)
 
 
 @dataclass(frozen=True)

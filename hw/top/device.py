@@ -30,6 +30,8 @@ sends a request, then waits for its reply. `engine=False` builds the link alone
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -44,10 +46,13 @@ from hw.top.layer_config import LayerConfigLoader
 from hw.top.packer import BeatPacker, ValuePacker
 from hw.top.reply import ReplySender
 
+if TYPE_CHECKING:
+    from hw.eth import EthSettings
+
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
 
 #: Bumped with every change of the device's observable behaviour.
-GATEWARE_VERSION = 4
+GATEWARE_VERSION = 5
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
@@ -79,10 +84,11 @@ def link_endpoint(m: Module, top: wiring.Component, decoder: CommandDecoder,
 
 
 def identity(cfg: HwConfig, engine: bool = True, memory: bool = False,
-             dram: bool = False) -> protocol.Identity:
+             dram: bool = False, eth: EthSettings | None = None) -> protocol.Identity:
     """The IDENTIFY reply of a device top built for `cfg`: `DeviceTop` (the streaming
     engine, or the link alone) or `MemDeviceTop` (``memory``; ``dram``: on a DRAM
-    controller that initialises at boot)."""
+    controller that initialises at boot; ``eth``: also on Ethernet at these addresses,
+    `Feature.ETHERNET` with the IPv4 address and UDP port)."""
     features = protocol.Feature(0)
     if engine:
         features |= protocol.Feature.ENGINE
@@ -90,8 +96,11 @@ def identity(cfg: HwConfig, engine: bool = True, memory: bool = False,
         features |= protocol.Feature.MEMORY
     if dram:
         features |= protocol.Feature.DRAM
+    if eth is not None:
+        features |= protocol.Feature.ETHERNET
     return protocol.Identity(cfg.config_id, protocol.PROTOCOL_VERSION, GATEWARE_VERSION,
-                             protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols)
+                             protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols,
+                             eth.ip_int if eth else 0, eth.udp_port if eth else 0)
 
 
 class DeviceTop(wiring.Component):

@@ -3,6 +3,8 @@ memory (`MemoryCommands`), and the memory device top (`MemDeviceTop`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -20,6 +22,9 @@ from hw.spec.config import HwConfig
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
 from hw.top.command import ARG_BYTES, CommandDecoder, MemOp
 from hw.top.device import OUT_FIFO_DEPTH, identity, link_endpoint
+
+if TYPE_CHECKING:
+    from hw.eth import EthSettings
 
 __all__ = ["MemDeviceTop", "MemoryCommands"]
 
@@ -200,12 +205,15 @@ class MemDeviceTop(wiring.Component):
     whose init flags ``dram_flags``, `DramFlag`, STATUS reports); STATUS carries the
     program's progress. While a program runs, MEM_* and
     PROGRAM_RUN answer BUSY. ``active``: a request is being executed or a program runs.
+    With ``eth`` (the device also answers on Ethernet, `hw.eth.board.DualLinkDevice`)
+    IDENTIFY reports `Feature.ETHERNET` with its IPv4 address and UDP port.
     """
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None,
-                 dram: bool = False) -> None:
+                 dram: bool = False, eth: EthSettings | None = None) -> None:
         self.cfg = cfg
         self.dram = dram
+        self.eth = eth
         self.timeout_cycles = timeout_cycles or protocol.default_timeout_cycles(
             cfg.uart_divisor)
         super().__init__({
@@ -219,8 +227,8 @@ class MemDeviceTop(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
         m = Module()
-        dec = CommandDecoder(identity(cfg, engine=False, memory=True, dram=self.dram).encode(),
-                             engine=False, memory=True)
+        ident = identity(cfg, engine=False, memory=True, dram=self.dram, eth=self.eth)
+        dec = CommandDecoder(ident.encode(), engine=False, memory=True)
         m.d.comb += dec.dram.eq(self.dram_flags)
         rep = link_endpoint(m, self, dec, self.timeout_cycles)
         m.submodules.commands = cmd = MemoryCommands(cfg)

@@ -16,10 +16,11 @@
 //   --max-cycles N            stop after N cycles (benchmarks: bench/sim_speed.py)
 // At exit the harness prints "harness-mem: ..." statistics on stderr.
 //
-// With HARNESS_ETH (the Ethernet top, hw/eth/simulator.py) the device's bytes travel as UDP
-// datagrams over its MII pins instead of stdin/stdout: eth_wire.h plays the cable and the
-// host's network stack, a local UDP socket (printed on stdout as "harness-eth: udp
-// 127.0.0.1:PORT") on the other side. stdin then only says when to stop (EOF). Options:
+// With HARNESS_ETH (the Ethernet top, hw/eth/simulator.py) the device also answers UDP
+// datagrams over its MII pins: eth_wire.h plays the cable and the host's network stack, a
+// local UDP socket (printed on stdout as "harness-eth: udp 127.0.0.1:PORT", before any
+// other byte) on the other side; stdin / stdout stay the device's other link (the UART's
+// bytes on the board). Options:
 //   --udp-port N (0: any free port) --device-ip A.B.C.D --device-port N --host-ip A.B.C.D
 //
 // Time: the clock runs while there is work: input queued, the device active, or fewer than
@@ -266,10 +267,9 @@ int main(int argc, char** argv) {
     top->mii_rx_clk = top->mii_tx_clk = 0;
     top->mii_rx_dv = 0;
     top->mii_rx_data = 0;
-#else
+#endif
     top->rx_valid = 0;
     top->tx_ready = 1;
-#endif
 #ifdef HARNESS_MEMORY
     top->mem_cmd_ready = 0;
     top->mem_wdata_ready = 0;
@@ -280,10 +280,9 @@ int main(int argc, char** argv) {
     top->rst = 0;                        // (reset once more by the loop's first edge)
 
     for (;;) {
-#ifdef HARNESS_ETH
-        bool input = eth.busy();
-#else
         bool input = !in.empty();
+#ifdef HARNESS_ETH
+        input = input || eth.busy();
 #endif
         bool wait = !input && !eof && idle >= kQuiet && !waited && !top->active;
         if (!input && !eof && (idle >= idle_limit || wait || (cycles & 63) == 0)) {
@@ -300,9 +299,7 @@ int main(int argc, char** argv) {
                 ssize_t n = read(0, buf, sizeof buf);
                 if (n < 0 && errno != EINTR && errno != EAGAIN) return 1;
                 if (n == 0) eof = true;
-#ifndef HARNESS_ETH
                 for (ssize_t k = 0; k < n; k++) in.push_back(buf[k]);
-#endif
             }
 #ifdef HARNESS_ETH
             if (r > 0 && (p[1].revents & POLLIN)) eth.receive(cycles);
@@ -310,7 +307,7 @@ int main(int argc, char** argv) {
         }
 #ifdef HARNESS_ETH
         eth.service(cycles, kArpRetry);
-        if (eof && !eth.busy() && idle >= idle_limit && !top->active) break;
+        if (eof && in.empty() && !eth.busy() && idle >= idle_limit && !top->active) break;
         // MII clocks at a quarter of the sys clock: rising at cycles % 4 == 0 (the device's
         // tx pins sampled just before), falling at 2 (the next rx nibble set).
         bool mii_moved = false;
@@ -332,11 +329,10 @@ int main(int argc, char** argv) {
 #ifdef HARNESS_MEMORY
         if (max_cycles && cycles >= max_cycles) break;
 #endif
-
+#endif
         top->rx_valid = in.empty() ? 0 : 1;
         top->rx_payload = in.empty() ? 0 : in.front();
         top->tx_ready = 1;
-#endif
 #ifdef HARNESS_MEMORY
         if (!mem.step(cycles)) return 1;
         bool cmd_ready = mem.cmd_ready(cycles);
@@ -354,13 +350,13 @@ int main(int argc, char** argv) {
         // inputs had been set before a clk-low eval. `top->active` read before this edge is
         // the previous cycle's.
         tick();
-#ifdef HARNESS_ETH
-        bool rx_take = mii_moved, tx_take = false;
-        uint8_t tx_byte = 0;
-#else
         bool rx_take = top->rx_valid && top->rx_ready;
         bool tx_take = top->tx_valid && top->tx_ready;
         uint8_t tx_byte = top->tx_payload;
+#ifdef HARNESS_ETH
+        bool moved = rx_take || tx_take || mii_moved;
+#else
+        bool moved = rx_take || tx_take;
 #endif
 #ifdef HARNESS_MEMORY
         bool cmd_take = top->mem_cmd_valid && cmd_ready;
@@ -384,11 +380,9 @@ int main(int argc, char** argv) {
         if (w_take) mem.wdata.push_back(word);
         if (r_show) mem.reads.pop_front();
 #endif
-#ifndef HARNESS_ETH
         if (rx_take) in.pop_front();
-#endif
         if (tx_take) out.push_back(tx_byte);
-        idle = (rx_take || tx_take) ? 0 : idle + 1;
+        idle = moved ? 0 : idle + 1;
         if (idle == 0) waited = false;
         if (!out.empty() && (idle == 16 || out.size() >= sizeof buf))
             if (!write_all(out)) return 1;

@@ -165,6 +165,8 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
     except BaseException:
         link.close()
         raise
+    if ident.ethernet:          # where the device answers UDP, whichever link found it
+        log(f"Ethernet: {ident.ethernet}")
     dev = Device(link, timeout=30.0)
     size, name = bundle.input_shape[0], "board" if port or host else "sim"
     if ident.features & Feature.MEMORY:

@@ -157,10 +157,12 @@ class Device:
     def identify(self, expect: HwConfig | int | None = None) -> Identity:
         """The device's identity; with `expect` (a HwConfig or config id), refuse a device
         built for another config (ConfigMismatchError) or another protocol version."""
-        ident = Identity.decode(self.request(Op.IDENTIFY))
-        if ident.protocol_version != protocol.PROTOCOL_VERSION:
+        payload = self.request(Op.IDENTIFY)
+        version = Identity.version_of(payload)     # first: another version's reply differs
+        if version is not None and version != protocol.PROTOCOL_VERSION:
             raise LinkError(f"{self.link.name} speaks protocol version "
-                            f"{ident.protocol_version}, this host {protocol.PROTOCOL_VERSION}")
+                            f"{version}, this host {protocol.PROTOCOL_VERSION}")
+        ident = Identity.decode(payload)
         if expect is not None:
             want = expect.config_id if isinstance(expect, HwConfig) else int(expect)
             if ident.config_id != want:

@@ -25,8 +25,8 @@ from types import TracebackType
 from hw.spec.config import HwConfig
 from sw.runtime.util import ticking
 
-__all__ = ["SIM_TIMEOUT_CYCLES", "Link", "LinkError", "LinkTimeout", "SerialLink", "SimLink",
-           "harness_binary"]
+__all__ = ["SIM_TIMEOUT_CYCLES", "Link", "LinkError", "LinkTimeout", "PipeLink", "SerialLink",
+           "SimLink", "harness_binary"]
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT = ROOT / "sim" / "sim_build"
@@ -140,29 +140,15 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                            ("--top", top))
 
 
-class SimLink(Link):
-    """The Verilator simulator of a device top as a subprocess, bytes over its
-    stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran and
-    (memory top) `mem_stats` the memory model's counts.
+class PipeLink(Link):
+    """A running simulator's stdin / stdout as a link (`SimLink`; the UART side of the
+    Ethernet simulator, `sw.runtime.udplink.EthSimLink.uart`). Closing it leaves the
+    process to its owner."""
 
-    `top`: "stream" (the streaming device), "dram" (the memory device on LiteDRAM's
-    controller and its SDRAM PHY model, docs/dram.md; "dram-CONFIG": a board's system
-    with boards/dram/CONFIG.yml, e.g. "dram-ulx3s_85f") or "memory" (the device with its
-    memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
-    preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
-    N`` etc. set its timing, sim/harness_cpp/main.cpp)."""
-
-    def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
-                 top: str = "stream", harness_args: list[str] | tuple[str, ...] = ()) -> None:
-        self.name = f"{top} simulator (HwConfig {cfg.config_id_hex})"
-        self.binary = harness_binary(cfg, timeout_cycles, top)
-        idle_limit = 2 * timeout_cycles + 1000
-        self.cycles: int | None = None
-        self.mem_stats: dict[str, int] = {}
-        self._proc = subprocess.Popen([str(self.binary), str(idle_limit), *harness_args],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE)
-        os.set_blocking(self._proc.stdout.fileno(), False)
+    def __init__(self, proc: subprocess.Popen, name: str) -> None:
+        self._proc = proc
+        self.name = name
+        os.set_blocking(proc.stdout.fileno(), False)
 
     def write(self, data: bytes) -> None:
         if self._proc.poll() is not None:
@@ -187,6 +173,42 @@ class SimLink(Link):
         if not data and self._proc.poll() is not None:
             raise LinkError(f"{self.name} exited with status {self._proc.returncode}")
         return data
+
+    def close(self) -> None:
+        pass
+
+
+class SimLink(PipeLink):
+    """The Verilator simulator of a device top as a subprocess, bytes over its
+    stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran and
+    (memory top) `mem_stats` the memory model's counts.
+
+    `top`: "stream" (the streaming device), "dram" (the memory device on LiteDRAM's
+    controller and its SDRAM PHY model, docs/dram.md; "dram-CONFIG": a board's system
+    with boards/dram/CONFIG.yml, e.g. "dram-ulx3s_85f") or "memory" (the device with its
+    memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
+    preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
+    N`` etc. set its timing, sim/harness_cpp/main.cpp)."""
+
+    def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
+                 top: str = "stream", harness_args: list[str] | tuple[str, ...] = ()) -> None:
+        self.binary = harness_binary(cfg, timeout_cycles, top)
+        idle_limit = 2 * timeout_cycles + 1000
+        self.cycles: int | None = None
+        self.mem_stats: dict[str, int] = {}
+        proc = subprocess.Popen([str(self.binary), str(idle_limit), *harness_args],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        super().__init__(proc, f"{top} simulator (HwConfig {cfg.config_id_hex})")
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds (user + system) the running simulator has used so far; None where
+        /proc is not available (not Linux) or the simulator has exited."""
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self._proc.stdin.closed:

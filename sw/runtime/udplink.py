@@ -1,6 +1,6 @@
 """The host's UDP link to a device on Ethernet (`UdpLink`, docs/protocol.md "Over UDP"), and
 the simulated device on simulated Ethernet (`EthSimLink`: the Verilator harness of
-`hw.eth.system.EthDeviceTop` behind a local UDP socket).
+`hw.eth.system.EthDeviceTop` behind a local UDP socket, its UART's bytes on a pipe).
 
 `UdpLink` carries each frame `Device` writes in one datagram with the session and a new
 sequence number (`hw.spec.udp`), and resends that same datagram until its reply arrives:
@@ -32,6 +32,7 @@ from sw.runtime.link import (
     Link,
     LinkError,
     LinkTimeout,
+    PipeLink,
     build_simulator,
     simulator_key,
 )
@@ -180,10 +181,12 @@ def eth_harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES) 
 
 class EthSimLink(UdpLink):
     """The memory device on simulated Ethernet: the harness (LiteEth's core on MII, the
-    bridge, the device, the harness's memory model) is a child process listening on a local
-    UDP port; this link talks UDP to it (`via`, if given, maps that port to another local
-    address, e.g. a fault-injecting proxy's). After `close`: `cycles`, `mem_stats` and
-    `eth_stats` (the wire's counts, sim/harness_cpp/eth_wire.h)."""
+    bridge, the UART's bytes, the link arbiter, the device, the harness's memory model) is
+    a child process listening on a local UDP port; this link talks UDP to it (`via`, if
+    given, maps that port to another local address, e.g. a fault-injecting proxy's), and
+    `uart` (a `PipeLink` on the harness's stdin / stdout) is the device's other link. After
+    `close`: `cycles`, `mem_stats` and `eth_stats` (the wire's counts,
+    sim/harness_cpp/eth_wire.h)."""
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                  harness_args: list[str] | tuple[str, ...] = (), interval: float = 0.5,
@@ -203,6 +206,7 @@ class EthSimLink(UdpLink):
             raise LinkError(f"the Ethernet simulator did not start: {err[-1000:]}")
         host, port = line[2].rsplit(":", 1)
         self.harness_addr = (host, int(port))
+        self.uart = PipeLink(self._proc, f"simulated UART (HwConfig {cfg.config_id_hex})")
         if via is not None:
             host, port = via(self.harness_addr)
         super().__init__(host, int(port), interval=interval, tries=tries)
