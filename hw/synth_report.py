@@ -91,7 +91,8 @@ _SYNTH = {
     # assertion `count_id(wire->name) == 0`); purging the unused names avoids it. No
     # `-dff`: with it ABC9 sweeps the flip-flops sequentially, which took over 12 CPU
     # minutes on the Arty's DRAM system (and ran out of WebAssembly stack on the whole
-    # of it) for the same FF counts on the blocks (docs/dram.md, "Resource estimate").
+    # of it) for the same FF counts on the blocks (docs/dram.md, "Resource estimate of the
+    # Arty systems").
     "xc7": f"{_XC7} -run :map_luts; opt_clean -purge; {_XC7} -run map_luts:",
     "ecp5": "synth_ecp5 -top {top} -noiopad -dff",
 }
