@@ -88,7 +88,8 @@ class LoadSampler:
         self._stop.set()
         self._thread.join()
         s = [*self.samples, os.getloadavg()[0]]
-        return {"min": min(s), "mean": round(sum(s) / len(s), 2), "max": max(s)}
+        return {"min": round(min(s), 2), "mean": round(sum(s) / len(s), 2),
+                "max": round(max(s), 2)}
 
 
 def _versions() -> dict[str, str | None]:
