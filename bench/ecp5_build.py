@@ -64,7 +64,7 @@ def timing_report(log: str) -> dict[str, dict]:
     constrained = parse_nextpnr_constraints(log)
     out = {}
     for clk, (f, target) in parse_nextpnr_fmax(log).items():
-        net = constrained_net(clk, constrained)
+        net = constrained_net(clk, target, constrained)
         out[clk] = {"fmax_mhz": f, "target_mhz": target, "constraint": net,
                     "met": net is not None and f >= target}
     return out
@@ -165,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         state = ("met" if r["met"] else "NOT met") if r["constraint"] else "NO CONSTRAINT"
         print(f"Fmax {clk}: {r['fmax_mhz']:.2f} MHz (target {r['target_mhz']:.2f} MHz, "
               f"{state})")
+    timed = {r["constraint"] for r in clocks.values()}
+    untimed = {n: f for n, f in constraints.items() if n not in timed}
+    for net, mhz in untimed.items():
+        print(f"constraint without a clock of its name in nextpnr's Fmax report: {net} "
+              f"{mhz:.2f} MHz (no timed register-to-register path on it, or carried to a "
+              "clock of another name)")
     problems = timing_problems(tim) if tim else ["no nextpnr log"]
     for p in problems:
         print(f"timing problem: {p}")
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
               "steps": {s: {"wall_s": round(w, 1), "cpu_s": round(c, 1)}
                         for s, (w, c) in steps.items()},
               "constraints_mhz": constraints, "clocks": clocks,
+              "constraints_without_fmax": untimed,
               "timing_problems": problems, "utilisation": util,
               "estimate": usage, "bitstream": bitstream, "error": error, "ok": ok}
     out = args.json or build_dir / "ecp5_build.json"

@@ -476,10 +476,12 @@ def parse_nextpnr_fmax(log: str) -> dict[str, tuple[float, float]]:
 
 #: nextpnr's words for a clock constraint the design set: an LPF ``FREQUENCY`` (logged by
 #: ``addClock``) or one it derived from such a constraint through a PLL, clock divider or
-#: edge-clock buffer. A clock with neither is checked against nextpnr's default target
-#: (``--freq``, 12 MHz): its "PASS" checks nothing.
+#: edge-clock buffer.
 _CONSTRAINED = (re.compile(r"constraining clock net '([^']+)' to ([\d.]+) MHz"),
                 re.compile(r"Derived frequency constraint of ([\d.]+) MHz for net (\S+)"))
+#: nextpnr's target for a clock without a constraint (``--freq``, which the build does
+#: not set): its "PASS" at this target checks nothing.
+NEXTPNR_DEFAULT_MHZ = 12.0
 
 
 def parse_nextpnr_constraints(log: str) -> dict[str, float]:
@@ -489,14 +491,17 @@ def parse_nextpnr_constraints(log: str) -> dict[str, float]:
     return found
 
 
-def constrained_net(clock: str, constrained: dict[str, float]) -> str | None:
-    """The constrained net behind a clock of nextpnr's Fmax report: the report names the
-    global net (``$glbnet$NET``) or the input buffer's output (``NET$TRELLIS_IO_IN``)."""
+def constrained_net(clock: str, target: float, constrained: dict[str, float]) -> str | None:
+    """The design's constraint behind a clock of nextpnr's Fmax report (`target` MHz), or
+    None: the constrained net its log names (the report names the global net
+    ``$glbnet$NET`` or the input buffer's output ``NET$TRELLIS_IO_IN``); else, for a target
+    other than nextpnr's default, the clock itself (nextpnr carries a constraint through an
+    input buffer without logging it, and sets a target only from a constraint)."""
     bare = clock.removeprefix("$glbnet$")
     for name in (clock, bare, bare.removesuffix("$TRELLIS_IO_IN")):
         if name in constrained:
             return name
-    return None
+    return clock if abs(target - NEXTPNR_DEFAULT_MHZ) > 0.005 else None
 
 
 def timing_problems(log: str) -> list[str]:
@@ -509,7 +514,7 @@ def timing_problems(log: str) -> list[str]:
     constrained = parse_nextpnr_constraints(log)
     problems = []
     for clk, (f, target) in fmax.items():
-        if constrained_net(clk, constrained) is None:
+        if constrained_net(clk, target, constrained) is None:
             problems.append(f"clock {clk!r} has no frequency constraint (Fmax {f:.2f} MHz "
                             f"against nextpnr's default {target:.2f} MHz checks nothing)")
         elif f < target:
@@ -743,7 +748,7 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
             fmax = parse_nextpnr_fmax(tim)
             constrained = parse_nextpnr_constraints(tim)
             for clk, (f, target) in fmax.items():
-                net = constrained_net(clk, constrained)
+                net = constrained_net(clk, target, constrained)
                 log(f"nextpnr Fmax {clk}: {f:.2f} MHz (target {target:.2f} MHz"
                     + (f", {'met' if f >= target else 'NOT met'})" if net else
                        ", no constraint: unchecked)"))

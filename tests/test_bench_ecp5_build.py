@@ -57,6 +57,7 @@ def test_record_of_a_met_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert rec["clocks"]["$glbnet$crg_sys2x"] == {"fmax_mhz": 140.0, "target_mhz": 96.0,
                                                   "constraint": "crg_sys2x", "met": True}
     assert rec["utilisation"]["TRELLIS_COMB"] == [19060, 83640]
+    assert rec["constraints_without_fmax"] == {"clk_0__io": 48.0}
     assert rec["bitstream"]["bytes"] == 9
     assert rec["bitstream"]["sha256"] == hashlib.sha256(b"bitstream").hexdigest()
     assert rec["machine"]["cpus"] >= 1 and rec["load_average"]["max"] >= 0
