@@ -24,12 +24,13 @@ import math
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -41,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from boards import BOARDS, Board
 from hw.spec.config import ConfigError, HwConfig, load_config
+from hw.synth_report import ECP5_MAP_LUTS
 
 if TYPE_CHECKING:
     from hw.dram import GeneratedCore
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
 
 __all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
            "EcpPll", "Mmcm", "bitstream_problem", "build", "check_fit", "clock_plan",
-           "critical_path", "design_hash", "ecp5_pll", "estimate", "format_usage", "main",
-           "mmcm_plan", "parse_nextpnr_fmax", "program", "record_bitstream", "write_stamp"]
+           "constrained_net", "critical_path", "design_hash", "ecp5_pll", "estimate",
+           "flow_commands", "format_usage", "main", "mmcm_plan", "parse_nextpnr_constraints",
+           "parse_nextpnr_fmax", "program", "record_bitstream", "run_open_flow",
+           "timing_problems", "write_stamp"]
 
 NAME = "tinyyolo"
 #: The build record next to the bitstream (see `write_stamp`).
@@ -58,6 +62,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: nextpnr-ecp5's options: timing is checked here (Fmax per clock), and router2: router1 did
 #: not converge on the ULX3S's DRAM system (35k arcs left after 75 minutes, 2026-11-27).
 NEXTPNR_OPTS = "--timing-allow-fail --router router2"
+#: Yosys's ECP5 synthesis with its classic ABC LUT mapping in place of the ABC9 step
+#: (`hw.synth_report.ECP5_MAP_LUTS`, which says why): synth_ecp5 runs up to ``map_luts``,
+#: the script maps the LUTs, synth_ecp5 goes on from ``map_cells``.
+SYNTH_OPTS = "-run begin:map_luts"
+SYNTH_AFTER = f"{ECP5_MAP_LUTS}; synth_ecp5 -run map_cells:"
 #: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
 CLOCK_TOLERANCE = 1e-4
 
@@ -462,6 +471,54 @@ def parse_nextpnr_fmax(log: str) -> dict[str, tuple[float, float]]:
     return {m[1]: (float(m[2]), float(m[4])) for m in _FMAX.finditer(log)}
 
 
+#: nextpnr's words for a clock constraint the design set: an LPF ``FREQUENCY`` (logged by
+#: ``addClock``) or one it derived from such a constraint through a PLL, clock divider or
+#: edge-clock buffer.
+_CONSTRAINED = (re.compile(r"constraining clock net '([^']+)' to ([\d.]+) MHz"),
+                re.compile(r"Derived frequency constraint of ([\d.]+) MHz for net (\S+)"))
+#: nextpnr's target for a clock without a constraint (``--freq``, which the build does
+#: not set): its "PASS" at this target checks nothing.
+NEXTPNR_DEFAULT_MHZ = 12.0
+
+
+def parse_nextpnr_constraints(log: str) -> dict[str, float]:
+    """{net: MHz} of every clock constraint the design set, as nextpnr's log names them."""
+    found = {m[1]: float(m[2]) for m in _CONSTRAINED[0].finditer(log)}
+    found.update({m[2]: float(m[1]) for m in _CONSTRAINED[1].finditer(log)})
+    return found
+
+
+def constrained_net(clock: str, target: float, constrained: dict[str, float]) -> str | None:
+    """The design's constraint behind a clock of nextpnr's Fmax report (`target` MHz), or
+    None: the constrained net its log names (the report names the global net
+    ``$glbnet$NET`` or the input buffer's output ``NET$TRELLIS_IO_IN``); else, for a target
+    other than nextpnr's default, the clock itself (nextpnr carries a constraint through an
+    input buffer without logging it, and sets a target only from a constraint)."""
+    bare = clock.removeprefix("$glbnet$")
+    for name in (clock, bare, bare.removesuffix("$TRELLIS_IO_IN")):
+        if name in constrained:
+            return name
+    return clock if abs(target - NEXTPNR_DEFAULT_MHZ) > 0.005 else None
+
+
+def timing_problems(log: str) -> list[str]:
+    """What makes a nextpnr run's timing fail, one line each (empty: every clock met its
+    constraint): a clock below its target, a clock without a constraint of the design's
+    (nextpnr checked it against its default target only), no Fmax report at all."""
+    fmax = parse_nextpnr_fmax(log)
+    if not fmax:
+        return ["nextpnr reported no Fmax (no clock, or the log is incomplete)"]
+    constrained = parse_nextpnr_constraints(log)
+    problems = []
+    for clk, (f, target) in fmax.items():
+        if constrained_net(clk, target, constrained) is None:
+            problems.append(f"clock {clk!r} has no frequency constraint (Fmax {f:.2f} MHz "
+                            f"against nextpnr's default {target:.2f} MHz checks nothing)")
+        elif f < target:
+            problems.append(f"clock {clk!r}: Fmax {f:.2f} MHz below its target {target:.2f} MHz")
+    return problems
+
+
 def critical_path(log: str) -> str:
     """nextpnr's last critical path report for a clock (clock to clock), without the
     library source lines; empty if the log has none."""
@@ -510,12 +567,66 @@ def _open_flow_env() -> None:
 
 @dataclass
 class BuildResult:
-    """What `build` made: the bitstream (None without one), estimate, nextpnr Fmax."""
+    """What `build` made: the bitstream (None without one), estimate, nextpnr Fmax, and
+    the time of each step that ran, {step: (wall s, CPU s)} (CPU: the step's processes)."""
     build_dir: Path
     bitstream: Path | None
     usage: dict[str, float] | None
     fmax: dict[str, tuple[float, float]]
     seconds: float
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + r.ru_utime + r.ru_stime
+
+
+#: The open flow's steps in Amaranth's build script, by the tool variable each starts with.
+_FLOW_STEPS = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr", "ECPPACK": "ecppack"}
+
+
+def flow_commands(script: str) -> list[tuple[str, list[str]]]:
+    """[(step, argv)] of Amaranth's ECP5 build script (``build_<name>.sh``): each tool
+    line with its variable (``"$YOSYS"`` ...) resolved from the environment (else the
+    tool's plain name, as the script does). BuildError for a line it does not know."""
+    steps = []
+    for line in script.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "set -e", "[ -n", ": ${")):
+            continue
+        argv = shlex.split(line)
+        var = argv[0].removeprefix("$")
+        if not argv[0].startswith("$") or var not in _FLOW_STEPS or any(
+                "$" in a for a in argv[1:]):
+            raise BuildError(f"unexpected line in the build script: {line!r}")
+        tool = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}[var]
+        steps.append((_FLOW_STEPS[var], [os.environ.get(var, tool), *argv[1:]]))
+    if [s for s, _ in steps] != list(_FLOW_STEPS.values()):
+        raise BuildError(f"the build script's steps are {[s for s, _ in steps]}, expected "
+                         f"{list(_FLOW_STEPS.values())}")
+    return steps
+
+
+def run_open_flow(build_dir: Path, log: Callable[[str], object] = print
+                  ) -> dict[str, tuple[float, float]]:
+    """Run the ECP5 build script's steps (Yosys, nextpnr, ecppack) one at a time in
+    `build_dir`, each timed: {step: (wall s, CPU s of its processes)}. nextpnr's log
+    (``<name>.tim``) is removed first, so it holds this run only."""
+    script = (build_dir / f"build_{NAME}.sh").read_text()
+    (build_dir / f"{NAME}.tim").unlink(missing_ok=True)
+    times = {}
+    for step, argv in flow_commands(script):
+        log(f"running {step} ...")
+        wall, cpu = time.monotonic(), _cpu()
+        done = subprocess.run(argv, cwd=build_dir)
+        times[step] = (time.monotonic() - wall, _cpu() - cpu)
+        log(f"{step}: {times[step][0]:.0f} s wall, {times[step][1]:.0f} s CPU")
+        if done.returncode != 0:
+            raise BuildError(f"{step} failed (exit {done.returncode}): see {build_dir}/"
+                             f"{NAME}.rpt (yosys) and {NAME}.tim (nextpnr)")
+    return times
 
 
 def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = True,
@@ -566,13 +677,14 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
     (build_dir / "hw_config.json").write_text(cfg.to_json())
 
     usage = None
+    steps: dict[str, tuple[float, float]] = {}
     if run_estimate:
         from hw.synth_report import yosys_version
         family = "synth_xilinx -family xc7" if board.family == "xc7" else "synth_ecp5"
         tool = f"{yosys_version()} {family}" + (f" ({os.environ['YOSYS']})"
                                                 if os.environ.get("YOSYS") else "")
         log(f"estimating resources ({tool}, the whole system flattened) ...")
-        t, cpu = time.monotonic(), _children_cpu()
+        t, cpu, ycpu = time.monotonic(), _cpu(), _children_cpu()
         try:
             usage = estimate(board, cfg, dram, eth_core)
         except RuntimeError as e:       # Yosys failed (e.g. its ABC out of stack in WASM)
@@ -584,7 +696,8 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
                   "tool": tool, "used": usage, "capacity": board.capacity,
                   "fits": not check_fit(usage, board.capacity),
                   "seconds": round(time.monotonic() - t, 1),
-                  "yosys_cpu_seconds": round(_children_cpu() - cpu, 1)}
+                  "yosys_cpu_seconds": round(_children_cpu() - ycpu, 1)}
+        steps["estimate"] = (time.monotonic() - t, _cpu() - cpu)
         (build_dir / "resources.json").write_text(json.dumps(report, indent=2) + "\n")
         log(format_usage(usage, board.capacity))
         log(f"estimate: {report['yosys_cpu_seconds']:.0f} s of Yosys CPU time, "
@@ -630,27 +743,30 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
     else:
         _open_flow_env()
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
+                               synth_opts=SYNTH_OPTS, script_after_synth=SYNTH_AFTER,
                                nextpnr_opts=NEXTPNR_OPTS)
         plan_.extract(str(build_dir))
         write_stamp(build_dir, board, cfg, system=system, eth=eth)
         if place_and_route:
-            log("running yosys + nextpnr-ecp5 + ecppack ...")
-            try:
-                plan_.execute_local(str(build_dir))
-            except subprocess.CalledProcessError as e:
-                raise BuildError(f"the open flow failed (exit {e.returncode}): see "
-                                 f"{build_dir}/{NAME}.rpt (yosys) and {NAME}.tim "
-                                 f"(nextpnr)") from e
+            (build_dir / f"{NAME}.bit").unlink(missing_ok=True)
+            steps.update(run_open_flow(build_dir, log))
             bitstream = build_dir / f"{NAME}.bit"
+            if not bitstream.exists():
+                raise BuildError(f"ecppack wrote no {bitstream}")
             tim = (build_dir / f"{NAME}.tim").read_text()
             fmax = parse_nextpnr_fmax(tim)
+            constrained = parse_nextpnr_constraints(tim)
             for clk, (f, target) in fmax.items():
-                log(f"nextpnr Fmax {clk}: {f:.2f} MHz (target {target:.2f} MHz)")
-            failing = {c: v for c, v in fmax.items() if v[0] < v[1]}
-            if failing:
-                raise BuildError(f"timing not met: {failing}\n{critical_path(tim)}")
+                net = constrained_net(clk, target, constrained)
+                log(f"nextpnr Fmax {clk}: {f:.2f} MHz (target {target:.2f} MHz"
+                    + (f", {'met' if f >= target else 'NOT met'})" if net else
+                       ", no constraint: unchecked)"))
+            problems = timing_problems(tim)
+            if problems:
+                raise BuildError("timing not met:\n  " + "\n  ".join(problems)
+                                 + f"\n{critical_path(tim)}")
             write_stamp(build_dir, board, cfg, bitstream, system, eth)
-    return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start)
+    return BuildResult(build_dir, bitstream, usage, fmax, time.monotonic() - start, steps)
 
 
 #: Constraints the DRAM's PHY needs beyond the pins (Vivado): the DDR3 banks' internal

