@@ -175,7 +175,8 @@ class PipeLink(Link):
         return data
 
     def close(self) -> None:
-        pass
+        """Nothing to release here: the process belongs to the link that started it
+        (`SimLink.close`, `EthSimLink.close`)."""
 
 
 class SimLink(PipeLink):
