@@ -50,9 +50,9 @@ from sw.runtime.postprocess import (
     load_image,
     objectness_floor,
 )
+from sw.runtime.util import image_files
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def filter_heads(heads: list[np.ndarray], specs: list[HeadSpec], frac_bits: list[int],
@@ -91,20 +91,6 @@ def filtered_bytes(masks: list[np.ndarray], specs: list[HeadSpec]) -> int:
     return total
 
 
-def image_paths(args: list[str]) -> list[Path]:
-    """Image files of the given files and directories, sorted per directory."""
-    paths: list[Path] = []
-    for a in args:
-        p = Path(a)
-        if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise FileNotFoundError(f"no image or directory {a}")
-    return paths
-
-
 def _stats(values: list[int]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
@@ -124,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         confs = [float(c) for c in args.conf.split(",")]
         for c in confs:
             objectness_floor(c, 0)
-        paths = image_paths([a for a in args.images if Path(a).exists()] or args.images)
+        paths = [f for a in ([a for a in args.images if Path(a).exists()] or args.images)
+                 for f in image_files(a)]
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -579,8 +579,7 @@ class BuildResult:
 
 def _cpu() -> float:
     """CPU seconds of this process and its finished children so far."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + r.ru_utime + r.ru_stime
+    return time.process_time() + _children_cpu()
 
 
 #: The open flow's steps in Amaranth's build script, by the tool variable each starts with.
