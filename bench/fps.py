@@ -64,6 +64,19 @@ def link_bytes(image_bytes: int, read_bytes: int) -> int:
     return out + inb + 2 * FRAME_BYTES + 10
 
 
+def projection(cycles: int, cfg: HwConfig, link_bytes: int, ethernet: bool) -> dict[str, float]:
+    """Frame time and fps of `cycles` at `cfg.clock_hz` plus `link_bytes` over the config's
+    UART (8N1: 10 bits a byte) and, with `ethernet`, over 100 Mbit Ethernet
+    (`ETHERNET_BYTES_S`): link and compute not overlapped."""
+    compute = cycles / cfg.clock_hz
+    out = {"cycles": cycles, "compute_s": compute,
+           "fps_uart": 1 / (link_bytes * 10 / cfg.uart_baud + compute),
+           "fps_compute": 1 / compute}
+    if ethernet:
+        out["fps_ethernet"] = 1 / (link_bytes / ETHERNET_BYTES_S + compute)
+    return out
+
+
 def fps(board: str, bundle: Bundle, heads_bytes: int | None = None,
         extra_cycles: int = 0) -> dict[str, object]:
     """The figures of one board (module docstring). `heads_bytes` replaces the bytes of
@@ -79,15 +92,15 @@ def fps(board: str, bundle: Bundle, heads_bytes: int | None = None,
              else heads_bytes)
     link = link_bytes(h * w * c, heads + TRACE_BYTES * len(image.passes))
     dsp = "DSP48E1" if b.family == "xc7" else "MULT18X18D"
-    compute = cycles / cfg.clock_hz
+    proj = projection(cycles, cfg, link, ethernet=b.family == "xc7")
     out: dict[str, object] = {
         "board": board, "macs": cfg.macs_per_cycle, "dsp_used": cfg.multipliers,
         "dsp_total": b.capacity[dsp], "clock_hz": cfg.clock_hz, "cycles_per_frame": cycles,
         "utilization": sum(image.macs) / (cfg.macs_per_cycle * cycles),
-        "fps_compute": 1 / compute, "link_bytes_per_frame": link,
-        "fps_uart": 1 / (link * 10 / cfg.uart_baud + compute)}
-    if b.family == "xc7":
-        out["fps_ethernet"] = 1 / (link / ETHERNET_BYTES_S + compute)
+        "fps_compute": proj["fps_compute"], "link_bytes_per_frame": link,
+        "fps_uart": proj["fps_uart"]}
+    if "fps_ethernet" in proj:
+        out["fps_ethernet"] = proj["fps_ethernet"]
     return out
 
 

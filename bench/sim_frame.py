@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.fps import ETHERNET_BYTES_S, board_config  # noqa: E402
+from bench.fps import ETHERNET_BYTES_S, board_config, projection  # noqa: E402
 from bench.golden_frame import machine  # noqa: E402
 from boards import BOARDS  # noqa: E402
 from hw.spec import intmath  # noqa: E402
@@ -59,24 +59,6 @@ from sw.runtime.link import SimLink  # noqa: E402
 from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
 from sw.runtime.resident import FrameRun, ResidentNetwork  # noqa: E402
-
-
-def link_seconds(nbytes: int, baud: int) -> float:
-    """Seconds to move `nbytes` over a UART at `baud`, 8N1 (10 bits a byte)."""
-    return nbytes * 10 / baud
-
-
-def projection(cycles: int, cfg: HwConfig, link_bytes: int, ethernet: bool) -> dict[str, float]:
-    """Frame time and fps of `cycles` at `cfg.clock_hz` plus `link_bytes` over the config's
-    UART (8N1) and, with `ethernet`, over 100 Mbit Ethernet: link and compute not
-    overlapped."""
-    compute = cycles / cfg.clock_hz
-    out = {"cycles": cycles, "compute_s": compute,
-           "fps_uart": 1 / (link_seconds(link_bytes, cfg.uart_baud) + compute),
-           "fps_compute": 1 / compute}
-    if ethernet:
-        out["fps_ethernet"] = 1 / (link_bytes / ETHERNET_BYTES_S + compute)
-    return out
 
 
 def parse_system(system: str) -> str | None:
