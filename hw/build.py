@@ -582,8 +582,10 @@ def _cpu() -> float:
     return time.process_time() + _children_cpu()
 
 
-#: The open flow's steps in Amaranth's build script, by the tool variable each starts with.
-_FLOW_STEPS = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr", "ECPPACK": "ecppack"}
+#: The open flow's steps in Amaranth's build script, by the tool variable each starts with:
+#: (the step's name, the tool the script runs when the variable is unset).
+_FLOW_STEPS = {"YOSYS": ("yosys", "yosys"), "NEXTPNR_ECP5": ("nextpnr", "nextpnr-ecp5"),
+               "ECPPACK": ("ecppack", "ecppack")}
 
 
 def flow_commands(script: str) -> list[tuple[str, list[str]]]:
@@ -600,11 +602,12 @@ def flow_commands(script: str) -> list[tuple[str, list[str]]]:
         if not argv[0].startswith("$") or var not in _FLOW_STEPS or any(
                 "$" in a for a in argv[1:]):
             raise BuildError(f"unexpected line in the build script: {line!r}")
-        tool = {"YOSYS": "yosys", "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}[var]
-        steps.append((_FLOW_STEPS[var], [os.environ.get(var, tool), *argv[1:]]))
-    if [s for s, _ in steps] != list(_FLOW_STEPS.values()):
+        step, tool = _FLOW_STEPS[var]
+        steps.append((step, [os.environ.get(var, tool), *argv[1:]]))
+    expected = [step for step, _ in _FLOW_STEPS.values()]
+    if [s for s, _ in steps] != expected:
         raise BuildError(f"the build script's steps are {[s for s, _ in steps]}, expected "
-                         f"{list(_FLOW_STEPS.values())}")
+                         f"{expected}")
     return steps
 
 
