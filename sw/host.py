@@ -115,11 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no progress bars or progress lines (results and errors only)")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--filter-heads", action="store_true",
+    p.add_argument("--filter-heads", action=argparse.BooleanOptionalAction,
                    help="with --backend sim (the simulator, --port or --host): the device sends "
                         "only the head candidates whose objectness can score above --conf "
                         "(about 1 KB instead of 431 KB a frame at 0.25); the detections are "
-                        "the same")
+                        "the same. Default: on for a device with memory when --conf is above "
+                        "0; --filter-heads insists (an error on a streaming device), "
+                        "--no-filter-heads reads the heads whole")
     args = p.parse_args(argv)
     if not 0 <= args.conf < 1 or not 0 < args.nms <= 1:
         p.error("--conf must lie in [0, 1) and --nms in (0, 1]")
@@ -245,8 +247,10 @@ def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
         log(f"warning: the simulated RTL takes about {sim_seconds(bundle, hw):.0f} s per frame "
             "(bench/sim_frame.py on 2 cores); --backend golden gives the same detections "
             "in a fraction of a second, --port runs the board")
+    filtered = args.filter_heads is not False and args.conf > 0
     return detect.make_backend(args.backend, bundle, hw, args.port, args.host,
-                               args.conf if args.filter_heads else None)
+                               args.conf if filtered else None,
+                               filter_strict=args.filter_heads is True)
 
 
 def sim_seconds(bundle: Bundle, hw: HwConfig) -> float:

@@ -114,20 +114,22 @@ class Backend:
 
 def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
                  port: str | None = None, host: str | None = None,
-                 filter_conf: float | None = None) -> Backend:
+                 filter_conf: float | None = None, filter_strict: bool = True) -> Backend:
     """A bundle's backend by name: "golden", or "sim" (the device: the Verilator simulator
     of the device with its memory built for `hw`, or with `port` the board on that serial
     port, or with `host` (``IP[:PORT]``) the board on Ethernet, which must identify as
     `hw`). `hw` defaults to the default HwConfig. With `filter_conf` a device with memory
     sends only the head candidates whose objectness can score above it (`head_filters`):
-    detections at that threshold or above are unchanged."""
+    detections at that threshold or above are unchanged. A streaming device cannot filter:
+    `DeviceModeError` when `filter_strict`, else its heads come whole."""
     size = bundle.input_shape[0]
     if name == "golden":
         golden = GoldenModel(bundle)
         return Backend("golden", size, head_specs(bundle),
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
-        return _device_backend(bundle, hw or HwConfig(), port, host, filter_conf)
+        return _device_backend(bundle, hw or HwConfig(), port, host, filter_conf,
+                               filter_strict)
     raise ValueError(f"unknown backend {name!r} for a bundle (choose golden or sim; float "
                      "and fakequant: sw.quant.pipeline)")
 
@@ -141,7 +143,8 @@ def head_filters(bundle: Bundle, conf: float) -> dict[int, HeadFilter]:
 
 
 def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
-                    host: str | None = None, filter_conf: float | None = None) -> Backend:
+                    host: str | None = None, filter_conf: float | None = None,
+                    filter_strict: bool = True) -> Backend:
     """The device as a backend. A device with memory (the simulator; boards with their
     DRAM) keeps the network resident: uploaded once (`sw.runtime.resident`), then per image
     only the input and the heads cross the link. A streaming device (today's board builds,
@@ -187,7 +190,7 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
                     for i in bundle.head_indices]
         backend = Backend(name, size, head_specs(bundle), run_resident)
         return backend
-    if filter_conf is not None:
+    if filter_conf is not None and filter_strict:
         link.close()
         raise DeviceModeError(f"{link.name} is a streaming device: it cannot filter the heads "
                               "(no device memory, no MEM_MASK)")
