@@ -26,7 +26,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
-from hw.build import critical_path, parse_nextpnr_fmax
+from hw.nextpnr import critical_path, parse_nextpnr_fmax
 from hw.spec.config import HwConfig, load_config
 
 

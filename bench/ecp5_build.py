@@ -25,15 +25,10 @@ from importlib import metadata
 from pathlib import Path
 
 from boards import BOARDS
-from hw.build import (
-    NAME,
-    SYSTEMS,
-    BuildError,
-    build,
+from hw.build import NAME, SYSTEMS, BuildError, build, default_system, format_usage
+from hw.nextpnr import (
     constrained_net,
     critical_path,
-    default_system,
-    format_usage,
     parse_nextpnr_constraints,
     parse_nextpnr_fmax,
     timing_problems,

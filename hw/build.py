@@ -22,18 +22,16 @@ import hashlib
 import json
 import math
 import os
-import re
 import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io, wiring
@@ -41,6 +39,14 @@ from amaranth.lib.cdc import FFSynchronizer, ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from boards import BOARDS, Board
+from hw.clocking import ClockError, clock_plan
+from hw.nextpnr import (
+    constrained_net,
+    critical_path,
+    parse_nextpnr_constraints,
+    parse_nextpnr_fmax,
+    timing_problems,
+)
 from hw.spec.config import ConfigError, HwConfig, load_config
 from hw.synth_report import ECP5_MAP_LUTS
 
@@ -48,12 +54,10 @@ if TYPE_CHECKING:
     from hw.dram import GeneratedCore
     from hw.eth import EthSettings, GeneratedEthCore
 
-__all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult", "ClockError",
-           "EcpPll", "Mmcm", "bitstream_problem", "build", "check_fit", "clock_plan",
-           "constrained_net", "critical_path", "design_hash", "ecp5_pll", "estimate",
-           "flow_commands", "format_usage", "main", "mmcm_plan", "parse_nextpnr_constraints",
-           "parse_nextpnr_fmax", "program", "record_bitstream", "run_open_flow",
-           "timing_problems", "write_stamp"]
+__all__ = ["NAME", "STAMP", "BoardCore", "BoardTop", "BuildError", "BuildResult",
+           "bitstream_problem", "build", "check_fit", "design_hash", "estimate",
+           "flow_commands", "format_usage", "main", "program", "record_bitstream",
+           "run_open_flow", "write_stamp"]
 
 NAME = "tinyyolo"
 #: The build record next to the bitstream (see `write_stamp`).
@@ -67,137 +71,9 @@ NEXTPNR_OPTS = "--timing-allow-fail --router router2"
 #: the script maps the LUTs, synth_ecp5 goes on from ``map_cells``.
 SYNTH_OPTS = "-run begin:map_luts"
 SYNTH_AFTER = f"{ECP5_MAP_LUTS}; synth_ecp5 -run map_cells:"
-#: Relative frequency error accepted from a PLL/MMCM (a crystal's tolerance).
-CLOCK_TOLERANCE = 1e-4
-
-
-class ClockError(ValueError):
-    """The engine clock cannot be made from the board oscillator."""
-
 
 class BuildError(RuntimeError):
     """A build that must stop (does not fit, a tool failed, timing not met)."""
-
-
-# -- clock plans --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Mmcm:
-    """MMCME2_BASE settings: f_out = f_in * mult / (divclk * div)."""
-    f_in: int
-    divclk: int
-    mult: int
-    div: int
-
-    @property
-    def f_vco(self) -> Fraction:
-        return Fraction(self.f_in * self.mult, self.divclk)
-
-    @property
-    def f_out(self) -> Fraction:
-        return self.f_vco / self.div
-
-
-@dataclass(frozen=True)
-class EcpPll:
-    """EHXPLLL settings, feedback from CLKOP: f_out = f_in * fb_div / ref_div."""
-    f_in: int
-    ref_div: int
-    fb_div: int
-    op_div: int
-
-    @property
-    def f_vco(self) -> Fraction:
-        return self.f_out * self.op_div
-
-    @property
-    def f_out(self) -> Fraction:
-        return Fraction(self.f_in * self.fb_div, self.ref_div)
-
-
-Plan = TypeVar("Plan", "Mmcm", "EcpPll")
-
-# Artix-7 -1/-1L limits (DS181): input 10-800 MHz, PFD 10-450 MHz, VCO 600-1200 MHz,
-# global clock buffer 464 MHz; DIVCLK_DIVIDE 1-106, CLKFBOUT_MULT 2-64, CLKOUT1_DIVIDE 1-128.
-_XC7 = dict(f_in=(10e6, 800e6), pfd=(10e6, 450e6), vco=(600e6, 1200e6), out=(4.69e6, 464e6))
-
-
-def _best_plan(f_in: int, f_out: int, tolerance: float, limits: dict, part: str,
-               candidates: Iterable[Plan], prefer: Callable[[Plan], float]) -> Plan:
-    """The candidate setting whose output is nearest `f_out` (ties: the smallest
-    `prefer`), checked against the part's input and output `limits`; `ClockError`, naming
-    the nearest frequency, when none is within `tolerance`."""
-    lo, hi = limits["f_in"]
-    if not lo <= f_in <= hi:
-        raise ClockError(f"{part} input {f_in / 1e6:g} MHz is outside {lo / 1e6:g}-"
-                         f"{hi / 1e6:g} MHz")
-    lo, hi = limits["out"]
-    if not lo <= f_out <= hi:
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz: {part} "
-                         f"gives {lo / 1e6:g}-{hi / 1e6:g} MHz")
-    best = min(((abs(float(c.f_out) - f_out) / f_out, prefer(c), c) for c in candidates),
-               key=lambda t: t[:2], default=None)
-    if best is None or best[0] > tolerance:
-        near = "" if best is None else f" (nearest {float(best[2].f_out) / 1e6:.6f} MHz)"
-        raise ClockError(f"cannot make {f_out / 1e6:g} MHz from {f_in / 1e6:g} MHz with "
-                         f"{part} within {tolerance * 1e6:g} ppm{near}")
-    return best[2]
-
-
-def mmcm_plan(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> Mmcm:
-    """Integer MMCME2 settings making `f_out` from `f_in` (Artix-7 -1 limits).
-
-    Picks the smallest frequency error, then the highest VCO (least jitter). Raises
-    `ClockError` when no setting is within `tolerance`.
-    """
-    def candidates() -> Iterator[Mmcm]:
-        for divclk in range(1, 107):
-            pfd = f_in / divclk
-            if pfd < _XC7["pfd"][0]:
-                break
-            if pfd > _XC7["pfd"][1]:
-                continue
-            for mult in range(2, 65):
-                vco = pfd * mult
-                if _XC7["vco"][0] <= vco <= _XC7["vco"][1]:
-                    yield Mmcm(f_in, divclk, mult, max(1, min(128, round(vco / f_out))))
-    return _best_plan(f_in, f_out, tolerance, _XC7, "an Artix-7 MMCM", candidates(),
-                      lambda m: -float(m.f_vco))
-
-
-# ECP5 EHXPLLL limits (Lattice TN1263): input 8-400 MHz, PFD 3.125-400 MHz,
-# VCO 400-800 MHz, output 3.125-400 MHz; CLKI_DIV 1-128, CLKFB_DIV 1-80, CLKOP_DIV 1-128.
-_ECP5 = dict(f_in=(8e6, 400e6), pfd=(3.125e6, 400e6), vco=(400e6, 800e6), out=(3.125e6, 400e6))
-_ECP5_VCO_MID = 600e6
-
-
-def ecp5_pll(f_in: int, f_out: int, tolerance: float = CLOCK_TOLERANCE) -> EcpPll:
-    """EHXPLLL settings making `f_out` from `f_in`: the smallest frequency error, then the
-    VCO nearest the middle of its range; `ClockError` when it cannot be made."""
-    def candidates() -> Iterator[EcpPll]:
-        for ref_div in range(1, 129):
-            pfd = f_in / ref_div
-            if pfd < _ECP5["pfd"][0]:
-                break
-            if pfd > _ECP5["pfd"][1]:
-                continue
-            for fb_div in range(1, 81):
-                out = pfd * fb_div
-                if out > _ECP5["out"][1]:
-                    break
-                op_div = max(1, min(128, round(_ECP5_VCO_MID / out)))
-                if _ECP5["vco"][0] <= out * op_div <= _ECP5["vco"][1]:
-                    yield EcpPll(f_in, ref_div, fb_div, op_div)
-    return _best_plan(f_in, f_out, tolerance, _ECP5, "an ECP5 EHXPLLL", candidates(),
-                      lambda p: abs(float(p.f_vco) - _ECP5_VCO_MID))
-
-
-def clock_plan(board: Board, f_out: int) -> Mmcm | EcpPll | None:
-    """The board's clock generator for `f_out`, or None when the oscillator is used as is."""
-    if f_out == board.clock_hz:
-        return None
-    return mmcm_plan(board.clock_hz, f_out) if board.family == "xc7" else \
-        ecp5_pll(board.clock_hz, f_out)
 
 
 # -- gateware -----------------------------------------------------------------------------
@@ -458,81 +334,6 @@ def format_usage(used: dict[str, float], capacity: dict[str, int]) -> str:
         lines.append(f"| {k} | {used.get(k, 0):g} | {total:,} | "
                      f"{100 * used.get(k, 0) / total:.1f}% |")
     return "\n".join(lines)
-
-
-# -- nextpnr ------------------------------------------------------------------------------
-
-_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
-                   r"([\d.]+) MHz\)")
-
-
-def parse_nextpnr_fmax(log: str) -> dict[str, tuple[float, float]]:
-    """{clock: (fmax MHz, target MHz)} from a nextpnr log; the last report of each clock wins."""
-    return {m[1]: (float(m[2]), float(m[4])) for m in _FMAX.finditer(log)}
-
-
-#: nextpnr's words for a clock constraint the design set: an LPF ``FREQUENCY`` (logged by
-#: ``addClock``) or one it derived from such a constraint through a PLL, clock divider or
-#: edge-clock buffer.
-_CONSTRAINED = (re.compile(r"constraining clock net '([^']+)' to ([\d.]+) MHz"),
-                re.compile(r"Derived frequency constraint of ([\d.]+) MHz for net (\S+)"))
-#: nextpnr's target for a clock without a constraint (``--freq``, which the build does
-#: not set): its "PASS" at this target checks nothing.
-NEXTPNR_DEFAULT_MHZ = 12.0
-
-
-def parse_nextpnr_constraints(log: str) -> dict[str, float]:
-    """{net: MHz} of every clock constraint the design set, as nextpnr's log names them."""
-    found = {m[1]: float(m[2]) for m in _CONSTRAINED[0].finditer(log)}
-    found.update({m[2]: float(m[1]) for m in _CONSTRAINED[1].finditer(log)})
-    return found
-
-
-def constrained_net(clock: str, target: float, constrained: dict[str, float]) -> str | None:
-    """The design's constraint behind a clock of nextpnr's Fmax report (`target` MHz), or
-    None: the constrained net its log names (the report names the global net
-    ``$glbnet$NET`` or the input buffer's output ``NET$TRELLIS_IO_IN``); else, for a target
-    other than nextpnr's default, the clock itself (nextpnr carries a constraint through an
-    input buffer without logging it, and sets a target only from a constraint)."""
-    bare = clock.removeprefix("$glbnet$")
-    for name in (clock, bare, bare.removesuffix("$TRELLIS_IO_IN")):
-        if name in constrained:
-            return name
-    return clock if abs(target - NEXTPNR_DEFAULT_MHZ) > 0.005 else None
-
-
-def timing_problems(log: str) -> list[str]:
-    """What makes a nextpnr run's timing fail, one line each (empty: every clock met its
-    constraint): a clock below its target, a clock without a constraint of the design's
-    (nextpnr checked it against its default target only), no Fmax report at all."""
-    fmax = parse_nextpnr_fmax(log)
-    if not fmax:
-        return ["nextpnr reported no Fmax (no clock, or the log is incomplete)"]
-    constrained = parse_nextpnr_constraints(log)
-    problems = []
-    for clk, (f, target) in fmax.items():
-        if constrained_net(clk, target, constrained) is None:
-            problems.append(f"clock {clk!r} has no frequency constraint (Fmax {f:.2f} MHz "
-                            f"against nextpnr's default {target:.2f} MHz checks nothing)")
-        elif f < target:
-            problems.append(f"clock {clk!r}: Fmax {f:.2f} MHz below its target {target:.2f} MHz")
-    return problems
-
-
-def critical_path(log: str) -> str:
-    """nextpnr's last critical path report for a clock (clock to clock), without the
-    library source lines; empty if the log has none."""
-    i = log.rfind("Critical path report for clock")
-    if i < 0:
-        return ""
-    keep = []
-    for line in log[i:].splitlines():
-        if "Defined in:" in line or "/share/" in line:
-            continue
-        keep.append(line.removeprefix("Info: "))
-        if "ns logic," in line:
-            break
-    return "\n".join(keep)
 
 
 # -- driver -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from bench import ecp5_build as eb
 from hw import build as hwb
+from hw import nextpnr
 
 _TIM = """Info: constraining clock net 'clk_0__io' to 48.00 MHz
 Info:     Derived frequency constraint of 96.0 MHz for net crg_sys2x
@@ -35,7 +36,7 @@ def _fake_build(tim: str, bit: bool = True, raises: str | None = None):
         if raises:
             raise hwb.BuildError(raises)
         return hwb.BuildResult(build_dir, build_dir / "tinyyolo.bit" if bit else None, None,
-                               hwb.parse_nextpnr_fmax(tim), 3.0,
+                               nextpnr.parse_nextpnr_fmax(tim), 3.0,
                                {"yosys": (1.0, 0.9), "nextpnr": (2.0, 1.8), "ecppack": (0.1, 0.1)})
     return build
 

@@ -11,7 +11,10 @@ from amaranth.sim import Simulator
 
 from boards import BOARDS
 from hw import build as hwb
-from hw.build import BoardCore, ClockError, check_fit, ecp5_pll, main, mmcm_plan, parse_nextpnr_fmax
+from hw import clocking, nextpnr
+from hw.build import BoardCore, check_fit, main
+from hw.clocking import ClockError, ecp5_pll, mmcm_plan
+from hw.nextpnr import parse_nextpnr_fmax
 from hw.spec.config import DEFAULT, HwConfig
 
 #: The ULX3S's own config (45 MHz, 3 Mbaud).
@@ -257,9 +260,9 @@ def test_ecp5_pll_fraction_and_impossible() -> None:
 
 
 def test_board_clock_straight_when_equal() -> None:
-    assert hwb.clock_plan(BOARDS["arty_a7"], 100_000_000) is None
-    assert hwb.clock_plan(BOARDS["ulx3s_85f"], 25_000_000) is None
-    assert isinstance(hwb.clock_plan(BOARDS["ulx3s_85f"], 100_000_000), hwb.EcpPll)
+    assert clocking.clock_plan(BOARDS["arty_a7"], 100_000_000) is None
+    assert clocking.clock_plan(BOARDS["ulx3s_85f"], 25_000_000) is None
+    assert isinstance(clocking.clock_plan(BOARDS["ulx3s_85f"], 100_000_000), clocking.EcpPll)
 
 
 # -- fit check ----------------------------------------------------------------------------
@@ -321,12 +324,12 @@ def test_critical_path_is_the_clock_report() -> None:
            "Info: 10.64 ns logic, 9.76 ns routing\n\n"
            "Info: Critical path report for cross-domain path 'posedge clk' -> '<async>':\n"
            "Info: 1.49 ns logic, 5.26 ns routing\n")
-    assert hwb.critical_path(log).splitlines() == [
+    assert nextpnr.critical_path(log).splitlines() == [
         "Critical path report for clock '$glbnet$clk' (posedge -> posedge):",
         "  clk-to-q  5.61  5.61 Source engine.pool.rows.DOA4",
         "                              /work/main/hw/maxpool.py:138",
         "10.64 ns logic, 9.76 ns routing"]
-    assert hwb.critical_path("nothing") == ""
+    assert nextpnr.critical_path("nothing") == ""
 
 
 #: A nextpnr log of a system with several clock domains (the OrangeCrab's kind): an LPF
@@ -344,42 +347,42 @@ Info: Max frequency for clock '$glbnet$clk_buf.i': 422.48 MHz (PASS at 48.00 MHz
 
 
 def test_parse_nextpnr_constraints() -> None:
-    assert hwb.parse_nextpnr_constraints(_TIM) == {
+    assert nextpnr.parse_nextpnr_constraints(_TIM) == {
         "clk_0__io": 48.0, "crg_sys2x": 96.0, "crg_sys": 48.0, "crg_init": 24.0}
-    assert hwb.parse_nextpnr_constraints("nothing") == {}
-    constrained = hwb.parse_nextpnr_constraints(_TIM)
-    assert hwb.constrained_net("$glbnet$crg_sys", 48.0, constrained) == "crg_sys"
-    assert hwb.constrained_net("clk_0__io$TRELLIS_IO_IN", 48.0, constrained) == "clk_0__io"
-    assert hwb.constrained_net("crg_init", 24.0, constrained) == "crg_init"
+    assert nextpnr.parse_nextpnr_constraints("nothing") == {}
+    constrained = nextpnr.parse_nextpnr_constraints(_TIM)
+    assert nextpnr.constrained_net("$glbnet$crg_sys", 48.0, constrained) == "crg_sys"
+    assert nextpnr.constrained_net("clk_0__io$TRELLIS_IO_IN", 48.0, constrained) == "clk_0__io"
+    assert nextpnr.constrained_net("crg_init", 24.0, constrained) == "crg_init"
     # an input buffer's output carries the pin's constraint, unlogged: its target says so
-    assert hwb.constrained_net("$glbnet$clk_buf.i", 48.0, constrained) == "$glbnet$clk_buf.i"
-    assert hwb.constrained_net("$glbnet$other", 12.0, constrained) is None
+    assert nextpnr.constrained_net("$glbnet$clk_buf.i", 48.0, constrained) == "$glbnet$clk_buf.i"
+    assert nextpnr.constrained_net("$glbnet$other", 12.0, constrained) is None
 
 
 def test_timing_problems_every_domain_met() -> None:
     assert len(parse_nextpnr_fmax(_TIM)) == 5
-    assert hwb.timing_problems(_TIM) == []
+    assert nextpnr.timing_problems(_TIM) == []
 
 
 def test_timing_problems_a_domain_below_its_target() -> None:
     log = _TIM.replace("55.10 MHz (PASS", "47.90 MHz (FAIL")
-    assert hwb.timing_problems(log) == [
+    assert nextpnr.timing_problems(log) == [
         "clock '$glbnet$crg_sys': Fmax 47.90 MHz below its target 48.00 MHz"]
 
 
 def test_timing_problems_an_unconstrained_domain_is_a_failure() -> None:
     """nextpnr "passes" a clock without a constraint at its default 12 MHz: not met."""
     log = _TIM + "Info: Max frequency for clock '$glbnet$dqs0': 200.00 MHz (PASS at 12.00 MHz)\n"
-    problems = hwb.timing_problems(log)
+    problems = nextpnr.timing_problems(log)
     assert len(problems) == 1 and "'$glbnet$dqs0' has no frequency constraint" in problems[0]
     # without the derived constraint nextpnr times the clock at its default target
     log = _TIM.replace("Info:     Derived frequency constraint of 24.0 MHz for net crg_init\n",
                        "").replace("(PASS at 24.00 MHz)", "(PASS at 12.00 MHz)")
-    assert ["crg_init" in p for p in hwb.timing_problems(log)] == [True]
+    assert ["crg_init" in p for p in nextpnr.timing_problems(log)] == [True]
 
 
 def test_timing_problems_without_a_report() -> None:
-    assert hwb.timing_problems("Info: constraining clock net 'clk' to 25.00 MHz\n") == [
+    assert nextpnr.timing_problems("Info: constraining clock net 'clk' to 25.00 MHz\n") == [
         "nextpnr reported no Fmax (no clock, or the log is incomplete)"]
 
 
