@@ -35,7 +35,7 @@ from hw.spec.config import DEFAULT, HwConfig, load_config
 from hw.spec.memory import TRACE_BYTES
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
-from sw.runtime.program import compile_network
+from sw.runtime.program import NetworkImage, compile_network
 
 #: UDP payload rate of the Arty's 100 Mbit Ethernet as measured over the simulated LiteEth
 #: core, MII PHY and UDP bridge by `python -m bench.eth_link` (8.80 MB/s written, 8.76 read,
@@ -77,6 +77,12 @@ def projection(cycles: int, cfg: HwConfig, link_bytes: int, ethernet: bool) -> d
     return out
 
 
+def model_cycles(image: NetworkImage, cfg: HwConfig) -> int:
+    """A compiled network's cycles per frame in the schedule model: every pass's no-stall
+    schedule plus its parameter block's beats (one a cycle)."""
+    return sum(p.cycles(cfg) + p.param_len // cfg.param_beat for p in image.passes)
+
+
 def fps(board: str, bundle: Bundle, heads_bytes: int | None = None,
         extra_cycles: int = 0) -> dict[str, object]:
     """The figures of one board (module docstring). `heads_bytes` replaces the bytes of
@@ -85,8 +91,7 @@ def fps(board: str, bundle: Bundle, heads_bytes: int | None = None,
     cfg = board_config(board)
     b = BOARDS[board]
     image = compile_network(bundle, cfg)
-    cycles = sum(p.cycles(cfg) + p.param_len // cfg.param_beat
-                 for p in image.passes) + extra_cycles
+    cycles = model_cycles(image, cfg) + extra_cycles
     h, w, c = bundle.input_shape
     heads = (sum(image.layer_views[i].nbytes for i in image.heads) if heads_bytes is None
              else heads_bytes)

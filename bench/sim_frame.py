@@ -14,8 +14,9 @@ and link bytes, the memory model's counts, the per-layer table, and projected fr
 second of the A7-35T (default) and A7-100T configs over a 12 Mbaud UART and over 100 Mbit
 Ethernet (`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its
 link time plus its compute time (link and compute not overlapped), compute as measured
-here for the default config and from the no-stall schedule scaled by the measured overhead
-for the A7-100T config.
+here for the default config; for the A7-100T config its schedule model's cycles with the
+parameter beats (`bench.fps.model_cycles`) scaled by what the measured frame adds to the
+default config's.
 
 `--system dram-BOARD` (e.g. `dram-arty_a7`, `dram-ulx3s_85f`): the board's system
 simulation (`SimLink(top="dram-CONFIG")`, docs/dram.md: the memory device on LiteDRAM's
@@ -46,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.fps import ETHERNET_BYTES_S, board_config, projection  # noqa: E402
+from bench.fps import ETHERNET_BYTES_S, board_config, model_cycles, projection  # noqa: E402
 from bench.golden_frame import machine  # noqa: E402
 from boards import BOARDS  # noqa: E402
 from hw.spec import intmath  # noqa: E402
@@ -146,14 +147,13 @@ def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image:
     print_frame(run, cfg)
     print(f"upload {upload:,} bytes once; memory model: {link.mem_stats}")
     rows = {}
-    overhead = f["cycles"] / f["model_cycles"]
+    # the model's cycles (schedule and parameter beats) scaled by what the measured frame
+    # adds to them on the default config (stalls, descriptors, pass starts)
+    measured = f["cycles"] / model_cycles(image, cfg)
     for name, c in (("A7-35T", cfg), ("A7-100T", HwConfig.load(ROOT / "boards" /
                                                                "arty_a7_100.json"))):
-        if c is cfg:
-            cyc = f["cycles"]
-        else:
-            im = compile_network(bundle, c)
-            cyc = round(overhead * sum(q.cycles(c) for q in im.passes))
+        cyc = f["cycles"] if c is cfg else round(
+            measured * model_cycles(compile_network(bundle, c), c))
         rows[name] = projection(cyc, c, f["link_bytes_per_frame"], ethernet=True)
     print("| config | cycles per frame | compute | fps, 12 Mbaud UART | fps, 100 Mbit Ethernet "
           "| fps, compute alone |")
