@@ -115,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no progress bars or progress lines (results and errors only)")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--no-level", action="store_true",
+                   help="do not read-level a board's DDR3 that reports itself UNLEVELED "
+                        "(by default the driver levels it before the upload and prints the "
+                        "chosen bitslip and delay per byte lane; docs/dram.md)")
     p.add_argument("--filter-heads", action="store_true",
                    help="with --backend sim (the simulator, --port or --host): the device sends "
                         "only the head candidates whose objectness can score above --conf "
@@ -246,7 +250,8 @@ def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
             "(bench/sim_frame.py on 2 cores); --backend golden gives the same detections "
             "in a fraction of a second, --port runs the board")
     return detect.make_backend(args.backend, bundle, hw, args.port, args.host,
-                               args.conf if args.filter_heads else None)
+                               args.conf if args.filter_heads else None,
+                               level=not args.no_level)
 
 
 def sim_seconds(bundle: Bundle, hw: HwConfig) -> float:

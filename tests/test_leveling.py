@@ -321,3 +321,15 @@ def test_driver_leveling_can_be_skipped_and_fails_clearly() -> None:
     dev = Device(ModelLink(PhyModel(A7, [set(), window(0, 0, 3)])), timeout=1.0, retries=0)
     with pytest.raises(LevelingError, match=r"lane\(s\) 0"):
         dev.check_memory(dev.identify(DEFAULT))
+
+
+def test_host_levels_unless_told_not_to(monkeypatch) -> None:
+    """sw/host.py asks the device backend to level (the default) or not (--no-level)."""
+    import sw.host as host
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(host, "get_bundle", lambda args, hw: None)
+    monkeypatch.setattr(host.detect, "make_backend", lambda *a, **k: seen.update(k))
+    for extra, want in (([], True), (["--no-level"], False)):
+        host.make_backend(host.parse_args(["--image", "dog.jpg", "--port", "/dev/null",
+                                           *extra]), DEFAULT)
+        assert seen["level"] is want
