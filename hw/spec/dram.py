@@ -82,8 +82,11 @@ class DramCsrMap:
     per phase: command, command_issue, address, baddress, wrdata, rddata; wrdata and rddata
     ``data_words`` CSR words each, the most significant word first, LiteX's CSR
     ordering), the DFI data path (``databits`` DQ lines, ``dfi_databits`` bits per phase,
-    ``rdphase`` / ``wrphase`` the phases reads and writes are issued on), and the PHY's
-    read leveling where it needs one (``leveling``)."""
+    ``rdphase`` / ``wrphase`` the phases reads and writes are issued on), the PHY's read
+    leveling where it needs one (``leveling``), and ``read_phases``: the phases whose
+    rddata registers a read fills (all but on LiteDRAM's SDRAMPHYModel at 1:4, which
+    flags phase 0's read data valid only: `Cat(rddata_valid).eq(banks_read)` in
+    litedram/phy/model.py; its other phases' registers keep 0)."""
 
     phy: DramPhy
     dfii: int
@@ -94,6 +97,11 @@ class DramCsrMap:
     rdphase: int
     wrphase: int
     leveling: ReadLeveling | None = None
+    read_phases: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_phases is None:
+            object.__setattr__(self, "read_phases", self.phases)
 
     @property
     def phase_words(self) -> int:
@@ -148,5 +156,6 @@ CSR_MAPS: dict[DramPhy, DramCsrMap] = {
                      bitslips=4, delays=8, burstdet_clr=0x814 // 4,
                      burstdet_seen=0x818 // 4)),
     DramPhy.SIM_SDR: DramCsrMap(DramPhy.SIM_SDR, _DFII_NO_PHY, 1, 1, 16, 16, 0, 0),
-    DramPhy.SIM_DDR3: DramCsrMap(DramPhy.SIM_DDR3, _DFII_NO_PHY, 4, 1, 16, 32, 2, 3),
+    DramPhy.SIM_DDR3: DramCsrMap(DramPhy.SIM_DDR3, _DFII_NO_PHY, 4, 1, 16, 32, 2, 3,
+                                 read_phases=1),
 }

@@ -134,8 +134,9 @@ class Dfii:
 
     def write_read(self, pattern: list[int], lev: ReadLeveling | None = None) -> list[int]:
         """Activate the test row, write one burst (`pattern`: each phase's DFI data), read
-        it back, precharge; the data read, per phase. ECP5DDRPHY's burst detector
-        (``lev.burstdet_*``) is cleared before the read; `burst_seen` then tells."""
+        it back, precharge; the data read, per phase (`DramCsrMap.read_phases`).
+        ECP5DDRPHY's burst detector (``lev.burstdet_*``) is cleared before the read;
+        `burst_seen` then tells."""
         cm = self.cmap
         self.command(0, DfiiCommand.RAS | DfiiCommand.CS)                       # activate
         for phase, value in enumerate(pattern):
@@ -146,7 +147,7 @@ class Dfii:
             self.write(lev.burstdet_clr, 1)
         self.command(cm.rdphase, DfiiCommand.CAS | DfiiCommand.CS | DfiiCommand.RDDATA)
         self.command(0, DfiiCommand.RAS | DfiiCommand.WE | DfiiCommand.CS)      # precharge
-        return [self.get_rddata(p) for p in range(cm.phases)]
+        return [self.get_rddata(p) for p in range(cm.read_phases)]
 
     def burst_seen(self, lev: ReadLeveling | None) -> int:
         """Lanes (one bit each) whose read burst the PHY detected (all without a detector)."""
@@ -155,15 +156,17 @@ class Dfii:
         return self.read(lev.burstdet_seen)
 
     def lane_errors(self, seed: int, lev: ReadLeveling | None = None) -> list[int]:
-        """One write/read of the pattern of `seed`: per lane, the bits read wrong (plus
-        one where the lane's burst went undetected)."""
+        """One write/read of the pattern of `seed`: per lane, the bits read wrong in the
+        phases whose read data the PHY reports (`DramCsrMap.read_phases`), plus one where
+        the lane's burst went undetected."""
         cm = self.cmap
         rng = random.Random(seed)
         pattern = [rng.getrandbits(cm.dfi_databits) for _ in range(cm.phases)]
         got = self.write_read(pattern, lev)
         seen = self.burst_seen(lev)
         return [sum(bin((w ^ g) & cm.lane_mask(lane)).count("1")
-                    for w, g in zip(pattern, got, strict=True)) + (0 if seen >> lane & 1 else 1)
+                    for w, g in zip(pattern[:cm.read_phases], got[:cm.read_phases],
+                                    strict=True)) + (0 if seen >> lane & 1 else 1)
                 for lane in range(cm.lanes)]
 
 
