@@ -82,7 +82,7 @@ class BoardCore(wiring.Component):
     """The device behind the board's UART plus status LEDs: everything of a board build
     that is not I/O or clock. The device is `UartDevice`'s default (the streaming
     `DeviceTop`) or `device` (the memory device on its DRAM, `hw.dram.system.DramSystem`,
-    whose init flags come out on ``dram_done`` / ``dram_error``).
+    whose init flags come out on ``dram_done`` / ``dram_error`` / ``dram_unleveled``).
 
     LEDs: 0 heartbeat (about 1 Hz), 1 receive activity, 2 transmit activity (each stretched
     to about 50 ms so single frames are visible).
@@ -92,7 +92,7 @@ class BoardCore(wiring.Component):
         self.cfg = cfg
         self.device = device
         members = {"rxd": In(1, init=1), "txd": Out(1, init=1), "leds": Out(3),
-                   "dram_done": Out(1), "dram_error": Out(1)}
+                   "dram_done": Out(1), "dram_error": Out(1), "dram_unleveled": Out(1)}
         if device is not None and "mii" in device.signature.members:
             members["mii"] = Out(device.signature.members["mii"].signature)
         super().__init__(members)
@@ -105,7 +105,8 @@ class BoardCore(wiring.Component):
         m.d.comb += [dev.rxd.eq(self.rxd), self.txd.eq(dev.txd)]
         if self.device is not None and hasattr(self.device, "init_done"):
             m.d.comb += [self.dram_done.eq(self.device.init_done),
-                         self.dram_error.eq(self.device.init_error)]
+                         self.dram_error.eq(self.device.init_error),
+                         self.dram_unleveled.eq(self.device.unleveled)]
         if "mii" in self.signature.members:
             wiring.connect(m, wiring.flipped(self.mii), self.device.mii)
 
@@ -149,6 +150,25 @@ def board_dram(board: Board, cfg: HwConfig) -> GeneratedCore | None:
     return core
 
 
+class ReadyLed(wiring.Component):
+    """The ready LED: ``led`` steady while ``ok``, but off every other period of
+    2**ceil(log2(clock_hz)) cycles (a 1.3-1.5 s blink) while ``unleveled`` (the DRAM is up
+    and waits for the host's read leveling), and blinking four times as fast on ``error``
+    (the DRAM init failed)."""
+
+    def __init__(self, clock_hz: int) -> None:
+        self.clock_hz = clock_hz
+        super().__init__({"ok": In(1), "unleveled": In(1), "error": In(1), "led": Out(1)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        blink = Signal(max(3, math.ceil(math.log2(self.clock_hz))))
+        m.d.sync += blink.eq(blink + 1)
+        m.d.comb += self.led.eq((self.ok & ~(self.unleveled & blink[-1]))
+                                | (self.error & blink[-3]))
+        return m
+
+
 class BoardTop(Elaboratable):
     """The board: oscillator -> (MMCM/PLL) -> `sync`, reset button, UART pins, LEDs; with
     `dram` (the board's LiteDRAM core), the memory device on it (`hw.dram.system`), its
@@ -158,7 +178,9 @@ class BoardTop(Elaboratable):
 
     LEDs as the board's `led_roles`: heartbeat, receive, transmit, link (either), ready: lit
     while the clock generator is locked, the design is out of reset and (with DRAM) the
-    DRAM init has succeeded; it blinks (about 4 Hz) when the DRAM init failed.
+    DRAM init has succeeded and, where its PHY needs read leveling, the host has leveled it;
+    it blinks slowly (a 1.3-1.5 s period) while the DRAM is up but not yet leveled, fast
+    (about 4 Hz) when the DRAM init failed.
     Timing: the oscillator port carries the board's clock constraint; Vivado and nextpnr
     derive the MMCM/PLL outputs' from it.
     """
@@ -255,9 +277,10 @@ class BoardTop(Elaboratable):
         running = Signal()
         m.d.sync += running.eq(1)           # cleared by the synchronised reset
         ok = running if device is None else running & core.dram_done
-        blink = Signal(max(1, math.ceil(math.log2(self.cfg.clock_hz)) - 2))
-        m.d.sync += blink.eq(blink + 1)
-        led3 = ok | (core.dram_error & blink[-1])
+        m.submodules.ready_led = ready = ReadyLed(self.cfg.clock_hz)
+        m.d.comb += [ready.ok.eq(ok), ready.unleveled.eq(core.dram_unleveled),
+                     ready.error.eq(core.dram_error)]
+        led3 = ready.led
         roles = {"heartbeat": core.leds[0], "rx": core.leds[1], "tx": core.leds[2],
                  "link": core.leds[1] | core.leds[2], "ready": led3}
         for res, role in zip(board.leds, board.led_roles, strict=False):
@@ -460,9 +483,10 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         log("clock: " + ("oscillator straight" if plan is None else f"{plan} -> "
                          f"{float(plan.f_out) / 1e6:.6f} MHz"))
     if dram is not None and dram.meta.get("read_leveling"):
-        log(f"warning: {dram.meta['phy']} needs read leveling at boot, which this build does "
-            "not run yet (the init replays LiteDRAM's sequence only; STATUS reports the DRAM "
-            "as UNLEVELED): reads may fail on the board (docs/dram.md)")
+        log(f"note: {dram.meta['phy']} needs read leveling at boot: the device comes up on "
+            "the PHY's reset delays (STATUS: UNLEVELED, the ready LED blinking slowly) and the "
+            "host driver levels it over CSR_READ / CSR_WRITE before its first upload "
+            "(sw/host.py --no-level skips it; docs/dram.md)")
     eth_core = None
     if eth is not None:
         from hw.eth import EthError

@@ -115,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="no progress bars or progress lines (results and errors only)")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--no-level", action="store_true",
+                   help="do not read-level a board's DDR3 that reports itself UNLEVELED "
+                        "(by default the driver levels it before the upload and prints the "
+                        "chosen bitslip and delay per byte lane; docs/dram.md)")
     p.add_argument("--filter-heads", action=argparse.BooleanOptionalAction,
                    help="with --backend sim (the simulator, --port or --host): the device sends "
                         "only the head candidates whose objectness can score above --conf "
@@ -250,7 +254,7 @@ def make_backend(args: argparse.Namespace, hw: HwConfig) -> Backend:
     filtered = args.filter_heads is not False and args.conf > 0
     return detect.make_backend(args.backend, bundle, hw, args.port, args.host,
                                args.conf if filtered else None,
-                               filter_strict=args.filter_heads is True)
+                               filter_strict=args.filter_heads is True, level=not args.no_level)
 
 
 def sim_seconds(bundle: Bundle, hw: HwConfig) -> float:

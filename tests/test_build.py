@@ -3,6 +3,7 @@ the boards' DRAM systems (LiteDRAM's core, its pins and clocking) and the stream
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -488,6 +489,35 @@ def test_core_leds() -> None:
 
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_ready_led() -> None:
+    """Steady when ready; a slow blink (64-cycle period at a 64 Hz clock) while the DRAM
+    waits for its leveling; four times as fast when its init failed."""
+    dut = hwb.ReadyLed(64)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    seen: dict[str, list[int]] = {}
+
+    async def bench(ctx):
+        for name, ok, unleveled, error in (("ready", 1, 0, 0), ("unleveled", 1, 1, 0),
+                                           ("error", 0, 0, 1), ("off", 0, 0, 0)):
+            ctx.set(dut.ok, ok)
+            ctx.set(dut.unleveled, unleveled)
+            ctx.set(dut.error, error)
+            seen[name] = []
+            for _ in range(128):
+                await ctx.tick()
+                seen[name].append(ctx.get(dut.led))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["ready"] == [1] * 128 and seen["off"] == [0] * 128
+
+    def edges(v: list[int]) -> int:
+        return sum(a != b for a, b in itertools.pairwise(v))
+    assert sum(seen["unleveled"]) == 64 and edges(seen["unleveled"]) in (3, 4)
+    assert sum(seen["error"]) == 64 and edges(seen["error"]) in (15, 16)
 
 
 # -- programming --------------------------------------------------------------------------

@@ -8,20 +8,34 @@ LiteDRAM's own init data. In Verilator:
 - the ULX3S's system (`hw.dram.system.DramSystem`, as `python -m hw.build --board
   ulx3s_85f` builds it, with SDRAMPHYModel in place of GENSDRPHY and the pipe in place of
   the UART) reports its DRAM init through IDENTIFY / STATUS, round-trips the end of its
-  32 MB and runs the small network of tests/test_memory_device.py bit-exact."""
+  32 MB and runs the small network of tests/test_memory_device.py bit-exact;
+- the contract's DRAM CSR layouts (hw.spec.dram) match every generated core's csr.json,
+  core.json and sdram_phy.h; over CSR_READ / CSR_WRITE through the unchanged host driver
+  the simulated controllers (ULX3S SDR 1:1, Arty DDR3 1:4) take a DFII software-control
+  write and read it back bit-exact, MEM_READ sees it after hardware control is back, the
+  leveling's data path runs (SDRAMPHYModel has no delay or bitslip registers: the scan
+  itself is tested against a model in tests/test_leveling.py) and the bad requests are
+  answered with ERROR, without a hang."""
 
 from __future__ import annotations
 
+import random
+import struct
 import zlib
 
 import numpy as np
 import pytest
 
 from boards import BOARDS
-from hw.dram import configs, generate, init_program
+from hw.dram import DramError, check_csr_map, configs, csr_map, generate, init_program
+from hw.spec import protocol
 from hw.spec.config import DEFAULT, load_config
-from hw.spec.protocol import DramFlag, Feature
-from sw.runtime.device import Device
+from hw.spec.dram import CSR_MAPS, DfiiCommand, DfiiControl, DramPhy
+from hw.spec.engine import param_bytes
+from hw.spec.memory import Pass
+from hw.spec.protocol import DramFlag, Err, Feature, Op, ProgramFlag
+from sw.runtime.device import Device, DeviceError
+from sw.runtime.leveling import Dfii, level
 from sw.runtime.link import SimLink
 from tests.test_memory_device import test_network_uploaded_once_and_bit_exact as _network_test
 
@@ -119,3 +133,132 @@ def test_ulx3s_system_reports_its_dram(ulx3s_link, ulx3s_cfg) -> None:
 def test_ulx3s_system_runs_the_small_network(ulx3s_link, ulx3s_cfg, small_net,
                                              small_model) -> None:
     _network_test(ulx3s_link, small_net, small_model, cfg=ulx3s_cfg)
+
+
+#: The layout each board's core has (board build, and the --sim core of the system
+#: simulations).
+LAYOUTS = {("arty_a7", False): DramPhy.A7DDRPHY, ("orangecrab_85f", False): DramPhy.ECP5DDRPHY,
+           ("ulx3s_85f", False): DramPhy.GENSDRPHY, ("arty_a7", True): DramPhy.SIM_DDR3,
+           ("ulx3s_85f", True): DramPhy.SIM_SDR}
+
+
+@pytest.mark.parametrize(("config", "sim"), sorted(LAYOUTS))
+def test_csr_layouts_match_the_cores(config: str, sim: bool) -> None:
+    core = generate(config, DEFAULT.mem_data_bits, sim=sim)
+    cmap = check_csr_map(core)              # every address, size, phase and range
+    assert cmap.phy == LAYOUTS[config, sim] and cmap is CSR_MAPS[cmap.phy]
+    assert (cmap.leveling is not None) == (core.meta["read_leveling"] and not sim)
+    # a layout that differs from the core is refused, naming the register
+    moved = {**core.meta, "phy": "A7DDRPHY" if cmap.phy == DramPhy.ECP5DDRPHY else "ECP5DDRPHY",
+             "sim": False}
+    with pytest.raises(DramError, match="does not match"):
+        check_csr_map(type(core)(core.directory, moved))
+    with pytest.raises(DramError, match="no CSR layout"):
+        csr_map(type(core)(core.directory, {**core.meta, "phy": "K7DDRPHY", "sim": False}))
+
+
+def _dfii_round_trip(dev: Device, cmap, seed: int) -> bytes:
+    """Software control; one burst written to each of the first columns of row 0 (bank
+    0) through the DFII phases' wrdata, all read back through rddata bit-exact (the phases
+    the PHY reports: `DramCsrMap.read_phases`); hardware control back. The bytes they
+    make at DRAM address 0 (LiteDRAM's order: column, then phase, then beat;
+    little-endian), which MEM_READ must see: all of each burst."""
+    dfii = Dfii(dev, cmap)
+    dfii.prepare()
+    beats = cmap.phases * cmap.beats           # one burst: a native word of the controller
+    bursts = 16 // (beats * cmap.databits // 8)
+    rng = random.Random(seed)
+    values = [[rng.getrandbits(cmap.dfi_databits) for _ in range(cmap.phases)]
+              for _ in range(bursts)]
+    step = beats                                  # columns a burst covers
+    dfii.command(0, DfiiCommand.RAS | DfiiCommand.CS)                # activate row 0
+    for n, v in enumerate(values):
+        dfii.address(cmap.wrphase, n * step)
+        for p, x in enumerate(v):
+            dfii.set_wrdata(p, x)
+        dfii.command(cmap.wrphase, DfiiCommand.CAS | DfiiCommand.WE | DfiiCommand.CS
+                     | DfiiCommand.WRDATA)
+    for n, v in enumerate(values):
+        dfii.address(cmap.rdphase, n * step)
+        dfii.command(cmap.rdphase, DfiiCommand.CAS | DfiiCommand.CS | DfiiCommand.RDDATA)
+        assert [dfii.get_rddata(p) for p in range(cmap.read_phases)] == v[:cmap.read_phases], n
+    dfii.address(0, 0)
+    dfii.command(0, DfiiCommand.RAS | DfiiCommand.WE | DfiiCommand.CS)     # precharge
+    dfii.hardware_control()
+    assert dev.csr_read(cmap.control) == DfiiControl.SEL
+    return b"".join(sum(x << (cmap.dfi_databits * p) for p, x in enumerate(v)).to_bytes(
+        beats * cmap.databits // 8, "little") for v in values)
+
+
+def test_arty_dfii_through_csr_requests(dram_link) -> None:
+    dev = Device(dram_link, timeout=30.0, retries=0)
+    ident = dev.identify(DEFAULT)
+    assert ident.dram_phy == DramPhy.SIM_DDR3
+    cmap = CSR_MAPS[DramPhy(ident.dram_phy)]
+    want = _dfii_round_trip(dev, cmap, 41)
+    assert dev.mem_read(0, len(want)) == want       # the controller reads what DFII wrote
+    res = level(dev, cmap)                          # the leveling's data path
+    assert [(r.bitslip, r.delay) for r in res.lanes] == [(0, 0)] * cmap.lanes
+    assert dev.status().dram == DramFlag.INIT_DONE | DramFlag.LEVELED
+
+
+def test_ulx3s_csr_requests(ulx3s_link, ulx3s_cfg) -> None:
+    dev = Device(ulx3s_link, timeout=30.0, retries=0)
+    ident = dev.identify(ulx3s_cfg)
+    assert ident.dram_phy == DramPhy.SIM_SDR
+    cmap = CSR_MAPS[DramPhy(ident.dram_phy)]
+    csr = generate(ULX3S.dram, ulx3s_cfg.mem_data_bits, sim=True).meta["csr"]
+    assert dev.csr_read(csr["ddrctrl_init_done"] // 4) == 1
+    assert dev.csr_read(csr["ddrctrl_init_error"] // 4) == 0
+    assert dev.csr_read(cmap.control) == DfiiControl.SEL
+
+    def err(op: Op, payload: bytes) -> int:
+        with pytest.raises(DeviceError) as e:
+            dev.request(op, payload)
+        return e.value.code
+
+    # bad requests: ERROR, nothing done, the device answers on
+    window = protocol.CSR_WINDOW_WORDS
+    assert err(Op.CSR_READ, struct.pack("<I", window)) == Err.BAD_ADDRESS
+    assert err(Op.CSR_READ, struct.pack("<I", 0xFFFF_FFFF)) == Err.BAD_ADDRESS
+    assert err(Op.CSR_WRITE, struct.pack("<II", window + 5, 1)) == Err.BAD_ADDRESS
+    assert err(Op.CSR_READ, b"") == Err.BAD_LENGTH
+    assert err(Op.CSR_READ, struct.pack("<II", 0, 0)) == Err.BAD_LENGTH
+    assert err(Op.CSR_WRITE, struct.pack("<I", cmap.control)) == Err.BAD_LENGTH   # short
+    assert err(Op.CSR_WRITE, struct.pack("<IIB", cmap.control, 0, 0)) == Err.BAD_LENGTH
+    assert dev.csr_read(cmap.control) == DfiiControl.SEL          # nothing was written
+    # a frame that stops mid-way: TIMEOUT, then the device answers on
+    dram_frame = protocol.encode_frame(Op.CSR_WRITE, struct.pack("<II", cmap.control, 0))
+    ulx3s_link.write(dram_frame[:9])
+    dec = protocol.FrameDecoder()
+    got = []
+    while not got:
+        got = dec.feed(ulx3s_link.read(10.0))
+    assert got[0].opcode == protocol.Reply.ERROR and got[0].payload[0] == Err.TIMEOUT
+    assert dev.csr_read(cmap.control) == DfiiControl.SEL
+    # while a program runs: BUSY (a 3x3 conv of 256 x 256 x 8 -> 8: about 600k cycles)
+    conv = Pass(width=256, height=256, cin=8, cout=8, k3=1, leaky=0, head=0, pool=0, in_pitch=8,
+                out_pitch=8, upsample=0, param_addr=1 << 20,
+                param_len=param_bytes(ulx3s_cfg, 3, 8, 8), in_addr=2 << 20, out_addr=3 << 20)
+    dev.mem_write(4 << 20, conv.encode())
+    dev.program_run(4 << 20, 1, 5 << 20)
+    assert err(Op.CSR_READ, struct.pack("<I", cmap.control)) == Err.BUSY
+    assert err(Op.CSR_WRITE, struct.pack("<II", protocol.CSR_LEVELED_WORD, 1)) == Err.BUSY
+    st = dev.status()
+    while st.program & ProgramFlag.RUNNING:
+        st = dev.status()
+    assert st.program_error == Err.NONE and st.dram == DramFlag.INIT_DONE
+    # software control: a DFII write read back bit-exact, then the controller's MEM_READ
+    want = _dfii_round_trip(dev, cmap, 40)
+    assert dev.mem_read(0, len(want)) == want
+    # the leveling's data path through the simulator, then the leveled flag
+    res = level(dev, cmap)
+    assert res.lanes and all((r.bitslip, r.delay) == (0, 0) for r in res.lanes)
+    assert dev.csr_read(protocol.CSR_LEVELED_WORD) == 1
+    assert dev.status().dram == DramFlag.INIT_DONE | DramFlag.LEVELED
+    dev.csr_write(protocol.CSR_LEVELED_WORD, 0)
+    assert dev.status().dram == DramFlag.INIT_DONE
+    # hardware control again: the DFII's data is there but for the first burst, the test
+    # row's column 0 the leveling wrote its patterns to
+    burst = cmap.phases * cmap.beats * cmap.databits // 8
+    assert dev.mem_crc(burst, len(want) - burst) == zlib.crc32(want[burst:])

@@ -96,6 +96,9 @@ def test_error_replies_then_resync(link):
         (encode_frame(Op.RUN, b"x"), error(Err.NOT_ARMED, Op.RUN)),
         (encode_frame(Op.LAYER_CONFIG, b"x"), error(Err.BAD_LENGTH, Op.LAYER_CONFIG)),
         (too_long, error(Err.LENGTH_TOO_LONG, Op.ECHO)),
+        # the DRAM controller's CSRs: not on the streaming device
+        (encode_frame(Op.CSR_READ, bytes(4)), error(Err.UNSUPPORTED, Op.CSR_READ)),
+        (encode_frame(Op.CSR_WRITE, bytes(8)), error(Err.UNSUPPORTED, Op.CSR_WRITE)),
         (b"\x00\x13\xa5\xa5\x99" + b"\xff" * 9, None),      # garbage: skipped, no reply
     ]
     for wire, reply in cases:

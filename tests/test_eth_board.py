@@ -16,6 +16,7 @@ from hw import build as hwb
 from hw.build import main
 from hw.eth import EthSettings, device_defaults
 from hw.spec.config import DEFAULT
+from hw.spec.dram import DramPhy
 from hw.top.device import identity
 
 
@@ -53,9 +54,11 @@ def test_arty_tree_carries_ethernet(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _const(inst, "ip_address") == 0x0A010203
     assert _const(inst, "link_sink_src_port") == 4242
     assert _const(inst, "mac_address") == 0x025459000050
-    # IDENTIFY's reply carries the same addresses (Feature.ETHERNET, IP and port)
+    # IDENTIFY's reply carries the same addresses (Feature.ETHERNET, IP and port) and the
+    # A7DDRPHY's CSR layout (the host's read leveling)
     ident = identity(DEFAULT, engine=False, memory=True, dram=True,
-                     eth=EthSettings(ip="10.1.2.3", mac="02:54:59:00:00:50", udp_port=4242))
+                     eth=EthSettings(ip="10.1.2.3", mac="02:54:59:00:00:50", udp_port=4242),
+                     dram_phy=DramPhy.A7DDRPHY)
     assert ident.ethernet == "10.1.2.3:4242"
     value = int.from_bytes(ident.encode(), "little")       # a reply register's constant
     assert re.search(rf"'h0*{value:x}\b", verilog), f"{value:x}"

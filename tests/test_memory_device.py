@@ -131,6 +131,10 @@ def test_memory_protocol_errors(link) -> None:
     assert err(Op.PROGRAM_RUN, struct.pack("<IHI", 0, 0, 0)) == Err.BAD_PROGRAM
     assert err(Op.PROGRAM_RUN, struct.pack("<IHI", top - 16, 1, 0)) == Err.BAD_ADDRESS
     assert err(Op.RUN, b"x") == Err.UNSUPPORTED
+    # the DRAM controller's CSRs: this device has no DRAM
+    assert err(Op.CSR_READ, struct.pack("<I", 0)) == Err.UNSUPPORTED
+    assert err(Op.CSR_WRITE, struct.pack("<II", protocol.CSR_LEVELED_WORD, 1)) == Err.UNSUPPORTED
+    assert dev.status().dram == 0
     # an oversize frame: LENGTH_TOO_LONG, then the device still answers
     link.write(protocol.SYNC + struct.pack("<BH", Op.MEM_WRITE, protocol.MAX_PAYLOAD + 1))
     frame = protocol.FrameDecoder()

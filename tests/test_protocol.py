@@ -7,8 +7,14 @@ import struct
 
 import pytest
 
+from hw.spec.dram import CSR_MAPS, DramPhy
 from hw.spec.engine import LAYER_FIELDS
 from hw.spec.protocol import (
+    CSR_LEVELED_WORD,
+    CSR_READ_FORMAT,
+    CSR_VALUE_FORMAT,
+    CSR_WINDOW_WORDS,
+    CSR_WRITE_FORMAT,
     LAYER_FORMAT,
     LAYER_SPANS,
     MAX_PAYLOAD,
@@ -169,19 +175,23 @@ def test_identity_and_status_payloads():
     assert Identity.decode(ident.encode()) == ident and ident.ethernet is None
     with pytest.raises(ProtocolError, match="IDENTIFY"):
         Identity.decode(b"\x00")
-    # Ethernet: the IPv4 address (network order) and the UDP port at the end
+    # Ethernet: the IPv4 address (network order) and the UDP port, then the DRAM layout
     eth = Identity(0xDEADBEEF, PROTOCOL_VERSION, 4, MAX_PAYLOAD,
-                   Feature.MEMORY | Feature.DRAM | Feature.ETHERNET, 8, 8, 0xC0A80132, 7777)
+                   Feature.MEMORY | Feature.DRAM | Feature.ETHERNET, 8, 8, 0xC0A80132, 7777,
+                   DramPhy.A7DDRPHY)
     raw = eth.encode()
-    assert raw[-6:] == bytes([192, 168, 1, 50]) + struct.pack("<H", 7777)
+    assert raw[-7:] == bytes([192, 168, 1, 50]) + struct.pack("<HB", 7777, DramPhy.A7DDRPHY)
     assert Identity.decode(raw) == eth and eth.ethernet == "192.168.1.50:7777"
     assert Identity.version_of(raw) == PROTOCOL_VERSION and Identity.version_of(raw[:4]) is None
     for cut in (1, 2, 6):                        # a truncated reply is refused
-        with pytest.raises(ProtocolError, match=f"has {len(raw) - cut} bytes, expected 17"):
+        with pytest.raises(ProtocolError, match=f"has {len(raw) - cut} bytes, expected 18"):
             Identity.decode(raw[:-cut])
     with pytest.raises(ProtocolError, match="without the ETHERNET feature"):
         Identity.decode(Identity(1, PROTOCOL_VERSION, 4, MAX_PAYLOAD, Feature.MEMORY, 8, 8,
                                  0x0A000001, 0).encode())
+    with pytest.raises(ProtocolError, match="DRAM CSR layout without the DRAM feature"):
+        Identity.decode(Identity(1, PROTOCOL_VERSION, 4, MAX_PAYLOAD, Feature.MEMORY, 8, 8,
+                                 dram_phy=DramPhy.SIM_SDR).encode())
     st = Status.decode(struct.pack("<IHHBBIBBHIB", 123456, 7, 2, Err.BAD_CRC, 6, 99, 2,
                                    Err.NONE, 254, 56_000_000, 1))
     assert st == Status(123456, 7, 2, 1, EngineFlag.DONE | EngineFlag.LOADED, 99,
@@ -193,6 +203,25 @@ def test_identity_and_status_payloads():
         Status.decode(struct.pack("<IHHBBI", 123456, 7, 2, Err.BAD_CRC, 6, 99))   # version 1
     with pytest.raises(ProtocolError, match="STATUS"):
         Status.decode(b"")
+
+
+def test_csr_request_formats():
+    """CSR_READ / CSR_WRITE: word addresses in a window that holds every LiteDRAM core's
+    CSRs (tests/test_dram.py checks the cores) and the device's own leveled word."""
+    assert struct.calcsize(CSR_READ_FORMAT) == 4 and struct.calcsize(CSR_WRITE_FORMAT) == 8
+    assert struct.calcsize(CSR_VALUE_FORMAT) == 4
+    assert CSR_LEVELED_WORD == CSR_WINDOW_WORDS - 1
+    assert {Op.CSR_READ, Op.CSR_WRITE} <= set(Op) and len({int(o) for o in Op}) == len(Op)
+    assert DramFlag.LEVELED not in DramFlag.INIT_DONE | DramFlag.INIT_ERROR | DramFlag.UNLEVELED
+    for cmap in CSR_MAPS.values():
+        regs = [cmap.phase_reg(p, r) + k for p in range(cmap.phases)
+                for r, n in (("command", 1), ("command_issue", 1), ("address", 1),
+                             ("baddress", 1), ("wrdata", cmap.data_words),
+                             ("rddata", cmap.data_words)) for k in range(n)]
+        assert len(set(regs)) == len(regs) and cmap.control not in regs
+        assert max(regs) < CSR_LEVELED_WORD, cmap.phy
+        assert sum(cmap.lane_mask(lane) for lane in range(cmap.lanes)) == (
+            1 << cmap.dfi_databits) - 1
 
 
 def test_layer_spans_locate_every_register():

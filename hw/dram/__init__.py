@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from hw.gencore import Generated, config_file, generation_key, run_generator
+from hw.spec.dram import CSR_MAPS, DfiiCommand, DfiiControl, DramCsrMap, DramPhy
+from hw.spec.protocol import CSR_LEVELED_WORD, CSR_WINDOW_WORDS
 
 __all__ = ["CONFIG_DIR", "DramError", "GeneratedCore", "InitWrite", "board_config",
-           "configs", "generate", "generator_key", "init_program"]
+           "check_csr_map", "configs", "csr_map", "generate", "generator_key", "init_program"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "boards" / "dram"
@@ -76,6 +78,24 @@ class GeneratedCore(Generated):
     def peak_bytes_s(self) -> float:
         """The DRAM's peak bandwidth (bytes per second) at the controller's sys clock."""
         return self.peak_bytes_per_cycle * float(self.meta["sys_clk_freq"])
+
+    def csr_json(self) -> dict[str, Any]:
+        """The csr.json LiteX wrote for the core."""
+        return json.loads((self.directory / "csr.json").read_text())
+
+    def phy_header(self) -> dict[str, int | None]:
+        """The ``#define`` names of LiteDRAM's sdram_phy.h for the core (value None for a
+        flag without a value)."""
+        out: dict[str, int | None] = {}
+        path = self.directory / "software" / "include" / "generated" / "sdram_phy.h"
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "#define":
+                try:
+                    out[parts[1]] = int(parts[2].removesuffix("ULL"), 0) if len(parts) > 2 else None
+                except ValueError:
+                    out[parts[1]] = None
+        return out
 
     @property
     def user_port(self) -> str:
@@ -156,3 +176,74 @@ def init_program(core: GeneratedCore) -> list[InitWrite]:
     prog += [w("sdram_dfii_control", dfii["DFII_CONTROL_SEL"], comment="DFII to hardware"),
              w("ddrctrl_init_done", 1)]
     return prog
+
+
+def csr_map(core: GeneratedCore) -> DramCsrMap:
+    """The contract's CSR layout (`hw.spec.dram.CSR_MAPS`) of the core's PHY: what the
+    device reports in IDENTIFY (``dram_phy``) and the host's leveling uses. DramError for
+    a PHY the contract has no layout for."""
+    m = core.meta
+    if m.get("sim"):
+        phy = {"SDR": DramPhy.SIM_SDR, "DDR3": DramPhy.SIM_DDR3}.get(m["memtype"])
+    else:
+        phy = DramPhy.__members__.get(m["phy"])
+    if phy is None or phy not in CSR_MAPS:
+        raise DramError(f"no CSR layout in hw.spec.dram for the {m['phy']} "
+                        f"({m['memtype']}) core of {m['config']}")
+    return CSR_MAPS[phy]
+
+
+def check_csr_map(core: GeneratedCore) -> DramCsrMap:
+    """`csr_map(core)`, checked against the core's own CSR addresses (csr.json), data
+    path, phases and DFII constants (core.json) and its PHY's leveling ranges (LiteDRAM's
+    sdram_phy.h): DramError naming the first difference."""
+    m = core.meta
+    cmap = csr_map(core)
+    csr = {k: v["addr"] for k, v in core.csr_json()["csr_registers"].items()}
+    sizes = {k: v["size"] for k, v in core.csr_json()["csr_registers"].items()}
+    want: dict[str, int] = {"sdram_dfii_control": cmap.control}
+    for p in range(cmap.phases):
+        for reg in ("command", "command_issue", "address", "baddress", "wrdata", "rddata"):
+            want[f"sdram_dfii_pi{p}_{reg}"] = cmap.phase_reg(p, reg)
+    lev = cmap.leveling
+    if lev is not None:
+        for reg in ("dly_sel", "rdly_dq_rst", "rdly_dq_inc", "rdly_dq_bitslip_rst",
+                    "rdly_dq_bitslip", "burstdet_clr", "burstdet_seen"):
+            if getattr(lev, reg) is not None:
+                want[f"ddrphy_{reg}"] = getattr(lev, reg)
+    problems = [f"{k} at word {csr.get(k, 0) // 4 if k in csr else None}, contract {v}"
+                for k, v in want.items() if k not in csr or csr[k] != 4 * v]
+    phases = {k.split("_")[2] for k in csr if k.startswith("sdram_dfii_pi")}
+    if len(phases) != cmap.phases:
+        problems.append(f"{len(phases)} DFII phases, contract {cmap.phases}")
+    for k in ("sdram_dfii_pi0_wrdata", "sdram_dfii_pi0_rddata"):
+        if sizes.get(k) != cmap.data_words:
+            problems.append(f"{k} is {sizes.get(k)} words, contract {cmap.data_words}")
+    for key, have in (("databits", cmap.databits), ("dfi_databits", cmap.dfi_databits),
+                      ("nphases", cmap.phases), ("rdphase", cmap.rdphase),
+                      ("wrphase", cmap.wrphase)):
+        if m.get(key) != have:
+            problems.append(f"core.json {key} {m.get(key)}, contract {have}")
+    if bool(m["read_leveling"]) != (lev is not None):
+        problems.append(f"core.json read_leveling {m['read_leveling']}, contract "
+                        f"{lev is not None}")
+    consts = {f"DFII_CONTROL_{f.name}": int(f) for f in DfiiControl}
+    consts |= {f"DFII_COMMAND_{f.name}": int(f) for f in DfiiCommand}
+    if m["dfii"] != consts:
+        problems.append(f"DFII constants {m['dfii']}, contract {consts}")
+    header = core.phy_header()
+    if lev is not None and (header.get("SDRAM_PHY_BITSLIPS"), header.get("SDRAM_PHY_DELAYS")
+                            ) != (lev.bitslips, lev.delays):
+        problems.append(f"sdram_phy.h bitslips/delays {header.get('SDRAM_PHY_BITSLIPS')}/"
+                        f"{header.get('SDRAM_PHY_DELAYS')}, contract {lev.bitslips}/"
+                        f"{lev.delays}")
+    if header.get("SDRAM_PHY_MODULES") != cmap.lanes:
+        problems.append(f"sdram_phy.h modules {header.get('SDRAM_PHY_MODULES')}, contract "
+                        f"{cmap.lanes} lanes")
+    if max(csr.values()) // 4 >= min(CSR_LEVELED_WORD, CSR_WINDOW_WORDS):
+        problems.append(f"a CSR at byte {max(csr.values()):#x} reaches the device's own "
+                        f"word {CSR_LEVELED_WORD:#x} or past the window")
+    if problems:
+        raise DramError(f"the {cmap.phy.name} CSR layout of hw.spec.dram does not match "
+                        f"the core of {m['config']}: " + "; ".join(problems))
+    return cmap

@@ -10,8 +10,10 @@ from amaranth.lib.wiring import In, Out
 from hw.dram import DramError, GeneratedCore, InitWrite
 from hw.memport import mem_port
 from hw.spec.config import HwConfig
+from hw.spec.protocol import CSR_LEVELED_WORD
+from hw.top.command import csr_access
 
-__all__ = ["DramInit", "LiteDRAMCore", "wishbone_ctrl"]
+__all__ = ["CsrBridge", "DramInit", "LiteDRAMCore", "wishbone_ctrl"]
 
 
 def wishbone_ctrl() -> wiring.Signature:
@@ -143,4 +145,37 @@ class DramInit(wiring.Component):
                     m.next = "WRITE"
             with m.State("STOP"):             # done or error: no more writes until reset
                 pass
+        return m
+
+
+class CsrBridge(wiring.Component):
+    """The host's CSR_READ / CSR_WRITE (``req``, `hw.top.command.csr_access`) as Wishbone
+    classic cycles on the core's CSR bus (``bus``), and the device's own leveled flag:
+    word `CSR_LEVELED_WORD` is not a bus access, a write sets ``leveled`` to its bit 0 and
+    a read answers it. ``done`` follows the bus's ``ack`` (``err``: the reply is an
+    error). Until reset ``leveled`` is 0."""
+
+    def __init__(self) -> None:
+        super().__init__({"req": In(csr_access()), "bus": Out(wishbone_ctrl()),
+                          "leveled": Out(1)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        req, bus = self.req, self.bus
+        m.d.comb += [bus.adr.eq(req.addr), bus.dat_w.eq(req.wdata), bus.we.eq(req.we),
+                     bus.sel.eq(0xF)]
+        m.d.sync += [req.done.eq(0), req.err.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(req.go & (req.addr == CSR_LEVELED_WORD)):
+                    with m.If(req.we):
+                        m.d.sync += self.leveled.eq(req.wdata[0])
+                    m.d.sync += [req.rdata.eq(self.leveled), req.done.eq(1)]
+                with m.Elif(req.go):
+                    m.next = "BUS"
+            with m.State("BUS"):
+                m.d.comb += [bus.cyc.eq(1), bus.stb.eq(1)]
+                with m.If(bus.ack | bus.err):
+                    m.d.sync += [req.rdata.eq(bus.dat_r), req.done.eq(1), req.err.eq(bus.err)]
+                    m.next = "IDLE"
         return m

@@ -47,7 +47,8 @@ class DualLinkDevice(wiring.Component):
     DRAM on the boards) answering two links: ``rx`` / ``tx`` (the UART's bytes, through a
     `UART_BUFFER`-byte FIFO) and Ethernet (``mii``: LiteEth's core with `UdpBridge` on its
     raw UDP port), a whole request at a time (`LinkArbiter`: link 0 the UART, link 1 the
-    bridge). ``init_done`` / ``init_error`` are the device's where it has them (DRAM);
+    bridge). ``init_done`` / ``init_error`` / ``unleveled`` are the device's where it has
+    them (DRAM);
     ``active``: the device's, the bridge's or the arbiter's work."""
 
     def __init__(self, device: wiring.Component, core: GeneratedEthCore,
@@ -58,7 +59,7 @@ class DualLinkDevice(wiring.Component):
         members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
                    "mii": Out(mii_signature()), "active": Out(1)}
         if hasattr(device, "init_done"):
-            members.update(init_done=Out(1), init_error=Out(1))
+            members.update(init_done=Out(1), init_error=Out(1), unleveled=Out(1))
         super().__init__(members)
 
     def elaborate(self, platform: object) -> Module:
@@ -81,7 +82,8 @@ class DualLinkDevice(wiring.Component):
         m.d.comb += [eth.dst_port.eq(br.dst_port),
                      self.active.eq(arb.busy | br.busy | getattr(dev, "active", 0))]
         if hasattr(dev, "init_done"):
-            m.d.comb += [self.init_done.eq(dev.init_done), self.init_error.eq(dev.init_error)]
+            m.d.comb += [self.init_done.eq(dev.init_done), self.init_error.eq(dev.init_error),
+                         self.unleveled.eq(dev.unleveled)]
         return m
 
 

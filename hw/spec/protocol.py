@@ -24,6 +24,11 @@ from dataclasses import dataclass, field
 from hw.spec.engine import LAYER_FIELDS
 
 __all__ = [
+    "CSR_LEVELED_WORD",
+    "CSR_READ_FORMAT",
+    "CSR_VALUE_FORMAT",
+    "CSR_WINDOW_WORDS",
+    "CSR_WRITE_FORMAT",
     "FRAME_OVERHEAD",
     "IDENTIFY_FORMAT",
     "IDENTIFY_VERSION_OFFSET",
@@ -62,7 +67,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).
@@ -88,6 +93,9 @@ class Op(enum.IntEnum):
     PROGRAM_RUN = 0x23   # PROGRAM_FORMAT (descriptor address, passes) -> OK; the program runs
     MEM_MASK = 0x24      # MEM_MASK_FORMAT -> DATA chunks, then OK: one bit per record,
                          # set when its int16 key exceeds the threshold (`record_mask`)
+    CSR_READ = 0x25      # CSR_READ_FORMAT (word address) -> OK CSR_VALUE_FORMAT: a DRAM
+                         # controller CSR (Feature.DRAM; docs/dram.md, read leveling)
+    CSR_WRITE = 0x26     # CSR_WRITE_FORMAT (word address, value) -> OK
 
 
 class Reply(enum.IntEnum):
@@ -111,7 +119,8 @@ class Err(enum.IntEnum):
     NOT_ARMED = 0x09       # LOAD_PARAMS without an armed pass waiting for parameters, RUN
                            # before the parameters are complete or with input after the end
     BAD_LAYER = 0x0A       # LAYER_CONFIG outside the engine's limits (docs/engine.md): no pass
-    BAD_ADDRESS = 0x0B     # a memory range past the device memory: nothing read or written
+    BAD_ADDRESS = 0x0B     # a memory range past the device memory, or a CSR word address
+                           # outside CSR_WINDOW_WORDS: nothing read or written
     BAD_PROGRAM = 0x0C     # PROGRAM_RUN of no passes, or descriptors past the memory
 
 
@@ -127,9 +136,10 @@ class Feature(enum.IntFlag):
 
 #: IDENTIFY reply payload: config_id, protocol version, gateware version, max payload,
 #: features, MAC array rows, MAC array cols, the device's IPv4 address (4 bytes, network
-#: order) and UDP port (both zero without `Feature.ETHERNET`). The protocol version stays at
+#: order) and UDP port (both zero without `Feature.ETHERNET`), the DRAM controller's CSR
+#: layout (`hw.spec.dram.DramPhy`; 0 without `Feature.DRAM`). The protocol version stays at
 #: byte 4 in every version, so a host can name the version of a reply it cannot decode.
-IDENTIFY_FORMAT = "<IBBHBBB4sH"
+IDENTIFY_FORMAT = "<IBBHBBB4sHB"
 #: Byte offset of the protocol version in an IDENTIFY reply (`IDENTIFY_FORMAT`).
 IDENTIFY_VERSION_OFFSET = 4
 #: STATUS reply payload: cycles since reset (wraps at 2**32), good frames, bad frames
@@ -146,6 +156,20 @@ MEM_RANGE_FORMAT = "<II"
 #: MEM_MASK payload: byte address of the first record, records, bytes per record, byte
 #: offset of the record's little-endian int16 key, threshold (int16).
 MEM_MASK_FORMAT = "<IHHHh"
+#: CSR_READ payload: the word address of a CSR of the DRAM controller (the LiteDRAM core's
+#: Wishbone CSR bus, byte address / 4), below CSR_WINDOW_WORDS.
+CSR_READ_FORMAT = "<I"
+#: CSR_WRITE payload: word address, the 32-bit value to write.
+CSR_WRITE_FORMAT = "<II"
+#: CSR_READ reply payload: the CSR's 32-bit value.
+CSR_VALUE_FORMAT = "<I"
+#: CSR word addresses CSR_READ / CSR_WRITE accept (LiteDRAM's core: four CSR banks of
+#: 0x800 bytes); others answer ERROR BAD_ADDRESS.
+CSR_WINDOW_WORDS = 0x800
+#: A word of the window no LiteDRAM CSR uses (tests/test_dram.py checks): the device's own
+#: leveled flag. CSR_WRITE of 1 marks the DRAM as read-leveled (STATUS: `DramFlag.LEVELED`
+#: set, UNLEVELED cleared), 0 clears the mark; CSR_READ answers the flag.
+CSR_LEVELED_WORD = CSR_WINDOW_WORDS - 1
 #: MEM_CRC reply payload: CRC-32 (IEEE 802.3, as `zlib.crc32`) of the range.
 MEM_CRC_FORMAT = "<I"
 #: PROGRAM_RUN payload: byte address of the first pass descriptor (`hw.spec.memory`), the
@@ -177,7 +201,8 @@ class DramFlag(enum.IntFlag):
     INIT_ERROR = 0x02      # the init failed (the memory stays blocked until a reset)
     UNLEVELED = 0x04       # the init did not run the read leveling the PHY needs on a
                            # board (DDR3 without leveling: reads may be wrong; the driver's
-                           # CRC checks tell)
+                           # CRC checks tell); cleared once the host marks it LEVELED
+    LEVELED = 0x08         # the host ran the read leveling and marked it (CSR_LEVELED_WORD)
 
 
 class ProgramFlag(enum.IntFlag):
@@ -193,7 +218,8 @@ class ProtocolError(ValueError):
 @dataclass(frozen=True)
 class Identity:
     """The IDENTIFY reply; `ip` (IPv4 as an integer) and `udp_port` are the device's
-    Ethernet address where `features` has `Feature.ETHERNET`, else zero."""
+    Ethernet address where `features` has `Feature.ETHERNET`, else zero; `dram_phy` the
+    DRAM controller's CSR layout (`hw.spec.dram.DramPhy`) where it has `Feature.DRAM`."""
 
     config_id: int
     protocol_version: int
@@ -204,6 +230,7 @@ class Identity:
     array_cols: int
     ip: int = 0
     udp_port: int = 0
+    dram_phy: int = 0
 
     @property
     def ethernet(self) -> str | None:
@@ -224,18 +251,23 @@ class Identity:
         if len(payload) != struct.calcsize(IDENTIFY_FORMAT):
             raise ProtocolError(f"IDENTIFY reply has {len(payload)} bytes, expected "
                                 f"{struct.calcsize(IDENTIFY_FORMAT)}")
-        cid, pv, gv, mp, feat, rows, cols, ip, port = struct.unpack(IDENTIFY_FORMAT, payload)
+        cid, pv, gv, mp, feat, rows, cols, ip, port, phy = struct.unpack(IDENTIFY_FORMAT,
+                                                                         payload)
         features = Feature(feat)
         if not features & Feature.ETHERNET and (any(ip) or port):
             raise ProtocolError("IDENTIFY reply has an Ethernet address without the "
                                 "ETHERNET feature")
-        return cls(cid, pv, gv, mp, features, rows, cols, int.from_bytes(ip, "big"), port)
+        if phy and not features & Feature.DRAM:
+            raise ProtocolError("IDENTIFY reply names a DRAM CSR layout without the DRAM "
+                                "feature")
+        return cls(cid, pv, gv, mp, features, rows, cols, int.from_bytes(ip, "big"), port,
+                   phy)
 
     def encode(self) -> bytes:
         return struct.pack(IDENTIFY_FORMAT, self.config_id, self.protocol_version,
                            self.gateware_version, self.max_payload, int(self.features),
                            self.array_rows, self.array_cols, self.ip.to_bytes(4, "big"),
-                           self.udp_port)
+                           self.udp_port, self.dram_phy)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from hw.sequencer import progress_layout
 from hw.spec import protocol
 from hw.top.reply import ReplySource, reply_request_layout
 
-__all__ = ["ARG_BYTES", "REPLY_VALUE_BYTES", "CommandDecoder", "MemOp", "engine_state_layout"]
+__all__ = ["ARG_BYTES", "REPLY_VALUE_BYTES", "CommandDecoder", "MemOp", "csr_access",
+           "engine_state_layout"]
 
 #: Longest reply sent from registers: IDENTIFY, STATUS, or an ERROR's two bytes.
 REPLY_VALUE_BYTES = max(struct.calcsize(protocol.IDENTIFY_FORMAT),
@@ -41,6 +42,16 @@ ARG_BYTES = {MemOp.WRITE: struct.calcsize(protocol.MEM_ADDR_FORMAT),
 #: cycles of the last pass.
 engine_state_layout = data.StructLayout({"busy": 1, "done": 1, "loaded": 1, "param_err": 1,
                                          "cycles": 32})
+
+
+def csr_access() -> wiring.Signature:
+    """One CSR_READ / CSR_WRITE access as the decoder requests it: ``go`` (one cycle) with
+    ``we``, ``addr`` (a word of `protocol.CSR_WINDOW_WORDS`) and ``wdata`` held until
+    ``done`` (one cycle) with ``rdata``, or ``err`` (the bus refused it)."""
+    return wiring.Signature({
+        "go": Out(1), "we": Out(1), "addr": Out(range(protocol.CSR_WINDOW_WORDS)),
+        "wdata": Out(32), "done": In(1), "rdata": In(32), "err": In(1),
+    })
 
 
 class CommandDecoder(wiring.Component):
@@ -73,20 +84,34 @@ class CommandDecoder(wiring.Component):
     ``mem_done``, MEM_CRC OK with ``mem_crc``, MEM_READ and MEM_MASK send their
     ``mem_read_len`` bytes from the output FIFO as DATA frames of MAX_PAYLOAD and a last OK
     with the rest.
+    With ``csr=True`` (a DRAM controller behind the device) CSR_READ and CSR_WRITE go to
+    ``csr_*`` (else UNSUPPORTED): after a length check (BAD_LENGTH) and while no program runs
+    (else BUSY), the payload's word address (and value) are collected, an address outside
+    `protocol.CSR_WINDOW_WORDS` answers BAD_ADDRESS, else ``csr_go`` (one cycle) starts the
+    access with ``csr_we`` / ``csr_addr`` / ``csr_wdata`` (held until the reply); at
+    ``csr_done`` the reply is OK (CSR_READ: ``csr_rdata``) or, on ``csr_err``, ERROR
+    BAD_ADDRESS.
     ``active``: a frame is waiting or being executed.
     """
 
-    def __init__(self, identity: bytes, engine: bool = True, memory: bool = False) -> None:
+    def __init__(self, identity: bytes, engine: bool = True, memory: bool = False,
+                 csr: bool = False) -> None:
         self.identity = identity
         self.with_engine = engine
         self.with_memory = memory
+        self.with_csr = csr
         self._mem_op = Signal(MemOp, name="mem_cmd")     # the memory command being run
+        self._csr_args = Signal(64, name="csr_args")     # CSR_READ / CSR_WRITE's payload
         mem_ports = {
             "mem_go": Out(1), "mem_op": Out(MemOp), "mem_length": Out(16),
             "mem_data": Out(stream.Signature(8)), "mem_checked": In(1), "mem_ok": In(1),
             "mem_err": In(ErrCode), "mem_done": In(1), "mem_read_len": In(32),
             "mem_crc": In(32),
         } if memory else {}
+        csr_ports = {
+            "csr_go": Out(1), "csr_we": Out(1), "csr_addr": Out(range(protocol.CSR_WINDOW_WORDS)),
+            "csr_wdata": Out(32), "csr_done": In(1), "csr_rdata": In(32), "csr_err": In(1),
+        } if csr else {}
         super().__init__({
             "frame": In(stream.Signature(frame_info_layout)),
             "read_start": Out(1),
@@ -104,9 +129,10 @@ class CommandDecoder(wiring.Component):
             "fifo_level": In(16),
             "engine_state": In(engine_state_layout),
             "program": In(progress_layout),
-            "dram": In(3),
+            "dram": In(4),
             "active": Out(1),
             **mem_ports,
+            **csr_ports,
         })
 
     def elaborate(self, platform: object) -> Module:
@@ -165,12 +191,13 @@ class CommandDecoder(wiring.Component):
                             reply(ReplyCode.OK, Cat(cycles, frames_ok, frames_bad, last_error,
                                                     flags, eng.cycles, prog_flags, prog.error,
                                                     prog.passes, prog.cycles, self.dram,
-                                                    Const(0, 5)), status_len)
+                                                    Const(0, 4)), status_len)
                     with m.Elif(frame.opcode == OpCode.ECHO):
                         good()
                         reply(ReplyCode.OK, 0, frame.length, ReplySource.PAYLOAD)
                     self._engine_ops(m, error, good, reply, layer_len)
                     self._memory_ops(m, error)
+                    self._csr_ops(m, error)
                     with m.Else():
                         error(ErrCode.UNKNOWN_OPCODE)
 
@@ -216,6 +243,8 @@ class CommandDecoder(wiring.Component):
 
             if self.with_memory:
                 self._memory_states(m, error, good, reply, route)
+            if self.with_csr:
+                self._csr_states(m, error, good, reply)
 
             with m.State("RELEASE"):
                 m.d.comb += self.frame.ready.eq(1)
@@ -282,6 +311,57 @@ class CommandDecoder(wiring.Component):
                                  self.mem_length.eq(frame.length)]
                     m.d.sync += self._mem_op.eq(op)
                     m.next = "MEM_ARGS"
+
+    def _csr_ops(self, m: Module, error: Callable[[object], None]) -> None:
+        """IDLE's branches for CSR_READ and CSR_WRITE."""
+        frame = self.frame.payload
+        for opcode, fmt in ((OpCode.CSR_READ, protocol.CSR_READ_FORMAT),
+                            (OpCode.CSR_WRITE, protocol.CSR_WRITE_FORMAT)):
+            with m.Elif(frame.opcode == opcode):
+                if not self.with_csr:
+                    error(ErrCode.UNSUPPORTED)
+                    continue
+                with m.If(frame.length != struct.calcsize(fmt)):
+                    error(ErrCode.BAD_LENGTH)
+                with m.Elif(self.program.running):
+                    error(ErrCode.BUSY)
+                with m.Else():
+                    m.d.sync += self._csr_args.eq(0)
+                    m.next = "CSR_ARGS"
+
+    def _csr_states(self, m: Module, error: Callable[[object], None],
+                    good: Callable[[], None], reply: Callable[..., None]) -> None:
+        """CSR_READ / CSR_WRITE: the payload's little-endian words collected, the address
+        checked, then one access on ``csr_*``."""
+        frame, args = self.frame.payload, self._csr_args
+        taken, addr = Signal(4), args[:32]
+        m.d.comb += [self.csr_we.eq(frame.opcode == OpCode.CSR_WRITE),
+                     self.csr_addr.eq(addr), self.csr_wdata.eq(args[32:])]
+        with m.State("CSR_ARGS"):
+            m.d.comb += self.payload.ready.eq(1)
+            with m.If(self.payload.valid):
+                m.d.sync += [args.eq(Cat(args[8:], self.payload.payload)),
+                             taken.eq(taken + 1)]
+                with m.If(taken + 1 == frame.length):
+                    m.d.sync += taken.eq(0)
+                    m.next = "CSR_CHECK"
+        with m.State("CSR_CHECK"):      # a read's 4 bytes went in at the top: move them down
+            with m.If((frame.opcode == OpCode.CSR_READ) & (taken == 0)):
+                m.d.sync += [args.eq(args[32:]), taken.eq(1)]
+            with m.Elif(addr >= protocol.CSR_WINDOW_WORDS):
+                m.d.sync += taken.eq(0)
+                error(ErrCode.BAD_ADDRESS)
+            with m.Else():
+                m.d.sync += taken.eq(0)
+                m.d.comb += self.csr_go.eq(1)
+                m.next = "CSR_WAIT"
+        with m.State("CSR_WAIT"):
+            with m.If(self.csr_done & self.csr_err):
+                error(ErrCode.BAD_ADDRESS)
+            with m.Elif(self.csr_done):
+                good()
+                reply(ReplyCode.OK, self.csr_rdata,
+                      Mux(frame.opcode == OpCode.CSR_READ, 4, 0))
 
     def _memory_states(self, m: Module, error: Callable[[object], None],
                        good: Callable[[], None], reply: Callable[..., None],

@@ -84,11 +84,13 @@ def link_endpoint(m: Module, top: wiring.Component, decoder: CommandDecoder,
 
 
 def identity(cfg: HwConfig, engine: bool = True, memory: bool = False,
-             dram: bool = False, eth: EthSettings | None = None) -> protocol.Identity:
+             dram: bool = False, eth: EthSettings | None = None,
+             dram_phy: int = 0) -> protocol.Identity:
     """The IDENTIFY reply of a device top built for `cfg`: `DeviceTop` (the streaming
     engine, or the link alone) or `MemDeviceTop` (``memory``; ``dram``: on a DRAM
-    controller that initialises at boot; ``eth``: also on Ethernet at these addresses,
-    `Feature.ETHERNET` with the IPv4 address and UDP port)."""
+    controller that initialises at boot, whose CSR layout is ``dram_phy``; ``eth``: also
+    on Ethernet at these addresses, `Feature.ETHERNET` with the IPv4 address and UDP
+    port)."""
     features = protocol.Feature(0)
     if engine:
         features |= protocol.Feature.ENGINE
@@ -100,7 +102,8 @@ def identity(cfg: HwConfig, engine: bool = True, memory: bool = False,
         features |= protocol.Feature.ETHERNET
     return protocol.Identity(cfg.config_id, protocol.PROTOCOL_VERSION, GATEWARE_VERSION,
                              protocol.MAX_PAYLOAD, features, cfg.array_rows, cfg.array_cols,
-                             eth.ip_int if eth else 0, eth.udp_port if eth else 0)
+                             eth.ip_int if eth else 0, eth.udp_port if eth else 0,
+                             dram_phy if dram else 0)
 
 
 class DeviceTop(wiring.Component):

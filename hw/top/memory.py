@@ -20,7 +20,7 @@ from hw.sequencer import program_layout
 from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
-from hw.top.command import ARG_BYTES, CommandDecoder, MemOp
+from hw.top.command import ARG_BYTES, CommandDecoder, MemOp, csr_access
 from hw.top.device import OUT_FIFO_DEPTH, identity, link_endpoint
 
 if TYPE_CHECKING:
@@ -202,7 +202,10 @@ class MemDeviceTop(wiring.Component):
 
     IDENTIFY reports `Feature.MEMORY` (LAYER_CONFIG, LOAD_PARAMS and RUN answer
     UNSUPPORTED), and `Feature.DRAM` with ``dram`` (a DRAM controller behind ``mem``,
-    whose init flags ``dram_flags``, `DramFlag`, STATUS reports); STATUS carries the
+    whose init flags ``dram_flags``, `DramFlag`, STATUS reports, whose CSR layout
+    ``dram_phy``, `hw.spec.dram.DramPhy`, IDENTIFY reports, and whose CSRs CSR_READ /
+    CSR_WRITE reach through ``csr``, `csr_access`; without ``dram`` they answer
+    UNSUPPORTED); STATUS carries the
     program's progress. While a program runs, MEM_* and
     PROGRAM_RUN answer BUSY. ``active``: a request is being executed or a program runs.
     With ``eth`` (the device also answers on Ethernet, `hw.eth.board.DualLinkDevice`)
@@ -210,9 +213,11 @@ class MemDeviceTop(wiring.Component):
     """
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int | None = None,
-                 dram: bool = False, eth: EthSettings | None = None) -> None:
+                 dram: bool = False, eth: EthSettings | None = None,
+                 dram_phy: int = 0) -> None:
         self.cfg = cfg
         self.dram = dram
+        self.dram_phy = dram_phy
         self.eth = eth
         self.timeout_cycles = timeout_cycles or protocol.default_timeout_cycles(
             cfg.uart_divisor)
@@ -221,15 +226,22 @@ class MemDeviceTop(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "active": Out(1),
             "mem": Out(mem_port(cfg)),
-            "dram_flags": In(3),
+            "dram_flags": In(4),
+            **({"csr": Out(csr_access())} if dram else {}),
         })
 
     def elaborate(self, platform: object) -> Module:
         cfg = self.cfg
         m = Module()
-        ident = identity(cfg, engine=False, memory=True, dram=self.dram, eth=self.eth)
-        dec = CommandDecoder(ident.encode(), engine=False, memory=True)
+        ident = identity(cfg, engine=False, memory=True, dram=self.dram, eth=self.eth,
+                         dram_phy=self.dram_phy)
+        dec = CommandDecoder(ident.encode(), engine=False, memory=True, csr=self.dram)
         m.d.comb += dec.dram.eq(self.dram_flags)
+        if self.dram:
+            m.d.comb += [self.csr.go.eq(dec.csr_go), self.csr.we.eq(dec.csr_we),
+                         self.csr.addr.eq(dec.csr_addr), self.csr.wdata.eq(dec.csr_wdata),
+                         dec.csr_done.eq(self.csr.done), dec.csr_rdata.eq(self.csr.rdata),
+                         dec.csr_err.eq(self.csr.err)]
         rep = link_endpoint(m, self, dec, self.timeout_cycles)
         m.submodules.commands = cmd = MemoryCommands(cfg)
         m.submodules.accel = acc = Accelerator(cfg)

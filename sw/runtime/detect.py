@@ -114,14 +114,16 @@ class Backend:
 
 def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
                  port: str | None = None, host: str | None = None,
-                 filter_conf: float | None = None, filter_strict: bool = True) -> Backend:
+                 filter_conf: float | None = None, filter_strict: bool = True,
+                 level: bool = True) -> Backend:
     """A bundle's backend by name: "golden", or "sim" (the device: the Verilator simulator
     of the device with its memory built for `hw`, or with `port` the board on that serial
     port, or with `host` (``IP[:PORT]``) the board on Ethernet, which must identify as
     `hw`). `hw` defaults to the default HwConfig. With `filter_conf` a device with memory
     sends only the head candidates whose objectness can score above it (`head_filters`):
     detections at that threshold or above are unchanged. A streaming device cannot filter:
-    `DeviceModeError` when `filter_strict`, else its heads come whole."""
+    `DeviceModeError` when `filter_strict`, else its heads come whole. `level`: read-level a
+    board's DRAM that reports itself UNLEVELED before the upload (`Device.check_memory`)."""
     size = bundle.input_shape[0]
     if name == "golden":
         golden = GoldenModel(bundle)
@@ -129,7 +131,7 @@ def make_backend(name: str, bundle: Bundle, hw: HwConfig | None = None,
                        lambda lb: golden.heads(intmath.quantize_input(lb)))
     if name == "sim":
         return _device_backend(bundle, hw or HwConfig(), port, host, filter_conf,
-                               filter_strict)
+                               filter_strict, level)
     raise ValueError(f"unknown backend {name!r} for a bundle (choose golden or sim; float "
                      "and fakequant: sw.quant.pipeline)")
 
@@ -144,7 +146,7 @@ def head_filters(bundle: Bundle, conf: float) -> dict[int, HeadFilter]:
 
 def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
                     host: str | None = None, filter_conf: float | None = None,
-                    filter_strict: bool = True) -> Backend:
+                    filter_strict: bool = True, level: bool = True) -> Backend:
     """The device as a backend. A device with memory (the simulator; boards with their
     DRAM) keeps the network resident: uploaded once (`sw.runtime.resident`), then per image
     only the input and the heads cross the link. A streaming device (today's board builds,
@@ -170,10 +172,12 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
         raise
     if ident.ethernet:          # where the device answers UDP, whichever link found it
         log(f"Ethernet: {ident.ethernet}")
-    dev = Device(link, timeout=30.0)
+    dev = Device(link, timeout=30.0, level=level)
     size, name = bundle.input_shape[0], "board" if port or host else "sim"
     if ident.features & Feature.MEMORY:
         net = ResidentNetwork(dev, hw, bundle)
+        if dev.leveling is not None:
+            log(dev.leveling.describe())
         filters = head_filters(bundle, filter_conf) if filter_conf is not None else None
         net.upload(progress=log)
 

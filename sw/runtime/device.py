@@ -6,6 +6,11 @@ arrive within `timeout` seconds, arrives corrupted, or is answered with a transm
 error (BAD_CRC, TIMEOUT) is sent again, at most `retries` more times. Every other ERROR
 reply raises `DeviceError` naming the error. `run_group` runs one engine pass; the
 network schedule is `sw.runtime.scheduler`.
+
+On a DRAM whose PHY needs read leveling (STATUS `DramFlag.UNLEVELED`), `check_memory`
+(called before a network is uploaded) runs it over CSR_READ / CSR_WRITE
+(`sw.runtime.leveling`) unless the Device was made with ``level=False``; the result is
+in `Device.leveling`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from hw.spec import protocol
 from hw.spec.config import DEFAULT, HwConfig
+from hw.spec.dram import CSR_MAPS, DramPhy
 from hw.spec.engine import POOL_S2, PassError, check_pass, group_params, out_value_bytes
 from hw.spec.protocol import (
     DramFlag,
@@ -80,10 +86,15 @@ class Device:
     #: ERROR codes that mean the request was garbled on the way: sent again.
     RETRY_ERRORS = (Err.BAD_CRC, Err.TIMEOUT)
 
-    def __init__(self, link: Link, timeout: float = 2.0, retries: int = 2) -> None:
+    def __init__(self, link: Link, timeout: float = 2.0, retries: int = 2,
+                 level: bool = True) -> None:
         if timeout <= 0 or retries < 0:
             raise ValueError("timeout must be positive and retries non-negative")
         self.link = link
+        #: Run the read leveling in `check_memory` where the DRAM needs it.
+        self.level = level
+        #: The read leveling's result once `check_memory` ran it.
+        self.leveling = None
         self.timeout = timeout
         self.retries = retries
         self.bytes_out = 0
@@ -176,7 +187,10 @@ class Device:
 
     def check_memory(self, ident: Identity) -> None:
         """Refuse a device whose memory cannot be used: one without `Feature.MEMORY`, or on
-        a DRAM (`Feature.DRAM`) whose init failed or has not finished (STATUS)."""
+        a DRAM (`Feature.DRAM`) whose init failed or has not finished (STATUS). A DRAM
+        STATUS reports UNLEVELED is read-leveled first (`sw.runtime.leveling.level`;
+        `LevelingError` when it finds no working setting) where IDENTIFY names a layout
+        with leveling registers and ``level`` is on."""
         if not ident.features & Feature.MEMORY:
             raise DeviceModeError(f"{self.link.name} is a streaming device (no device "
                                   "memory)")
@@ -190,6 +204,38 @@ class Device:
                 f"{int(flags):#04x}): its memory cannot be used. Reset the board; if it "
                 "persists, the DRAM or its clocking is at fault (README, Boards: "
                 "troubleshooting)")
+        try:
+            cmap = CSR_MAPS.get(DramPhy(ident.dram_phy))
+        except ValueError:          # a layout this host does not know: nothing to level with
+            cmap = None
+        if flags & DramFlag.UNLEVELED and self.level and cmap is not None and cmap.leveling:
+            from sw.runtime.leveling import level
+            self.leveling = level(self, cmap)
+
+    # -- the DRAM controller's CSRs (Feature.DRAM) ---------------------------------------
+    def csr_read(self, addr: int) -> int:
+        """The 32-bit CSR at word `addr` of the DRAM controller (`hw.spec.dram`)."""
+        self._check_csr(addr)
+        got = self.request(Op.CSR_READ, struct.pack(protocol.CSR_READ_FORMAT, addr))
+        if len(got) != struct.calcsize(protocol.CSR_VALUE_FORMAT):
+            raise LinkError(f"CSR_READ on {self.link.name}: {len(got)} reply bytes, expected "
+                            f"{struct.calcsize(protocol.CSR_VALUE_FORMAT)}")
+        return struct.unpack(protocol.CSR_VALUE_FORMAT, got)[0]
+
+    def csr_write(self, addr: int, value: int) -> None:
+        """Write `value` to the CSR at word `addr` (resent only when the device reports it
+        was not executed: some CSRs act on each write)."""
+        self._check_csr(addr)
+        if not 0 <= value < 1 << 32:
+            raise ValueError(f"CSR value {value} does not fit 32 bits")
+        self.request(Op.CSR_WRITE, struct.pack(protocol.CSR_WRITE_FORMAT, addr, value),
+                     idempotent=False)
+
+    @staticmethod
+    def _check_csr(addr: int) -> None:
+        if not 0 <= addr < protocol.CSR_WINDOW_WORDS:
+            raise ValueError(f"CSR word address {addr:#x} outside the device's window "
+                             f"0..{protocol.CSR_WINDOW_WORDS - 1:#x}")
 
     def echo(self, payload: bytes) -> bytes:
         got = self.request(Op.ECHO, payload)
