@@ -29,11 +29,13 @@ from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from hw.spec.config import ConfigError, HwConfig
 
-__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "build", "build_harness", "connect_memory_pins",
-           "verilator", "verilator_env"]
+__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "UartBoard", "build", "build_harness",
+           "connect_memory_pins", "verilator", "verilator_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_SRC = ROOT / "sim" / "harness_cpp" / "main.cpp"
@@ -96,7 +98,7 @@ class _PipeTop(Elaboratable):
             from hw.dram import generate
             from hw.dram.system import DramSystem
             self.core = generate(dram_config(top), cfg.mem_data_bits, sim=True)
-            self.dut = DramSystem(cfg, self.core, timeout_cycles)
+            self.dut = UartBoard(cfg, DramSystem(cfg, self.core, timeout_cycles))
         elif top == "memory":
             from hw.top.memory import MemDeviceTop
             self.dut = MemDeviceTop(cfg, timeout_cycles)
@@ -143,6 +145,63 @@ class _PipeTop(Elaboratable):
                      p["active"].eq(dut.active)]
         if "mem_cmd_valid" in p:
             connect_memory_pins(m, p, dut.mem)
+        return m
+
+
+class UartBoard(wiring.Component):
+    """A board's core as its build has it (`hw.build.BoardCore`: the device behind
+    `hw.uart.UartDevice`'s receiver, 16-byte FIFO and transmitter, the LEDs, the DRAM init
+    pins) with the host's side of the serial line: bytes on ``rx`` leave a `UartTx` on the
+    core's ``rxd``, its ``txd`` comes back through a `UartRx` as ``tx``, both at
+    `HwConfig.uart_divisor` cycles a bit. ``tx`` must be taken when valid (a receiver
+    cannot be stalled: a byte not taken before the next one completes is lost; the C++
+    harness always takes it).
+
+    ``active``: the device's (a frame executes, the DRAM init runs) or a byte on either
+    line, so the harness keeps the clock running through the line's byte times.
+    ``leds``, ``dram_done``, ``dram_error``: the core's pins.
+    """
+
+    def __init__(self, cfg: HwConfig, device: wiring.Component) -> None:
+        self.cfg = cfg
+        self.device = device
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          "active": Out(1), "leds": Out(3), "dram_done": Out(1),
+                          "dram_error": Out(1)})
+
+    def elaborate(self, platform: object) -> Module:
+        from hw.build import BoardCore
+        from hw.uart import UartRx, UartTx
+
+        m = Module()
+        div = self.cfg.uart_divisor
+        m.submodules.board = board = BoardCore(self.cfg, self.device)
+        m.submodules.host_tx = htx = UartTx(div)
+        m.submodules.host_rx = hrx = UartRx(div)
+        # The host opens the line once the board has booted: its first byte leaves after
+        # the device's first idle cycle (the DRAM init has finished). The harness counts
+        # quiet cycles from the last byte it moved, so bytes it could hand on during the
+        # init would wait unseen in the receiver's FIFO while it stopped the clock.
+        booted = Signal()
+        with m.If(~self.device.active):
+            m.d.sync += booted.eq(1)
+        m.d.comb += [htx.i.valid.eq(self.rx.valid & booted), htx.i.payload.eq(self.rx.payload),
+                     self.rx.ready.eq(htx.i.ready & booted)]
+        wiring.connect(m, hrx.o, wiring.flipped(self.tx))
+        m.d.comb += [board.rxd.eq(htx.txd), hrx.rxd.eq(board.txd),
+                     self.leds.eq(board.leds), self.dram_done.eq(board.dram_done),
+                     self.dram_error.eq(board.dram_error)]
+        # Busy: a byte on either line (from a start bit for a byte time and the receiver's
+        # synchroniser), in the device's receive FIFO, or the device's own active; held a
+        # few cycles more so the hand-overs between them leave no gap.
+        busy = (self.device.active | self.device.rx.valid | ~htx.i.ready | ~board.txd
+                | hrx.o.valid)
+        hold = Signal(range(10 * div + 33))
+        with m.If(busy):
+            m.d.sync += hold.eq(10 * div + 32)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        m.d.comb += self.active.eq(busy | (hold != 0))
         return m
 
 
