@@ -2,12 +2,15 @@
 sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout): the streaming `DeviceTop`,
 or (``--top memory``) the memory device `MemDeviceTop` with the harness's model of the
 device memory behind its memory port, or (``--top dram``, ``--top dram-CONFIG``) the
-system of a board with its DRAM: the memory device on LiteDRAM's controller with its SDRAM
-PHY model (`hw.dram.system.DramSystem`, as the board build has it but for the PHY, the
-UART and the clocking; the Arty A7's DRAM config, or boards/dram/CONFIG.yml).
+system of a board with its DRAM: the board's core (`hw.build.BoardCore`: the UART with its
+FIFO, the LEDs) around the memory device on LiteDRAM's controller with its SDRAM PHY model
+(`hw.dram.system.DramSystem`), as the board build has it but for the PHY and the clocking,
+with the host's side of the UART (`UartBoard`); the Arty A7's DRAM config, or
+boards/dram/CONFIG.yml. ``dram-nouart``, ``dram-CONFIG-nouart``: the same system without
+the UART (the whole-frame bench).
 
     python -m hw.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
-                           [--top stream|memory|dram|dram-CONFIG]
+                           [--top stream|memory|dram|dram-CONFIG|dram[-CONFIG]-nouart]
 
 The host runtime (`sw.runtime.link.harness_binary`) runs this in a child process when no
 binary with the current key exists, so the runtime itself never imports Amaranth. The
@@ -34,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.spec.config import ConfigError, HwConfig
 
-__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "UartBoard", "build", "build_harness",
+__all__ = ["MAKEFLAGS", "NO_UART", "VERILATOR_ARGS", "UartBoard", "build", "build_harness",
            "connect_memory_pins", "verilator", "verilator_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +63,16 @@ TOPS = ("stream", "memory", "dram")
 DRAM_SIM_BOARD = "arty_a7"
 
 
+#: The suffix of a DRAM top without the UART ("dram-nouart", "dram-CONFIG-nouart"): the
+#: pipe feeds the system's byte streams. For the whole-frame bench only (bench/sim_frame.py:
+#: through the UART the 8.9 MB upload alone is 0.7-1.3 G cycles, hours of simulation).
+NO_UART = "-nouart"
+
+
 def dram_config(top: str) -> str | None:
-    """The DRAM config a top simulates ("dram", "dram-CONFIG"), or None (no DRAM)."""
+    """The DRAM config a top simulates ("dram", "dram-CONFIG", either with `NO_UART`), or
+    None (no DRAM)."""
+    top = top.removesuffix(NO_UART)
     if top == "dram":
         return DRAM_SIM_BOARD
     return top.removeprefix("dram-") if top.startswith("dram-") else None
@@ -98,7 +109,8 @@ class _PipeTop(Elaboratable):
             from hw.dram import generate
             from hw.dram.system import DramSystem
             self.core = generate(dram_config(top), cfg.mem_data_bits, sim=True)
-            self.dut = UartBoard(cfg, DramSystem(cfg, self.core, timeout_cycles))
+            system = DramSystem(cfg, self.core, timeout_cycles)
+            self.dut = system if top.endswith(NO_UART) else UartBoard(cfg, system)
         elif top == "memory":
             from hw.top.memory import MemDeviceTop
             self.dut = MemDeviceTop(cfg, timeout_cycles)
@@ -222,7 +234,8 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
     """Build DIR/harness of the `top` device for `cfg` (unless DIR/stamp.sha256 already
     holds `key`)."""
     if top not in TOPS and dram_config(top) is None:
-        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG)")
+        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG, "
+                           f"either DRAM top with {NO_UART})")
     if top == "memory" and cfg.mem_data_bits <= 64:
         raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
     cflags = (f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
@@ -270,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, help="build directory")
     p.add_argument("--key", required=True, help="cache key to stamp the build with")
     p.add_argument("--top", default="stream",
-                   help=f"which device top: {', '.join(TOPS)} or dram-CONFIG (boards/dram/)")
+                   help=f"which device top: {', '.join(TOPS)} or dram-CONFIG (boards/dram/); "
+                        f"a DRAM top with {NO_UART}: without the UART")
     args = p.parse_args(argv)
     try:
         cfg = HwConfig.load(args.config)
