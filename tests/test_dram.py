@@ -1,14 +1,15 @@
 """LiteDRAM behind the memory device (docs/dram.md): each board's DRAM config generates a
 standalone core with a native port of HwConfig.mem_data_bits and an init program from
-LiteDRAM's own init data. In Verilator:
+LiteDRAM's own init data. In Verilator, the board's core (`hw.build.BoardCore`: its UART
+with the 16-byte FIFO, the LEDs) around `hw.dram.system.DramSystem` with LiteDRAM's PHY
+model, the host's bytes crossing a simulated serial line (`hw.simulator.UartBoard`):
 
-- the memory device on the Arty's DDR3 controller with LiteDRAM's PHY model comes up
-  (init replayed on wb_ctrl) and the host driver's MEM_WRITE / MEM_READ / MEM_CRC round
-  trips are bit-exact;
-- the ULX3S's system (`hw.dram.system.DramSystem`, as `python -m hw.build --board
-  ulx3s_85f` builds it, with SDRAMPHYModel in place of GENSDRPHY and the pipe in place of
-  the UART) reports its DRAM init through IDENTIFY / STATUS, round-trips the end of its
-  32 MB and runs the small network of tests/test_memory_device.py bit-exact."""
+- the Arty's DDR3 system comes up (init replayed on wb_ctrl) and the host driver's
+  MEM_WRITE / MEM_READ / MEM_CRC round trips are bit-exact;
+- the ULX3S's system (as `python -m hw.build --board ulx3s_85f` builds it, with
+  SDRAMPHYModel in place of GENSDRPHY) reports its DRAM init through IDENTIFY / STATUS,
+  round-trips the end of its 32 MB and runs the small network bit-exact;
+- every byte costs its 10 bits of the UART divisor's cycles (the UART is in the path)."""
 
 from __future__ import annotations
 
