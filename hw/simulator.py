@@ -169,9 +169,10 @@ class UartBoard(wiring.Component):
     cannot be stalled: a byte not taken before the next one completes is lost; the C++
     harness always takes it).
 
-    ``active``: the device's (a frame executes, the DRAM init runs) or a byte on either
-    line, so the harness keeps the clock running through the line's byte times.
-    ``leds``, ``dram_done``, ``dram_error``: the core's pins.
+    The host's bytes wait until the device's first idle cycle (it has booted: the DRAM init
+    has finished). ``active``: the device's (a frame executes, the DRAM init runs) or a
+    byte on either line or in the core's FIFO, so the harness keeps the clock running
+    through the byte times. ``leds``, ``dram_done``, ``dram_error``: the core's pins.
     """
 
     def __init__(self, cfg: HwConfig, device: wiring.Component) -> None:
