@@ -148,8 +148,9 @@ def test_ulx3s_system_runs_the_small_network(ulx3s_link, ulx3s_cfg, small_net,
 
 def test_the_uart_is_in_the_path(ulx3s_cfg) -> None:
     """The ULX3S's system simulation carries the link's bytes over the UART: every byte in
-    and out costs at least its 10 bits of `uart_divisor` cycles (without the UART the
-    whole exchange takes the init's 20k cycles and a few thousand more)."""
+    and out costs at least its 10 bits of `uart_divisor` cycles: 2,000+ bytes, at least
+    300k cycles (this session took 377k; 66k on the same system without the UART, the
+    bench's `dram-ulx3s_85f-nouart`, measured 2026-11-28)."""
     data = np.random.default_rng(5).integers(0, 256, 1000, dtype=np.uint8).tobytes()
     with SimLink(ulx3s_cfg, top=f"dram-{ULX3S.dram}") as lk:
         moved = [0]
