@@ -219,7 +219,8 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
           f"{b.dram}: {board_core.meta['phy']} {board_core.meta['sdram_module']} "
           f"({board_core.meta['memtype']}, {board_core.meta['databits']} DQ, "
           f"{board_core.meta['nphases']} DFI phases) simulated by {sim_core.meta['phy']} "
-          f"({sim_core.meta['nphases']} phases)")
+          f"({sim_core.meta['nphases']} phases); simulator top {top} "
+          f"({'through' if args.uart else 'without'} the board's UART)")
     print(f"simulator ready in {t_ready:.1f} s; upload {upload:,} bytes in {upload_wall:.1f} s "
           f"wall ({cpu_up:.1f} s simulator CPU); frame simulated in {wall:.1f} s wall "
           f"({cpu_end - cpu_up:.1f} s simulator CPU); {link.cycles:,} simulated cycles in "
@@ -239,8 +240,9 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": machine(), "load_average": load, "date": date, "system": args.system,
-            "board": board, "config_id": cfg.config_id_hex, "clock_hz": cfg.clock_hz,
-            "uart_baud": cfg.uart_baud, "heads_bit_exact": all(exact.values()),
+            "board": board, "simulator_top": top, "config_id": cfg.config_id_hex,
+            "clock_hz": cfg.clock_hz, "uart_baud": cfg.uart_baud,
+            "heads_bit_exact": all(exact.values()),
             "frame_cycles": f["cycles"], "model_cycles": f["model_cycles"],
             "stall_share": f["memory_stall_cycles"] / f["cycles"],
             "beyond_model_share": 1 - f["model_cycles"] / f["cycles"],
