@@ -1,7 +1,7 @@
 """Benchmark: one 416x416 Tiny-YOLOv3 frame on the simulated device with its memory, or on a
 board's simulated DRAM system.
 
-    python bench/sim_frame.py [--system memory|dram-BOARD] [--image assets/dog.jpg]
+    python bench/sim_frame.py [--system memory|dram-BOARD [--uart]] [--image assets/dog.jpg]
                               [--bundle PATH] [--json FILE]
 
 `--system memory` (default): the device with the harness's model of its memory (the
@@ -19,8 +19,11 @@ parameter beats (`bench.fps.model_cycles`) scaled by what the measured frame add
 default config's.
 
 `--system dram-BOARD` (e.g. `dram-arty_a7`, `dram-ulx3s_85f`): the board's system
-simulation (`SimLink(top="dram-CONFIG")`, docs/dram.md: the memory device on LiteDRAM's
-controller with its SDRAM PHY model and the memory device model, the board's HwConfig). The
+simulation (`SimLink(top="dram-CONFIG-nouart")`, docs/dram.md: the memory device on
+LiteDRAM's controller with its SDRAM PHY model, the board's HwConfig; without the board's
+UART, whose byte time would make the 8.9 MB upload hours of simulation: `--uart` runs the
+system as tests/test_dram.py has it, UART included; the link's time is projected from its
+bytes either way). The
 unchanged host driver uploads the network through the link (checked by the device's
 CRC-32) and runs the frame. Besides the figures above: the heads checked bit-exact against
 the golden model (exit 1 when not), the upload's and the frame's simulator CPU seconds, the
@@ -80,6 +83,9 @@ def main() -> int:
     p.add_argument("--system", default="memory",
                    help="memory (the harness's memory model) or dram-BOARD (the board's "
                         "LiteDRAM system simulation)")
+    p.add_argument("--uart", action="store_true",
+                   help="dram-BOARD: through the board's UART as tests/test_dram.py (the "
+                        "upload alone is 10 x uart_divisor cycles a byte: hours)")
     p.add_argument("--image", default=str(ROOT / "assets" / "dog.jpg"))
     p.add_argument("--bundle", help="bundle (default: the shipped default bundle)")
     p.add_argument("--json", help="also write the numbers as JSON here")
@@ -172,11 +178,13 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
                x: np.ndarray) -> int:
     """The frame on the board's DRAM system simulation (module docstring)."""
     from hw.dram import generate
-    from hw.simulator import DRAM_SIM_BOARD
+    from hw.simulator import DRAM_SIM_BOARD, NO_UART
 
     b = BOARDS[board]
-    # the simulator tests/test_dram.py builds ("dram": the Arty's DRAM config)
-    top = "dram" if b.dram == DRAM_SIM_BOARD else f"dram-{b.dram}"
+    # the simulator tests/test_dram.py builds ("dram": the Arty's DRAM config), without its
+    # UART unless --uart
+    top = ("dram" if b.dram == DRAM_SIM_BOARD else f"dram-{b.dram}") + ("" if args.uart
+                                                                        else NO_UART)
     sim_core = generate(b.dram, cfg.mem_data_bits, sim=True)
     board_core = generate(b.dram, cfg.mem_data_bits)
     golden = GoldenModel(bundle)
@@ -211,7 +219,8 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
           f"{b.dram}: {board_core.meta['phy']} {board_core.meta['sdram_module']} "
           f"({board_core.meta['memtype']}, {board_core.meta['databits']} DQ, "
           f"{board_core.meta['nphases']} DFI phases) simulated by {sim_core.meta['phy']} "
-          f"({sim_core.meta['nphases']} phases)")
+          f"({sim_core.meta['nphases']} phases); simulator top {top} "
+          f"({'through' if args.uart else 'without'} the board's UART)")
     print(f"simulator ready in {t_ready:.1f} s; upload {upload:,} bytes in {upload_wall:.1f} s "
           f"wall ({cpu_up:.1f} s simulator CPU); frame simulated in {wall:.1f} s wall "
           f"({cpu_end - cpu_up:.1f} s simulator CPU); {link.cycles:,} simulated cycles in "
@@ -231,8 +240,9 @@ def dram_frame(args: argparse.Namespace, board: str, cfg: HwConfig, bundle: Bund
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": machine(), "load_average": load, "date": date, "system": args.system,
-            "board": board, "config_id": cfg.config_id_hex, "clock_hz": cfg.clock_hz,
-            "uart_baud": cfg.uart_baud, "heads_bit_exact": all(exact.values()),
+            "board": board, "simulator_top": top, "config_id": cfg.config_id_hex,
+            "clock_hz": cfg.clock_hz, "uart_baud": cfg.uart_baud,
+            "heads_bit_exact": all(exact.values()),
             "frame_cycles": f["cycles"], "model_cycles": f["model_cycles"],
             "stall_share": f["memory_stall_cycles"] / f["cycles"],
             "beyond_model_share": 1 - f["model_cycles"] / f["cycles"],

@@ -2,12 +2,15 @@
 sim/harness_cpp/main.cpp (protocol bytes over stdin/stdout): the streaming `DeviceTop`,
 or (``--top memory``) the memory device `MemDeviceTop` with the harness's model of the
 device memory behind its memory port, or (``--top dram``, ``--top dram-CONFIG``) the
-system of a board with its DRAM: the memory device on LiteDRAM's controller with its SDRAM
-PHY model (`hw.dram.system.DramSystem`, as the board build has it but for the PHY, the
-UART and the clocking; the Arty A7's DRAM config, or boards/dram/CONFIG.yml).
+system of a board with its DRAM: the board's core (`hw.build.BoardCore`: the UART with its
+FIFO, the LEDs) around the memory device on LiteDRAM's controller with its SDRAM PHY model
+(`hw.dram.system.DramSystem`), as the board build has it but for the PHY and the clocking,
+with the host's side of the UART (`UartBoard`); the Arty A7's DRAM config, or
+boards/dram/CONFIG.yml. ``dram-nouart``, ``dram-CONFIG-nouart``: the same system without
+the UART (the whole-frame bench).
 
     python -m hw.simulator --config hw_config.json --timeout-cycles N --dir DIR --key KEY
-                           [--top stream|memory|dram|dram-CONFIG]
+                           [--top stream|memory|dram|dram-CONFIG|dram[-CONFIG]-nouart]
 
 The host runtime (`sw.runtime.link.harness_binary`) runs this in a child process when no
 binary with the current key exists, so the runtime itself never imports Amaranth. The
@@ -29,11 +32,13 @@ from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import ClockDomain, DomainRenamer, Elaboratable, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
 from hw.spec.config import ConfigError, HwConfig
 
-__all__ = ["MAKEFLAGS", "VERILATOR_ARGS", "build", "build_harness", "connect_memory_pins",
-           "verilator", "verilator_env"]
+__all__ = ["MAKEFLAGS", "NO_UART", "VERILATOR_ARGS", "UartBoard", "build", "build_harness",
+           "connect_memory_pins", "verilator", "verilator_env"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_SRC = ROOT / "sim" / "harness_cpp" / "main.cpp"
@@ -58,8 +63,16 @@ TOPS = ("stream", "memory", "dram")
 DRAM_SIM_BOARD = "arty_a7"
 
 
+#: The suffix of a DRAM top without the UART ("dram-nouart", "dram-CONFIG-nouart"): the
+#: pipe feeds the system's byte streams. For the whole-frame bench only (bench/sim_frame.py:
+#: through the UART the 8.9 MB upload alone is 0.7-1.3 G cycles, hours of simulation).
+NO_UART = "-nouart"
+
+
 def dram_config(top: str) -> str | None:
-    """The DRAM config a top simulates ("dram", "dram-CONFIG"), or None (no DRAM)."""
+    """The DRAM config a top simulates ("dram", "dram-CONFIG", either with `NO_UART`), or
+    None (no DRAM)."""
+    top = top.removesuffix(NO_UART)
     if top == "dram":
         return DRAM_SIM_BOARD
     return top.removeprefix("dram-") if top.startswith("dram-") else None
@@ -96,7 +109,8 @@ class _PipeTop(Elaboratable):
             from hw.dram import generate
             from hw.dram.system import DramSystem
             self.core = generate(dram_config(top), cfg.mem_data_bits, sim=True)
-            self.dut = DramSystem(cfg, self.core, timeout_cycles)
+            system = DramSystem(cfg, self.core, timeout_cycles)
+            self.dut = system if top.endswith(NO_UART) else UartBoard(cfg, system)
         elif top == "memory":
             from hw.top.memory import MemDeviceTop
             self.dut = MemDeviceTop(cfg, timeout_cycles)
@@ -146,6 +160,64 @@ class _PipeTop(Elaboratable):
         return m
 
 
+class UartBoard(wiring.Component):
+    """A board's core as its build has it (`hw.build.BoardCore`: the device behind
+    `hw.uart.UartDevice`'s receiver, 16-byte FIFO and transmitter, the LEDs, the DRAM init
+    pins) with the host's side of the serial line: bytes on ``rx`` leave a `UartTx` on the
+    core's ``rxd``, its ``txd`` comes back through a `UartRx` as ``tx``, both at
+    `HwConfig.uart_divisor` cycles a bit. ``tx`` must be taken when valid (a receiver
+    cannot be stalled: a byte not taken before the next one completes is lost; the C++
+    harness always takes it).
+
+    The host's bytes wait until the device's first idle cycle (it has booted: the DRAM init
+    has finished). ``active``: the device's (a frame executes, the DRAM init runs) or a
+    byte on either line or in the core's FIFO, so the harness keeps the clock running
+    through the byte times. ``leds``, ``dram_done``, ``dram_error``: the core's pins.
+    """
+
+    def __init__(self, cfg: HwConfig, device: wiring.Component) -> None:
+        self.cfg = cfg
+        self.device = device
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          "active": Out(1), "leds": Out(3), "dram_done": Out(1),
+                          "dram_error": Out(1)})
+
+    def elaborate(self, platform: object) -> Module:
+        from hw.build import BoardCore
+        from hw.uart import UartRx, UartTx
+
+        m = Module()
+        div = self.cfg.uart_divisor
+        m.submodules.board = board = BoardCore(self.cfg, self.device)
+        m.submodules.host_tx = htx = UartTx(div)
+        m.submodules.host_rx = hrx = UartRx(div)
+        # The host opens the line once the board has booted: its first byte leaves after
+        # the device's first idle cycle (the DRAM init has finished). The harness counts
+        # quiet cycles from the last byte it moved, so bytes it could hand on during the
+        # init would wait unseen in the receiver's FIFO while it stopped the clock.
+        booted = Signal()
+        with m.If(~self.device.active):
+            m.d.sync += booted.eq(1)
+        m.d.comb += [htx.i.valid.eq(self.rx.valid & booted), htx.i.payload.eq(self.rx.payload),
+                     self.rx.ready.eq(htx.i.ready & booted)]
+        wiring.connect(m, hrx.o, wiring.flipped(self.tx))
+        m.d.comb += [board.rxd.eq(htx.txd), hrx.rxd.eq(board.txd),
+                     self.leds.eq(board.leds), self.dram_done.eq(board.dram_done),
+                     self.dram_error.eq(board.dram_error)]
+        # Busy: a byte on either line (from a start bit for a byte time and the receiver's
+        # synchroniser), in the device's receive FIFO, or the device's own active; held a
+        # few cycles more so the hand-overs between them leave no gap.
+        busy = (self.device.active | self.device.rx.valid | ~htx.i.ready | ~board.txd
+                | hrx.o.valid)
+        hold = Signal(range(10 * div + 33))
+        with m.If(busy):
+            m.d.sync += hold.eq(10 * div + 32)
+        with m.Elif(hold != 0):
+            m.d.sync += hold.eq(hold - 1)
+        m.d.comb += self.active.eq(busy | (hold != 0))
+        return m
+
+
 def connect_memory_pins(m: Module, pins: dict[str, Signal], mem: object) -> None:
     """Join a device's memory port `mem` to the harness's ``mem_*`` pins (its memory
     model): the command and write-data streams out, the read-data stream in."""
@@ -163,7 +235,8 @@ def build(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
     """Build DIR/harness of the `top` device for `cfg` (unless DIR/stamp.sha256 already
     holds `key`)."""
     if top not in TOPS and dram_config(top) is None:
-        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG)")
+        raise RuntimeError(f"unknown top {top!r} (choose from {', '.join(TOPS)}, dram-CONFIG, "
+                           f"either DRAM top with {NO_UART})")
     if top == "memory" and cfg.mem_data_bits <= 64:
         raise RuntimeError("the harness's memory model needs mem_data_bits > 64")
     cflags = (f"-DHARNESS_MEMORY -DMEM_WORD_BYTES={cfg.mem_word_bytes} "
@@ -211,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, help="build directory")
     p.add_argument("--key", required=True, help="cache key to stamp the build with")
     p.add_argument("--top", default="stream",
-                   help=f"which device top: {', '.join(TOPS)} or dram-CONFIG (boards/dram/)")
+                   help=f"which device top: {', '.join(TOPS)} or dram-CONFIG (boards/dram/); "
+                        f"a DRAM top with {NO_UART}: without the UART")
     args = p.parse_args(argv)
     try:
         cfg = HwConfig.load(args.config)

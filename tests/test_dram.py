@@ -1,14 +1,15 @@
 """LiteDRAM behind the memory device (docs/dram.md): each board's DRAM config generates a
 standalone core with a native port of HwConfig.mem_data_bits and an init program from
-LiteDRAM's own init data. In Verilator:
+LiteDRAM's own init data. In Verilator, the board's core (`hw.build.BoardCore`: its UART
+with the 16-byte FIFO, the LEDs) around `hw.dram.system.DramSystem` with LiteDRAM's PHY
+model, the host's bytes crossing a simulated serial line (`hw.simulator.UartBoard`):
 
-- the memory device on the Arty's DDR3 controller with LiteDRAM's PHY model comes up
-  (init replayed on wb_ctrl) and the host driver's MEM_WRITE / MEM_READ / MEM_CRC round
-  trips are bit-exact;
-- the ULX3S's system (`hw.dram.system.DramSystem`, as `python -m hw.build --board
-  ulx3s_85f` builds it, with SDRAMPHYModel in place of GENSDRPHY and the pipe in place of
-  the UART) reports its DRAM init through IDENTIFY / STATUS, round-trips the end of its
-  32 MB and runs the small network of tests/test_memory_device.py bit-exact;
+- the Arty's DDR3 system comes up (init replayed on wb_ctrl) and the host driver's
+  MEM_WRITE / MEM_READ / MEM_CRC round trips are bit-exact;
+- the ULX3S's system (as `python -m hw.build --board ulx3s_85f` builds it, with
+  SDRAMPHYModel in place of GENSDRPHY) reports its DRAM init through IDENTIFY / STATUS,
+  round-trips the end of its 32 MB and runs the small network bit-exact;
+- every byte costs its 10 bits of the UART divisor's cycles (the UART is in the path);
 - the contract's DRAM CSR layouts (hw.spec.dram) match every generated core's csr.json,
   core.json and sdram_phy.h; over CSR_READ / CSR_WRITE through the unchanged host driver
   the simulated controllers (ULX3S SDR 1:1, Arty DDR3 1:4) take a DFII software-control
@@ -22,22 +23,25 @@ from __future__ import annotations
 import random
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from boards import BOARDS
 from hw.dram import DramError, check_csr_map, configs, csr_map, generate, init_program
-from hw.spec import protocol
+from hw.spec import intmath, protocol
 from hw.spec.config import DEFAULT, load_config
 from hw.spec.dram import CSR_MAPS, DfiiCommand, DfiiControl, DramPhy
 from hw.spec.engine import param_bytes
 from hw.spec.memory import Pass
 from hw.spec.protocol import DramFlag, Err, Feature, Op, ProgramFlag
 from sw.runtime.device import Device, DeviceError
+from sw.runtime.golden import GoldenModel
 from sw.runtime.leveling import Dfii, level
 from sw.runtime.link import SimLink
-from tests.test_memory_device import test_network_uploaded_once_and_bit_exact as _network_test
+from sw.runtime.resident import ResidentNetwork
+from tests.conftest import random_images, small_bundle
 
 ULX3S = BOARDS["ulx3s_85f"]
 #: Bytes each board's DRAM moves per controller cycle at most.
@@ -132,7 +136,29 @@ def test_ulx3s_system_reports_its_dram(ulx3s_link, ulx3s_cfg) -> None:
 
 def test_ulx3s_system_runs_the_small_network(ulx3s_link, ulx3s_cfg, small_net,
                                              small_model) -> None:
-    _network_test(ulx3s_link, small_net, small_model, cfg=ulx3s_cfg)
+    """Uploaded once, one frame: the heads bit-exact through the driver, every stored layer
+    with a contiguous view checked in DRAM by MEM_CRC. (A byte costs 150 cycles on the
+    3 Mbaud line: reading every layer back as tests/test_memory_device.py does would take
+    about 50 M cycles, over 2 minutes of CPU.)"""
+    dev = Device(ulx3s_link, timeout=60.0, retries=0)
+    bundle = small_bundle(small_net, small_model, hw=ulx3s_cfg)
+    net = ResidentNetwork(dev, ulx3s_cfg, bundle)
+    assert net.upload() > 0 and net.resident()
+    x = intmath.quantize_input(random_images(1, small_net.width, seed=1)[0])
+    run = net.run(x)
+    want = GoldenModel(bundle).run(x, keep=True)
+    assert run.heads and all(np.array_equal(h, want[i]) for i, h in run.heads.items())
+    checked = 0
+    for i, view in enumerate(net.image.layer_views):
+        if view is None or view.pitch != view.channels * view.value_bytes:
+            continue
+        raw = np.zeros(view.nbytes, np.uint8)
+        replace(view, addr=0).write(raw, want[i])
+        assert dev.mem_crc(view.addr, view.nbytes) == zlib.crc32(raw.tobytes()), f"layer {i}"
+        checked += 1
+    assert checked >= len(small_net.layers) // 2
+
+
 
 
 #: The layout each board's core has (board build, and the --sim core of the system
@@ -262,3 +288,31 @@ def test_ulx3s_csr_requests(ulx3s_link, ulx3s_cfg) -> None:
     # row's column 0 the leveling wrote its patterns to
     burst = cmap.phases * cmap.beats * cmap.databits // 8
     assert dev.mem_crc(burst, len(want) - burst) == zlib.crc32(want[burst:])
+
+
+def test_the_uart_is_in_the_path(ulx3s_cfg) -> None:
+    """The ULX3S's system simulation carries the link's bytes over the UART: every byte in
+    and out costs at least its 10 bits of `uart_divisor` cycles: 2,000+ bytes, at least
+    300k cycles (this session took 377k; 66k on the same system without the UART, the
+    bench's `dram-ulx3s_85f-nouart`, measured 2026-11-28)."""
+    data = np.random.default_rng(5).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    with SimLink(ulx3s_cfg, top=f"dram-{ULX3S.dram}") as lk:
+        moved = [0]
+        write, read = lk.write, lk.read
+
+        def counted_write(b: bytes) -> None:
+            moved[0] += len(b)
+            write(b)
+
+        def counted_read(timeout: float) -> bytes:
+            b = read(timeout)
+            moved[0] += len(b)
+            return b
+
+        lk.write, lk.read = counted_write, counted_read
+        dev = Device(lk, timeout=30.0, retries=0)
+        assert dev.status().dram == DramFlag.INIT_DONE
+        dev.mem_write(5000, data)
+        assert dev.mem_read(5000, len(data)) == data
+    assert moved[0] > 2 * len(data)
+    assert lk.cycles >= 10 * ulx3s_cfg.uart_divisor * moved[0]

@@ -130,8 +130,9 @@ def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
 def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
                    top: str = "stream") -> Path:
     """The simulator binary of the `top` device ("stream": today's streaming top;
-    "memory": the device with its memory; "dram": the device on LiteDRAM's controller and
-    SDRAM PHY model, "dram-CONFIG" the same with boards/dram/CONFIG.yml) for `cfg` and
+    "memory": the device with its memory; "dram": the board's core, UART included, around
+    the device on LiteDRAM's controller and SDRAM PHY model, "dram-CONFIG" the same with
+    boards/dram/CONFIG.yml, either with "-nouart": without the UART) for `cfg` and
     `timeout_cycles`, built first if no build with the current key exists
     (sim/sim_build/device_harness-<top>-<id>-<timeout>/)."""
     build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
@@ -184,9 +185,11 @@ class SimLink(PipeLink):
     stdin/stdout. After `close`, `cycles` holds the clock cycles the simulation ran and
     (memory top) `mem_stats` the memory model's counts.
 
-    `top`: "stream" (the streaming device), "dram" (the memory device on LiteDRAM's
-    controller and its SDRAM PHY model, docs/dram.md; "dram-CONFIG": a board's system
-    with boards/dram/CONFIG.yml, e.g. "dram-ulx3s_85f") or "memory" (the device with its
+    `top`: "stream" (the streaming device), "dram" (the board's core with its UART around
+    the memory device on LiteDRAM's controller and its SDRAM PHY model, docs/dram.md;
+    "dram-CONFIG": a board's system with boards/dram/CONFIG.yml, e.g. "dram-ulx3s_85f";
+    either with "-nouart": the pipe feeds the device's bytes, no UART) or "memory" (the
+    device with its
     memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
     preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
     N`` etc. set its timing, sim/harness_cpp/main.cpp)."""
