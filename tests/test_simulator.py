@@ -20,12 +20,14 @@ BOOT = 300
 
 class EchoDevice(wiring.Component):
     """Busy (``active``) for `BOOT` cycles after reset, then ``init_done`` (or
-    ``init_error`` with `fail`); answers each byte with the byte + 1."""
+    ``init_error`` with `fail`; ``unleveled`` stays low, as on a DRAM without leveling);
+    answers each byte with the byte + 1."""
 
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
-                          "active": Out(1), "init_done": Out(1), "init_error": Out(1)})
+                          "active": Out(1), "init_done": Out(1), "init_error": Out(1),
+                          "unleveled": Out(1)})
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
