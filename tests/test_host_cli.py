@@ -302,8 +302,10 @@ def test_sim_filters_the_heads_by_default(tmp_path):
         frames[name] = json.loads((out / "layer_report.json").read_text())["frame"]
         dets[name] = json.loads((out / "detections.json").read_text())
     assert dets["auto"] == dets["on"] == dets["whole"] and dets["auto"]
-    link = {name: f["link_bytes_per_frame"] for name, f in frames.items()}
-    assert link["auto"] == link["on"] != link["whole"] == link["conf0"], link
+    heads = {name: (f["heads_filtered"], f["head_link_bytes"]) for name, f in frames.items()}
+    assert heads["auto"] == heads["on"] and len(heads["auto"][0]) == 2, heads   # both heads
+    assert heads["whole"] == heads["conf0"] and heads["whole"][0] == [], heads
+    assert heads["auto"][1] != heads["whole"][1], heads
 
 
 # -- video and camera ----------------------------------------------------------------------

@@ -156,6 +156,7 @@ class ResidentNetwork:
                               f"program on {dev.link.name} stopped at pass {st.passes} "
                               f"(layer {im.pass_layers[min(st.passes, len(im.passes) - 1)]})")
         heads = {}
+        h_out, h_in = dev.bytes_out, dev.bytes_in
         for i in im.heads:
             v = im.layer_views[i]
             if filters and i in filters:
@@ -163,9 +164,12 @@ class ResidentNetwork:
                 continue
             raw = np.frombuffer(dev.mem_read(v.addr, v.nbytes), np.uint8)
             heads[i] = dataclasses.replace(v, addr=0).read(raw)
+        head_link = dev.bytes_out - h_out + dev.bytes_in - h_in
         link = dev.bytes_out - out0 + dev.bytes_in - in0
         trace = dev.mem_read(self.trace, TRACE_BYTES * len(im.passes))
         run = self._report(st, trace, link)
+        run.frame["head_link_bytes"] = head_link
+        run.frame["heads_filtered"] = sorted(i for i in im.heads if filters and i in filters)
         run.heads = heads
         return run
 
