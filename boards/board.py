@@ -49,6 +49,9 @@ class Board:
     #: What each of `leds` shows (hw.build.BoardTop): "heartbeat", "rx", "tx", "link"
     #: (rx or tx), "ready" (clock locked, out of reset, DRAM up; blinks on a DRAM error).
     led_roles: tuple[str, ...] = ("heartbeat", "rx", "tx", "ready")
+    #: nextpnr-ecp5's placement seed (``--seed``) where its default does not route the
+    #: board's system (router2 diverging); None: nextpnr's default.
+    nextpnr_seed: int | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property

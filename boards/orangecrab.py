@@ -81,4 +81,8 @@ ORANGECRAB_85F = Board(
     dram="orangecrab_85f", dram_resource=("ddram", 0),
     # three LEDs (the RGB LED): red heartbeat, green ready (DRAM up), blue link activity
     led_roles=("heartbeat", "ready", "link"),
+    # with nextpnr's default seed router2 diverged on the system with the CSR requests
+    # (overuse rising from 3,712 wires at iteration 13 to 7,865 at 25, 2026-11-28); seed 3
+    # routed it in 70 iterations
+    nextpnr_seed=3,
 )

@@ -571,7 +571,9 @@ def build(board: Board, cfg: HwConfig, build_dir: Path, *, run_estimate: bool = 
         _open_flow_env()
         plan_ = platform.build(top, name=NAME, build_dir=str(build_dir), do_build=False,
                                synth_opts=SYNTH_OPTS, script_after_synth=SYNTH_AFTER,
-                               nextpnr_opts=NEXTPNR_OPTS)
+                               nextpnr_opts=NEXTPNR_OPTS + (
+                                   f" --seed {board.nextpnr_seed}"
+                                   if board.nextpnr_seed is not None else ""))
         plan_.extract(str(build_dir))
         write_stamp(build_dir, board, cfg, system=system, eth=eth)
         if place_and_route:

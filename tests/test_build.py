@@ -168,6 +168,7 @@ def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
     assert "litedram_core" in il and "read_verilog  litedram_core.v" in (
         out / "tinyyolo.ys").read_text()
     assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
+    assert "--seed" not in (out / "build_tinyyolo.sh").read_text()     # nextpnr's default
     stamp = json.loads((out / hwb.STAMP).read_text())        # the tree, no bitstream yet
     assert stamp["tree"]["config_id"] == ULX3S_CFG.config_id_hex and "bitstream" not in stamp
     assert stamp["tree"]["system"] == "dram" and stamp["tree"]["dram"] == "ulx3s_85f"
@@ -206,7 +207,7 @@ def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
     assert "EHXPLLL" not in (out / "tinyyolo.il").read_text()   # the core's CRG, not ours
     script = (out / "build_tinyyolo.sh").read_text()
     assert "--85k" in script and "--speed 8" in script and "dfu-suffix" not in script
-    assert "--router router2" in script
+    assert "--router router2" in script and "--seed 3" in script     # the board's seed
     # Yosys maps the LUTs with its classic ABC, not ABC9 (hw.build.SYNTH_AFTER)
     ys = (out / "tinyyolo.ys").read_text()
     assert "synth_ecp5 -run begin:map_luts" in ys and "abc -dress -lut 4:7" in ys
