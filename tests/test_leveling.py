@@ -296,7 +296,7 @@ class ModelLink(Link):
         return out
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the link is a Python object."""
 
 
 def test_driver_levels_an_unleveled_dram_before_use() -> None:

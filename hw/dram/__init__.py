@@ -196,11 +196,12 @@ def csr_map(core: GeneratedCore) -> DramCsrMap:
 def check_csr_map(core: GeneratedCore) -> DramCsrMap:
     """`csr_map(core)`, checked against the core's own CSR addresses (csr.json), data
     path, phases and DFII constants (core.json) and its PHY's leveling ranges (LiteDRAM's
-    sdram_phy.h): DramError naming the first difference."""
+    sdram_phy.h): DramError naming every difference."""
     m = core.meta
     cmap = csr_map(core)
-    csr = {k: v["addr"] for k, v in core.csr_json()["csr_registers"].items()}
-    sizes = {k: v["size"] for k, v in core.csr_json()["csr_registers"].items()}
+    registers = core.csr_json()["csr_registers"]
+    csr = {k: v["addr"] for k, v in registers.items()}
+    sizes = {k: v["size"] for k, v in registers.items()}
     want: dict[str, int] = {"sdram_dfii_control": cmap.control}
     for p in range(cmap.phases):
         for reg in ("command", "command_issue", "address", "baddress", "wrdata", "rddata"):

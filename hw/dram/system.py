@@ -50,9 +50,6 @@ class DramSystem(wiring.Component):
         self.timeout_cycles = timeout_cycles
         self.eth = eth
         self.dram = LiteDRAMCore(cfg, core, connect, unused)    # checks the core's ports now
-        #: The PHY needs read leveling on a board and `DramInit` does not run it
-        #: (docs/dram.md): STATUS says so (`DramFlag.UNLEVELED`) until the host marks it.
-        self.needs_leveling = bool(core.meta.get("read_leveling")) and not core.meta.get("sim")
         #: The CSR layout the host is told (checked against the core's own now).
         self.csr_map = check_csr_map(core)
         super().__init__({
@@ -90,7 +87,10 @@ class DramSystem(wiring.Component):
             self.active.eq(dev.active | ~settled),
             self.init_done.eq(dram.init_done & ~error),
             self.init_error.eq(error),
-            self.unleveled.eq(self.init_done & self.needs_leveling & ~csr.leveled),
+            # a PHY with leveling registers (a board's DDR3; `DramInit` does not level):
+            # UNLEVELED until the host marks it leveled (docs/dram.md)
+            self.unleveled.eq(self.init_done & (self.csr_map.leveling is not None)
+                              & ~csr.leveled),
             dev.dram_flags.eq(Cat(self.init_done, self.init_error, self.unleveled,
                                   csr.leveled)),
         ]

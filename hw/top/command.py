@@ -85,12 +85,12 @@ class CommandDecoder(wiring.Component):
     ``mem_read_len`` bytes from the output FIFO as DATA frames of MAX_PAYLOAD and a last OK
     with the rest.
     With ``csr=True`` (a DRAM controller behind the device) CSR_READ and CSR_WRITE go to
-    ``csr_*`` (else UNSUPPORTED): after a length check (BAD_LENGTH) and while no program runs
-    (else BUSY), the payload's word address (and value) are collected, an address outside
-    `protocol.CSR_WINDOW_WORDS` answers BAD_ADDRESS, else ``csr_go`` (one cycle) starts the
-    access with ``csr_we`` / ``csr_addr`` / ``csr_wdata`` (held until the reply); at
-    ``csr_done`` the reply is OK (CSR_READ: ``csr_rdata``) or, on ``csr_err``, ERROR
-    BAD_ADDRESS.
+    ``csr`` (`csr_access`; else UNSUPPORTED): after a length check (BAD_LENGTH) and while
+    no program runs (else BUSY), the payload's word address (and value) are collected, an
+    address outside `protocol.CSR_WINDOW_WORDS` answers BAD_ADDRESS, else ``csr.go`` (one
+    cycle) starts the access with ``csr.we`` / ``csr.addr`` / ``csr.wdata`` (held until
+    the reply); at ``csr.done`` the reply is OK (CSR_READ: ``csr.rdata``) or, on
+    ``csr.err``, ERROR BAD_ADDRESS.
     ``active``: a frame is waiting or being executed.
     """
 
@@ -108,10 +108,7 @@ class CommandDecoder(wiring.Component):
             "mem_err": In(ErrCode), "mem_done": In(1), "mem_read_len": In(32),
             "mem_crc": In(32),
         } if memory else {}
-        csr_ports = {
-            "csr_go": Out(1), "csr_we": Out(1), "csr_addr": Out(range(protocol.CSR_WINDOW_WORDS)),
-            "csr_wdata": Out(32), "csr_done": In(1), "csr_rdata": In(32), "csr_err": In(1),
-        } if csr else {}
+        csr_ports = {"csr": Out(csr_access())} if csr else {}
         super().__init__({
             "frame": In(stream.Signature(frame_info_layout)),
             "read_start": Out(1),
@@ -332,11 +329,11 @@ class CommandDecoder(wiring.Component):
     def _csr_states(self, m: Module, error: Callable[[object], None],
                     good: Callable[[], None], reply: Callable[..., None]) -> None:
         """CSR_READ / CSR_WRITE: the payload's little-endian words collected, the address
-        checked, then one access on ``csr_*``."""
+        checked, then one access on ``csr``."""
         frame, args = self.frame.payload, self._csr_args
         taken, addr = Signal(4), args[:32]
-        m.d.comb += [self.csr_we.eq(frame.opcode == OpCode.CSR_WRITE),
-                     self.csr_addr.eq(addr), self.csr_wdata.eq(args[32:])]
+        m.d.comb += [self.csr.we.eq(frame.opcode == OpCode.CSR_WRITE),
+                     self.csr.addr.eq(addr), self.csr.wdata.eq(args[32:])]
         with m.State("CSR_ARGS"):
             m.d.comb += self.payload.ready.eq(1)
             with m.If(self.payload.valid):
@@ -353,14 +350,14 @@ class CommandDecoder(wiring.Component):
                 error(ErrCode.BAD_ADDRESS)
             with m.Else():
                 m.d.sync += taken.eq(0)
-                m.d.comb += self.csr_go.eq(1)
+                m.d.comb += self.csr.go.eq(1)
                 m.next = "CSR_WAIT"
         with m.State("CSR_WAIT"):
-            with m.If(self.csr_done & self.csr_err):
+            with m.If(self.csr.done & self.csr.err):
                 error(ErrCode.BAD_ADDRESS)
-            with m.Elif(self.csr_done):
+            with m.Elif(self.csr.done):
                 good()
-                reply(ReplyCode.OK, self.csr_rdata,
+                reply(ReplyCode.OK, self.csr.rdata,
                       Mux(frame.opcode == OpCode.CSR_READ, 4, 0))
 
     def _memory_states(self, m: Module, error: Callable[[object], None],

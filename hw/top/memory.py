@@ -238,10 +238,7 @@ class MemDeviceTop(wiring.Component):
         dec = CommandDecoder(ident.encode(), engine=False, memory=True, csr=self.dram)
         m.d.comb += dec.dram.eq(self.dram_flags)
         if self.dram:
-            m.d.comb += [self.csr.go.eq(dec.csr_go), self.csr.we.eq(dec.csr_we),
-                         self.csr.addr.eq(dec.csr_addr), self.csr.wdata.eq(dec.csr_wdata),
-                         dec.csr_done.eq(self.csr.done), dec.csr_rdata.eq(self.csr.rdata),
-                         dec.csr_err.eq(self.csr.err)]
+            wiring.connect(m, dec.csr, wiring.flipped(self.csr))
         rep = link_endpoint(m, self, dec, self.timeout_cycles)
         m.submodules.commands = cmd = MemoryCommands(cfg)
         m.submodules.accel = acc = Accelerator(cfg)

@@ -17,6 +17,7 @@ is set (STATUS: `DramFlag.LEVELED`).
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,10 +261,10 @@ def level(port: CsrPort, cmap: DramCsrMap, *, seed: int = 0x5EED, min_window: in
                     f"{', '.join(map(str, bad))} failed check {k + 1} of {verify} "
                     f"({sum(errs)} bits wrong): the read window is unstable")
     except BaseException:
-        try:                        # leave the controller running; the first error counts
+        # leave the controller running; the first error counts (the link itself may be
+        # what failed, so a second one here is dropped)
+        with contextlib.suppress(Exception):
             dfii.hardware_control()
-        except Exception:           # the link itself may be what failed
-            pass
         raise
     dfii.hardware_control()
     dfii.write(CSR_LEVELED_WORD, 1)
