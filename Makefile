@@ -10,8 +10,12 @@ setup:
 demo: setup
 	$(PY) sw/host.py --image dog.jpg --out out/demo
 
+# Tests run on TEST_JOBS pytest-xdist workers (the development machines have 2 cores);
+# simulator builds are shared between workers under a lock. TEST_JOBS=0 runs them serially.
+TEST_JOBS ?= 2
+
 test: setup
-	$(PY) -m pytest -q tests sim
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal tests sim
 
 lint: setup
 	.venv/bin/ruff check .

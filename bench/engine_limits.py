@@ -1,7 +1,7 @@
 """What limits the layer engine's MAC utilization, per layer, and what changes would buy.
 
     python -m bench.engine_limits [--board NAME | --config HWCONFIG.json] [--json]
-    python -m bench.engine_limits --board NAME --search
+    python -m bench.engine_limits --board NAME --search [--min-macs N]
 
 Two parts, both from the no-stall schedule (`hw.spec.engine.engine_cycles`, checked
 against Verilator within 1% by sim/test_engine.py and bench/board_slices.py):
@@ -62,7 +62,15 @@ class Change:
     - ``split``: a packed group (the RGB layer) runs two horizontally adjacent pixels in
       ``ceil(2 * 27 / C)`` vectors a row block, the vector shared by both pixels split
       between two accumulators per row (needs a second partial-sum tap in the array);
-    - ``params_hidden``: a pass's parameter beats overlap the previous pass (frame total).
+    - ``params_hidden``: a pass's parameter beats overlap the previous pass (frame total);
+    - ``flat``: every pass walks its ``k*k*cin`` products per output as one flat run of
+      ``ceil(k*k*cin / C)`` vectors (channel-major within the pixel: the reorder word q
+      already holds flat bytes ``9Cq .. 9C(q+1) - 1`` in that order, so a vector is still
+      one C-byte slice of one word), instead of ``k*k`` taps of ``ceil(cin/C)`` chunks:
+      the packed first layer's walk for every layer, so C need not divide ``cin``;
+    - ``word_beats``: the parameter port takes a whole memory word a beat
+      (``mem_word_bytes``) instead of ``param_beat`` bytes (a power of two dividing C:
+      2 bytes for C = 26).
     """
 
     name: str = "as built"
@@ -70,16 +78,21 @@ class Change:
     col0: bool = False
     split: bool = False
     params_hidden: bool = False
+    flat: bool = False
+    word_beats: bool = False
 
 
 #: The projections printed (each a change the analysis in docs/engine.md discusses).
 CHANGES = (
     Change(),
     Change("column 0 at 2 values/cycle", col0=True),
+    Change("parameter beats a memory word", word_beats=True),
     Change("serializer 2 ch/cycle", ser=2),
     Change("serializer 2 + split packing", ser=2, split=True),
     Change("all above, serializer 4", ser=4, split=True, col0=True),
     Change("all above + params hidden", ser=4, split=True, col0=True, params_hidden=True),
+    Change("all above + flat walk", ser=4, split=True, col0=True, params_hidden=True,
+           flat=True, word_beats=True),
 )
 
 
@@ -91,6 +104,8 @@ def _per_pixel(cfg: HwConfig, w: int, cin: int, cout: int, k: int, pool: int,
     if packed(cfg, k, cin):
         kk = 1
         nq = math.ceil(2 * TAPS * cin / c) / 2 if ch.split else math.ceil(TAPS * cin / c)
+    elif ch.flat:
+        nq, kk = math.ceil(kk * cin / c), 1
     ser = (cout / 2 if column_pooled(cfg, w, cout, pool) else cout) / ch.ser
     return nrb * kk * nq, ser
 
@@ -180,7 +195,8 @@ def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, flo
     image = compile_network(bundle, cfg)
     eng = sum(schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool,
                        p.input_pairs(cfg), ch) for p in image.passes)
-    beats = sum(p.param_len // cfg.param_beat for p in image.passes)
+    beat = cfg.mem_word_bytes if ch.word_beats else cfg.param_beat
+    beats = sum(-(-p.param_len // beat) for p in image.passes)
     total = eng + (0 if ch.params_hidden else beats)
     macs = sum(image.macs)
     return {"engine_cycles": eng, "param_beats": beats, "cycles_per_frame": total,
@@ -189,18 +205,23 @@ def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, flo
             "fps_compute": cfg.clock_hz / total}
 
 
-def search(board: str, ch: Change, top: int = 8) -> list[tuple[float, float, int, int]]:
-    """Array shapes R x C (two MACs per multiplier on Artix-7, one on ECP5; at least 300
-    MACs; 1,024 weight words) within the board's multipliers, ranked by fps with `ch`
-    applied: (fps, utilization, R, C). Block RAM is not checked."""
+#: Array widths `search` tries with the flat walk (C need not divide the channel counts).
+WIDTHS = (8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32)
+
+
+def search(board: str, ch: Change, top: int = 8,
+           min_macs: int = 300) -> list[tuple[float, float, int, int]]:
+    """Array shapes R x C (two MACs per multiplier on Artix-7, one on ECP5; at least
+    `min_macs` MACs; 1,024 weight words) within the board's multipliers, ranked by fps with
+    `ch` applied: (fps, utilization, R, C). Block RAM is not checked."""
     base = board_config(board)
     bundle = Bundle.load(shipped_bundle(base), expect=base)
     pack = 2 if BOARDS[board].family == "xc7" else 1
     dsp = BOARDS[board].capacity["DSP48E1" if pack == 2 else "MULT18X18D"]
     out = []
-    for c in (8, 12, 16, 24, 32):
+    for c in WIDTHS if ch.flat else (8, 12, 16, 24, 32):
         for r in range(pack, 129, pack):
-            if r * c // pack + 2 > dsp or r * c < 300:
+            if r * c // pack + 2 > dsp or r * c < min_macs:
                 continue
             cfg = dataclasses.replace(base, array_rows=r, array_cols=c, mac_pack=pack,
                                       weight_mem_bytes=1024 * r * c)
@@ -243,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object")
     ap.add_argument("--search", action="store_true",
                     help="with --board: rank array shapes with every change of CHANGES[-1]")
+    ap.add_argument("--min-macs", type=int, default=300,
+                    help="with --search: the smallest array tried (default 300)")
     args = ap.parse_args(argv)
     if args.search:
         if not args.board:
             ap.error("--search needs --board")
         print(f"{args.board}: shapes with '{CHANGES[-1].name}' (model; block RAM not checked)")
-        for fps, util, r, c in search(args.board, CHANGES[-1]):
+        for fps, util, r, c in search(args.board, CHANGES[-1], min_macs=args.min_macs):
             print(f"  {r}x{c}: {fps:.2f} fps, {util:.1%} utilization")
         return 0
     cfg = board_config(args.board) if args.board else load_config(args.config)

@@ -8,6 +8,7 @@ WAVES=1 in the environment builds a tracing variant (own directory) and writes d
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -39,17 +40,19 @@ def _build(top: wiring.Component | str, toplevel: str, build_dir: Path, platform
         f.read_text() for f in extra)).encode()).hexdigest()
     stamp = build_dir / "stamp.sha256"
     binary = build_dir / toplevel
-    if binary.exists() and stamp.exists() and stamp.read_text() == digest:
-        return
     build_dir.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    vfile = build_dir / f"{toplevel}.v"
-    vfile.write_text(source)
-    runner = get_runner("verilator")
-    runner.build(sources=[vfile, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
-                 build_args=list(VERILATOR_ARGS), waves=_waves(), always=True,
-                 log_file=build_dir / "build.log")
-    stamp.write_text(digest)
+    with open(build_dir / ".lock", "w") as lock:    # parallel test workers build once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.exists() and stamp.exists() and stamp.read_text() == digest:
+            return
+        stamp.unlink(missing_ok=True)
+        vfile = build_dir / f"{toplevel}.v"
+        vfile.write_text(source)
+        runner = get_runner("verilator")
+        runner.build(sources=[vfile, *extra], hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=list(VERILATOR_ARGS), waves=_waves(), always=True,
+                     log_file=build_dir / "build.log")
+        stamp.write_text(digest)
 
 
 def run_block(top: wiring.Component | str, toplevel: str, variant: str, cfg: HwConfig,

@@ -2,14 +2,20 @@
 with its memory (MemDeviceTop in the Verilator harness with its memory model): the network
 preloaded through the harness's backdoor, the frame run by the host driver over the framed
 protocol (input written, program run, heads read), every stored layer output compared with
-the golden model bit for bit from the device memory dumped at the end."""
+the golden model bit for bit from the device memory dumped at the end.
+
+Two configs: the default (8x8, one multiplier per MAC) and the Arty A7-100T's
+(`boards/arty_a7_100.json`: 50x8 with `mac_pack = 2`, two int8 MACs per DSP48E1-shaped
+multiplier, `hw.packed_mul`), so the packed array runs a whole frame bit-exact too."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from boards import BOARDS
 from hw.spec import intmath
-from hw.spec.config import DEFAULT
+from hw.spec.config import DEFAULT, HwConfig
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import CALIB_DIR, shipped_bundle
 from sw.runtime.device import Device
@@ -21,17 +27,25 @@ from sw.runtime.resident import ResidentNetwork
 from tests.reference import check_layers
 
 
-def test_full_frame_bit_exact(tmp_path) -> None:
-    bundle = Bundle.load(shipped_bundle(DEFAULT), expect=DEFAULT)
+def _board_config(name: str) -> HwConfig:
+    return HwConfig.load(BOARDS[name].default_config_path())
+
+
+@pytest.mark.parametrize("config", ["default", "arty_a7_100"])
+def test_full_frame_bit_exact(tmp_path, config: str) -> None:
+    cfg = DEFAULT if config == "default" else _board_config(config)
+    if config == "arty_a7_100":
+        assert cfg.mac_pack == 2          # the packed array is what this case is for
+    bundle = Bundle.load(shipped_bundle(cfg), expect=cfg)
     lb, _ = letterbox(load_image(CALIB_DIR / "dog.jpg"), bundle.input_shape[0])
     x = intmath.quantize_input(lb)
     golden = GoldenModel(bundle).run(x, keep=True)
-    image = compile_network(bundle, DEFAULT)
+    image = compile_network(bundle, cfg)
     pre, dump = tmp_path / "network.bin", tmp_path / "memory.bin"
-    pre.write_bytes(ResidentNetwork.preload_image_of(image, bundle, DEFAULT))
+    pre.write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
     args = ["--load", f"0:{pre}", "--dump", f"0:{image.end}:{dump}"]
-    with SimLink(DEFAULT, top="memory", harness_args=args) as link:
-        net = ResidentNetwork(Device(link, timeout=60.0), DEFAULT, bundle)
+    with SimLink(cfg, top="memory", harness_args=args) as link:
+        net = ResidentNetwork(Device(link, timeout=60.0), cfg, bundle)
         run = net.run(x)                            # preloaded: no upload
     compared = check_layers(bundle, image, np.fromfile(dump, np.uint8), golden)
     # 24 layers: 5 convs ran with their max pool fused, conv 18 wrote its upsample; the
