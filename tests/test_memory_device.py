@@ -160,3 +160,35 @@ def test_memory_protocol_errors(link) -> None:
     assert st.program_error == Err.BAD_PROGRAM and st.passes == 0 and not st.program & 2
     assert dev.mem_read(16384, 64) == before
     assert dev.identify(expect=DEFAULT).features & protocol.Feature.MEMORY
+
+
+def test_input_rows_sent_only_when_changed(link, small_net, small_model) -> None:
+    """After the first frame only the input rows that changed are written; the device's
+    CRC-32 of the whole input catches memory that no longer holds the last image (here
+    overwritten behind the network's back), and the image is then written whole."""
+    dev = Device(link, timeout=30.0)
+    bundle = small_bundle(small_net, small_model)
+    net = ResidentNetwork(dev, DEFAULT, bundle)
+    net.upload()
+    golden = GoldenModel(bundle)
+    x1 = intmath.quantize_input(random_images(1, small_net.width, seed=7)[0])
+    x2 = x1.copy()
+    x2[2:5] = intmath.quantize_input(random_images(1, small_net.width, seed=8)[0])[2:5]
+    row = x1[0].nbytes
+    addr = net.image.input.addr
+
+    def check(x: np.ndarray, sent: int) -> None:
+        run = net.run(x)
+        assert run.frame["input_bytes_sent"] == sent
+        assert dev.mem_read(addr, x.nbytes) == x.tobytes()
+        want = golden.run(x)
+        for i, h in run.heads.items():
+            assert np.array_equal(h, want[i]), f"head {i}"
+
+    check(x1, x1.nbytes)                            # the first frame: whole
+    check(x2, 3 * row)                              # rows 2-4 changed
+    check(x2, 0)                                    # nothing changed
+    dev.mem_write(addr + 6 * row, bytes(row))       # the device's copy spoiled
+    check(x2, x2.nbytes)                            # CRC mismatch: written whole
+    net.upload(force=True)                          # an upload forgets the last input
+    check(x1, x1.nbytes)

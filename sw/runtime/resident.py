@@ -6,6 +6,12 @@ device whose upload broke off never looks as if it held the network; the uploade
 (program and parameter blocks) is checked with the device's CRC-32. A device that already
 holds this exact network (same record, same CRC) is not uploaded to again; a different
 bundle, or one for other number formats, replaces it.
+
+Input: the first frame writes the whole int8 image; later frames write only the rows
+that differ from the last image this object wrote (a letterboxed image's padding rows,
+the static parts of a video), then check the device's CRC-32 of the whole input against
+the new image and write it whole if they differ (the device was reset, or something else
+wrote there), so the device always computes on exactly the image given.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from sw.runtime.device import Device, DeviceError
 from sw.runtime.link import LinkError, LinkTimeout
 from sw.runtime.program import HEADER_BYTES, NetworkImage, compile_network
 
-__all__ = ["FrameRun", "HeadFilter", "ResidentNetwork"]
+__all__ = ["FrameRun", "HeadFilter", "ResidentNetwork", "changed_rows"]
 
 _MAGIC = b"TYNET\x00\x00\x01"
 #: The record at address 0: magic, numerics id, config id, the bundle's content hash (16
@@ -43,6 +49,17 @@ def _header(image: NetworkImage, bundle: Bundle, cfg: HwConfig, region: bytes) -
     return struct.pack(_HEADER, _MAGIC, cfg.numerics_id, cfg.config_id,
                        bytes.fromhex(bundle.content_hash)[:16], image.program_addr,
                        len(image.passes), image.tensors_addr, hashlib.sha256(region).digest()[:16])
+
+
+def changed_rows(old: bytes, new: bytes, row: int) -> list[tuple[int, int]]:
+    """The byte ranges ``[lo, hi)`` of `new` covering its rows of `row` bytes that differ
+    from `old` (same length), consecutive changed rows joined into one range."""
+    a = np.frombuffer(old, np.uint8).reshape(-1, row)
+    b = np.frombuffer(new, np.uint8).reshape(-1, row)
+    diff = np.concatenate([[False], (a != b).any(axis=1), [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(diff))
+    return [(int(lo) * row, int(hi) * row) for lo, hi in zip(edges[::2], edges[1::2],
+                                                             strict=True)]
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class ResidentNetwork:
         self.image: NetworkImage = compile_network(bundle, cfg)
         self.trace = self.image.end
         self.upload_bytes = 0
+        self._input: bytes | None = None     # the last input written (None: unknown)
 
     # -- upload ---------------------------------------------------------------------
     def _region(self) -> tuple[int, bytes]:
@@ -109,6 +127,7 @@ class ResidentNetwork:
         if not force and self.resident():
             return 0
         t0 = time.monotonic()
+        self._input = None
         self.dev.mem_write(0, bytes(HEADER_BYTES))
         every = max(len(region) // 20, 1)
         report = ((lambda n: progress(f"upload: {n:,} of {len(region):,} bytes") if
@@ -127,6 +146,22 @@ class ResidentNetwork:
         return self.upload_bytes
 
     # -- frames ---------------------------------------------------------------------
+    def _write_input(self, data: bytes) -> int:
+        """Write the frame's input (module docstring: only the changed rows when the last
+        input written is known, then the device's CRC-32 checked); input bytes sent."""
+        addr, prev = self.image.input.addr, self._input
+        self._input = None                          # unknown until this write completes
+        runs = ([(0, len(data))] if prev is None or len(prev) != len(data)
+                else changed_rows(prev, data, len(data) // self.bundle.input_shape[0]))
+        for lo, hi in runs:
+            self.dev.mem_write(addr + lo, data[lo:hi])
+        sent = sum(hi - lo for lo, hi in runs)
+        if sent < len(data) and self.dev.mem_crc(addr, len(data)) != protocol.crc32(data):
+            self.dev.mem_write(addr, data)
+            sent += len(data)
+        self._input = data
+        return sent
+
     def run(self, x: np.ndarray, timeout: float = 3600.0,
             progress: Callable[[int, int], None] | None = None,
             filters: dict[int, HeadFilter] | None = None) -> FrameRun:
@@ -139,7 +174,7 @@ class ResidentNetwork:
             raise ValueError(f"network input must be int8 {self.bundle.input_shape}, "
                              f"got {x.dtype} {x.shape}")
         out0, in0 = dev.bytes_out, dev.bytes_in
-        dev.mem_write(im.input.addr, np.ascontiguousarray(x).tobytes())
+        sent = self._write_input(np.ascontiguousarray(x).tobytes())
         dev.program_run(im.program_addr, len(im.passes), self.trace)
         deadline = time.monotonic() + timeout
         pause = 0.01             # STATUS polls back off: few bytes on the link per frame
@@ -169,6 +204,7 @@ class ResidentNetwork:
         trace = dev.mem_read(self.trace, TRACE_BYTES * len(im.passes))
         run = self._report(st, trace, link)
         run.frame["head_link_bytes"] = head_link
+        run.frame["input_bytes_sent"] = sent
         run.frame["heads_filtered"] = sorted(i for i in im.heads if filters and i in filters)
         run.heads = heads
         return run
