@@ -75,9 +75,9 @@ ORANGECRAB_85F = Board(
     leds=(("led", 0), ("led", 1), ("led", 2)),
     capacity={"LUT4": 83_640, "FF": 83_640, "MULT18X18D": 156, "DP16KD": 208},
     loader_board="orangecrab",
-    # 54 MHz: the DRAM controller's system clock (boards/dram/orangecrab_85f.yml, made by
-    # its CRG from the 48 MHz oscillator), which the accelerator shares; 3 Mbaud (divisor
-    # 18), what common USB-serial adapters do. (README, Boards: nextpnr's Fmax.)
+    # 48 MHz: the DRAM controller's system clock (boards/dram/orangecrab_85f.yml), which
+    # the accelerator shares; 3 Mbaud (divisor 16), what common USB-serial adapters do.
+    # (A 54 MHz build placed at 68.06 MHz, 2026-11-28; its routing was not finished.)
     hw_config="orangecrab_85f.json",
     dram="orangecrab_85f", dram_resource=("ddram", 0),
     # three LEDs (the RGB LED): red heartbeat, green ready (DRAM up), blue link activity
