@@ -77,6 +77,7 @@ ORANGECRAB_85F = Board(
     loader_board="orangecrab",
     # 48 MHz: the DRAM controller's system clock (boards/dram/orangecrab_85f.yml), which
     # the accelerator shares; 3 Mbaud (divisor 16), what common USB-serial adapters do.
+    # (A 54 MHz build placed at 68.06 MHz, 2026-11-28; its routing was not finished.)
     hw_config="orangecrab_85f.json",
     dram="orangecrab_85f", dram_resource=("ddram", 0),
     # three LEDs (the RGB LED): red heartbeat, green ready (DRAM up), blue link activity

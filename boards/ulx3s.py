@@ -19,8 +19,10 @@ ULX3S_85F = Board(
     leds=(("led", 0), ("led", 1), ("led", 2), ("led", 3)),
     capacity={"LUT4": 83_640, "FF": 83_640, "MULT18X18D": 156, "DP16KD": 208},
     loader_board="ulx3s",
-    # 3 Mbaud (the FT231X's limit, not 12 Mbaud) at 45 MHz (divisor 15): the default
-    # config's 100 MHz is not met by nextpnr on this speed-6 part (92-94 MHz, README, Boards).
+    # 3 Mbaud (the FT231X's limit, not 12 Mbaud) at 45 MHz (divisor 15): the DRAM system
+    # places at 51-53 MHz on this speed-6 part (README, Boards); the project's PLL makes
+    # nothing from 48 to 57 MHz out of 25 MHz with an exact 3 Mbaud divisor, and 60 MHz
+    # is not met.
     hw_config="ulx3s_85f.json",
     dram="ulx3s_85f", dram_resource=("sdram", 0),
 )

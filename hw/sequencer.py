@@ -27,9 +27,9 @@ progress_layout = data.StructLayout({"running": 1, "done": 1, "error": 8, "passe
                                      "cycles": 32})
 
 #: Cycles between a pass's registers and the engine's start: the engine judges the
-#: registers as they were two cycles before (`LayerEngine.shape_ok`), the span check's
-#: products take three.
-SETTLE = 3
+#: registers as they were two cycles before (`LayerEngine.shape_ok`), the span and length
+#: checks' pipeline (`Sequencer`'s products) takes five.
+SETTLE = 5
 
 
 class Sequencer(wiring.Component):
@@ -91,30 +91,48 @@ class Sequencer(wiring.Component):
         view, fits = decode_pass(cfg, m, raw)
         wait = Signal(range(SETTLE + 1))
 
-        # The pass's spans (hw.spec.memory.Pass.in_span / out_span), products registered
-        # over the SETTLE cycles (`products`, clocked in SETTLE only, where they are
-        # checked: a simulator then skips them while the pass runs): every end within the
-        # memory.
+        # The pass's checks, computed over the SETTLE cycles in `products` (clocked in
+        # SETTLE only, where they are judged: a simulator then skips them while the pass
+        # runs), a pipeline whose every stage holds at most one multiply or one wide add or
+        # compare (the builds' timing). Each register keeps its expression's full shape, so
+        # the ends are the same integers as ``addr + (n - 1) * pitch + bytes``, written as
+        # ``(addr + bytes - pitch) + n * pitch`` (one 18 x 16 multiply each, n_out's as
+        # ``(w' * h' * pitch) << 2 * upsample``), then cut to the same widths.
         d = self.desc
+        products: list = []
+
+        def reg(expr: Value, name: str) -> Signal:
+            r = Signal(Value.cast(expr).shape(), name=name)
+            products.append(r.eq(expr))
+            return r
+
+        # The spans (hw.spec.memory.Pass.in_span / out_span): every end within the memory.
         vb = Mux(d.head, out_value_bytes(cfg, True), 1)
         s2 = d.pool == POOL_S2
         n_in = Signal(2 * (cfg.max_width.bit_length()))
         n_out = Signal(len(n_in) + 2)
         in_end = Signal(34 + 16)
         out_end = Signal(34 + 16)
-        products = [
-            n_in.eq(d.width * d.height),
-            n_out.eq(Mux(s2, (d.width >> 1) * (d.height >> 1), d.width * d.height)
-                     << Cat(0, d.upsample)),
-            in_end.eq(d.in_addr + (n_in - 1) * d.in_pitch + d.cin),
-            out_end.eq(d.out_addr + (n_out - 1) * d.out_pitch + d.cout * vb),
-        ]
-        spans_ok = ((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes)
-                    & (d.param_addr + d.param_len <= cfg.mem_bytes) & (n_out != 0))
+        assert len(d.width) + len(d.height) <= len(n_in)
+        n_pool = reg(Mux(s2, d.width >> 1, d.width) * Mux(s2, d.height >> 1, d.height), "n_pool")
+        in_ac = reg(d.in_addr + d.cin, "in_ac")
+        cv = reg(d.cout * vb, "cv")
+        pa_end = reg(d.param_addr + d.param_len, "pa_end")
+        products.append(n_in.eq(d.width * d.height))
+        in_base = reg(in_ac - d.in_pitch, "in_base")
+        in_prod = reg(n_in * d.in_pitch, "in_prod")
+        out_ac = reg(d.out_addr + cv, "out_ac")
+        out_q = reg(n_pool * d.out_pitch, "out_q")
+        pa_ok = reg(pa_end <= cfg.mem_bytes, "pa_ok")
+        products.append(n_out.eq(n_pool << Cat(0, d.upsample)))
+        products.append(in_end.eq(in_base + in_prod))
+        out_base = reg(out_ac - d.out_pitch, "out_base")
+        products.append(out_end.eq(out_base + (out_q << Cat(0, d.upsample))))
+        spans_ok = reg((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes) & pa_ok
+                       & (n_out != 0), "spans_ok")
 
-        # The parameter block's length (`hw.spec.engine.param_bytes`), products registered
-        # over the SETTLE cycles: cout x taps x the walk padded to C, the tail (5 bytes a
-        # channel) padded to param_beat.
+        # The parameter block's length (`hw.spec.engine.param_bytes`): cout x taps x the
+        # walk padded to C, the tail (5 bytes a channel) padded to param_beat.
         C = cfg.array_cols
 
         def up_c(v: Value) -> Value:            # v rounded up to a multiple of C
@@ -125,14 +143,16 @@ class Sequencer(wiring.Component):
         per_out = Signal(range(TAPS * (cfg.max_in_channels + TAPS * PACK_CIN + C) + 1))
         tail = Signal(32)
         plen = Signal(48)
+        c5 = reg(5 * d.cout, "c5")
         products += [
             walk_pad.eq(up_c(Mux(pk, TAPS * PACK_CIN, d.cin))),
             per_out.eq(Mux(d.k3 & ~pk, TAPS * walk_pad, walk_pad)),
-            tail.eq((5 * d.cout + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
-            plen.eq(d.cout * per_out + tail),
+            tail.eq((c5 + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
         ]
+        pl_prod = reg(d.cout * per_out, "pl_prod")
+        products.append(plen.eq(pl_prod + tail))
         beat_bits = (cfg.param_beat - 1).bit_length()
-        params_ok = (plen == d.param_len) & (d.param_addr[:beat_bits] == 0)
+        params_ok = reg((plen == d.param_len) & (d.param_addr[:beat_bits] == 0), "params_ok")
         m.d.comb += [rd.ranges.payload.addr.eq(addr), rd.ranges.payload.len.eq(PASS_BYTES),
                      rd.o.ready.eq(1),
                      tw.ranges.payload.addr.eq(trace), tw.ranges.payload.len.eq(TRACE_BYTES)]

@@ -18,9 +18,9 @@ from hw.clocking import ClockError, ecp5_pll, mmcm_plan
 from hw.nextpnr import parse_nextpnr_fmax
 from hw.spec.config import DEFAULT, HwConfig
 
-#: The ULX3S's own config (45 MHz, 3 Mbaud).
+#: The ULX3S's own config (3 Mbaud; its clock as its DRAM config's sys_clk_freq).
 ULX3S_CFG = HwConfig.load(BOARDS["ulx3s_85f"].default_config_path())
-#: The OrangeCrab's (48 MHz: its DRAM controller's clock).
+#: The OrangeCrab's (its clock: its DRAM controller's).
 ORANGECRAB_CFG = HwConfig.load(BOARDS["orangecrab_85f"].default_config_path())
 
 
@@ -152,9 +152,9 @@ def test_arty_dram_tree_without_vivado(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
-    """The ULX3S's system: the project's PLL makes the 45 MHz clock the SDRAM controller
+    """The ULX3S's system: the project's PLL makes the clock the SDRAM controller
     (GENSDRPHY) and the accelerator share; the SDRAM clock pin is that clock, inverted,
-    through a DDR output register."""
+    through a DDR output register; the synchronised reset goes on a global (DCCA)."""
     out = tmp_path / "ulx3s"
     assert main(["--board", "ulx3s_85f", "--no-estimate", "--no-pnr",
                  "--build-dir", str(out)]) == 0
@@ -164,7 +164,7 @@ def test_ulx3s_tree_without_pnr(tmp_path: Path) -> None:
     for pin in ("F19", "M20", "P20", "P19", "J16", "U19"):  # SDRAM clk, a0, cs, ba0, dq0, dm0
         assert f'SITE "{pin}"' in lpf
     il = (out / "tinyyolo.il").read_text()
-    assert "EHXPLLL" in il and "CLKFB_DIV" in il and "ODDRX1F" in il
+    assert "EHXPLLL" in il and "CLKFB_DIV" in il and "ODDRX1F" in il and "DCCA" in il
     assert "litedram_core" in il and "read_verilog  litedram_core.v" in (
         out / "tinyyolo.ys").read_text()
     assert (out / "build_tinyyolo.sh").exists() and not (out / "tinyyolo.bit").exists()
@@ -179,8 +179,8 @@ def test_dram_build_refuses_a_config_the_dram_cannot_run(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--board", "ulx3s_85f", "--hw-config", str(_write_config(tmp_path)),
                  "--no-estimate", "--no-pnr", "--build-dir", str(tmp_path / "a")]) == 1
-    assert "runs its controller at 45 MHz (sys_clk_freq) but HwConfig clock_hz is 100 MHz" in \
-        capsys.readouterr().err
+    assert (f"runs its controller at {ULX3S_CFG.clock_hz / 1e6:g} MHz (sys_clk_freq) but "
+            "HwConfig clock_hz is 100 MHz") in capsys.readouterr().err
     big = _write_config(tmp_path, **{**ULX3S_CFG.to_dict(), "mem_bytes": 1 << 26})
     assert main(["--board", "ulx3s_85f", "--hw-config", str(big), "--no-estimate", "--no-pnr",
                  "--build-dir", str(tmp_path / "b")]) == 1
@@ -192,7 +192,7 @@ def test_dram_build_refuses_a_config_the_dram_cannot_run(tmp_path: Path,
 
 def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
     """The OrangeCrab's system: LiteDRAM's ECP5DDRPHY core with its own CRG (its PLL makes
-    the 48 MHz system clock from the oscillator), the DDR3L pins as litex-boards has them."""
+    the system clock from the 48 MHz oscillator), the DDR3L pins as litex-boards has them."""
     out = tmp_path / "orangecrab"
     assert main(["--board", "orangecrab_85f", "--no-estimate", "--no-pnr",
                  "--build-dir", str(out)]) == 0
@@ -204,7 +204,8 @@ def test_orangecrab_tree_without_pnr(tmp_path: Path) -> None:
     for pin in ("J18", "D6", "B7", "A6", "B15", "G18", "C17", "D16", "C13", "L18", "K16"):
         assert f'SITE "{pin}"' in lpf
     assert "EHXPLLL" in (out / "litedram_core.v").read_text()
-    assert "EHXPLLL" not in (out / "tinyyolo.il").read_text()   # the core's CRG, not ours
+    il = (out / "tinyyolo.il").read_text()
+    assert "EHXPLLL" not in il and "DCCA" in il     # the core's CRG, not ours; reset global
     script = (out / "build_tinyyolo.sh").read_text()
     assert "--85k" in script and "--speed 8" in script and "dfu-suffix" not in script
     assert "--router router2" in script and "--seed 3" in script     # the board's seed

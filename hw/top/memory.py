@@ -99,8 +99,13 @@ class MemoryCommands(wiring.Component):
         trace = args[48:80]
         records, record_bytes = args[32:48], args[48:64]    # MEM_MASK
         key_offset, threshold = args[64:80], args[80:96]
-        span = Signal(32)                       # MEM_MASK's bytes, a cycle after the args
-        m.d.sync += span.eq(records * record_bytes)
+        # The checks' operands in two register stages after the args (states SPAN, ENDS):
+        # the products, then the ends (at most one multiply or one wide add a cycle).
+        span = Signal(32)                       # MEM_MASK's bytes
+        run_bytes = Signal(16 + PASS_BYTES.bit_length())
+        trace_bytes = Signal(16 + TRACE_BYTES.bit_length())
+        m.d.sync += [span.eq(records * record_bytes), run_bytes.eq(count * PASS_BYTES),
+                     trace_bytes.eq(count * TRACE_BYTES)]
         m.d.comb += [mask.records.eq(records), mask.record_bytes.eq(record_bytes),
                      mask.key_offset.eq(key_offset), mask.threshold.eq(threshold)]
         wlen = Signal(16)
@@ -108,16 +113,19 @@ class MemoryCommands(wiring.Component):
         m.d.comb += [wlen.eq(length - ARG_BYTES[MemOp.WRITE]), self.crc.eq(crc.value),
                      self.read_len.eq(Mux(is_mask, (records + 7) >> 3, size))]
         end = Signal(34)
+        trace_end = Signal(34)
+        key_fits = Signal()
         with m.Switch(op):
             with m.Case(MemOp.WRITE):
-                m.d.comb += end.eq(addr + wlen)
+                m.d.sync += end.eq(addr + wlen)
             with m.Case(MemOp.READ, MemOp.CRC):
-                m.d.comb += end.eq(addr + size)
+                m.d.sync += end.eq(addr + size)
             with m.Case(MemOp.RUN):
-                m.d.comb += end.eq(addr + count * PASS_BYTES)
+                m.d.sync += end.eq(addr + run_bytes)
             with m.Case(MemOp.MASK):
-                m.d.comb += end.eq(addr + span)
-        trace_end = trace + count * TRACE_BYTES
+                m.d.sync += end.eq(addr + span)
+        m.d.sync += [trace_end.eq(trace + trace_bytes),
+                     key_fits.eq(key_offset + 2 <= record_bytes)]
 
         # The reader's bytes: MEM_READ's out on `rbytes`, MEM_CRC's into the CRC, MEM_MASK's
         # into the mask, whose bytes go out on `rbytes`.
@@ -151,7 +159,9 @@ class MemoryCommands(wiring.Component):
                 with m.Elif(nargs == need):
                     m.d.sync += args.eq(args >> gap)
                     m.next = "SPAN"
-            with m.State("SPAN"):              # MEM_MASK's span registered from the args
+            with m.State("SPAN"):              # the products registered from the args
+                m.next = "ENDS"
+            with m.State("ENDS"):              # the ends registered from the products
                 m.next = "CHECK"
             with m.State("CHECK"):
                 with m.Switch(op):
@@ -165,7 +175,7 @@ class MemoryCommands(wiring.Component):
                               & (trace_end <= cfg.mem_bytes),
                               Mux(count == 0, ErrCode.BAD_PROGRAM, ErrCode.BAD_ADDRESS))
                     with m.Case(MemOp.MASK):
-                        shape_ok = (records != 0) & (key_offset + 2 <= record_bytes)
+                        shape_ok = (records != 0) & key_fits
                         check(shape_ok & (end <= cfg.mem_bytes),
                               Mux(shape_ok, ErrCode.BAD_ADDRESS, ErrCode.BAD_LENGTH))
                 m.next = "JUDGED"
