@@ -52,13 +52,18 @@ def board_config(name: str) -> HwConfig:
     return load_config(path) if path else DEFAULT
 
 
-def link_bytes(image_bytes: int, read_bytes: int) -> int:
-    """Bytes both ways for one frame: MEM_WRITE requests of the image (an address and up to
-    MAX_PAYLOAD - 4 bytes each, an OK reply each), MEM_READ requests of the heads and
-    trace (DATA frames of MAX_PAYLOAD bytes, then an OK with the rest), PROGRAM_RUN."""
+def write_bytes(n: int) -> int:
+    """Link bytes of writing `n` bytes with MEM_WRITE: requests of an address and up to
+    MAX_PAYLOAD - 4 bytes each, an OK reply each."""
     chunk = protocol.MAX_PAYLOAD - 4
-    writes = math.ceil(image_bytes / chunk)
-    out = image_bytes + writes * (FRAME_BYTES + 4 + FRAME_BYTES)
+    return n + math.ceil(n / chunk) * (FRAME_BYTES + 4 + FRAME_BYTES)
+
+
+def link_bytes(image_bytes: int, read_bytes: int) -> int:
+    """Bytes both ways for one frame: MEM_WRITE requests of the image (`write_bytes`),
+    MEM_READ requests of the heads and trace (DATA frames of MAX_PAYLOAD bytes, then an OK
+    with the rest), PROGRAM_RUN."""
+    out = write_bytes(image_bytes)
     frames = math.ceil(read_bytes / protocol.MAX_PAYLOAD) + 1
     inb = read_bytes + frames * FRAME_BYTES + FRAME_BYTES + 8
     return out + inb + 2 * FRAME_BYTES + 10

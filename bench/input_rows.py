@@ -27,28 +27,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from bench.fps import FRAME_BYTES, board_config
+from bench.fps import FRAME_BYTES, board_config, write_bytes
 from bench.golden_frame import machine
 from boards import BOARDS
-from hw.spec import intmath, protocol
+from hw.spec import intmath
 from sw.runtime.postprocess import letterbox, load_image
 from sw.runtime.resident import changed_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 416
-
-
-def write_bytes(n: int) -> int:
-    """Link bytes of writing `n` bytes with MEM_WRITE (address + up to MAX_PAYLOAD - 4
-    bytes a request, an OK reply each)."""
-    chunk = protocol.MAX_PAYLOAD - 4
-    return n + math.ceil(n / chunk) * (FRAME_BYTES + 4 + FRAME_BYTES)
 
 
 def crop_16_9(img: np.ndarray) -> np.ndarray:
