@@ -8,8 +8,8 @@ against Verilator within 1% by sim/test_engine.py and bench/board_slices.py):
 
 1. **Where the cycles go**, per conv layer of the compiled program (all its groups): the
    cycles split into the ideal (MACs / (R*C)), *row padding* (``ceil(cout/R)`` row blocks
-   for ``cout`` channels), *lane padding* (``ceil(cin/C)`` chunks of C lanes, or 27 of
-   ``ceil(27/C)*C`` lanes in the packed first layer), *serializer* (a pixel's ``cout``
+   for ``cout`` channels), *lane padding* (the flat walk's ``k*k*cin`` products in
+   ``ceil(k*k*cin/C)`` vectors of C lanes), *serializer* (a pixel's ``cout``
    channels, one a cycle, longer than its array vectors) and *fill and bubbles* (the
    window generator's row 0 and the start of row 1 before the first window, input-bound
    stretches at one byte a cycle, the pipeline tail). ``bound`` names the per-pixel
@@ -42,7 +42,7 @@ from hw.spec.engine import (
     PassError,
     column_pooled,
     mac_latency,
-    packed,
+    walk_vectors,
 )
 from hw.spec.memory import ProgramError
 from sw.runtime.bundle import Bundle
@@ -59,15 +59,10 @@ class Change:
     - ``ser``: the serializer, requantizer and output take ``ser`` channels a cycle;
     - ``col0``: the 3x3 walk's column-0 positions (no window) take two input values a
       cycle, as row 0 does with two-value transfers;
-    - ``split``: a packed group (the RGB layer) runs two horizontally adjacent pixels in
+    - ``split``: the RGB layer (3x3, 3 channels) runs two horizontally adjacent pixels in
       ``ceil(2 * 27 / C)`` vectors a row block, the vector shared by both pixels split
       between two accumulators per row (needs a second partial-sum tap in the array);
     - ``params_hidden``: a pass's parameter beats overlap the previous pass (frame total);
-    - ``flat``: every pass walks its ``k*k*cin`` products per output as one flat run of
-      ``ceil(k*k*cin / C)`` vectors (channel-major within the pixel: the reorder word q
-      already holds flat bytes ``9Cq .. 9C(q+1) - 1`` in that order, so a vector is still
-      one C-byte slice of one word), instead of ``k*k`` taps of ``ceil(cin/C)`` chunks:
-      the packed first layer's walk for every layer, so C need not divide ``cin``;
     - ``word_beats``: the parameter port takes a whole memory word a beat
       (``mem_word_bytes``) instead of ``param_beat`` bytes (a power of two dividing C:
       2 bytes for C = 26).
@@ -78,7 +73,6 @@ class Change:
     col0: bool = False
     split: bool = False
     params_hidden: bool = False
-    flat: bool = False
     word_beats: bool = False
 
 
@@ -91,23 +85,19 @@ CHANGES = (
     Change("serializer 2 + split packing", ser=2, split=True),
     Change("all above, serializer 4", ser=4, split=True, col0=True),
     Change("all above + params hidden", ser=4, split=True, col0=True, params_hidden=True),
-    Change("all above + flat walk", ser=4, split=True, col0=True, params_hidden=True,
-           flat=True, word_beats=True),
+    Change("all above + word beats", ser=4, split=True, col0=True, params_hidden=True,
+           word_beats=True),
 )
 
 
 def _per_pixel(cfg: HwConfig, w: int, cin: int, cout: int, k: int, pool: int,
                ch: Change) -> tuple[float, float]:
     """(array vectors, serializer cycles) of one output pixel."""
-    r, c = cfg.array_rows, cfg.array_cols
-    nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
-    if packed(cfg, k, cin):
-        kk = 1
-        nq = math.ceil(2 * TAPS * cin / c) / 2 if ch.split else math.ceil(TAPS * cin / c)
-    elif ch.flat:
-        nq, kk = math.ceil(kk * cin / c), 1
+    nrb, nv = math.ceil(cout / cfg.array_rows), walk_vectors(cfg, k, cin)
+    if ch.split and k == 3 and cin == 3:
+        nv = math.ceil(2 * TAPS * cin / cfg.array_cols) / 2
     ser = (cout / 2 if column_pooled(cfg, w, cout, pool) else cout) / ch.ser
-    return nrb * kk * nq, ser
+    return nrb * nv, ser
 
 
 def schedule(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
@@ -205,7 +195,7 @@ def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, flo
             "fps_compute": cfg.clock_hz / total}
 
 
-#: Array widths `search` tries with the flat walk (C need not divide the channel counts).
+#: Array widths `search` tries (with the flat walk C need not divide the channel counts).
 WIDTHS = (8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32)
 
 
@@ -219,7 +209,7 @@ def search(board: str, ch: Change, top: int = 8,
     pack = 2 if BOARDS[board].family == "xc7" else 1
     dsp = BOARDS[board].capacity["DSP48E1" if pack == 2 else "MULT18X18D"]
     out = []
-    for c in WIDTHS if ch.flat else (8, 12, 16, 24, 32):
+    for c in WIDTHS:
         for r in range(pack, 129, pack):
             if r * c // pack + 2 > dsp or r * c < min_macs:
                 continue

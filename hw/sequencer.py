@@ -11,7 +11,7 @@ from hw.dma import RangeReader, RangeWriter
 from hw.memport import MemArbiter, mem_port
 from hw.passio import decode_pass, pass_layout
 from hw.spec.config import HwConfig
-from hw.spec.engine import PACK_CIN, POOL_S2, TAPS, out_value_bytes, packed
+from hw.spec.engine import POOL_S2, TAPS, out_value_bytes
 from hw.spec.memory import PASS_BYTES, TRACE_BYTES
 from hw.spec.protocol import Err
 
@@ -131,22 +131,20 @@ class Sequencer(wiring.Component):
         spans_ok = reg((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes) & pa_ok
                        & (n_out != 0), "spans_ok")
 
-        # The parameter block's length (`hw.spec.engine.param_bytes`): cout x taps x the
-        # walk padded to C, the tail (5 bytes a channel) padded to param_beat.
+        # The parameter block's length (`hw.spec.engine.param_bytes`): cout x the flat
+        # walk (k*k*cin) padded to C, the tail (5 bytes a channel) padded to param_beat.
         C = cfg.array_cols
 
         def up_c(v: Value) -> Value:            # v rounded up to a multiple of C
             return (v + C - 1) & ~(C - 1) if C & (C - 1) == 0 else (v + C - 1) // C * C
 
-        pk = d.k3 & (d.cin == PACK_CIN) if packed(cfg, 3, PACK_CIN) else 0
-        walk_pad = Signal(range(cfg.max_in_channels + TAPS * PACK_CIN + C))
-        per_out = Signal(range(TAPS * (cfg.max_in_channels + TAPS * PACK_CIN + C) + 1))
+        walk = reg(Mux(d.k3, (d.cin << 3) + d.cin, d.cin), "walk")
+        per_out = Signal(range(TAPS * cfg.max_in_channels + C))
         tail = Signal(32)
         plen = Signal(48)
         c5 = reg(5 * d.cout, "c5")
         products += [
-            walk_pad.eq(up_c(Mux(pk, TAPS * PACK_CIN, d.cin))),
-            per_out.eq(Mux(d.k3 & ~pk, TAPS * walk_pad, walk_pad)),
+            per_out.eq(up_c(walk)),
             tail.eq((c5 + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
         ]
         pl_prod = reg(d.cout * per_out, "pl_prod")

@@ -41,6 +41,10 @@ CONFIGS = {
     # two MACs per multiplier (packed DSP48E1 multipliers, another MAC array latency)
     "small_packed": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
                              line_buffer_depth=256, weight_mem_bytes=2304, mac_pack=2),
+    # C = 6 lanes: no channel count of the list is a multiple of C, so every flat walk
+    # ends in a part-filled vector and most vectors cross channels
+    "small_c6": HwConfig(array_rows=4, array_cols=6, max_width=32, max_in_channels=64,
+                         line_buffer_depth=256, weight_mem_bytes=2304),
 }
 
 Layer = tuple[int, int, int, int, int, bool, bool, int, str]  # H W cin cout k leaky head pool
@@ -66,7 +70,7 @@ def layers(cfg: HwConfig, seed: int) -> list[Layer]:
         (3, 3, 4, 3, 3, False, True, 0, "max"),            # saturation, head and int8
         (3, 3, 4, 3, 3, True, False, 0, "min"),
         (3, 4, 2 * cfg.array_cols + 1, 2 * cfg.array_rows + 1, 3, True, False, 0, "rand"),
-        # packed (cin = PACK_CIN) and column-pooled (pool 1, cout <= HPOOL_BLOCKS * R)
+        # the RGB layer's walk (27 products) and column-pooled (pool 1, cout <= 2R)
         (6, 9, 3, 2 * cfg.array_rows, 3, True, False, 1, "rand"),
         (5, 6, 3, 2 * cfg.array_rows + 1, 3, False, False, 1, "rand"),
         (4, 6, 5, 2 * cfg.array_rows - 1, 3, True, False, 1, "max"),
@@ -293,7 +297,8 @@ def test_engine(name: str) -> None:
     # Layer 12 also with one input value a transfer (the streaming device's input).
     slices = ([[13, 13, 512, 1024, 3, 0], [13, 13, 512, 1024, 3, 0, 1],
                [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1], [13, 13, 256, 512, 3, 2]]
-              if name == "default" else [[4, 4, 64, 64, 3, 0], [4, 4, 64, 64, 3, 0, 1]])
+              if name == "default" else [[4, 4, 64, 64, 3, 0], [4, 4, 64, 64, 3, 0, 1],
+                                         [6, 6, 13, 8, 3, 0], [5, 5, 29, 8, 1, 0]])
     run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
               {"seed": 3000 + len(name), "idle": 0.25, "stall": 0.25, "slices": slices},
               seed=13)

@@ -13,16 +13,15 @@ import numpy as np
 from hw.spec import intmath
 from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.engine import (
-    PACK_CIN,
     POOL_NONE,
     POOL_S1,
     POOL_S2,
     TAPS,
     column_pooled,
     max_group,
-    packed,
     param_bytes,
     param_walk,
+    walk_vectors,
 )
 from hw.spec.memory import Pass
 from sw.runtime import golden
@@ -131,15 +130,13 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
                 and (pool == POOL_NONE or not layer["head"])
                 and (not k3 or w * cin <= cfg.line_buffer_depth)
                 and (pool == POOL_NONE or w * cout <= cfg.line_buffer_depth))
-    pk = k3 and packed(cfg, 3, cin)
     hpool = column_pooled(cfg, w, cout, pool)
     s2 = pool == POOL_S2
-    walk_cin = TAPS * PACK_CIN if pk else cin
+    walk = param_walk(3 if k3 else 1, cin)
     conv_w = w // 2 if hpool else w
     setup = {
-        "pk": int(pk), "hpool": int(hpool), "walk_cin": walk_cin,
-        "kk_last": TAPS - 1 if k3 and not pk else 0,
-        "cout_m1": cout - 1, "cin_m1": cin - 1, "walk_cin_m1": walk_cin - 1,
+        "k3": int(k3), "hpool": int(hpool), "walk": walk,
+        "cout_m1": cout - 1, "cin_m1": cin - 1, "walk_m1": walk - 1,
         "width_m1": w - 1, "height_m1": h - 1, "conv_w_m1": conv_w - 1,
         "out_w_m1": (w // 2 if s2 else w) - 1, "out_h_m1": (h // 2 if s2 else h) - 1,
         "out_none": int(s2 and (w < 2 or h < 2)),
@@ -153,17 +150,18 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
 def ref_pass_params(mem: np.ndarray, p: Pass,
                     cfg: HwConfig = DEFAULT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A pass's parameter block read from a memory image (`group_params` on `cfg`: each
-    output channel's walk padded to a multiple of C, the tail padded to C):
-    (w OHWI int8, b int32, shift)."""
-    k, c = p.k, cfg.array_cols
-    taps, walk = param_walk(cfg, k, p.cin)
-    padded = -(-walk // c) * c
-    n = p.cout * taps * padded
+    output channel's flat walk, input channel-major, padded to a multiple of C, the tail
+    padded to param_beat): (w OHWI int8, b int32, shift)."""
+    k = p.k
+    walk = param_walk(k, p.cin)
+    padded = walk_vectors(cfg, k, p.cin) * cfg.array_cols
+    n = p.cout * padded
     blob = mem[p.param_addr:p.param_addr + p.param_len]
     assert p.param_len == param_bytes(cfg, k, p.cin, p.cout), \
         "param_len does not match the pass's shape"
-    w = blob[:n].view(np.int8).reshape(p.cout, taps, padded)[:, :, :walk]
-    return (w.reshape(p.cout, k, k, p.cin), blob[n:n + 4 * p.cout].view("<i4"),
+    w = blob[:n].view(np.int8).reshape(p.cout, padded)[:, :walk]
+    return (w.reshape(p.cout, p.cin, k, k).transpose(0, 2, 3, 1),
+            blob[n:n + 4 * p.cout].view("<i4"),
             blob[n + 4 * p.cout:n + 5 * p.cout].astype(np.int64))
 
 

@@ -63,24 +63,20 @@ def test_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_search_ranks_shapes_within_the_part() -> None:
-    found = el.search("arty_a7_100", el.CHANGES[-2], top=5)    # the widths 8, 12, 16, 24, 32
+    found = el.search("arty_a7_100", el.CHANGES[-2], top=5)
     assert len(found) == 5 and found == sorted(found, reverse=True)
     for fps, util, r, c in found:
         assert r * c // 2 + 2 <= 240 and r * c >= 300 and 0 < util < 1 and fps > 9
 
 
 def test_flat_walk_and_word_beats() -> None:
-    # Flat walk: ceil(k*k*cin / C) vectors a row block instead of k*k * ceil(cin / C).
+    # The flat walk as built: ceil(k*k*cin / C) vectors a row block, not k*k * ceil(cin / C).
     wide = dataclasses.replace(DEFAULT, array_rows=16, array_cols=26, mac_pack=2,
                                weight_mem_bytes=1024 * 16 * 26)
-    flat = el.Change(flat=True)
-    assert el._per_pixel(wide, 13, 16, 32, 3, POOL_NONE, el.Change()) == (2 * 9 * 1, 32)
-    assert el._per_pixel(wide, 13, 16, 32, 3, POOL_NONE, flat) == (2 * 6, 32)     # 144/26
-    assert el._per_pixel(wide, 13, 512, 32, 1, POOL_NONE, flat) == (2 * 20, 32)   # 512/26
-    # On the default 8x8 every channel count but the packed RGB layer's is a multiple of 8:
-    # the flat walk is the walk as built.
+    assert el._per_pixel(wide, 13, 16, 32, 3, POOL_NONE, el.Change()) == (2 * 6, 32)  # 144/26
+    assert el._per_pixel(wide, 13, 512, 32, 1, POOL_NONE, el.Change()) == (2 * 20, 32)
+    assert el._per_pixel(wide, 13, 3, 32, 3, POOL_NONE, el.Change(split=True)) == (2 * 1.5, 32)
     bundle = Bundle.load(shipped_bundle(DEFAULT), expect=DEFAULT)
-    assert el.frame(DEFAULT, bundle, flat) == el.frame(DEFAULT, bundle)
     # Word beats: each parameter block in whole memory words, not param_beat bytes.
     image = compile_network(bundle, DEFAULT)
     words = el.frame(DEFAULT, bundle, el.Change(word_beats=True))["param_beats"]

@@ -18,11 +18,15 @@ CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)
 #: The same with two MACs per multiplier (row pairs share packed DSP48E1 multipliers).
 CFG_PACKED = dataclasses.replace(CFG, mac_pack=2)
+#: C = 6 divides none of 3, 4 and 5 channels: the flat walk's vectors cross channels and
+#: taps (45 products of a 3x3x5 pixel in 8 vectors); parameter beats of 2 bytes.
+CFG_C6 = dataclasses.replace(CFG, array_cols=6)
 
 
-def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> list[int]:
+def param_stream(w: np.ndarray, b: np.ndarray, shift: np.ndarray,
+                 cfg: HwConfig = CFG) -> list[int]:
     """The group's parameter block as the engine's beats."""
-    return beats(group_params(CFG, w, b, shift), CFG.param_beat)
+    return beats(group_params(cfg, w, b, shift), cfg.param_beat)
 
 
 def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: bool,
@@ -43,8 +47,8 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        prm = param_stream(w, b, shift) + [0] * extra
-        assert len(prm) * CFG.param_beat == param_bytes(CFG, k, cin, cout) + extra * 4
+        prm = param_stream(w, b, shift, cfg) + [0] * extra
+        assert len(prm) * cfg.param_beat == param_bytes(cfg, k, cin, cout) + extra * 4
         rng = np.random.default_rng(x.size)
         # The input as transfers of one value, or of two (about half of them).
         vals = [int(v) for v in x.reshape(-1)]
@@ -93,7 +97,7 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
     (4, 5, 2, 3, 1, True, False, 1),
     (3, 3, 5, 6, 3, True, False, 2),
     (5, 7, 3, 6, 3, True, False, 2),
-    # packed (cin = PACK_CIN) and column-pooled (pool 1, cout <= HPOOL_BLOCKS * R) groups
+    # the RGB layer's 27-product walk and column-pooled (pool 1, cout <= HPOOL_BLOCKS * R)
     (4, 6, 3, 8, 3, True, False, 1),
     (5, 7, 3, 5, 3, True, False, 1),
     (4, 5, 3, 12, 3, False, False, 1),
@@ -106,6 +110,20 @@ def test_engine_matches_reference(h: int, w: int, cin: int, cout: int, k: int, l
                                   head: bool, pool: int) -> None:
     assert cout <= group_size(CFG, k, cin)
     _check_random_pass(h, w, cin, cout, k, leaky, head, pool, CFG, 0)
+
+
+@pytest.mark.parametrize(("h", "w", "cin", "cout", "k", "leaky", "head", "pool"), [
+    (3, 4, 5, 5, 3, True, False, 0),
+    (4, 5, 3, 8, 3, True, False, 1),
+    (3, 3, 4, 6, 3, False, True, 0),
+    (4, 4, 7, 3, 1, True, False, 2),
+    (3, 4, 13, 4, 3, True, False, 0),         # 117 products: 20 vectors, 3 words
+])
+def test_engine_with_c_not_dividing_cin(h: int, w: int, cin: int, cout: int, k: int,
+                                        leaky: bool, head: bool, pool: int) -> None:
+    """An array 6 lanes wide: every walk ends in a part-filled vector (flat walk)."""
+    assert cout <= group_size(CFG_C6, k, cin)
+    _check_random_pass(h, w, cin, cout, k, leaky, head, pool, CFG_C6, 2)
 
 
 def _check_random_pass(h: int, w: int, cin: int, cout: int, k: int, leaky: bool, head: bool,
@@ -157,17 +175,20 @@ def test_group_size() -> None:
 
 
 def test_group_params_layout() -> None:
-    """Each output channel's walk padded to C = 4 channels; the tail padded to 4 bytes."""
+    """Each output channel's flat walk padded to C = 4 bytes; the tail padded to 4 bytes."""
     w = np.arange(-6, 6).reshape(2, 1, 1, 6)
     raw = group_params(CFG, w, np.array([1, -2]), np.array([3, 31]))
     assert raw[:16] == bytes(v & 0xFF for v in [-6, -5, -4, -3, -2, -1, 0, 0,
                                                  0, 1, 2, 3, 4, 5, 0, 0])
     assert raw[16:24] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
     assert raw[24:] == bytes([3, 31, 0, 0]) and len(raw) == param_bytes(CFG, 1, 6, 2)
-    # A packed group (3x3, 3 channels) walks its 27 weights as one tap: padded to 28.
-    wp = np.ones((1, 3, 3, 3), np.int8)
+    # 3x3: input channel-major, w[o, ky, kx, c] at byte c * 9 + ky * 3 + kx; 27 bytes of
+    # 3 channels padded to 28.
+    wp = np.arange(27).reshape(1, 3, 3, 3)
     raw = group_params(CFG, wp, np.zeros(1), np.zeros(1))
-    assert raw[:28] == bytes([1] * 27 + [0]) and len(raw) == 28 + 8 == param_bytes(CFG, 3, 3, 1)
+    want = [int(wp[0, t // 3, t % 3, c]) for c in range(3) for t in range(9)]
+    assert want[:3] == [0, 3, 6] and want[9] == 1
+    assert raw[:28] == bytes([*want, 0]) and len(raw) == 28 + 8 == param_bytes(CFG, 3, 3, 1)
 
 
 def test_weights_past_memory_set_error() -> None:

@@ -1,7 +1,8 @@
 """Feeder (hw/engine/feeder.py): pixels offered with random delays, block-RAM models of the
 reorder buffer and the weight memory, the MAC array vectors taken with random
 backpressure; every vector against the walk the feeder's contract states (3x3, 1x1,
-packed; cin and cout not multiples of the array; one channel, one row)."""
+cin and cout not multiples of the array, the flat walk's vectors across channels and
+words; one channel, one row)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from hw.engine import Feeder, setup_layout
 from hw.engine.layouts import chunks_max, weight_depth
 from hw.spec.config import HwConfig
-from hw.spec.engine import PACK_CIN, TAPS
+from hw.spec.engine import TAPS
 from tests.hwbench import compare, fit, receive, send, simulate
 from tests.reference import ref_layer_decode
 
@@ -23,29 +24,21 @@ R, C = CFG.array_rows, CFG.array_cols
 
 
 def ref_vectors(words: list[list[int]], weights: list[list[int]], setup: dict[str, int],
-                k3: bool, cout: int) -> list[dict[str, object]]:
-    """The vectors of one pixel: per row block, tap and chunk of C walk channels, lane n
-    the tap's channel q * C + n (0 past the walk; packed: tap f // PACK_CIN, channel
-    f % PACK_CIN of word 0, f = q * C + n), the next weight word, `last` at the end of
-    the row block."""
-    walk, kk = setup["walk_cin"], setup["kk_last"] + 1
-    nq = math.ceil(walk / C)
+                cout: int) -> list[dict[str, object]]:
+    """The vectors of one pixel: per row block, runs of C products of the flat walk, lane
+    n of vector v the walk's product f = v * C + n (element f % 9C of pixel word
+    f // 9C; 0 for f >= walk), the next weight word, `last` at the end of the row
+    block."""
+    walk, span = setup["walk"], TAPS * C
+    nv = math.ceil(walk / C)
     out: list[dict[str, object]] = []
     for rb in range(math.ceil(cout / R)):
-        for t in range(kk):
-            for q in range(nq):
-                x = []
-                for n in range(C):
-                    f = q * C + n
-                    if f >= walk:
-                        x.append(0)
-                    elif setup["pk"]:
-                        x.append(words[0][f // PACK_CIN * C + f % PACK_CIN])
-                    else:
-                        x.append(words[q][(t if k3 else TAPS // 2) * C + n])
-                w = weights[(rb * kk + t) * nq + q]
-                out.append({"x": x, "w": [w[r * C:(r + 1) * C] for r in range(R)],
-                            "last": int(t == kk - 1 and q == nq - 1)})
+        for v in range(nv):
+            x = [words[f // span][f % span] if f < walk else 0
+                 for f in range(v * C, v * C + C)]
+            w = weights[rb * nv + v]
+            out.append({"x": x, "w": [w[r * C:(r + 1) * C] for r in range(R)],
+                        "last": int(v == nv - 1)})
     return out
 
 
@@ -63,7 +56,7 @@ def _run(k3: bool, cin: int, cout: int, pixels: int, seed: int, idle: float,
     words = [[word(TAPS * C) for _ in range(chunks_max(CFG))] for _ in range(pixels)]
     weights = [word(R * C) for _ in range(weight_depth(CFG))]
     want = [v for p in range(pixels)
-            for v in ref_vectors(words[p], weights, setup, k3, cout)]
+            for v in ref_vectors(words[p], weights, setup, cout)]
     got: list[dict[str, object]] = []
 
     async def pixel_source(ctx) -> None:  # type: ignore[no-untyped-def]
@@ -90,13 +83,15 @@ def _run(k3: bool, cin: int, cout: int, pixels: int, seed: int, idle: float,
 
 @pytest.mark.parametrize(("k3", "cin", "cout", "seed", "idle", "stall"), [
     (True, 5, 6, 1, 0.3, 0.3),
-    (True, 3, 5, 2, 0.2, 0.4),       # packed
-    (True, 3, 16, 3, 0.0, 0.0),      # packed, four row blocks, no stalls
+    (True, 3, 5, 2, 0.2, 0.4),       # the RGB layer's walk: 27 products
+    (True, 3, 16, 3, 0.0, 0.0),      # four row blocks, no stalls
+    (True, 11, 4, 9, 0.2, 0.2),      # 99 products: 25 vectors over 3 words
     (False, 7, 9, 4, 0.5, 0.2),
     (True, 16, 8, 5, 0.1, 0.5),      # the weight memory full
     (True, 1, 1, 6, 0.4, 0.4),
     (False, 4, 4, 7, 0.0, 0.7),
     (False, 16, 16, 8, 0.3, 0.0),
+    (False, 13, 3, 10, 0.1, 0.3),     # 1x1: a walk of 13, one word
 ])
 def test_feeder_matches_reference(k3: bool, cin: int, cout: int, seed: int, idle: float,
                                   stall: float) -> None:
@@ -111,7 +106,7 @@ def test_feeder_runs_a_vector_per_cycle() -> None:
     layer = {"width": 4, "height": 4, "cin": 5, "cout": 6, "k3": 1, "leaky": 0, "head": 0,
              "pool": 0}
     setup = ref_layer_decode(CFG, layer)["setup"]
-    per_pixel = len(ref_vectors([[0] * TAPS * C] * 4, [[0] * R * C] * 72, setup, True, 6))
+    per_pixel = len(ref_vectors([[0] * TAPS * C] * 4, [[0] * R * C] * 72, setup, 6))
     got: list[dict[str, object]] = []
     times: list[int] = []
 

@@ -1,11 +1,11 @@
 """ParamLoader (hw/engine/params.py): groups' parameter beats with random idle cycles, the
 memories read back through the loader's read ports against where the contract puts
-each byte (3x3, 1x1, packed, cout and cin not multiples of the array), `loaded` two
+each byte (3x3, 1x1, the RGB layer's 27-product walk, cout and cin not multiples of the
+array), `loaded` two
 cycles after the last beat is taken, `overflow` for every beat without a place."""
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
@@ -14,7 +14,7 @@ import pytest
 from hw.engine import ParamLoader, setup_layout
 from hw.engine.layouts import weight_depth
 from hw.spec.config import HwConfig
-from hw.spec.engine import PACK_CIN, TAPS, group_params, packed
+from hw.spec.engine import group_params, walk_vectors
 from tests.hwbench import beats, fit, send, simulate, to_py
 from tests.reference import ref_layer_decode
 
@@ -29,23 +29,19 @@ Group = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def ref_weight_words(w: np.ndarray, cfg: HwConfig = CFG) -> dict[int, dict[int, int]]:
-    """Where the OHWI weights of a group go: word -> {lane: value}. Weight (o, t, i) of
-    the walk (a packed group: one tap of 9 * PACK_CIN channels) goes to word
-    ((o // R) * kk + t) * nq + i // C, lane (o % R) * C + i % C; the lanes of the padding
-    up to nq * C channels hold 0."""
+    """Where the OHWI weights of a group go: word -> {lane: value}. Product f of output
+    channel o's flat walk (input channel-major: w[o, ky, kx, c] is f = c * k*k + ky * k
+    + kx) goes to word (o // R) * nv + f // C, lane (o % R) * C + f % C; the lanes of the
+    padding up to nv * C products hold 0."""
     cout, k, _, cin = w.shape
     R, C = cfg.array_rows, cfg.array_cols
-    pk = k == 3 and packed(cfg, 3, cin)
-    kk, walk = (1, TAPS * PACK_CIN) if pk else (k * k, cin)
-    nq = math.ceil(walk / C)
-    flat = w.reshape(cout, kk, walk)
+    walk, nv = k * k * cin, walk_vectors(cfg, k, cin)
+    flat = w.transpose(0, 3, 1, 2).reshape(cout, walk)
     words: dict[int, dict[int, int]] = {}
     for o in range(cout):
-        for t in range(kk):
-            for i in range(nq * C):
-                addr = ((o // R) * kk + t) * nq + i // C
-                v = int(flat[o, t, i]) if i < walk else 0
-                words.setdefault(addr, {})[(o % R) * C + i % C] = v
+        for f in range(nv * C):
+            v = int(flat[o, f]) if f < walk else 0
+            words.setdefault((o // R) * nv + f // C, {})[(o % R) * C + f % C] = v
     return words
 
 
@@ -126,10 +122,11 @@ async def _check_memories(ctx, dut, w: np.ndarray, b: np.ndarray,  # type: ignor
 
 @pytest.mark.parametrize(("groups", "seed", "idle"), [
     ([(3, 5, 6)], 1, 0.3),
-    ([(1, 7, 9), (3, 3, 5)], 2, 0.0),          # 1x1, then packed over it
+    ([(1, 7, 9), (3, 3, 5)], 2, 0.0),          # 1x1, then the RGB walk over it
     ([(3, 16, 8)], 3, 0.5),                   # the weight memory exactly full
     ([(3, 3, 16), (1, 16, 16), (3, 1, 1)], 4, 0.2),
     ([(3, 2, 3)], 5, 0.7),
+    ([(3, 7, 5), (1, 13, 3)], 8, 0.2),          # walks of 63 and 13: not multiples of C
 ])
 def test_param_loader_matches_reference(groups: list[tuple[int, int, int]], seed: int,
                                         idle: float) -> None:
@@ -142,8 +139,9 @@ def test_param_loader_extra_bytes_overflow() -> None:
 
 @pytest.mark.parametrize(("groups", "seed", "idle"), [
     ([(3, 5, 6), (1, 7, 9)], 11, 0.3),
-    ([(3, 3, 5), (3, 2, 3)], 12, 0.0),          # packed: 27 walk channels in 5 words of 6
+    ([(3, 3, 5), (3, 2, 3)], 12, 0.0),          # the RGB walk: 27 products in 5 words of 6
     ([(1, 16, 5), (3, 1, 1)], 13, 0.5),
+    ([(3, 5, 9), (3, 16, 2)], 14, 0.2),         # 45 products in 8 words; 144 in 24
 ])
 def test_param_loader_beats_smaller_than_a_word_row(groups: list[tuple[int, int, int]],
                                                     seed: int, idle: float) -> None:

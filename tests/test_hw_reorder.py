@@ -1,6 +1,7 @@
 """ReorderBuffer (hw/engine/reorder.py): windows in with random idle cycles, pixels read
-back and freed by a consumer with random delays; every pixel's words against the
-windows that made it, the banks in turn, never more than BANKS pixels held."""
+back and freed by a consumer with random delays; every pixel's words (its flat walk, in
+3x3 and 1x1 mode) against the windows that made it, the banks in turn, never more than
+BANKS pixels held."""
 
 from __future__ import annotations
 
@@ -18,17 +19,19 @@ CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)
 
 
-def ref_pixel_words(windows: list[list[int]], cols: int) -> list[dict[int, int]]:
-    """The words a pixel's windows (channel c: 9 taps) leave in its bank: word q, element
-    tap * C + lane, for the lanes of channels c = q * C + lane < cin (others: stale)."""
-    words: list[dict[int, int]] = [{} for _ in range(math.ceil(len(windows) / cols))]
-    for c, taps in enumerate(windows):
-        for t in range(TAPS):
-            words[c // cols][t * cols + c % cols] = taps[t]
+def ref_pixel_words(windows: list[list[int]], cols: int, k3: bool) -> list[dict[int, int]]:
+    """The words a pixel's windows (channel c: 9 taps) leave in its bank: the flat walk
+    (product c * 9 + tap in 3x3 mode, c alone the centre tap in 1x1 mode), product f at
+    element f % 9C of word f // 9C; elements past the walk are stale."""
+    walk = [t for taps in windows for t in (taps if k3 else taps[TAPS // 2:TAPS // 2 + 1])]
+    span = TAPS * cols
+    words: list[dict[int, int]] = [{} for _ in range(math.ceil(len(walk) / span))]
+    for f, v in enumerate(walk):
+        words[f // span][f % span] = v
     return words
 
 
-def _run(cin: int, pixels: int, seed: int, idle: float, delay: float) -> None:
+def _run(cin: int, pixels: int, seed: int, idle: float, delay: float, k3: bool = True) -> None:
     dut = ReorderBuffer(CFG)
     rng = random.Random(seed)
     windows = [[[rng.randrange(-128, 128) for _ in range(TAPS)] for _ in range(cin)]
@@ -38,6 +41,7 @@ def _run(cin: int, pixels: int, seed: int, idle: float, delay: float) -> None:
 
     async def consumer(ctx) -> None:  # type: ignore[no-untyped-def]
         ctx.set(dut.setup.cin_m1, cin - 1)
+        ctx.set(dut.setup.k3, k3)
         for p in range(pixels):
             while rng.random() < delay:
                 await ctx.tick()
@@ -45,7 +49,7 @@ def _run(cin: int, pixels: int, seed: int, idle: float, delay: float) -> None:
             held = accepted[0] - p * cin
             if not cin <= held <= BANKS * cin:
                 errors.append(f"pixel {p}: {held} windows held, expected {cin}..{BANKS * cin}")
-            want = ref_pixel_words(windows[p], CFG.array_cols)
+            want = ref_pixel_words(windows[p], CFG.array_cols, k3)
             for q in rng.sample(range(len(want)), len(want)):     # any order
                 ctx.set(dut.rd.addr, q)
                 ctx.set(dut.rd.en, 1)
@@ -69,13 +73,14 @@ def _run(cin: int, pixels: int, seed: int, idle: float, delay: float) -> None:
     assert not errors, "\n".join(errors[:5])
 
 
-@pytest.mark.parametrize(("cin", "seed", "idle", "delay"), [
-    (1, 1, 0.0, 0.0), (3, 2, 0.3, 0.5), (4, 3, 0.0, 0.9), (5, 4, 0.5, 0.2),
-    (16, 5, 0.2, 0.6), (9, 6, 0.0, 0.95),
+@pytest.mark.parametrize(("cin", "seed", "idle", "delay", "k3"), [
+    (1, 1, 0.0, 0.0, True), (3, 2, 0.3, 0.5, True), (4, 3, 0.0, 0.9, True),
+    (5, 4, 0.5, 0.2, True), (16, 5, 0.2, 0.6, True), (9, 6, 0.0, 0.95, True),
+    (1, 7, 0.0, 0.0, False), (16, 8, 0.3, 0.4, False),     # 1x1: 36 centre taps a word
 ])
-def test_reorder_buffer_matches_reference(cin: int, seed: int, idle: float,
-                                          delay: float) -> None:
-    _run(cin, 8, seed, idle, delay)
+def test_reorder_buffer_matches_reference(cin: int, seed: int, idle: float, delay: float,
+                                          k3: bool) -> None:
+    _run(cin, 8, seed, idle, delay, k3)
 
 
 def test_reorder_buffer_takes_a_window_per_cycle() -> None:
@@ -87,6 +92,7 @@ def test_reorder_buffer_takes_a_window_per_cycle() -> None:
 
     async def source(ctx) -> None:  # type: ignore[no-untyped-def]
         ctx.set(dut.setup.cin_m1, cin - 1)
+        ctx.set(dut.setup.k3, 1)
         ctx.set(dut.i.valid, 1)
         for _ in range(pixels * cin):
             ctx.set(dut.i.payload, [rng.randrange(-128, 128) for _ in range(TAPS)])

@@ -3,14 +3,14 @@ start, end and status (`PassControl`)."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.engine.counters import map_counter
 from hw.engine.layouts import layer_layout, pool_frame_layout, setup_layout, window_frame_layout
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import HPOOL_BLOCKS, PACK_CIN, POOL_NONE, POOL_S2, TAPS, max_group, packed
+from hw.spec.engine import HPOOL_BLOCKS, POOL_NONE, POOL_S2, max_group
 
 __all__ = ["LayerDecode", "PassControl"]
 
@@ -59,21 +59,18 @@ class LayerDecode(wiring.Component):
                  & ((lay.pool == POOL_NONE) | (row_out <= cfg.line_buffer_depth)))
         m.d.sync += self.shape_ok.eq(legal)
 
-        # Modes (`packed`, `column_pooled`). A packed group walks its 9 * PACK_CIN taps x
-        # channels as `walk_cin` channels of one tap (the parameter bytes come in that
-        # order already: OHWI).
-        pk = lay.k3 & (lay.cin == PACK_CIN) if packed(cfg, 3, PACK_CIN) else Const(0)
+        # Modes (`column_pooled`) and the flat walk: k*k*cin products a pixel
+        # (`hw.spec.engine.param_walk`; 9 * cin = 8 * cin + cin).
         s2 = lay.pool == POOL_S2
         hpool = s2 & (lay.cout <= HPOOL_BLOCKS * cfg.array_rows) & (lay.width >= 2)
-        walk_cin = Mux(pk, TAPS * PACK_CIN, lay.cin)
+        walk = Mux(lay.k3, (lay.cin << 3) + lay.cin, lay.cin)
         conv_w = Mux(hpool, lay.width >> 1, lay.width)          # requantized columns
-        m.d.sync += [s.pk.eq(pk), s.hpool.eq(hpool), s.walk_cin.eq(walk_cin),
-                     s.kk_last.eq(Mux(lay.k3 & ~pk, TAPS - 1, 0))]
+        m.d.sync += [s.k3.eq(lay.k3), s.hpool.eq(hpool), s.walk.eq(walk)]
 
         # Last indices (value - 1) of the counters.
         m.d.sync += [
             s.cout_m1.eq(lay.cout - 1), s.cin_m1.eq(lay.cin - 1),
-            s.walk_cin_m1.eq(walk_cin - 1), s.width_m1.eq(lay.width - 1),
+            s.walk_m1.eq(walk - 1), s.width_m1.eq(lay.width - 1),
             s.height_m1.eq(lay.height - 1), s.conv_w_m1.eq(conv_w - 1),
             s.out_w_m1.eq(Mux(s2, lay.width >> 1, lay.width) - 1),
             s.out_h_m1.eq(Mux(s2, lay.height >> 1, lay.height) - 1),

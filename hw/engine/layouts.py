@@ -13,13 +13,12 @@ from amaranth.lib import data
 
 from hw.mac_array import mac_out_layout
 from hw.spec.config import HwConfig
-from hw.spec.engine import BANKS, PACK_CIN, TAPS, layer_bits, max_group
+from hw.spec.engine import BANKS, TAPS, layer_bits, max_group
 
 __all__ = [
     "chunks_max",
     "group_max",
     "layer_layout",
-    "pack_chunks",
     "pair_layout",
     "pixel_depth",
     "pixel_word",
@@ -39,21 +38,14 @@ def layer_layout(cfg: HwConfig) -> data.StructLayout:
 
 
 def chunks_max(cfg: HwConfig) -> int:
-    """Words of C channels a pixel of `max_in_channels` channels needs per tap (the
-    reorder buffer's words per bank)."""
+    """Words a pixel of `max_in_channels` channels needs (the reorder buffer's words per
+    bank): a word holds 9C products, C channels of a 3x3 window."""
     return math.ceil(cfg.max_in_channels / cfg.array_cols)
 
 
 def walk_max(cfg: HwConfig) -> int:
-    """Most channels the feeder walks per tap: `max_in_channels`, or the 9 * PACK_CIN taps
-    x channels of a packed group walked as channels of one tap."""
-    return max(cfg.max_in_channels, TAPS * PACK_CIN)
-
-
-def pack_chunks(cfg: HwConfig) -> int:
-    """Array vectors of a packed pixel per row block: its 9 * PACK_CIN taps x channels in
-    words of C."""
-    return math.ceil(TAPS * PACK_CIN / cfg.array_cols)
+    """Longest flat walk (`hw.spec.engine.param_walk`): 9 taps of `max_in_channels`."""
+    return TAPS * cfg.max_in_channels
 
 
 def group_max(cfg: HwConfig) -> int:
@@ -63,19 +55,18 @@ def group_max(cfg: HwConfig) -> int:
 
 def setup_layout(cfg: HwConfig) -> data.StructLayout:
     """What `LayerDecode` derives from the layer registers for the other units, one
-    register each: the modes (`pk` packed, `hpool` column-pooled), the walk of a pixel
-    (`walk_cin` channels per tap, `kk_last` its last tap) and the counters' last indices
+    register each: the modes (`k3` 3x3, `hpool` column-pooled), the flat walk of a pixel
+    (`walk` = k*k*cin products) and the counters' last indices
     (value - 1, so their ends are equalities against flip-flops). `out_none`: a
     stride-2 pool of a single row or column (no outputs)."""
     width = Shape.cast(range(cfg.max_width + 1))
     return data.StructLayout({
-        "pk": 1,
+        "k3": 1,
         "hpool": 1,
-        "walk_cin": range(walk_max(cfg) + 1),
-        "kk_last": range(TAPS),
+        "walk": range(walk_max(cfg) + 1),
         "cout_m1": range(max_group(cfg) + 1),
         "cin_m1": range(cfg.max_in_channels + 1),
-        "walk_cin_m1": range(walk_max(cfg) + 1),
+        "walk_m1": range(walk_max(cfg) + 1),
         "width_m1": width,
         "height_m1": width,
         "conv_w_m1": width,          # columns of the requantized map (halved: column-pooled)
@@ -101,7 +92,8 @@ def pool_frame_layout(cfg: HwConfig) -> data.StructLayout:
 
 
 def pixel_word(cfg: HwConfig) -> data.ArrayLayout:
-    """A reorder-buffer word: C channels of each of the 9 taps (element `tap * C + lane`)."""
+    """A reorder-buffer word: 9C products of a pixel's flat walk (`ReorderBuffer`): in
+    3x3 mode C channels of the 9 taps each, element ``lane * 9 + tap``."""
     return data.ArrayLayout(signed(cfg.act_bits), TAPS * cfg.array_cols)
 
 

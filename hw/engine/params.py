@@ -7,17 +7,8 @@ from amaranth.lib import enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.engine.layouts import (
-    chunks_max,
-    group_max,
-    pack_chunks,
-    setup_layout,
-    walk_max,
-    weight_depth,
-    weight_word,
-)
+from hw.engine.layouts import group_max, setup_layout, walk_max, weight_depth, weight_word
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import TAPS
 
 __all__ = ["ParamLoader", "bias_read_signature", "shift_read_signature",
            "weight_read_signature"]
@@ -58,15 +49,14 @@ class ParamLoader(wiring.Component):
     addresses. The memories are written from `params` alone, so the loader's test reads
     back exactly what a block leaves in them.
 
-    After ``start`` (a one-cycle pulse; `setup` must hold the pass's ``walk_cin_m1``,
-    ``kk_last`` and ``cout_m1`` from then on), `params` takes the block of
+    After ``start`` (a one-cycle pulse; `setup` must hold the pass's ``walk_m1`` and
+    ``cout_m1`` from then on), `params` takes the block of
     `hw.spec.engine.group_params` as beats of P = `HwConfig.param_beat` bytes (P divides
     C; byte n of a beat in bits 8n..8n+7, `param_bytes` / P beats):
 
-    - weights: the C bytes of output channel o, tap t and walk channels q*C .. q*C+C-1
-      (C / P beats) go to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``((o // R) *
-      (kk_last + 1) + t) * nq + q``, ``nq = ceil(walk_cin / C)`` (lanes past ``walk_cin``
-      hold the block's zero padding);
+    - weights: the C bytes of output channel o, walk products v*C .. v*C + C - 1 (C / P
+      beats) go to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``(o // R) * nv + v``,
+      ``nv = ceil(walk / C)`` (lanes past ``walk`` hold the block's zero padding);
     - then ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1, and ``cout``
       shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1; the rest of the
       last beat is padding.
@@ -101,7 +91,8 @@ class ParamLoader(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         cfg, s = self.cfg, self.setup
         R, C, P = cfg.array_rows, cfg.array_cols, cfg.param_beat
-        nq_max, g_max, w_depth = chunks_max(cfg), group_max(cfg), weight_depth(cfg)
+        g_max, w_depth = group_max(cfg), weight_depth(cfg)
+        nv_max = -(-walk_max(cfg) // C)                     # vectors of the longest walk
         m = Module()
         m.submodules.wmem = wmem = memory.Memory(shape=weight_word(cfg), depth=w_depth, init=[])
         m.submodules.bmem = bmem = memory.Memory(shape=signed(cfg.acc_bits), depth=g_max,
@@ -141,20 +132,16 @@ class ParamLoader(wiring.Component):
         with m.Elif(serial):
             m.d.sync += bp.eq(bp + 1)
 
-        # Weight addresses: `tbase` is the first word of the current (row block, tap),
-        # `rbase` that of the current row block; `lw` the word within the tap, `lcb` its
-        # first walk channel (lw * C) and `lj` the beat within the word; `lo` the output
-        # channel (`lo_r` = lo % R).
+        # Weight addresses: `rbase` is the first word of the current row block, `lw` the
+        # word within the output channel's walk, `lcb` its first product (lw * C) and `lj`
+        # the beat within the word; `lo` the output channel (`lo_r` = lo % R).
         lcb = Signal(range(walk_max(cfg) + C))
         lj = Signal(range(C // P))
-        lw = Signal(range(max(nq_max, pack_chunks(cfg))))
-        lt = Signal(range(TAPS))
+        lw = Signal(range(nv_max))
         lo = Signal(range(g_max + 1))
         lo_r = Signal(range(R))
-        addr_w = (g_max // R + 1) * TAPS * nq_max + nq_max
-        tbase = Signal(range(addr_w))
-        rbase = Signal(range(addr_w))
-        waddr = tbase + lw
+        rbase = Signal(range((g_max // R + 1) * nv_max + nv_max))   # no wrap before `lo` ends
+        waddr = rbase + lw
         # Biases: `bb` bytes of the current one shifted into `bsr`; `bidx` its channel.
         bb = Signal(2)
         bidx = Signal(range(g_max + 1))
@@ -175,22 +162,20 @@ class ParamLoader(wiring.Component):
 
         # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lj.eq(0), lw.eq(0), lt.eq(0),
-                         lo.eq(0), lo_r.eq(0), tbase.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lj.eq(0), lw.eq(0), lo.eq(0),
+                         lo_r.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
         with m.Elif(weights):
             with m.If(waddr >= w_depth):
                 m.d.comb += self.overflow.eq(1)
             m.d.sync += lj.eq(lj + 1)
             with m.If(lj == C // P - 1):                         # the word's last beat
                 m.d.sync += [lj.eq(0), lcb.eq(lcb + C), lw.eq(lw + 1)]
-            with m.If((lj == C // P - 1) & (lcb + C > s.walk_cin_m1)):   # the tap's last
-                m.d.sync += [lcb.eq(0), lw.eq(0), lt.eq(lt + 1), tbase.eq(waddr + 1)]
-                with m.If(lt == s.kk_last):
-                    m.d.sync += [lt.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1), tbase.eq(rbase)]
-                    with m.If(lo_r == R - 1):
-                        m.d.sync += [lo_r.eq(0), tbase.eq(waddr + 1), rbase.eq(waddr + 1)]
-                    with m.If(lo == s.cout_m1):
-                        m.d.sync += phase.eq(_Load.BIASES)
+            with m.If((lj == C // P - 1) & (lcb + C > s.walk_m1)):   # the walk's last
+                m.d.sync += [lcb.eq(0), lw.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1)]
+                with m.If(lo_r == R - 1):
+                    m.d.sync += [lo_r.eq(0), rbase.eq(waddr + 1)]
+                with m.If(lo == s.cout_m1):
+                    m.d.sync += phase.eq(_Load.BIASES)
         with m.Elif(serial):
             with m.Switch(phase):
                 with m.Case(_Load.BIASES):

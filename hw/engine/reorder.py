@@ -16,21 +16,25 @@ __all__ = ["ReorderBuffer", "pixel_read_signature"]
 
 
 def pixel_read_signature(cfg: HwConfig) -> wiring.Signature:
-    """Read port of the pixel on offer: word q holds channels q*C .. q*C + C - 1 of all
-    9 taps (`pixel_word`)."""
+    """Read port of the pixel on offer: word q holds products 9Cq .. 9C(q + 1) - 1 of the
+    pixel's flat walk (`pixel_word`)."""
     return memory.ReadPort.Signature(addr_width=ceil_log2(chunks_max(cfg)),
                                      shape=pixel_word(cfg))
 
 
 class ReorderBuffer(wiring.Component):
-    """Windows in (9 taps of one channel per transfer), whole pixels out (C channels of
-    every tap per word), in `BANKS` banks of one pixel each.
+    """Windows in (9 taps of one channel per transfer), whole pixels out as their flat walk
+    (`hw.spec.engine.param_walk`: product ``c * k*k + tap``), 9C products a word, in
+    `BANKS` banks of one pixel each.
 
     A pixel is ``cin = setup.cin_m1 + 1`` windows on `i`, channel 0 first (the window
-    generator's order). Window c goes to word ``c // C``, lane ``c % C`` of every tap of
-    the bank being written. Once a bank holds its ``cin`` windows it is full: ``pixel``
-    offers it (``pixel.valid``), and `rd` reads its words (address = word; lanes of
-    channels past ``cin`` hold stale data). A transfer on ``pixel`` frees the bank and
+    generator's order). With ``setup.k3`` window c's 9 taps go to elements ``9 * (c % C)
+    .. + 8`` of word ``c // C``; without, its centre tap to element ``c % 9C`` of word
+    ``c // 9C``. So product f of the walk is element ``f % 9C`` of word ``f // 9C``,
+    and any C consecutive products ``vC .. vC + C - 1`` are one C-element slice of one
+    word. Once a bank holds its ``cin`` windows it is full: ``pixel`` offers it
+    (``pixel.valid``), and `rd` reads its words (address = word; elements past the walk
+    hold stale data). A transfer on ``pixel`` frees the bank and
     offers the next one; the banks fill and drain in turn.
 
     Timing: one window per cycle while a bank is free; ``i.ready`` is 0 while the bank
@@ -64,28 +68,29 @@ class ReorderBuffer(wiring.Component):
         clr_full = Signal(BANKS)
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        # Write side: window of channel `wc` to word `wq`, lane `wl` of bank `wbank`.
+        # Write side: window of channel `wc` to elements `wp` .. of word `wq` of bank
+        # `wbank` (9 elements a window in 3x3 mode, the centre tap alone in 1x1 mode).
+        k3 = self.setup.k3
         wbank = Signal(range(BANKS))
-        wl = Signal(range(C))
+        wp = Signal(range(TAPS * C))
         wq = Signal(range(nq_max))
         wc = Signal(range(cfg.max_in_channels))
         wfire = self.i.valid & self.i.ready
-        lane = Signal(C)
+        word_end = Mux(k3, wp == TAPS * (C - 1), wp == TAPS * C - 1)
         m.d.comb += [
             self.i.ready.eq(~full.bit_select(wbank, 1)),
-            lane.eq(1 << wl),
             pix_wr.addr.eq(wbank * nq_max + wq),
-            pix_wr.en.eq(Mux(wfire, lane.replicate(TAPS), 0)),
+            pix_wr.en.eq(Mux(wfire, Mux(k3, (1 << TAPS) - 1, 1) << wp, 0)),
         ]
-        for t in range(TAPS):
-            for n in range(C):
-                m.d.comb += pix_wr.data[t * C + n].eq(self.i.payload[t])
+        for e in range(TAPS * C):
+            m.d.comb += pix_wr.data[e].eq(Mux(k3, self.i.payload[e % TAPS],
+                                              self.i.payload[TAPS // 2]))
         with m.If(wfire):
-            m.d.sync += [wc.eq(wc + 1), wl.eq(wl + 1)]
-            with m.If(wl == C - 1):
-                m.d.sync += [wl.eq(0), wq.eq(wq + 1)]
+            m.d.sync += [wc.eq(wc + 1), wp.eq(wp + Mux(k3, TAPS, 1))]
+            with m.If(word_end):
+                m.d.sync += [wp.eq(0), wq.eq(wq + 1)]
             with m.If(wc == self.setup.cin_m1):
-                m.d.sync += [wc.eq(0), wl.eq(0), wq.eq(0),
+                m.d.sync += [wc.eq(0), wp.eq(0), wq.eq(0),
                              wbank.eq(Mux(wbank == BANKS - 1, 0, wbank + 1))]
                 m.d.comb += set_full.eq(1 << wbank)
 

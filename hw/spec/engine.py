@@ -18,7 +18,6 @@ __all__ = [
     "BANKS",
     "HPOOL_BLOCKS",
     "LAYER_FIELDS",
-    "PACK_CIN",
     "POOL_NONE",
     "POOL_S1",
     "POOL_S2",
@@ -33,9 +32,9 @@ __all__ = [
     "mac_latency",
     "max_group",
     "out_value_bytes",
-    "packed",
     "param_bytes",
     "param_walk",
+    "walk_vectors",
 ]
 
 #: Taps of a 3x3 window, row-major (tap ky * 3 + kx); a 1x1 layer uses the centre tap.
@@ -58,18 +57,9 @@ BANKS = 3
 #: Pool modes of the `pool` port.
 POOL_NONE, POOL_S2, POOL_S1 = 0, 1, 2
 
-#: 3x3 layers with this many input channels (the RGB input layer) run packed: their
-#: 9 * PACK_CIN taps x channels fill ceil(9 * PACK_CIN / C) array vectors instead of 9.
-PACK_CIN = 3
 #: Stride-2 pooled groups of at most this many row blocks pool pairs of columns on the
 #: accumulators, before the requantizer (exact: requantization is monotonic).
 HPOOL_BLOCKS = 2
-
-
-def packed(cfg: HwConfig, k: int, cin: int) -> bool:
-    """Whether a 3x3 group with `cin` input channels runs packed (`PACK_CIN`)."""
-    return (k == 3 and cin == PACK_CIN and cfg.array_cols >= PACK_CIN
-            and math.ceil(TAPS * PACK_CIN / cfg.array_cols) < TAPS)
 
 
 def column_pooled(cfg: HwConfig, w: int, cout: int, pool: int) -> bool:
@@ -81,8 +71,8 @@ def max_group(cfg: HwConfig) -> int:
     """Most output channels of one group: sizes the bias and shift memories.
 
     ``weight_mem_bytes // (9 * array_cols)`` (the group of a 3x3 layer with C input
-    channels), at most ``max_in_channels`` (the max pool's channel limit), rounded down to
-    a multiple of ``array_rows``.
+    channels: 9 words a row block), at most ``max_in_channels`` (the max pool's channel
+    limit), rounded down to a multiple of ``array_rows``.
     """
     n = min(cfg.weight_mem_bytes // (TAPS * cfg.array_cols), cfg.max_in_channels)
     return n // cfg.array_rows * cfg.array_rows
@@ -91,14 +81,14 @@ def max_group(cfg: HwConfig) -> int:
 def group_size(cfg: HwConfig, k: int, cin: int) -> int:
     """Largest group (output channels, a multiple of array_rows) the engine can run.
 
-    The weight memory stores ``ceil(cout/R) * k*k * ceil(cin/C)`` words of R x C bytes
-    (input channels padded to a multiple of C). 0 when not even R channels fit.
+    The weight memory stores ``ceil(cout/R) * walk_vectors`` words of R x C bytes (each
+    output channel's flat walk padded to a multiple of C). 0 when not even R channels fit.
     """
     if k not in (1, 3) or cin < 1:
         raise ValueError(f"k must be 1 or 3 and cin >= 1, got k={k} cin={cin}")
     r, c = cfg.array_rows, cfg.array_cols
     words = cfg.weight_mem_bytes // (r * c)
-    blocks = words // (k * k * math.ceil(cin / c))
+    blocks = words // walk_vectors(cfg, k, cin)
     return min(blocks * r, max_group(cfg))
 
 
@@ -134,26 +124,32 @@ def check_pass(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int, pool:
                         f"{cfg.line_buffer_depth}")
 
 
-def param_walk(cfg: HwConfig, k: int, cin: int) -> tuple[int, int]:
-    """The weight walk of a group's output channel: (taps, channels per tap). A packed
-    group (`packed`) walks its 9 * PACK_CIN taps x channels as channels of one tap."""
-    return (1, k * k * cin) if packed(cfg, k, cin) else (k * k, cin)
+def param_walk(k: int, cin: int) -> int:
+    """Products of one output channel's flat walk: ``k*k*cin``, channel-major (product
+    ``c * k*k + tap`` is input channel c at tap ky * k + kx)."""
+    return k * k * cin
+
+
+def walk_vectors(cfg: HwConfig, k: int, cin: int) -> int:
+    """Array vectors of a pixel per row block: the flat walk (`param_walk`) in runs of C
+    lanes, ``ceil(k*k*cin / C)``. C need not divide ``cin``; the last vector's lanes past
+    the walk are masked."""
+    return math.ceil(param_walk(k, cin) / cfg.array_cols)
 
 
 def param_bytes(cfg: HwConfig, k: int, cin: int, cout: int) -> int:
     """Bytes of one group's parameter block (`group_params`), a multiple of param_beat."""
     c, p = cfg.array_cols, cfg.param_beat
-    taps, walk = param_walk(cfg, k, cin)
-    return cout * taps * math.ceil(walk / c) * c + math.ceil(5 * cout / p) * p
+    return cout * walk_vectors(cfg, k, cin) * c + math.ceil(5 * cout / p) * p
 
 
 def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
     """One group's parameter block, taken by the engine's `params` port in beats of
     `HwConfig.param_beat` bytes (which divides C = array_cols), one a cycle:
 
-    - the weights, OHWI, each output channel's walk (`param_walk`: per tap, its channels)
-      zero-padded to a multiple of C channels, so that C bytes are the C lanes of one
-      weight-memory word;
+    - the weights, per output channel its flat walk (`param_walk`: input channel-major,
+      ``w[o, ky, kx, c]`` at byte ``c * k*k + ky * k + kx``) zero-padded to a multiple of C
+      bytes, so that C bytes are the C lanes of one weight-memory word;
     - the int32 little-endian biases, then one shift byte per channel, then zeros up to a
       multiple of `param_beat` bytes.
 
@@ -163,10 +159,9 @@ def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray)
     if w.ndim != 4 or b.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
         raise ValueError(f"bad group shapes: w {w.shape}, b {b.shape}, shift {shift.shape}")
     cout, k, _, cin = w.shape
-    c = cfg.array_cols
-    taps, walk = param_walk(cfg, k, cin)
-    rows = np.zeros((cout, taps, math.ceil(walk / c) * c), np.int8)
-    rows[:, :, :walk] = w.astype(np.int8).reshape(cout, taps, walk)
+    walk = param_walk(k, cin)
+    rows = np.zeros((cout, walk_vectors(cfg, k, cin) * cfg.array_cols), np.int8)
+    rows[:, :walk] = w.astype(np.int8).transpose(0, 3, 1, 2).reshape(cout, walk)
     tail = b.astype("<i4").tobytes() + shift.astype(np.uint8).tobytes()
     tail += bytes(-len(tail) % cfg.param_beat)
     return rows.tobytes() + tail
@@ -189,11 +184,11 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
                   pool: int = POOL_NONE, pairs: bool = False) -> int:
     """Expected cycles of one pass (one group) with no stalls: the documented schedule.
 
-    A pixel occupies the array for M = max(nrb * k*k * nq, cout) cycles (nrb =
-    ceil(cout/R) row blocks, nq = ceil(cin/C) chunks; the serializer sends a row block's
-    min(R, cout - r0) channels a cycle each, cout a pixel). Packed groups (`packed`) run
-    nq = ceil(9 * cin / C) vectors of one tap; column-pooled groups (`column_pooled`)
-    serialize every other pixel only, so M = max(nrb * k*k * nq, cout / 2). The window
+    A pixel occupies the array for M = max(nrb * nv, cout) cycles (nrb = ceil(cout/R)
+    row blocks of nv = `walk_vectors` = ceil(k*k*cin / C) vectors; the serializer sends a
+    row block's min(R, cout - r0) channels a cycle each, cout a pixel); column-pooled
+    groups (`column_pooled`) serialize every other pixel only, so M = max(nrb * nv,
+    cout / 2). The window
     generator walks its positions at cin cycles each ((H + 1) x (W + 1) in 3x3 mode less
     row 0's padding column where W * cin > 2, where row 0 and column 0 yield no window;
     H x W in 1x1 mode; with `pairs`, the input sent as two-value transfers, as the
@@ -204,12 +199,9 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     pipeline tail (`mac_latency` + 20 cycles, 3 more with a pool, and the max pool's
     padding row, (W + 1) * cout cycles, in stride-1 mode).
     """
-    r, c = cfg.array_rows, cfg.array_cols
-    nrb, nq, kk = math.ceil(cout / r), math.ceil(cin / c), k * k
-    if packed(cfg, k, cin):
-        nq, kk = math.ceil(kk * cin / c), 1
+    nrb = math.ceil(cout / cfg.array_rows)
     ser = cout / 2 if column_pooled(cfg, w, cout, pool) else cout
-    busy = max(nrb * kk * nq, ser)
+    busy = max(nrb * walk_vectors(cfg, k, cin), ser)
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0
     finish: list[int] = []
