@@ -62,10 +62,7 @@ class Change:
     - ``split``: the RGB layer (3x3, 3 channels) runs two horizontally adjacent pixels in
       ``ceil(2 * 27 / C)`` vectors a row block, the vector shared by both pixels split
       between two accumulators per row (needs a second partial-sum tap in the array);
-    - ``params_hidden``: a pass's parameter beats overlap the previous pass (frame total);
-    - ``word_beats``: the parameter port takes a whole memory word a beat
-      (``mem_word_bytes``) instead of ``param_beat`` bytes (a power of two dividing C:
-      2 bytes for C = 26).
+    - ``params_hidden``: a pass's parameter beats overlap the previous pass (frame total).
     """
 
     name: str = "as built"
@@ -73,20 +70,16 @@ class Change:
     col0: bool = False
     split: bool = False
     params_hidden: bool = False
-    word_beats: bool = False
 
 
 #: The projections printed (each a change the analysis in docs/engine.md discusses).
 CHANGES = (
     Change(),
     Change("column 0 at 2 values/cycle", col0=True),
-    Change("parameter beats a memory word", word_beats=True),
     Change("serializer 2 ch/cycle", ser=2),
     Change("serializer 2 + split packing", ser=2, split=True),
     Change("all above, serializer 4", ser=4, split=True, col0=True),
     Change("all above + params hidden", ser=4, split=True, col0=True, params_hidden=True),
-    Change("all above + word beats", ser=4, split=True, col0=True, params_hidden=True,
-           word_beats=True),
 )
 
 
@@ -185,8 +178,7 @@ def frame(cfg: HwConfig, bundle: Bundle, ch: Change = Change()) -> dict[str, flo
     image = compile_network(bundle, cfg)
     eng = sum(schedule(cfg, p.height, p.width, p.cin, p.cout, p.k, p.pool,
                        p.input_pairs(cfg), ch) for p in image.passes)
-    beat = cfg.mem_word_bytes if ch.word_beats else cfg.param_beat
-    beats = sum(-(-p.param_len // beat) for p in image.passes)
+    beats = sum(p.param_len // cfg.param_beat for p in image.passes)
     total = eng + (0 if ch.params_hidden else beats)
     macs = sum(image.macs)
     return {"engine_cycles": eng, "param_beats": beats, "cycles_per_frame": total,

@@ -131,23 +131,25 @@ class Sequencer(wiring.Component):
         spans_ok = reg((in_end <= cfg.mem_bytes) & (out_end <= cfg.mem_bytes) & pa_ok
                        & (n_out != 0), "spans_ok")
 
-        # The parameter block's length (`hw.spec.engine.param_bytes`): cout x the flat
-        # walk (k*k*cin) padded to C, the tail (5 bytes a channel) padded to param_beat.
-        C = cfg.array_cols
+        # The parameter block's length (`hw.spec.engine.param_bytes`): cout padded to R
+        # rows x the flat walk (k*k*cin) padded to C, the tail (5 bytes a channel) padded
+        # to param_beat.
+        R, C = cfg.array_rows, cfg.array_cols
 
-        def up_c(v: Value) -> Value:            # v rounded up to a multiple of C
-            return (v + C - 1) & ~(C - 1) if C & (C - 1) == 0 else (v + C - 1) // C * C
+        def up(v: Value, n: int) -> Value:      # v rounded up to a multiple of n
+            return (v + n - 1) & ~(n - 1) if n & (n - 1) == 0 else (v + n - 1) // n * n
 
         walk = reg(Mux(d.k3, (d.cin << 3) + d.cin, d.cin), "walk")
+        rows = reg(up(d.cout, R), "rows")
         per_out = Signal(range(TAPS * cfg.max_in_channels + C))
         tail = Signal(32)
         plen = Signal(48)
         c5 = reg(5 * d.cout, "c5")
         products += [
-            per_out.eq(up_c(walk)),
+            per_out.eq(up(walk, C)),
             tail.eq((c5 + cfg.param_beat - 1) & ~(cfg.param_beat - 1)),
         ]
-        pl_prod = reg(d.cout * per_out, "pl_prod")
+        pl_prod = reg(rows * per_out, "pl_prod")
         products.append(plen.eq(pl_prod + tail))
         beat_bits = (cfg.param_beat - 1).bit_length()
         params_ok = reg((plen == d.param_len) & (d.param_addr[:beat_bits] == 0), "params_ok")

@@ -149,17 +149,17 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
 
 def ref_pass_params(mem: np.ndarray, p: Pass,
                     cfg: HwConfig = DEFAULT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A pass's parameter block read from a memory image (`group_params` on `cfg`: each
-    output channel's flat walk, input channel-major, padded to a multiple of C, the tail
-    padded to param_beat): (w OHWI int8, b int32, shift)."""
-    k = p.k
-    walk = param_walk(k, p.cin)
-    padded = walk_vectors(cfg, k, p.cin) * cfg.array_cols
-    n = p.cout * padded
+    """A pass's parameter block read from a memory image (`group_params` on `cfg`: the
+    weight memory's words, R rows of C products of each output channel's flat walk, input
+    channel-major; the tail padded to param_beat): (w OHWI int8, b int32, shift)."""
+    k, r, c = p.k, cfg.array_rows, cfg.array_cols
+    walk, nv, nrb = param_walk(k, p.cin), walk_vectors(cfg, k, p.cin), -(-p.cout // r)
+    n = nrb * nv * r * c
     blob = mem[p.param_addr:p.param_addr + p.param_len]
     assert p.param_len == param_bytes(cfg, k, p.cin, p.cout), \
         "param_len does not match the pass's shape"
-    w = blob[:n].view(np.int8).reshape(p.cout, padded)[:, :walk]
+    rows = blob[:n].view(np.int8).reshape(nrb, nv, r, c).transpose(0, 2, 1, 3)
+    w = rows.reshape(nrb * r, nv * c)[:p.cout, :walk]
     return (w.reshape(p.cout, p.cin, k, k).transpose(0, 2, 3, 1),
             blob[n:n + 4 * p.cout].view("<i4"),
             blob[n + 4 * p.cout:n + 5 * p.cout].astype(np.int64))

@@ -69,17 +69,16 @@ def test_search_ranks_shapes_within_the_part() -> None:
         assert r * c // 2 + 2 <= 240 and r * c >= 300 and 0 < util < 1 and fps > 9
 
 
-def test_flat_walk_and_word_beats() -> None:
+def test_flat_walk_and_parameter_beats() -> None:
     # The flat walk as built: ceil(k*k*cin / C) vectors a row block, not k*k * ceil(cin / C).
     wide = dataclasses.replace(DEFAULT, array_rows=16, array_cols=26, mac_pack=2,
                                weight_mem_bytes=1024 * 16 * 26)
     assert el._per_pixel(wide, 13, 16, 32, 3, POOL_NONE, el.Change()) == (2 * 6, 32)  # 144/26
     assert el._per_pixel(wide, 13, 512, 32, 1, POOL_NONE, el.Change()) == (2 * 20, 32)
     assert el._per_pixel(wide, 13, 3, 32, 3, POOL_NONE, el.Change(split=True)) == (2 * 1.5, 32)
+    # Parameter beats: whole memory words where R x C allows (16 x 26 = 416 = 26 x 16).
+    assert wide.param_beat == DEFAULT.param_beat == DEFAULT.mem_word_bytes == 16
     bundle = Bundle.load(shipped_bundle(DEFAULT), expect=DEFAULT)
-    # Word beats: each parameter block in whole memory words, not param_beat bytes.
     image = compile_network(bundle, DEFAULT)
-    words = el.frame(DEFAULT, bundle, el.Change(word_beats=True))["param_beats"]
-    assert words == sum(-(-p.param_len // DEFAULT.mem_word_bytes) for p in image.passes)
-    assert words * DEFAULT.mem_word_bytes >= el.frame(DEFAULT, bundle)["param_beats"] * 8
-    assert words < el.frame(DEFAULT, bundle)["param_beats"]
+    assert el.frame(DEFAULT, bundle)["param_beats"] == sum(p.param_len // 16
+                                                           for p in image.passes)

@@ -48,7 +48,7 @@ def _run(x: np.ndarray, w: np.ndarray, b: np.ndarray, shift: np.ndarray, leaky: 
         await ctx.tick()
         ctx.set(dut.start, 0)
         prm = param_stream(w, b, shift, cfg) + [0] * extra
-        assert len(prm) * cfg.param_beat == param_bytes(cfg, k, cin, cout) + extra * 4
+        assert len(prm) * cfg.param_beat == param_bytes(cfg, k, cin, cout) + extra * cfg.param_beat
         rng = np.random.default_rng(x.size)
         # The input as transfers of one value, or of two (about half of them).
         vals = [int(v) for v in x.reshape(-1)]
@@ -175,20 +175,23 @@ def test_group_size() -> None:
 
 
 def test_group_params_layout() -> None:
-    """Each output channel's flat walk padded to C = 4 bytes; the tail padded to 4 bytes."""
+    """The weight memory's words in address order (R = 4 rows of C = 4 products, rows and
+    products past the group's zero), then the tail padded to param_beat = 16 bytes."""
     w = np.arange(-6, 6).reshape(2, 1, 1, 6)
     raw = group_params(CFG, w, np.array([1, -2]), np.array([3, 31]))
-    assert raw[:16] == bytes(v & 0xFF for v in [-6, -5, -4, -3, -2, -1, 0, 0,
-                                                 0, 1, 2, 3, 4, 5, 0, 0])
-    assert raw[16:24] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
-    assert raw[24:] == bytes([3, 31, 0, 0]) and len(raw) == param_bytes(CFG, 1, 6, 2)
-    # 3x3: input channel-major, w[o, ky, kx, c] at byte c * 9 + ky * 3 + kx; 27 bytes of
-    # 3 channels padded to 28.
+    z = [0] * 4
+    assert raw[:32] == bytes(v & 0xFF for v in [-6, -5, -4, -3, 0, 1, 2, 3, *z, *z,
+                                                 -2, -1, 0, 0, 4, 5, 0, 0, *z, *z])
+    assert raw[32:40] == bytes([1, 0, 0, 0, 0xFE, 0xFF, 0xFF, 0xFF])
+    assert raw[40:] == bytes([3, 31] + [0] * 6) and len(raw) == param_bytes(CFG, 1, 6, 2)
+    # 3x3: input channel-major, w[o, ky, kx, c] at product c * 9 + ky * 3 + kx; 27
+    # products of 3 channels in 7 words of 4 (the last padded).
     wp = np.arange(27).reshape(1, 3, 3, 3)
     raw = group_params(CFG, wp, np.zeros(1), np.zeros(1))
     want = [int(wp[0, t // 3, t % 3, c]) for c in range(3) for t in range(9)]
     assert want[:3] == [0, 3, 6] and want[9] == 1
-    assert raw[:28] == bytes([*want, 0]) and len(raw) == 28 + 8 == param_bytes(CFG, 3, 3, 1)
+    assert bytes(raw[16 * v + n] for v in range(7) for n in range(4)) == bytes([*want, 0])
+    assert len(raw) == 7 * 16 + 16 == param_bytes(CFG, 3, 3, 1)
 
 
 def test_weights_past_memory_set_error() -> None:
@@ -208,7 +211,7 @@ def test_weights_past_memory_set_error() -> None:
         ctx.set(dut.params.valid, 1)
         sent, total = 0, param_bytes(CFG, 3, cin, cout) // CFG.param_beat
         while sent < total:
-            if sent == 36 * 4 * 2:             # the first two row blocks fill the memory
+            if sent == CFG.weight_mem_bytes // CFG.param_beat:   # two row blocks fill it
                 flags.append(ctx.get(dut.param_err))
             *_, ready = await ctx.tick().sample(dut.params.ready)
             sent += ready

@@ -20,8 +20,8 @@ from tests.reference import ref_layer_decode
 
 CFG = HwConfig(array_rows=4, array_cols=4, max_width=16, max_in_channels=16,
                line_buffer_depth=64, weight_mem_bytes=1152)
-#: C = 6: beats of 2 bytes (`param_beat`), three to a weight word's lanes of one row.
-CFG6 = HwConfig(array_rows=4, array_cols=6, max_width=16, max_in_channels=16,
+#: 3 x 6: words of 18 bytes, beats of 2 (`param_beat`), nine to a word.
+CFG6 = HwConfig(array_rows=3, array_cols=6, max_width=16, max_in_channels=16,
                 line_buffer_depth=64, weight_mem_bytes=1152)
 R, C, P = CFG.array_rows, CFG.array_cols, CFG.param_beat
 
@@ -32,15 +32,15 @@ def ref_weight_words(w: np.ndarray, cfg: HwConfig = CFG) -> dict[int, dict[int, 
     """Where the OHWI weights of a group go: word -> {lane: value}. Product f of output
     channel o's flat walk (input channel-major: w[o, ky, kx, c] is f = c * k*k + ky * k
     + kx) goes to word (o // R) * nv + f // C, lane (o % R) * C + f % C; the lanes of the
-    padding up to nv * C products hold 0."""
+    padding (products up to nv * C, rows up to a multiple of R) hold 0."""
     cout, k, _, cin = w.shape
     R, C = cfg.array_rows, cfg.array_cols
     walk, nv = k * k * cin, walk_vectors(cfg, k, cin)
     flat = w.transpose(0, 3, 1, 2).reshape(cout, walk)
     words: dict[int, dict[int, int]] = {}
-    for o in range(cout):
+    for o in range(-(-cout // R) * R):
         for f in range(nv * C):
-            v = int(flat[o, f]) if f < walk else 0
+            v = int(flat[o, f]) if f < walk and o < cout else 0
             words.setdefault((o // R) * nv + f // C, {})[(o % R) * C + f % C] = v
     return words
 
@@ -143,9 +143,9 @@ def test_param_loader_extra_bytes_overflow() -> None:
     ([(1, 16, 5), (3, 1, 1)], 13, 0.5),
     ([(3, 5, 9), (3, 16, 2)], 14, 0.2),         # 45 products in 8 words; 144 in 24
 ])
-def test_param_loader_beats_smaller_than_a_word_row(groups: list[tuple[int, int, int]],
+def test_param_loader_beats_of_two_bytes(groups: list[tuple[int, int, int]],
                                                     seed: int, idle: float) -> None:
-    """C = 6 lanes a row take three beats of 2 bytes (`param_beat`)."""
+    """A word of 3 x 6 bytes takes nine beats of 2 bytes (`param_beat`)."""
     assert CFG6.param_beat == 2
     _run(groups, seed, idle, cfg=CFG6)
     _run(groups[:1], seed + 100, idle, extra=2, cfg=CFG6)

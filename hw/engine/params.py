@@ -52,11 +52,11 @@ class ParamLoader(wiring.Component):
     After ``start`` (a one-cycle pulse; `setup` must hold the pass's ``walk_m1`` and
     ``cout_m1`` from then on), `params` takes the block of
     `hw.spec.engine.group_params` as beats of P = `HwConfig.param_beat` bytes (P divides
-    C; byte n of a beat in bits 8n..8n+7, `param_bytes` / P beats):
+    R x C; byte n of a beat in bits 8n..8n+7, `param_bytes` / P beats):
 
-    - weights: the C bytes of output channel o, walk products v*C .. v*C + C - 1 (C / P
-      beats) go to lanes ``(o % R) * C ..`` ``+ C - 1`` of word ``(o // R) * nv + v``,
-      ``nv = ceil(walk / C)`` (lanes past ``walk`` hold the block's zero padding);
+    - weights: the weight memory's words from address 0 up, ``ceil(cout / R) * nv`` of
+      them (``nv = ceil(walk / C)``), each R x C bytes in R x C / P beats, beat j to lanes
+      ``j * P .. j * P + P - 1``;
     - then ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1, and ``cout``
       shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1; the rest of the
       last beat is padding.
@@ -92,7 +92,6 @@ class ParamLoader(wiring.Component):
         cfg, s = self.cfg, self.setup
         R, C, P = cfg.array_rows, cfg.array_cols, cfg.param_beat
         g_max, w_depth = group_max(cfg), weight_depth(cfg)
-        nv_max = -(-walk_max(cfg) // C)                     # vectors of the longest walk
         m = Module()
         m.submodules.wmem = wmem = memory.Memory(shape=weight_word(cfg), depth=w_depth, init=[])
         m.submodules.bmem = bmem = memory.Memory(shape=signed(cfg.acc_bits), depth=g_max,
@@ -132,24 +131,20 @@ class ParamLoader(wiring.Component):
         with m.Elif(serial):
             m.d.sync += bp.eq(bp + 1)
 
-        # Weight addresses: `rbase` is the first word of the current row block, `lw` the
-        # word within the output channel's walk, `lcb` its first product (lw * C) and `lj`
-        # the beat within the word; `lo` the output channel (`lo_r` = lo % R).
+        # Weight addresses: `wa` the word, `lj` the beat within it; `lcb` the first walk
+        # product of the word's vector and `lr0` the first output channel of its row block
+        # (the ends of the walk and of the group).
+        lj = Signal(range(R * C // P))
+        wa = Signal(range(w_depth + 1))
         lcb = Signal(range(walk_max(cfg) + C))
-        lj = Signal(range(C // P))
-        lw = Signal(range(nv_max))
-        lo = Signal(range(g_max + 1))
-        lo_r = Signal(range(R))
-        rbase = Signal(range((g_max // R + 1) * nv_max + nv_max))   # no wrap before `lo` ends
-        waddr = rbase + lw
+        lr0 = Signal(range(g_max + R))
         # Biases: `bb` bytes of the current one shifted into `bsr`; `bidx` its channel.
         bb = Signal(2)
         bidx = Signal(range(g_max + 1))
         bsr = Signal(24)
         m.d.comb += [
-            w_wr.addr.eq(waddr),
-            w_wr.en.eq(Mux(weights & (waddr < w_depth),
-                           Const(1, R * C // P) << (lo_r * (C // P) + lj), 0)),
+            w_wr.addr.eq(wa),
+            w_wr.en.eq(Mux(weights & (wa < w_depth), Const(1, R * C // P) << lj, 0)),
             b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
             b_wr.en.eq(serial & (phase == _Load.BIASES) & (bb == 3)),
             s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
@@ -158,24 +153,22 @@ class ParamLoader(wiring.Component):
             shifts_end.eq((phase == _Load.SHIFTS) & (bidx == s.cout_m1)),
         ]
         for n in range(R * C):
-            m.d.comb += w_wr.data[n].eq(beat.word_select(n % C % P, 8))
+            m.d.comb += w_wr.data[n].eq(beat.word_select(n % P, 8))
 
         # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), lcb.eq(0), lj.eq(0), lw.eq(0), lo.eq(0),
-                         lo_r.eq(0), rbase.eq(0), bb.eq(0), bidx.eq(0)]
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lj.eq(0), wa.eq(0), lcb.eq(0), lr0.eq(0),
+                         bb.eq(0), bidx.eq(0)]
         with m.Elif(weights):
-            with m.If(waddr >= w_depth):
+            with m.If(wa >= w_depth):
                 m.d.comb += self.overflow.eq(1)
             m.d.sync += lj.eq(lj + 1)
-            with m.If(lj == C // P - 1):                         # the word's last beat
-                m.d.sync += [lj.eq(0), lcb.eq(lcb + C), lw.eq(lw + 1)]
-            with m.If((lj == C // P - 1) & (lcb + C > s.walk_m1)):   # the walk's last
-                m.d.sync += [lcb.eq(0), lw.eq(0), lo.eq(lo + 1), lo_r.eq(lo_r + 1)]
-                with m.If(lo_r == R - 1):
-                    m.d.sync += [lo_r.eq(0), rbase.eq(waddr + 1)]
-                with m.If(lo == s.cout_m1):
-                    m.d.sync += phase.eq(_Load.BIASES)
+            with m.If(lj == R * C // P - 1):                     # the word's last beat
+                m.d.sync += [lj.eq(0), wa.eq(Mux(wa < w_depth, wa + 1, wa)), lcb.eq(lcb + C)]
+                with m.If(lcb + C > s.walk_m1):                  # the walk's last vector
+                    m.d.sync += [lcb.eq(0), lr0.eq(lr0 + R)]
+                    with m.If(lr0 + R > s.cout_m1):              # the group's last block
+                        m.d.sync += phase.eq(_Load.BIASES)
         with m.Elif(serial):
             with m.Switch(phase):
                 with m.Case(_Load.BIASES):

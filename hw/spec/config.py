@@ -188,8 +188,10 @@ class HwConfig(Numerics):
     @property
     def param_beat(self) -> int:
         """Bytes of one beat of the engine's parameter port: the largest power of two that
-        divides array_cols, at most a memory word (8 for the default 8x8 array)."""
-        return min(self.array_cols & -self.array_cols, self.mem_word_bytes)
+        divides a weight word's R x C bytes, at most a memory word (16 for the default 8x8
+        array)."""
+        rc = self.array_rows * self.array_cols
+        return min(rc & -rc, self.mem_word_bytes)
 
     @property
     def mem_word_bytes(self) -> int:

@@ -139,17 +139,20 @@ def walk_vectors(cfg: HwConfig, k: int, cin: int) -> int:
 
 def param_bytes(cfg: HwConfig, k: int, cin: int, cout: int) -> int:
     """Bytes of one group's parameter block (`group_params`), a multiple of param_beat."""
-    c, p = cfg.array_cols, cfg.param_beat
-    return cout * walk_vectors(cfg, k, cin) * c + math.ceil(5 * cout / p) * p
+    r, c, p = cfg.array_rows, cfg.array_cols, cfg.param_beat
+    return (math.ceil(cout / r) * walk_vectors(cfg, k, cin) * r * c
+            + math.ceil(5 * cout / p) * p)
 
 
 def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray) -> bytes:
     """One group's parameter block, taken by the engine's `params` port in beats of
-    `HwConfig.param_beat` bytes (which divides C = array_cols), one a cycle:
+    `HwConfig.param_beat` bytes (which divides a weight word's R x C bytes), one a cycle:
 
-    - the weights, per output channel its flat walk (`param_walk`: input channel-major,
-      ``w[o, ky, kx, c]`` at byte ``c * k*k + ky * k + kx``) zero-padded to a multiple of C
-      bytes, so that C bytes are the C lanes of one weight-memory word;
+    - the weights as the weight memory's words, in address order: for each row block of R
+      output channels, for each vector v of the flat walk (`walk_vectors` a row block), R
+      rows of C bytes, row r the products ``v*C .. v*C + C - 1`` of output channel ``rb*R
+      + r``'s walk (`param_walk`: input channel-major, ``w[o, ky, kx, c]`` at product
+      ``c * k*k + ky * k + kx``); products past the walk and rows past ``cout`` are 0;
     - the int32 little-endian biases, then one shift byte per channel, then zeros up to a
       multiple of `param_beat` bytes.
 
@@ -159,12 +162,14 @@ def group_params(cfg: HwConfig, w: np.ndarray, b: np.ndarray, shift: np.ndarray)
     if w.ndim != 4 or b.shape != (w.shape[0],) or shift.shape != (w.shape[0],):
         raise ValueError(f"bad group shapes: w {w.shape}, b {b.shape}, shift {shift.shape}")
     cout, k, _, cin = w.shape
-    walk = param_walk(k, cin)
-    rows = np.zeros((cout, walk_vectors(cfg, k, cin) * cfg.array_cols), np.int8)
-    rows[:, :walk] = w.astype(np.int8).transpose(0, 3, 1, 2).reshape(cout, walk)
+    r, c = cfg.array_rows, cfg.array_cols
+    walk, nv, nrb = param_walk(k, cin), walk_vectors(cfg, k, cin), math.ceil(cout / r)
+    rows = np.zeros((nrb * r, nv * c), np.int8)
+    rows[:cout, :walk] = w.astype(np.int8).transpose(0, 3, 1, 2).reshape(cout, walk)
+    words = rows.reshape(nrb, r, nv, c).transpose(0, 2, 1, 3)      # (block, vector, row, lane)
     tail = b.astype("<i4").tobytes() + shift.astype(np.uint8).tobytes()
     tail += bytes(-len(tail) % cfg.param_beat)
-    return rows.tobytes() + tail
+    return words.tobytes() + tail
 
 
 def mac_latency(cfg: HwConfig) -> int:
