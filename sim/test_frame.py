@@ -5,9 +5,10 @@ protocol (input written, program run, heads read), every stored layer output com
 the golden model bit for bit from the device memory dumped at the end.
 
 Two boards' configs: the Arty A7-35T's (the default: 8x8, one multiplier per MAC) and the
-A7-100T's (`boards/arty_a7_100.json`: 50x8 with `mac_pack = 2`, two int8 MACs per
+A7-100T's (`boards/arty_a7_100.json`: 16x28 with `mac_pack = 2`, two int8 MACs per
 DSP48E1-shaped multiplier, `hw.packed_mul`), so the packed array runs a whole frame
-bit-exact too."""
+bit-exact too, with C = 28 dividing none of the layers' channel counts (the flat walk's
+vectors cross input channels and taps)."""
 
 from __future__ import annotations
 

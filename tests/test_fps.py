@@ -47,8 +47,10 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
 #: least `util3` (the listed ones are bound by the serializer's one value a cycle, or by
 #: R not dividing their 16-64 output channels).
 MEETS: dict[str, dict[str, object]] = {
-    "default": {"util": 0.93, "util3": 0.95, "below": {0: 0.84}},
-    "arty_a7_100": {"util": 0.63, "util3": 0.83, "below": {0: 0.13, 2: 0.63, 4: 0.63}},
+    "default": {"util": 0.94, "util3": 0.95, "below": {0: 0.84}},
+    # 16x28: the serializer bounds layers 0-4 (16-32 outputs a pixel at one a cycle), the
+    # input's fill once per group (22 groups) layer 12
+    "arty_a7_100": {"util": 0.65, "util3": 0.91, "below": {0: 0.12, 2: 0.63, 4: 0.64, 12: 0.83}},
 }
 
 
@@ -77,7 +79,7 @@ def test_schedule_utilization(name: str) -> None:
 
 def test_default_3x3_layers_short_of_95_percent() -> None:
     """Issue 17 asks >= 95% for every 3x3 layer on the default config; the no-stall model
-    gives layer 0 less (27 of 32 lanes in its packed walk, and the serializer's 8 values
+    gives layer 0 less (27 of 32 lanes in its flat walk, and the serializer's 8 values
     a pixel after column pooling: bench/engine_limits.py). Layer 12 reaches it with row 0
     filled at two values a cycle. Pinned so that a change that meets it updates the docs."""
     from bench.explore_arrays import evaluate

@@ -168,7 +168,8 @@ def test_bad_programs_stop_before_touching_memory(tiny) -> None:
         (Pass(**{**good.__dict__, "width": 1000}), Err.BAD_PROGRAM),      # past 9 bits
         (Pass(**{**good.__dict__, "in_addr": CFG.mem_bytes - 8}), Err.BAD_ADDRESS),
         (Pass(**{**good.__dict__, "out_addr": CFG.mem_bytes - 8}), Err.BAD_ADDRESS),
-        (Pass(**{**good.__dict__, "param_addr": CFG.mem_bytes - 8}), Err.BAD_ADDRESS),
+        (Pass(**{**good.__dict__, "param_addr": CFG.mem_bytes - CFG.param_beat}),
+         Err.BAD_ADDRESS),
         # A parameter block that is not the group's: short, long, misaligned.
         (Pass(**{**good.__dict__, "param_len": good.param_len - CFG.array_cols}),
          Err.BAD_PROGRAM),

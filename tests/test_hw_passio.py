@@ -112,7 +112,7 @@ def test_pass_reader(seed, dense, stall, align) -> None:
 
 def test_pass_reader_refuses_ranges_past_memory() -> None:
     p = Pass(width=4, height=4, cin=8, cout=4, k3=0, leaky=0, head=0, pool=0, in_pitch=8,
-             out_pitch=4, upsample=0, param_addr=100, param_len=param_bytes(CFG, 1, 8, 4),
+             out_pitch=4, upsample=0, param_addr=96, param_len=param_bytes(CFG, 1, 8, 4),
              in_addr=CFG.mem_bytes - 100, out_addr=0)
     mem = np.zeros(CFG.mem_bytes, np.uint8)
     dut = PassReader(CFG, depth=8)
