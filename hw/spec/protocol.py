@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a frame layout, opcode or payload format changes.
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 #: The two sync bytes that open every frame.
 SYNC = bytes((0xA5, 0x5A))
 #: Longest payload of one frame (the device's receive buffer: one 1 KiB block RAM).

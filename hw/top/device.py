@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["GATEWARE_VERSION", "OUT_FIFO_DEPTH", "DeviceTop", "identity", "link_endpoint"]
 
 #: Bumped with every change of the device's observable behaviour.
-GATEWARE_VERSION = 5
+GATEWARE_VERSION = 6
 #: Output FIFO of RUN (bytes): two frames' worth, so the engine keeps running while one
 #: DATA frame leaves.
 OUT_FIFO_DEPTH = 2 * protocol.MAX_PAYLOAD
