@@ -57,7 +57,7 @@ _BRAM18_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16
 #: Weight-memory depths (words of R x C bytes) tried: multiples of a 512-deep BRAM.
 DEPTHS = (512, 1024, 1536, 2048)
 #: Array shapes tried: C values, R up to this.
-COLS = (4, 8, 12, 16, 32)
+COLS = (4, 8, 9, 12, 14, 16, 18, 20, 24, 28, 32)
 MAX_ROWS = 64
 
 
