@@ -1,20 +1,26 @@
 """Benchmark: one 416x416 Tiny-YOLOv3 frame on the simulated device with its memory, or on a
 board's simulated DRAM system.
 
-    python bench/sim_frame.py [--system memory|dram-BOARD [--uart]] [--image assets/dog.jpg]
-                              [--bundle PATH] [--json FILE]
+    python bench/sim_frame.py [--system memory|dram-BOARD [--uart]] [--spans N]
+                              [--image assets/dog.jpg] [--bundle PATH] [--json FILE]
 
 `--system memory` (default): the device with the harness's model of its memory (the
 default config). The network is preloaded into the simulated memory (the harness's
 backdoor; the upload itself is measured for its size only); the frame runs as on a board:
 the host writes the int8 image, starts the program, polls STATUS and reads the two heads
-over the framed protocol. Prints the machine, the simulation's wall time for the frame, the
-frame's cycles (measured, engine, no-stall schedule), memory stall and overhead cycles, DRAM
-and link bytes, the memory model's counts, the per-layer table, and projected frames per
-second of the A7-35T (default) and A7-100T configs over a 12 Mbaud UART and over 100 Mbit
-Ethernet (`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its
-link time plus its compute time (link and compute not overlapped), compute as measured
-here for the default config; for the A7-100T config its schedule model's cycles with the
+over the framed protocol. `--spans N` (default 2, for the 2-core machines) runs the program
+in N spans on N simulators side by side (`tests.split_frame`: span j > 0 starts from the
+program reference's memory after the passes before it, and the memory at each span's end
+must equal the reference's byte for byte); `--spans 1` runs it whole in one. The frame is
+checked bit-exact (every stored layer output and both heads against the golden model; exit
+1 when not). Prints the machine, the simulation's wall time for the frame (the simulators'
+start to the last one's end), each span's CPU seconds, the frame's cycles (measured,
+engine, no-stall schedule), memory stall and overhead cycles, DRAM and link bytes, the
+memory model's counts, the per-layer table, and projected frames per second of the
+A7-35T (default) and A7-100T configs over a 12 Mbaud UART and over 100 Mbit Ethernet
+(`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its link time
+plus its compute time (link and compute not overlapped), compute as measured here for the
+default config; for the A7-100T config its schedule model's cycles with the
 parameter beats (`bench.fps.model_cycles`) scaled by what the measured frame adds to the
 default config's.
 
@@ -37,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -59,10 +64,12 @@ from sw.runtime.bundle import Bundle  # noqa: E402
 from sw.runtime.detect import shipped_bundle  # noqa: E402
 from sw.runtime.device import Device  # noqa: E402
 from sw.runtime.golden import GoldenModel  # noqa: E402
-from sw.runtime.link import SimLink  # noqa: E402
+from sw.runtime.link import SimLink, harness_binary  # noqa: E402
 from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
 from sw.runtime.resident import FrameRun, ResidentNetwork  # noqa: E402
+from tests.reference import check_layers  # noqa: E402
+from tests.split_frame import run_split_frame  # noqa: E402
 
 
 def parse_system(system: str) -> str | None:
@@ -89,7 +96,12 @@ def main() -> int:
     p.add_argument("--image", default=str(ROOT / "assets" / "dog.jpg"))
     p.add_argument("--bundle", help="bundle (default: the shipped default bundle)")
     p.add_argument("--json", help="also write the numbers as JSON here")
+    p.add_argument("--spans", type=int, default=2,
+                   help="memory: simulators side by side, each running a span of the "
+                        "program (default 2: the machines have 2 cores; 1: one process)")
     args = p.parse_args()
+    if args.spans < 1:
+        p.error("--spans must be at least 1")
     board = parse_system(args.system)
     cfg = DEFAULT if board is None else board_config(board)
     bundle = Bundle.load(args.bundle or shipped_bundle(cfg), expect=cfg)
@@ -129,29 +141,38 @@ def print_frame(run: FrameRun, cfg: HwConfig) -> None:
 def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image: Any,
                  x: np.ndarray) -> int:
     """The frame on the memory top (the harness's memory model; module docstring)."""
+    golden = GoldenModel(bundle).run(x, keep=True)
+    t0 = time.perf_counter()
+    harness_binary(cfg, top="memory")               # built first where it is not yet
+    t_ready = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "network.bin"
-        pre.write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
         t0 = time.perf_counter()
-        with SimLink(cfg, top="memory", harness_args=["--load", f"0:{pre}"]) as link:
-            t_ready = time.perf_counter() - t0      # the harness's build on first use
-            dev = Device(link, timeout=120.0)
-            net = ResidentNetwork(dev, cfg, bundle)
-            cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-            t0 = time.perf_counter()
-            run = net.run(x)
+        try:
+            split = run_split_frame(cfg, bundle, image, x, Path(tmp), spans=args.spans)
             wall = time.perf_counter() - t0
-        sim_cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - cpu0
+            compared = check_layers(bundle, image, split.memory, golden)
+            for i, head in split.run.heads.items():
+                assert np.array_equal(head, golden[i]), f"head {i} as read over the link"
+        except AssertionError as e:
+            print(f"error: not bit-exact: {e}", file=sys.stderr)
+            return 1
+    run = split.run
     f = run.frame
     upload = image.tensors_addr - image.program_addr + 64
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"HwConfig {cfg.config_id_hex}: {cfg.array_rows}x{cfg.array_cols} array, "
           f"{cfg.clock_hz / 1e6:.0f} MHz, memory port {cfg.mem_data_bits} bits")
-    print(f"simulator ready in {t_ready:.1f} s; frame simulated in {wall:.1f} s wall "
-          f"({link.cycles:,} simulated cycles in the session, simulator CPU "
-          f"{sim_cpu:.1f} s)")
+    spans = "; ".join(f"passes {a}..{b - 1}: {c:.1f} s CPU, {w:.1f} s wall" for (a, b), c, w
+                      in zip(split.spans, split.cpu_s, split.wall_s, strict=True))
+    sims = (f"{len(split.spans)} simulators side by side" if len(split.spans) > 1
+            else "one simulator")
+    print(f"simulator ready in {t_ready:.1f} s; frame simulated in {wall:.1f} s wall on "
+          f"{sims} ({spans}); simulator CPU {sum(split.cpu_s):.1f} s in all")
+    print(f"bit-exact: the memory after each span equals the program reference's; "
+          f"{compared} layer outputs and {len(run.heads)} heads equal the golden model's")
     print_frame(run, cfg)
-    print(f"upload {upload:,} bytes once; memory model: {link.mem_stats}")
+    print(f"upload {upload:,} bytes once; memory model per span: "
+          + "; ".join(str(m) for m in split.mem_stats))
     rows = {}
     # the model's cycles (schedule and parameter beats) scaled by what the measured frame
     # adds to them on the default config (stalls, descriptors, pass starts)
@@ -168,9 +189,10 @@ def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image:
         print(f"| {name} | {r['cycles']:,} | {r['compute_s']:.3f} s | {r['fps_uart']:.2f} | "
               f"{r['fps_ethernet']:.2f} | {r['fps_compute']:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "wall_s": wall,
-                                               "frame": f, "projections": rows,
-                                               "memory_model": link.mem_stats}, indent=1))
+        Path(args.json).write_text(json.dumps({
+            "machine": machine(), "wall_s": wall, "spans": split.spans,
+            "span_cpu_s": split.cpu_s, "span_wall_s": split.wall_s, "frame": f,
+            "projections": rows, "memory_model": split.mem_stats}, indent=1))
     return 0
 
 

@@ -2,7 +2,11 @@
 with its memory (MemDeviceTop in the Verilator harness with its memory model): the network
 preloaded through the harness's backdoor, the frame run by the host driver over the framed
 protocol (input written, program run, heads read), every stored layer output compared with
-the golden model bit for bit from the device memory dumped at the end.
+the golden model bit for bit from the device memory dumped at the end, and the whole tensor
+region byte for byte against the program reference's memory. The default config's program
+runs in two spans on two simulators side by side (`tests.split_frame`: the memory at each
+span's end equals the reference's, so the spans compose into one run), the other config's
+whole in one.
 
 Two boards' configs: the Arty A7-35T's (the default: 8x8, one multiplier per MAC) and the
 A7-100T's (`boards/arty_a7_100.json`: 16x28 with `mac_pack = 2`, two int8 MACs per
@@ -20,13 +24,11 @@ from hw.spec import intmath
 from hw.spec.config import DEFAULT, load_config
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import CALIB_DIR, shipped_bundle
-from sw.runtime.device import Device
 from sw.runtime.golden import GoldenModel
-from sw.runtime.link import SimLink
 from sw.runtime.postprocess import letterbox, load_image
 from sw.runtime.program import compile_network
-from sw.runtime.resident import ResidentNetwork
 from tests.reference import check_layers
+from tests.split_frame import run_split_frame
 
 
 @pytest.mark.parametrize("board", ["arty_a7", "arty_a7_100"])
@@ -39,18 +41,19 @@ def test_full_frame_bit_exact(tmp_path, board: str) -> None:
     x = intmath.quantize_input(lb)
     golden = GoldenModel(bundle).run(x, keep=True)
     image = compile_network(bundle, cfg)
-    pre, dump = tmp_path / "network.bin", tmp_path / "memory.bin"
-    pre.write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
-    args = ["--load", f"0:{pre}", "--dump", f"0:{image.end}:{dump}"]
-    with SimLink(cfg, top="memory", harness_args=args) as link:
-        net = ResidentNetwork(Device(link, timeout=60.0), cfg, bundle)
-        run = net.run(x)                            # preloaded: no upload
-    compared = check_layers(bundle, image, np.fromfile(dump, np.uint8), golden)
+    # the default config on two simulators side by side (as bench/sim_frame.py runs it),
+    # the other in one: the memory at each span's end checked byte for byte
+    spans = 2 if board == "arty_a7" else 1
+    split = run_split_frame(cfg, bundle, image, x, tmp_path, spans=spans)
+    compared = check_layers(bundle, image, split.memory, golden)
     # 24 layers: 5 convs ran with their max pool fused, conv 18 wrote its upsample; the
     # yolo layers are their heads' tensors
     assert compared == sum(v is not None for v in image.layer_views) >= 18
+    run = split.run
     for i, head in run.heads.items():
         assert np.array_equal(head, golden[i]), f"head {i} as read over the link"
+    assert sorted(run.heads) == image.heads
     f = run.frame
     assert f["link_bytes_per_frame"] <= 1_000_000, f
     assert f["passes"] == len(image.passes) and f["cycles"] > f["model_cycles"]
+    assert f["input_bytes_sent"] == x.size and f["spans"] == spans

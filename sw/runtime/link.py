@@ -16,9 +16,11 @@ import contextlib
 import hashlib
 import importlib.metadata
 import os
+import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -97,9 +99,11 @@ def simulator_key(cfg: HwConfig, timeout_cycles: int, sources: list[Path],
 
 
 def build_simulator(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: str,
-                    module: str, what: str, args: tuple[str, ...] = ()) -> Path:
+                    module: str, what: str, args: tuple[str, ...] = (),
+                    prepare: Callable[[Path], tuple[str, ...]] | None = None) -> Path:
     """DIR/harness, built first by ``python -m module`` (which serialises concurrent builds
-    of one directory) unless DIR/stamp.sha256 holds `key`."""
+    of one directory) unless DIR/stamp.sha256 holds `key`; `prepare(DIR)`, called only
+    when it builds, gives further arguments of the build."""
     binary, stamp = build_dir / "harness", build_dir / "stamp.sha256"
     if binary.exists() and stamp.exists() and stamp.read_text() == key:
         return binary
@@ -109,7 +113,7 @@ def build_simulator(cfg: HwConfig, timeout_cycles: int, build_dir: Path, key: st
           "(a few minutes on 2 cores) ...", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", module, "--config", str(build_dir / "hw_config.json"),
            "--timeout-cycles", str(timeout_cycles), "--dir", str(build_dir), "--key", key,
-           *args]
+           *args, *(prepare(build_dir) if prepare else ())]
     with ticking(f"building the {what} simulator"):
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0 or not binary.exists() or stamp.read_text() != key:
@@ -138,7 +142,51 @@ def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
     build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
     return build_simulator(cfg, timeout_cycles, build_dir,
                            harness_key(cfg, timeout_cycles, top), "hw.simulator", top,
-                           ("--top", top))
+                           ("--top", top),
+                           (lambda d: memory_training(cfg, d)) if top == "memory" else None)
+
+
+#: Cycles of the memory top's profiling run (`memory_training`).
+TRAIN_CYCLES = 2_000_000
+
+
+def memory_training(cfg: HwConfig, build_dir: Path) -> tuple[str, ...]:
+    """``python -m hw.simulator`` arguments that build the memory top's harness
+    profile-guided (`hw.simulator.Training`): profiled on the first `TRAIN_CYCLES` cycles of
+    the shipped network's program (its first layer, the start of the second) on a seeded
+    random image, preloaded through the harness's backdoor (files in DIR/train/). ()
+    (a plain build) where the shipped bundle is for other number formats or does not fit
+    `cfg`. (This reaches up into the runtime's program compiler and bundle: at build time
+    only, imported here.)"""
+    import numpy as np
+
+    from hw.spec import protocol
+    from sw.runtime.bundle import Bundle
+    from sw.runtime.detect import shipped_bundle
+    from sw.runtime.program import compile_network
+    from sw.runtime.resident import ResidentNetwork
+
+    path = shipped_bundle(cfg)
+    if path is None:
+        return ()
+    bundle = Bundle.load(path, expect=cfg)
+    try:
+        image = compile_network(bundle, cfg)
+    except ValueError:                                  # the network does not fit cfg
+        return ()
+    folder = build_dir / "train"
+    folder.mkdir(exist_ok=True)
+    x = np.random.default_rng(0).integers(-128, 128, bundle.input_shape, dtype=np.int8)
+    (folder / "network.bin").write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
+    (folder / "input.bin").write_bytes(x.tobytes())
+    (folder / "request.bin").write_bytes(protocol.encode_frame(
+        protocol.Op.PROGRAM_RUN, struct.pack(protocol.PROGRAM_FORMAT, image.program_addr,
+                                             len(image.passes), image.end)))
+    harness = ("--load", f"0:{folder / 'network.bin'}",
+               "--load", f"{image.input.addr}:{folder / 'input.bin'}",
+               "--max-cycles", str(TRAIN_CYCLES))
+    return ("--train-stdin", str(folder / "request.bin"),
+            *(f"--train-arg={arg}" for arg in harness))
 
 
 class PipeLink(Link):

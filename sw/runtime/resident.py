@@ -29,7 +29,7 @@ import numpy as np
 from hw.spec import protocol
 from hw.spec.config import HwConfig
 from hw.spec.engine import out_value_bytes
-from hw.spec.memory import TRACE_BYTES, TRACE_FORMAT
+from hw.spec.memory import PASS_BYTES, TRACE_BYTES, TRACE_FORMAT
 from hw.spec.protocol import ProgramFlag
 from sw.runtime.bundle import Bundle
 from sw.runtime.device import Device, DeviceError
@@ -80,6 +80,7 @@ class FrameRun:
     heads: dict[int, np.ndarray]
     frame: dict[str, Any]
     layers: list[dict[str, Any]] = field(default_factory=list)
+    trace: bytes = b""          # the passes' trace records (`hw.spec.memory.TRACE_FORMAT`)
 
 
 class ResidentNetwork:
@@ -164,35 +165,46 @@ class ResidentNetwork:
 
     def run(self, x: np.ndarray, timeout: float = 3600.0,
             progress: Callable[[int, int], None] | None = None,
-            filters: dict[int, HeadFilter] | None = None) -> FrameRun:
+            filters: dict[int, HeadFilter] | None = None,
+            span: tuple[int, int] | None = None) -> FrameRun:
         """One int8 input through the resident network: the heads and the statistics
         (`progress` gets passes done and passes while it runs). A head with a filter in
         `filters` (by layer index) is read as the records its filter keeps; in the head
-        returned the others hold 0, their key int16's minimum."""
+        returned the others hold 0, their key int16's minimum.
+
+        `span` = (lo, hi) runs passes lo .. hi - 1 of the program only (a simulation's frame
+        split into spans, `joined`): the input is written only when lo = 0 and the heads
+        read only when hi is the last pass; the memory must hold what passes 0 .. lo - 1
+        wrote. The statistics are the span's."""
         im, dev = self.image, self.dev
+        lo, hi = span or (0, len(im.passes))
+        if not 0 <= lo < hi <= len(im.passes):
+            raise ValueError(f"span ({lo}, {hi}) is not within the program's "
+                             f"{len(im.passes)} passes")
         if x.dtype != np.int8 or x.shape != self.bundle.input_shape:
             raise ValueError(f"network input must be int8 {self.bundle.input_shape}, "
                              f"got {x.dtype} {x.shape}")
         out0, in0 = dev.bytes_out, dev.bytes_in
-        sent = self._write_input(np.ascontiguousarray(x).tobytes())
-        dev.program_run(im.program_addr, len(im.passes), self.trace)
+        sent = self._write_input(np.ascontiguousarray(x).tobytes()) if lo == 0 else 0
+        dev.program_run(im.program_addr + lo * PASS_BYTES, hi - lo, self.trace)
         deadline = time.monotonic() + timeout
         pause = 0.01             # STATUS polls back off: few bytes on the link per frame
         while (st := dev.status()).program & ProgramFlag.RUNNING:
             if time.monotonic() > deadline:
                 raise LinkTimeout(f"program on {dev.link.name}: still running after "
-                                  f"{timeout:.0f} s (pass {st.passes} of {len(im.passes)})")
+                                  f"{timeout:.0f} s (pass {lo + st.passes} of {len(im.passes)})")
             if progress:
-                progress(st.passes, len(im.passes))
+                progress(lo + st.passes, len(im.passes))
             time.sleep(pause)
             pause = min(2 * pause, 1.0)
         if st.program_error or not st.program & ProgramFlag.DONE:
+            at = min(lo + st.passes, len(im.passes) - 1)
             raise DeviceError(st.program_error, int(protocol.Op.PROGRAM_RUN),
-                              f"program on {dev.link.name} stopped at pass {st.passes} "
-                              f"(layer {im.pass_layers[min(st.passes, len(im.passes) - 1)]})")
+                              f"program on {dev.link.name} stopped at pass {lo + st.passes} "
+                              f"(layer {im.pass_layers[at]})")
         heads = {}
         h_out, h_in = dev.bytes_out, dev.bytes_in
-        for i in im.heads:
+        for i in im.heads if hi == len(im.passes) else ():
             v = im.layer_views[i]
             if filters and i in filters:
                 heads[i] = self._filtered_head(i, filters[i])
@@ -201,12 +213,29 @@ class ResidentNetwork:
             heads[i] = dataclasses.replace(v, addr=0).read(raw)
         head_link = dev.bytes_out - h_out + dev.bytes_in - h_in
         link = dev.bytes_out - out0 + dev.bytes_in - in0
-        trace = dev.mem_read(self.trace, TRACE_BYTES * len(im.passes))
-        run = self._report(st, trace, link)
+        trace = dev.mem_read(self.trace, TRACE_BYTES * (hi - lo))
+        run = self._report(st.program_cycles, trace, link, lo)
         run.frame["head_link_bytes"] = head_link
         run.frame["input_bytes_sent"] = sent
-        run.frame["heads_filtered"] = sorted(i for i in im.heads if filters and i in filters)
-        run.heads = heads
+        run.frame["heads_filtered"] = sorted(i for i in heads if filters and i in filters)
+        run.heads, run.trace = heads, trace
+        return run
+
+    def joined(self, parts: list[FrameRun]) -> FrameRun:
+        """One frame's run from the runs of its program's consecutive spans (`run`'s
+        `span`, from pass 0 to the last): the heads of the last, the statistics as if the
+        program had run whole (cycles, link bytes and trace records summed)."""
+        trace = b"".join(p.trace for p in parts)
+        if len(trace) != TRACE_BYTES * len(self.image.passes):
+            raise ValueError(f"{len(trace) // TRACE_BYTES} passes in the spans, the program "
+                             f"has {len(self.image.passes)}")
+        total = {key: sum(p.frame[key] for p in parts)
+                 for key in ("cycles", "link_bytes_per_frame", "head_link_bytes",
+                             "input_bytes_sent")}
+        run = self._report(total.pop("cycles"), trace, total.pop("link_bytes_per_frame"), 0)
+        run.frame.update(total, heads_filtered=parts[-1].frame["heads_filtered"],
+                         spans=len(parts))
+        run.heads, run.trace = parts[-1].heads, trace
         return run
 
     def _filtered_head(self, layer: int, f: HeadFilter) -> np.ndarray:
@@ -229,15 +258,18 @@ class ResidentNetwork:
             recs[start:stop] = np.frombuffer(raw, "<i2").reshape(-1, f.record_values)
         return recs.reshape(v.height, v.width, v.channels)
 
-    def _report(self, st: protocol.Status, trace: bytes, link: int) -> FrameRun:
+    def _report(self, cycles: int, trace: bytes, link: int, first: int) -> FrameRun:
+        """The statistics of the passes from `first` whose trace records `trace` holds."""
         im, cfg = self.image, self.cfg
         layers: dict[int, dict[str, Any]] = {}
+        n = len(trace) // TRACE_BYTES
         frame = {"link_bytes_per_frame": link, "upload_bytes": self.upload_bytes,
-                 "dram_read_bytes": 0, "dram_write_bytes": 0, "cycles": st.program_cycles,
+                 "dram_read_bytes": 0, "dram_write_bytes": 0, "cycles": cycles,
                  "engine_cycles": 0, "model_cycles": 0, "memory_stall_cycles": 0,
-                 "passes": len(im.passes), "clock_hz": cfg.clock_hz}
-        for k, p in enumerate(im.passes):
-            total, eng = struct.unpack_from(TRACE_FORMAT, trace, k * TRACE_BYTES)
+                 "passes": n, "clock_hz": cfg.clock_hz}
+        for k in range(first, first + n):
+            p = im.passes[k]
+            total, eng = struct.unpack_from(TRACE_FORMAT, trace, (k - first) * TRACE_BYTES)
             model = p.cycles(cfg)
             oh, ow = p.out_shape
             reads = 48 + p.param_len + p.height * p.width * p.cin
