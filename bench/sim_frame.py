@@ -17,10 +17,10 @@ checked bit-exact (every stored layer output and both heads against the golden m
 start to the last one's end), each span's CPU seconds, the frame's cycles (measured,
 engine, no-stall schedule), memory stall and overhead cycles, DRAM and link bytes, the
 memory model's counts, the per-layer table, and projected frames per second of the
-A7-35T (default) and A7-100T configs over a 12 Mbaud UART and over 100 Mbit Ethernet
+default, A7-35T and A7-100T configs over a 12 Mbaud UART and over 100 Mbit Ethernet
 (`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its link time
 plus its compute time (link and compute not overlapped), compute as measured here for the
-default config; for the A7-100T config its schedule model's cycles with the
+default config; for the boards' configs their schedule model's cycles with the
 parameter beats (`bench.fps.model_cycles`) scaled by what the measured frame adds to the
 default config's.
 
@@ -177,8 +177,8 @@ def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image:
     # the model's cycles (schedule and parameter beats) scaled by what the measured frame
     # adds to them on the default config (stalls, descriptors, pass starts)
     measured = f["cycles"] / model_cycles(image, cfg)
-    for name, c in (("A7-35T", cfg), ("A7-100T", HwConfig.load(ROOT / "boards" /
-                                                               "arty_a7_100.json"))):
+    for name, c in ((f"default {cfg.array_rows}x{cfg.array_cols}", cfg),
+                    ("A7-35T", board_config("arty_a7")), ("A7-100T", board_config("arty_a7_100"))):
         cyc = f["cycles"] if c is cfg else round(
             measured * model_cycles(compile_network(bundle, c), c))
         rows[name] = projection(cyc, c, f["link_bytes_per_frame"], ethernet=True)

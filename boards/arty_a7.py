@@ -20,6 +20,7 @@ ARTY_A7_35 = Board(
     name="arty_a7", description="Digilent Arty A7-35T (xc7a35ticsg324-1L)",
     platform=ArtyA7_35Platform,
     capacity={"LUT": 20_800, "FF": 41_600, "DSP48E1": 90, "BRAM36": 50},
+    hw_config="arty_a7_35.json",
     **_COMMON)
 
 ARTY_A7_100 = Board(

@@ -110,7 +110,9 @@ def test_arty_tree_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "xc7a35ticsg324-1L" in (out / "tinyyolo.tcl").read_text()
     verilog = (out / "tinyyolo.v").read_text()
     assert "BUFG" in verilog and "MMCME2_BASE" not in verilog  # 100 MHz: no MMCM
-    assert HwConfig.load(out / "hw_config.json") == DEFAULT
+    # the board's own config (boards/arty_a7_35.json), not the default
+    assert HwConfig.load(out / "hw_config.json") == HwConfig.load(
+        BOARDS["arty_a7"].default_config_path()) != DEFAULT
 
 
 def test_arty_100_uses_its_config_and_an_mmcm(tmp_path: Path,
@@ -620,7 +622,7 @@ def test_record_a_vivado_bitstream(tmp_path: Path, loader: Path, capsys) -> None
     d = tmp_path / "build"
     d.mkdir()
     arty = BOARDS["arty_a7"]
-    hwb.write_stamp(d, arty, DEFAULT)                  # what the tree-only build leaves
+    hwb.write_stamp(d, arty, HwConfig.load(arty.default_config_path()))  # the tree-only build
     (d / "tinyyolo.bit").write_bytes(b"vivado made this")
     with pytest.raises(hwb.BuildError, match="no build record"):
         hwb.program(arty, d)

@@ -15,7 +15,7 @@ from boards import BOARDS
 from hw import build as hwb
 from hw.build import main
 from hw.eth import EthSettings, device_defaults
-from hw.spec.config import DEFAULT
+from hw.spec.config import DEFAULT, HwConfig
 from hw.spec.dram import DramPhy
 from hw.top.device import identity
 
@@ -56,7 +56,8 @@ def test_arty_tree_carries_ethernet(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert _const(inst, "mac_address") == 0x025459000050
     # IDENTIFY's reply carries the same addresses (Feature.ETHERNET, IP and port) and the
     # A7DDRPHY's CSR layout (the host's read leveling)
-    ident = identity(DEFAULT, engine=False, memory=True, dram=True,
+    ident = identity(HwConfig.load(BOARDS["arty_a7"].default_config_path()), engine=False,
+                     memory=True, dram=True,
                      eth=EthSettings(ip="10.1.2.3", mac="02:54:59:00:00:50", udp_port=4242),
                      dram_phy=DramPhy.A7DDRPHY)
     assert ident.ethernet == "10.1.2.3:4242"
