@@ -67,7 +67,7 @@ from sw.runtime.golden import GoldenModel  # noqa: E402
 from sw.runtime.link import SimLink, harness_binary  # noqa: E402
 from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
-from sw.runtime.resident import FrameRun, ResidentNetwork  # noqa: E402
+from sw.runtime.resident import FrameRun, ResidentNetwork, memory_training  # noqa: E402
 from tests.reference import check_layers  # noqa: E402
 from tests.split_frame import run_split_frame  # noqa: E402
 
@@ -143,7 +143,7 @@ def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image:
     """The frame on the memory top (the harness's memory model; module docstring)."""
     golden = GoldenModel(bundle).run(x, keep=True)
     t0 = time.perf_counter()
-    harness_binary(cfg, top="memory")               # built first where it is not yet
+    harness_binary(cfg, top="memory", train=memory_training)   # built first if need be
     t_ready = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -44,7 +44,7 @@ from sw.runtime.detect import shipped_bundle  # noqa: E402
 from sw.runtime.link import SIM_TIMEOUT_CYCLES, harness_binary  # noqa: E402
 from sw.runtime.postprocess import letterbox, load_image  # noqa: E402
 from sw.runtime.program import compile_network  # noqa: E402
-from sw.runtime.resident import ResidentNetwork  # noqa: E402
+from sw.runtime.resident import ResidentNetwork, memory_training  # noqa: E402
 
 
 def main() -> int:
@@ -68,8 +68,8 @@ def main() -> int:
     if not 0 < passes <= len(image.passes):
         p.error(f"--passes must be 1..{len(image.passes)}")
     x = intmath.quantize_input(letterbox(load_image(args.image), bundle.input_shape[0])[0])
-    binary = Path(args.binary) if args.binary else harness_binary(cfg, SIM_TIMEOUT_CYCLES,
-                                                                  "memory")
+    binary = Path(args.binary) if args.binary else harness_binary(
+        cfg, SIM_TIMEOUT_CYCLES, "memory", train=memory_training)
     trace = image.end                         # as ResidentNetwork places the trace records
     lo, hi = image.tensors_addr, trace + TRACE_BYTES * passes
     request = protocol.encode_frame(protocol.Op.PROGRAM_RUN, struct.pack(

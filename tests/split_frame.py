@@ -30,7 +30,7 @@ from sw.runtime.bundle import Bundle
 from sw.runtime.device import Device
 from sw.runtime.link import SimLink
 from sw.runtime.program import NetworkImage
-from sw.runtime.resident import FrameRun, ResidentNetwork
+from sw.runtime.resident import FrameRun, ResidentNetwork, memory_training
 from tests.reference import ref_program
 
 __all__ = ["SplitFrame", "cuts", "memory_mismatch", "run_split_frame"]
@@ -104,7 +104,7 @@ def run_split_frame(cfg: HwConfig, bundle: Bundle, image: NetworkImage, x: np.nd
         args = ["--load", f"0:{load}", "--dump", f"0:{image.end}:{dump}"]
         t0 = time.perf_counter()
         try:
-            with SimLink(cfg, top="memory", harness_args=args) as link:
+            with SimLink(cfg, top="memory", harness_args=args, train=memory_training) as link:
                 nets[j] = ResidentNetwork(Device(link, timeout=timeout), cfg, bundle)
                 parts[j] = nets[j].run(x, span=(at[j], at[j + 1]))
                 cpu[j] = link.cpu_seconds() or 0.0

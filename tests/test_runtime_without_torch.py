@@ -87,10 +87,13 @@ def test_sim_backend_with_a_built_harness(tmp_path, blocked, small_net, small_mo
     """The simulated RTL runs with the harness built before (here, in this process);
     the host process itself imports no Amaranth."""
     from sw.runtime.link import SimLink
+    from sw.runtime.resident import memory_training
 
     from .conftest import small_bundle
 
-    with SimLink(DEFAULT, top="memory"):   # builds the harness if this checkout has none yet
+    # builds the harness (the profile-guided one the sim backend runs) if this checkout has
+    # none yet
+    with SimLink(DEFAULT, top="memory", train=memory_training):
         pass
     bundle = tmp_path / "small.npz"
     small_bundle(small_net, small_model).save(bundle)

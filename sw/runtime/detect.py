@@ -18,17 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hw.spec import intmath
-from hw.spec.config import HwConfig, Numerics
-from sw.runtime import compact
+from hw.spec.config import HwConfig
 from sw.runtime.bundle import Bundle
-from sw.runtime.darknet import (
-    ConvWeights,
-    DarknetError,
-    Network,
-    YoloHead,
-    load_cfg,
-    read_weights,
-)
+from sw.runtime.darknet import Network, YoloHead
 from sw.runtime.device import DeviceModeError
 from sw.runtime.golden import GoldenModel
 from sw.runtime.postprocess import (
@@ -39,10 +31,10 @@ from sw.runtime.postprocess import (
     letterbox,
     objectness_floor,
 )
-from sw.runtime.resident import HeadFilter
+from sw.runtime.resident import HeadFilter, memory_training
 from sw.runtime.scheduler import LayerStats
-from sw.runtime.util import Progress, log, sha256_file
-from sw.runtime.weights import cache_dir, default_cfg, fetch_weights
+from sw.runtime.shipped import load_network, shipped_bundle
+from sw.runtime.util import Progress, log
 
 __all__ = ["BACKENDS", "CALIB_DIR", "Backend", "head_filters", "head_specs", "load_network",
            "make_backend", "shipped_bundle"]
@@ -52,37 +44,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CALIB_DIR = ROOT / "assets"
 #: Every backend name the CLI offers ("float" and "fakequant" from `sw.quant.pipeline`).
 BACKENDS = ("float", "fakequant", "golden", "sim")
-
-
-def load_network(cfg: str | Path | None = None, weights: str | Path | None = None,
-                 ) -> tuple[Network, list[ConvWeights], dict]:
-    """A parsed cfg, its Darknet weights and their provenance (file names and SHA-256s);
-    default: the pretrained Tiny-YOLOv3, fetched and verified on first use."""
-    cfg_path = Path(cfg) if cfg else default_cfg()
-    net = load_cfg(cfg_path)
-    if net.width != net.height:
-        raise DarknetError(f"{cfg_path}: [net] is {net.width} wide and {net.height} high: only "
-                           "square inputs are supported (set width = height)")
-    weights_path = Path(weights) if weights else fetch_weights()
-    params = read_weights(weights_path, net)
-    prov = {"cfg": cfg_path.name, "cfg_sha256": sha256_file(cfg_path),
-            "weights": weights_path.name, "weights_sha256": sha256_file(weights_path)}
-    return net, params, prov
-
-
-def shipped_bundle(numerics: Numerics) -> Path | None:
-    """The shipped default bundle (`compact.DEFAULT`, calibrated and AdaRound-tuned on
-    COCO images) rebuilt on the fetched pretrained weights and cached; None when it was
-    quantized for other number formats than `numerics` (a HwConfig or Numerics)."""
-    made = compact.read_manifest(compact.DEFAULT)["bundle"]
-    if made["numerics_id"] != numerics.numerics_id_hex:
-        return None
-    path = cache_dir() / "bundles" / f"yolov3-tiny-default-{made['content_hash'][:16]}.npz"
-    if not path.exists():
-        log(f"rebuilding the default bundle from {compact.DEFAULT.name} on the pretrained "
-            f"weights into {path}")
-        compact.unpack(compact.DEFAULT, *load_network()).save(path)
-    return path
 
 
 def head_specs(source: Network | Bundle) -> list[HeadSpec]:
@@ -164,7 +125,8 @@ def _device_backend(bundle: Bundle, hw: HwConfig, port: str | None,
         from sw.runtime.udplink import UdpLink, parse_host
         link = UdpLink(*parse_host(host))
     else:
-        link = SerialLink(port, hw.uart_baud) if port else SimLink(hw, top="memory")
+        link = (SerialLink(port, hw.uart_baud) if port
+                else SimLink(hw, top="memory", train=memory_training))
     try:
         ident = probe.identify(link, hw)    # a few seconds, then an error that says why
     except BaseException:

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import importlib.metadata
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -40,6 +39,9 @@ DRAM_SOURCES = "boards/dram/*.yml"
 DRAM_DISTS = ("litedram", "litex", "migen", "liteeth", "litescope")
 #: Frame timeout (cycles) of the simulated device: short, so truncation tests are quick.
 SIM_TIMEOUT_CYCLES = 20_000
+#: A profile-guided build's preparation: (config, build folder) -> ``python -m
+#: hw.simulator`` arguments (`sw.runtime.resident.memory_training`).
+Training = Callable[[HwConfig, Path], tuple[str, ...]]
 
 
 class LinkError(RuntimeError):
@@ -132,61 +134,20 @@ def harness_key(cfg: HwConfig, timeout_cycles: int, top: str = "stream") -> str:
 
 
 def harness_binary(cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
-                   top: str = "stream") -> Path:
+                   top: str = "stream", train: Training | None = None) -> Path:
     """The simulator binary of the `top` device ("stream": today's streaming top;
     "memory": the device with its memory; "dram": the board's core, UART included, around
     the device on LiteDRAM's controller and SDRAM PHY model, "dram-CONFIG" the same with
     boards/dram/CONFIG.yml, either with "-nouart": without the UART) for `cfg` and
     `timeout_cycles`, built first if no build with the current key exists
-    (sim/sim_build/device_harness-<top>-<id>-<timeout>/)."""
-    build_dir = BUILD_ROOT / f"device_harness-{top}-{cfg.config_id_hex}-{timeout_cycles}"
-    return build_simulator(cfg, timeout_cycles, build_dir,
-                           harness_key(cfg, timeout_cycles, top), "hw.simulator", top,
-                           ("--top", top),
-                           (lambda d: memory_training(cfg, d)) if top == "memory" else None)
-
-
-#: Cycles of the memory top's profiling run (`memory_training`).
-TRAIN_CYCLES = 2_000_000
-
-
-def memory_training(cfg: HwConfig, build_dir: Path) -> tuple[str, ...]:
-    """``python -m hw.simulator`` arguments that build the memory top's harness
-    profile-guided (`hw.simulator.Training`): profiled on the first `TRAIN_CYCLES` cycles of
-    the shipped network's program (its first layer, the start of the second) on a seeded
-    random image, preloaded through the harness's backdoor (files in DIR/train/). ()
-    (a plain build) where the shipped bundle is for other number formats or does not fit
-    `cfg`. (This reaches up into the runtime's program compiler and bundle: at build time
-    only, imported here.)"""
-    import numpy as np
-
-    from hw.spec import protocol
-    from sw.runtime.bundle import Bundle
-    from sw.runtime.detect import shipped_bundle
-    from sw.runtime.program import compile_network
-    from sw.runtime.resident import ResidentNetwork
-
-    path = shipped_bundle(cfg)
-    if path is None:
-        return ()
-    bundle = Bundle.load(path, expect=cfg)
-    try:
-        image = compile_network(bundle, cfg)
-    except ValueError:                                  # the network does not fit cfg
-        return ()
-    folder = build_dir / "train"
-    folder.mkdir(exist_ok=True)
-    x = np.random.default_rng(0).integers(-128, 128, bundle.input_shape, dtype=np.int8)
-    (folder / "network.bin").write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
-    (folder / "input.bin").write_bytes(x.tobytes())
-    (folder / "request.bin").write_bytes(protocol.encode_frame(
-        protocol.Op.PROGRAM_RUN, struct.pack(protocol.PROGRAM_FORMAT, image.program_addr,
-                                             len(image.passes), image.end)))
-    harness = ("--load", f"0:{folder / 'network.bin'}",
-               "--load", f"{image.input.addr}:{folder / 'input.bin'}",
-               "--max-cycles", str(TRAIN_CYCLES))
-    return ("--train-stdin", str(folder / "request.bin"),
-            *(f"--train-arg={arg}" for arg in harness))
+    (sim/sim_build/device_harness-<top>-<id>-<timeout>/). With `train` (`train(cfg, DIR)`
+    gives ``python -m hw.simulator``'s profiling arguments, or none for a plain build) it
+    is built profile-guided, in its own folder (device_harness-<top>-pgo-...)."""
+    kind = f"{top}-pgo" if train else top
+    build_dir = BUILD_ROOT / f"device_harness-{kind}-{cfg.config_id_hex}-{timeout_cycles}"
+    key = harness_key(cfg, timeout_cycles, top) + ("-pgo" if train else "")
+    return build_simulator(cfg, timeout_cycles, build_dir, key, "hw.simulator", top,
+                           ("--top", top), (lambda d: train(cfg, d)) if train else None)
 
 
 class PipeLink(Link):
@@ -240,11 +201,13 @@ class SimLink(PipeLink):
     device with its
     memory, modelled by the harness; `harness_args` reach it: ``--load ADDR:FILE``
     preloads the memory, ``--dump ADDR:LEN:FILE`` writes it out at exit, ``--mem-latency
-    N`` etc. set its timing, sim/harness_cpp/main.cpp)."""
+    N`` etc. set its timing, sim/harness_cpp/main.cpp). `train`: the simulator built
+    profile-guided (`harness_binary`)."""
 
     def __init__(self, cfg: HwConfig, timeout_cycles: int = SIM_TIMEOUT_CYCLES,
-                 top: str = "stream", harness_args: list[str] | tuple[str, ...] = ()) -> None:
-        self.binary = harness_binary(cfg, timeout_cycles, top)
+                 top: str = "stream", harness_args: list[str] | tuple[str, ...] = (),
+                 train: Training | None = None) -> None:
+        self.binary = harness_binary(cfg, timeout_cycles, top, train)
         idle_limit = 2 * timeout_cycles + 1000
         self.cycles: int | None = None
         self.mem_stats: dict[str, int] = {}

@@ -22,6 +22,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,10 @@ from sw.runtime.bundle import Bundle
 from sw.runtime.device import Device, DeviceError
 from sw.runtime.link import LinkError, LinkTimeout
 from sw.runtime.program import HEADER_BYTES, NetworkImage, compile_network
+from sw.runtime.shipped import shipped_bundle
 
-__all__ = ["FrameRun", "HeadFilter", "ResidentNetwork", "changed_rows"]
+__all__ = ["TRAIN_CYCLES", "FrameRun", "HeadFilter", "ResidentNetwork", "changed_rows",
+           "memory_training"]
 
 _MAGIC = b"TYNET\x00\x00\x01"
 #: The record at address 0: magic, numerics id, config id, the bundle's content hash (16
@@ -298,3 +301,37 @@ class ResidentNetwork:
         frame["memory_stall_cycles"] = frame["engine_cycles"] - frame["model_cycles"]
         frame["overhead_cycles"] = frame["cycles"] - frame["engine_cycles"]
         return FrameRun({}, frame, sorted(layers.values(), key=lambda e: e["layer"]))
+
+
+#: Cycles of the memory top's profiling run (`memory_training`).
+TRAIN_CYCLES = 2_000_000
+
+
+def memory_training(cfg: HwConfig, build_dir: Path) -> tuple[str, ...]:
+    """``python -m hw.simulator`` arguments that build the memory top's harness
+    profile-guided (`sw.runtime.link.harness_binary`'s `train`; `hw.simulator.Training`):
+    profiled on the first `TRAIN_CYCLES` cycles of the shipped network's program (its first
+    layer, the start of the second) on a seeded random image, preloaded through the
+    harness's backdoor (files in DIR/train/). () (a plain build) where the shipped bundle
+    is for other number formats or does not fit `cfg`."""
+    path = shipped_bundle(cfg)
+    if path is None:
+        return ()
+    bundle = Bundle.load(path, expect=cfg)
+    try:
+        image = compile_network(bundle, cfg)
+    except ValueError:                                  # the network does not fit cfg
+        return ()
+    folder = build_dir / "train"
+    folder.mkdir(exist_ok=True)
+    x = np.random.default_rng(0).integers(-128, 128, bundle.input_shape, dtype=np.int8)
+    (folder / "network.bin").write_bytes(ResidentNetwork.preload_image_of(image, bundle, cfg))
+    (folder / "input.bin").write_bytes(x.tobytes())
+    (folder / "request.bin").write_bytes(protocol.encode_frame(
+        protocol.Op.PROGRAM_RUN, struct.pack(protocol.PROGRAM_FORMAT, image.program_addr,
+                                             len(image.passes), image.end)))
+    harness = ("--load", f"0:{folder / 'network.bin'}",
+               "--load", f"{image.input.addr}:{folder / 'input.bin'}",
+               "--max-cycles", str(TRAIN_CYCLES))
+    return ("--train-stdin", str(folder / "request.bin"),
+            *(f"--train-arg={arg}" for arg in harness))
