@@ -300,10 +300,11 @@ def build_harness(build_dir: Path, key: str, make_pipe: Callable[[], Elaboratabl
                                    f"{build_dir / 'build.log'}:\n{r.stderr[-2000:]}")
 
         (build_dir / "build.log").write_text("")
-        shutil.rmtree(obj, ignore_errors=True)       # objects of other flags are not reused
         if train is None:
             verilate(["-CFLAGS", cflags] if cflags else [])
         else:
+            # objects compiled with the last build's profile flags are not reused
+            shutil.rmtree(obj, ignore_errors=True)
             shutil.rmtree(profile, ignore_errors=True)
             gen = f"-fprofile-generate={profile}"
             verilate(["-CFLAGS", f"{cflags} {gen}", "-LDFLAGS", gen])
