@@ -38,10 +38,13 @@ from hw.spec.engine import (
     BANKS,
     POOL_NONE,
     POOL_S1,
+    POOL_S2,
     TAPS,
     PassError,
     column_pooled,
+    input_steps_1x1,
     mac_latency,
+    pairs_1x1,
     walk_vectors,
 )
 from hw.spec.memory import ProgramError
@@ -56,7 +59,8 @@ __all__ = ["CHANGES", "Change", "breakdown", "frame", "schedule"]
 class Change:
     """Hypothetical engine changes (all off: the engine as built).
 
-    - ``ser``: the serializer, requantizer and output take ``ser`` channels a cycle;
+    - ``ser``: the serializer, requantizer and output take ``ser`` channels a cycle (as
+      built: `HwConfig.out_lanes` in stride-2 pooled groups, else one);
     - ``col0``: the 3x3 walk's column-0 positions (no window) take two input values a
       cycle, as row 0 does with two-value transfers;
     - ``split``: the RGB layer (3x3, 3 channels) runs two horizontally adjacent pixels in
@@ -89,7 +93,8 @@ def _per_pixel(cfg: HwConfig, w: int, cin: int, cout: int, k: int, pool: int,
     nrb, nv = math.ceil(cout / cfg.array_rows), walk_vectors(cfg, k, cin)
     if ch.split and k == 3 and cin == 3:
         nv = math.ceil(2 * TAPS * cin / cfg.array_cols) / 2
-    ser = (cout / 2 if column_pooled(cfg, w, cout, pool) else cout) / ch.ser
+    lanes = max(ch.ser, cfg.out_lanes if pool == POOL_S2 else 1)
+    ser = math.ceil(cout / lanes) / (2 if column_pooled(cfg, w, cout, pool) else 1)
     return nrb * nv, ser
 
 
@@ -104,6 +109,7 @@ def schedule(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     if k == 3:
         gen_t = (w * cin + 1) // 2 if pairs and cin >= 2 else w * cin
         gen_t += cin if w * cin <= 2 else 0
+    pair1 = k == 1 and pairs and pairs_1x1(cfg)
     for _ in range(1 if k == 3 else 0, rows):
         for x in range(cols):
             if k == 3 and x == 0:
@@ -112,11 +118,13 @@ def schedule(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             n = len(finish)
             if n >= BANKS:
                 gen_t = max(gen_t, finish[n - BANKS])
-            gen_t += cin
+            gen_t += input_steps_1x1(cin, n) if pair1 else cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
     tail = mac_latency(cfg) + 20 + (3 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
+    if pool == POOL_S2:
+        tail += max(0, math.ceil((w // 2) * cout / ch.ser) - math.ceil(w * busy))
     return math.ceil(mac_t) + tail
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from bench.fps import board_config
 from boards import BOARDS
 from hw.spec.config import ConfigError, HwConfig
-from hw.spec.engine import BANKS, PassError, max_group
+from hw.spec.engine import BANKS, PassError, max_group, out_queue_depth
 from hw.spec.memory import ProgramError
 from sw.runtime.bundle import Bundle
 from sw.runtime.detect import shipped_bundle
@@ -77,9 +77,12 @@ def bram_estimate(cfg: HwConfig, family: str = "xc7") -> dict[str, float]:
     blocks, two a BRAM36):
 
     - weights: ``weight_mem_bytes / (R*C)`` words of ``8 R C`` bits, written in lanes of
-      `param_beat` bytes, each lane its own memory (how Yosys maps it: 16 BRAM36 for the
-      default 576 x 512 bits, 104 for 1,024 x 3,328 bits in 128-bit lanes);
-    - reorder buffer: ``BANKS * ceil(max_in_channels / C)`` words of ``72 C`` bits;
+      `HwConfig.weight_lane_bytes`, each lane its own memory (how Yosys maps it; with
+      lanes of `param_beat` bytes it was 16 BRAM36 for the default 576 x 512 bits, 104
+      for 1,024 x 3,328 bits in 128-bit lanes);
+    - reorder buffer: ``BANKS * ceil(max_in_channels / C)`` words of ``72 C`` bits (none
+      with `HwConfig.reorder_lutram`: it is in LUT RAM then);
+    - output queue (`HwConfig.out_lanes` = 2): `out_queue_depth` words of two head values;
     - bias and shift: `max_group` words of 32 and `shift_bits` bits;
     - window generator: two rows in 1,024 x 16 banks (one RAMB18 each), plus the column
       history, ``max_in_channels`` x 48 bits;
@@ -94,14 +97,17 @@ def bram_estimate(cfg: HwConfig, family: str = "xc7") -> dict[str, float]:
         return memory_bram36(bits, words, family)
 
     return {
-        "weights": r * c // cfg.param_beat
-        * tile(8 * cfg.param_beat, cfg.weight_mem_bytes // (r * c)),
-        "reorder": tile(72 * c, BANKS * math.ceil(cfg.max_in_channels / c)),
+        "weights": r * c // cfg.weight_lane_bytes
+        * tile(8 * cfg.weight_lane_bytes, cfg.weight_mem_bytes // (r * c)),
+        "reorder": 0.0 if cfg.reorder_lutram
+        else tile(72 * c, BANKS * math.ceil(cfg.max_in_channels / c)),
         "bias_shift": tile(32, g) + tile(cfg.shift_bits, g),
         "linebuf": math.ceil(cfg.line_buffer_depth / 1024) / 2
         + tile(48, cfg.max_in_channels),
         "maxpool": math.ceil(cfg.line_buffer_depth / 2048) / 2
         + tile(8, cfg.max_in_channels),
+        "out_queue": tile(cfg.out_lanes * cfg.head_bits, out_queue_depth(cfg))
+        if cfg.out_lanes > 1 else 0.0,
         "other": ENGINE_OTHER_BRAM36,
         "device": DEVICE_BRAM36,
     }

@@ -1,12 +1,14 @@
 """Benchmark: one 416x416 Tiny-YOLOv3 frame on the simulated device with its memory, or on a
 board's simulated DRAM system.
 
-    python bench/sim_frame.py [--system memory|dram-BOARD [--uart]] [--spans N]
-                              [--image assets/dog.jpg] [--bundle PATH] [--json FILE]
+    python bench/sim_frame.py [--system memory|dram-BOARD [--uart]] [--board NAME]
+                              [--spans N] [--image assets/dog.jpg] [--bundle PATH]
+                              [--json FILE]
 
 `--system memory` (default): the device with the harness's model of its memory (the
-default config). The network is preloaded into the simulated memory (the harness's
-backdoor; the upload itself is measured for its size only); the frame runs as on a board:
+default config, or with `--board NAME` that board's HwConfig). The network is preloaded
+into the simulated memory (the harness's backdoor; the upload itself is measured for its
+size only); the frame runs as on a board:
 the host writes the int8 image, starts the program, polls STATUS and reads the two heads
 over the framed protocol. `--spans N` (default 2, for the 2-core machines) runs the program
 in N spans on N simulators side by side (`tests.split_frame`: span j > 0 starts from the
@@ -20,9 +22,9 @@ memory model's counts, the per-layer table, and projected frames per second of t
 default, A7-35T and A7-100T configs over a 12 Mbaud UART and over 100 Mbit Ethernet
 (`bench.fps.ETHERNET_BYTES_S`, measured by `bench.eth_link`): a frame takes its link time
 plus its compute time (link and compute not overlapped), compute as measured here for the
-default config; for the boards' configs their schedule model's cycles with the
+config run; for the other configs their schedule model's cycles with the
 parameter beats (`bench.fps.model_cycles`) scaled by what the measured frame adds to the
-default config's.
+run config's.
 
 `--system dram-BOARD` (e.g. `dram-arty_a7`, `dram-ulx3s_85f`): the board's system
 simulation (`SimLink(top="dram-CONFIG-nouart")`, docs/dram.md: the memory device on
@@ -96,6 +98,9 @@ def main() -> int:
     p.add_argument("--image", default=str(ROOT / "assets" / "dog.jpg"))
     p.add_argument("--bundle", help="bundle (default: the shipped default bundle)")
     p.add_argument("--json", help="also write the numbers as JSON here")
+    p.add_argument("--board", choices=sorted(BOARDS),
+                   help="memory: the frame on this board's HwConfig (default: the default "
+                        "config)")
     p.add_argument("--spans", type=int, default=2,
                    help="memory: simulators side by side, each running a span of the "
                         "program (default 2: the machines have 2 cores; 1: one process)")
@@ -103,7 +108,9 @@ def main() -> int:
     if args.spans < 1:
         p.error("--spans must be at least 1")
     board = parse_system(args.system)
-    cfg = DEFAULT if board is None else board_config(board)
+    if board is not None and args.board:
+        p.error("--board is for --system memory (dram-BOARD names its board)")
+    cfg = board_config(board or args.board) if board or args.board else DEFAULT
     bundle = Bundle.load(args.bundle or shipped_bundle(cfg), expect=cfg)
     x = intmath.quantize_input(letterbox(load_image(args.image), bundle.input_shape[0])[0])
     image = compile_network(bundle, cfg)
@@ -177,8 +184,11 @@ def memory_frame(args: argparse.Namespace, cfg: HwConfig, bundle: Bundle, image:
     # the model's cycles (schedule and parameter beats) scaled by what the measured frame
     # adds to them on the default config (stalls, descriptors, pass starts)
     measured = f["cycles"] / model_cycles(image, cfg)
-    for name, c in ((f"default {cfg.array_rows}x{cfg.array_cols}", cfg),
-                    ("A7-35T", board_config("arty_a7")), ("A7-100T", board_config("arty_a7_100"))):
+    label = args.board or "default"
+    for name, c in ((f"{label} {cfg.array_rows}x{cfg.array_cols} (measured)", cfg),
+                    *((n, board_config(b)) for n, b in (("A7-35T", "arty_a7"),
+                                                         ("A7-100T", "arty_a7_100"))
+                      if b != args.board)):
         cyc = f["cycles"] if c is cfg else round(
             measured * model_cycles(compile_network(bundle, c), c))
         rows[name] = projection(cyc, c, f["link_bytes_per_frame"], ethernet=True)

@@ -9,9 +9,9 @@ from amaranth.lib.wiring import In, Out
 from hw._pipe import frame_walk
 from hw.bankmem import BankedMemory
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import TAPS
+from hw.spec.engine import TAPS, pairs_1x1
 
-__all__ = ["WINDOW_LATENCY", "WindowGen", "input_layout", "window_layout"]
+__all__ = ["WINDOW_LATENCY", "WindowGen", "gen_layout", "input_layout", "window_layout"]
 
 #: Cycles from the input pixel completing a window to the window on `o` (no stalls).
 WINDOW_LATENCY = 5
@@ -29,6 +29,14 @@ def window_layout(cfg: HwConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(cfg.act_bits), TAPS)
 
 
+def gen_layout(cfg: HwConfig) -> data.StructLayout:
+    """One output transfer of `WindowGen`: a window (``taps``), or with ``two`` (1x1 mode
+    only) two consecutive channels' centre taps, the first in tap 4, the second in tap 5
+    (the other taps zero). ``two`` is the top bit, so a one-window transfer's raw value
+    is its window's."""
+    return data.StructLayout({"taps": window_layout(cfg), "two": 1})
+
+
 class WindowGen(wiring.Component):
     """Windows of an H x W x C int8 map streamed in HWC order (row-major, C fastest).
 
@@ -40,7 +48,9 @@ class WindowGen(wiring.Component):
     - ``k3 = 1``: one window per input pixel, in HWC order of the window centres: 9 taps
       of one channel, row-major, zero where the window leaves the map (padding 1 on all
       four borders, as for a 3x3 conv with stride 1 and pad 1).
-    - ``k3 = 0``: 1x1 pass-through: the same windows with only the centre tap set.
+    - ``k3 = 0``: 1x1 pass-through: the same windows with only the centre tap set; where
+      `pairs_1x1`, a two-value transfer of channels c, c + 1 of one pixel with c even
+      leaves as one transfer of both (`gen_layout`'s ``two``).
 
     ``tests.reference.ref_windows`` states it exactly. The next frame may follow at once.
 
@@ -48,8 +58,9 @@ class WindowGen(wiring.Component):
     frame ports must then hold one cycle before the frame's first transfer).
     Both values of a two-value transfer are stored in one cycle where that is possible:
     in row 0 of a 3x3 frame (which yields no window), at an even ``x * C + c``, with
-    ``C >= 2`` and both values in the row; elsewhere the second value waits in a register
-    and takes the next cycle (``i.ready`` is 0 then).
+    ``C >= 2`` and both values in the row, and in a 1x1 frame (`pairs_1x1`) at an even
+    ``c`` below ``C - 1``; elsewhere the second value waits in a register and takes the
+    next cycle (``i.ready`` is 0 then).
 
     Storage: two rows of W x C (two 16-bit-wide `BankedMemory` of ``line_buffer_depth / 2``
     words, the even and the odd positions ``a = x * C + c``, a lane per row; the third
@@ -58,7 +69,8 @@ class WindowGen(wiring.Component):
     for column x).
 
     Timing: one input value per cycle, two per cycle in row 0 of a 3x3 frame sent as
-    two-value transfers. A 3x3 frame walks ``(H + 1) * (W + 1) * C - C`` steps (the extra
+    two-value transfers and (`pairs_1x1`) in a 1x1 frame so sent. A 3x3
+    frame walks ``(H + 1) * (W + 1) * C - C`` steps (the extra
     row and column carry the bottom/right padding and need no input; row 0 has no
     padding column, where nothing would be emitted or kept, unless ``W * C <= 2``), fewer
     with two-value
@@ -76,7 +88,7 @@ class WindowGen(wiring.Component):
         self.cfg = cfg
         super().__init__({
             "i": In(stream.Signature(input_layout(cfg))),
-            "o": Out(stream.Signature(window_layout(cfg))),
+            "o": Out(stream.Signature(gen_layout(cfg))),
             "width": In(range(cfg.max_width + 1)),
             "height": In(range(cfg.max_width + 1)),
             "channels": In(range(cfg.max_in_channels + 1)),
@@ -130,6 +142,8 @@ class WindowGen(wiring.Component):
         m.d.sync += [w_m1.eq(self.width - 1), c_m1.eq(self.channels - 1),
                      c_one.eq(self.channels == 1)]
         pair_ok = k3 & (y == 0) & ~a[0] & ~c_one & ~((x == w_m1) & (c == c_m1))
+        if pairs_1x1(cfg):
+            pair_ok |= ~k3 & ~c[0] & (c != c_m1)
         taking = ~pad & ~spare_valid & self.i.valid
         fire = Signal()
         m.d.comb += [
@@ -169,14 +183,15 @@ class WindowGen(wiring.Component):
             ]
         # What stages A2, B and C carry along for a position (registered as one struct).
         pos = data.StructLayout({
-            "valid": 1, "cur": px, "odd": 1, "aodd": 1, "pad_col": 1, "top_zero": 1,
-            "left_zero": 1,
+            "valid": 1, "cur": px, "cur2": px, "two": 1, "odd": 1, "aodd": 1, "pad_col": 1,
+            "top_zero": 1, "left_zero": 1,
             "xodd": 1, "emit": 1, "k3": 1, "c": Shape.cast(range(cfg.max_in_channels)),
         })
         pa = Signal(pos)
         with m.If(adv):
             m.d.sync += [
                 pa.valid.eq(fire), pa.cur.eq(cur), pa.odd.eq(y[0]), pa.aodd.eq(a[0]),
+                pa.cur2.eq(self.i.payload.data[1]), pa.two.eq(two & ~k3),
                 pa.pad_col.eq(pad_col),
                 pa.top_zero.eq(y == 1), pa.left_zero.eq(x == 1), pa.xodd.eq(x[0]),
                 pa.k3.eq(k3), pa.c.eq(c), pa.emit.eq(~k3 | ((y != 0) & (x != 0))),
@@ -214,10 +229,13 @@ class WindowGen(wiring.Component):
         left_zero_d = Signal()
         xodd_d = Signal()
         k3_d = Signal()
+        two_d = Signal()
+        cur2_d = Signal(px)
         with m.If(adv):
             m.d.sync += [
                 hist_d.eq(col_rd.data), now_d.eq(now), valid_d.eq(pc.valid & pc.emit),
                 left_zero_d.eq(pc.left_zero), xodd_d.eq(pc.xodd), k3_d.eq(pc.k3),
+                two_d.eq(pc.two), cur2_d.eq(pc.cur2),
             ]
 
         # Stage D: the window (two previous columns, zero left of the map, and this one)
@@ -235,11 +253,15 @@ class WindowGen(wiring.Component):
                 window[ky * 3 + 1].eq(prev[ky]),
                 window[ky * 3 + 2].eq(now_d[ky]),
             ]
+        # (1x1 mode: the centre tap, and with `two` the next channel's value beside it.)
         with m.If(adv):
             m.d.sync += self.o.valid.eq(valid_d)
             with m.If(k3_d):
-                m.d.sync += self.o.payload.eq(window)
+                m.d.sync += [self.o.payload.taps.eq(window), self.o.payload.two.eq(0)]
             with m.Else():
                 m.d.sync += self.o.payload.eq(0)
-                m.d.sync += self.o.payload[4].eq(now_d[2])
+                m.d.sync += [self.o.payload.taps[4].eq(now_d[2]),
+                             self.o.payload.two.eq(two_d)]
+                with m.If(two_d):
+                    m.d.sync += self.o.payload.taps[5].eq(cur2_d)
         return m

@@ -45,6 +45,9 @@ CONFIGS = {
     # ends in a part-filled vector and most vectors cross channels
     "small_c6": HwConfig(array_rows=4, array_cols=6, max_width=32, max_in_channels=64,
                          line_buffer_depth=256, weight_mem_bytes=2304),
+    # two output channels a cycle through the serializer, requantizers and max pool
+    "small_lanes2": HwConfig(array_rows=4, array_cols=4, max_width=32, max_in_channels=64,
+                             line_buffer_depth=256, weight_mem_bytes=2304, out_lanes=2),
 }
 
 Layer = tuple[int, int, int, int, int, bool, bool, int, str]  # H W cin cout k leaky head pool
@@ -293,12 +296,17 @@ def test_engine(name: str) -> None:
 
     cfg = CONFIGS[name]
     # [H, W, cin, cout (capped at the group size), k, pool]: layer 12, 13, 0 (on a 32x32
-    # map) and 10 (with its stride-1 pool) shapes; on the small config one 3x3 group.
+    # map) and 10 (with its stride-1 pool) shapes; on the small configs one 3x3 group and
+    # 1x1 groups of an odd and an even cin (two-value transfers: `input_steps_1x1`).
     # Layer 12 also with one input value a transfer (the streaming device's input).
     slices = ([[13, 13, 512, 1024, 3, 0], [13, 13, 512, 1024, 3, 0, 1],
                [13, 13, 1024, 256, 1, 0], [32, 32, 3, 16, 3, 1], [13, 13, 256, 512, 3, 2]]
               if name == "default" else [[4, 4, 64, 64, 3, 0], [4, 4, 64, 64, 3, 0, 1],
-                                         [6, 6, 13, 8, 3, 0], [5, 5, 29, 8, 1, 0]])
+                                         [6, 6, 13, 8, 3, 0], [5, 5, 29, 8, 1, 0],
+                                         [6, 6, 32, 8, 1, 0]])
+    if cfg.out_lanes == 2:
+        # Stride-2 pools: column-pooled with its output at a value a cycle, and not.
+        slices += [[16, 16, 1, 8, 1, 1], [8, 8, 8, 16, 3, 1], [6, 6, 4, 8, 3, 2]]
     run_block(LayerEngine(cfg), "engine", "base", cfg, "test_engine",
               {"seed": 3000 + len(name), "idle": 0.25, "stall": 0.25, "slices": slices},
               seed=13)

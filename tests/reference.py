@@ -54,6 +54,23 @@ def ref_windows(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def expand_windows(transfers: list[dict[str, object]]) -> list[list[int]]:
+    """`WindowGen` output transfers (`gen_layout`: ``taps``, ``two``) as one window per
+    channel, as `ref_windows` lists them: a ``two`` transfer (1x1 mode) as the windows
+    of its two channels, centre taps 4 and 5."""
+    out: list[list[int]] = []
+    for t in transfers:
+        taps = [int(v) for v in t["taps"]]
+        if not t["two"]:
+            out.append(taps)
+            continue
+        for v in taps[TAPS // 2:TAPS // 2 + 2]:
+            w = [0] * TAPS
+            w[TAPS // 2] = v
+            out.append(w)
+    return out
+
+
 def ref_mac(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Dot products of one group (`hw.mac_array.MacArray`): x is (n, C), w is (n, R, C);
     returns (R,) int64, the sum of all n * C products per output channel, exactly."""
@@ -121,7 +138,8 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
     """What the engine derives from its layer registers (`hw.engine.LayerDecode`): the
     shape check, the pass setup (`setup_layout`; last indices as value - 1, not yet cut
     to their fields' widths) and the frames of the window generator and the max pool
-    during a pass (between passes both are 1x1x1 with every mode off)."""
+    (whose channels are transfers of `HwConfig.out_lanes`) during a pass (between passes
+    both are 1x1x1 with every mode off)."""
     w, h, cin, cout = layer["width"], layer["height"], layer["cin"], layer["cout"]
     k3, pool = bool(layer["k3"]), layer["pool"]
     shape_ok = (1 <= w <= cfg.max_width and 1 <= h <= cfg.max_width
@@ -136,14 +154,16 @@ def ref_layer_decode(cfg: HwConfig, layer: dict[str, int]) -> dict[str, object]:
     conv_w = w // 2 if hpool else w
     setup = {
         "k3": int(k3), "hpool": int(hpool), "walk": walk,
-        "cout_m1": cout - 1, "cin_m1": cin - 1, "walk_m1": walk - 1,
+        "cout_m1": cout - 1, "ser_m1": -(-cout // cfg.out_lanes) - 1, "cin_m1": cin - 1,
+        "walk_m1": walk - 1,
         "width_m1": w - 1, "height_m1": h - 1, "conv_w_m1": conv_w - 1,
         "out_w_m1": (w // 2 if s2 else w) - 1, "out_h_m1": (h // 2 if s2 else h) - 1,
         "out_none": int(s2 and (w < 2 or h < 2)),
     }
     return {"shape_ok": int(shape_ok), "setup": setup,
             "window": {"width": w, "height": h, "channels": cin, "k3": int(k3)},
-            "pool": {"width": conv_w, "height": h, "channels": cout, "stride2": int(s2),
+            "pool": {"width": conv_w, "height": h, "channels": -(-cout // cfg.out_lanes),
+                     "stride2": int(s2),
                      "vertical": int(hpool)}}
 
 

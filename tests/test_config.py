@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,33 @@ def test_id_is_stable_and_sensitive():
     assert HwConfig(array_rows=4).config_id != DEFAULT.config_id
     assert HwConfig(uart_baud=3_000_000).config_id != DEFAULT.config_id
     assert len(DEFAULT.config_id_hex) == 8 and 0 <= DEFAULT.config_id < 2 ** 32
+
+
+def test_later_fields_keep_older_ids():
+    """Fields added after schema 1 (`out_lanes`, `reorder_lutram`) at their defaults leave
+    the id as it was (the default build's and the 35T's ids from before them), and
+    change it otherwise."""
+    assert DEFAULT.config_id_hex == "5e3b4da5"
+    boards = Path(__file__).resolve().parents[1] / "boards"
+    assert HwConfig.load(boards / "arty_a7_35.json").config_id_hex == "95ebffee"
+    assert HwConfig(out_lanes=2).config_id != DEFAULT.config_id
+    assert HwConfig(reorder_lutram=1).config_id != DEFAULT.config_id
+    for bad in ({"out_lanes": 3}, {"out_lanes": 2, "array_rows": 5}, {"reorder_lutram": 2},
+                {"reorder_lutram": -1}):
+        with pytest.raises(ConfigError):
+            HwConfig(**bad)
+
+
+def test_weight_lane_bytes():
+    """Whole parameter beats, at most 128 bytes, dividing a weight word."""
+    assert DEFAULT.weight_lane_bytes == 64                     # 8x8: the whole word
+    assert HwConfig(array_rows=16, array_cols=28).weight_lane_bytes == 112   # 7 beats of 16
+    assert HwConfig(array_rows=12, array_cols=9).weight_lane_bytes == 108    # 27 beats of 4
+    assert HwConfig(array_rows=16, array_cols=16).weight_lane_bytes == 128
+    for rows, cols in ((16, 28), (12, 9), (4, 6), (50, 8)):
+        cfg = HwConfig(array_rows=rows, array_cols=cols)
+        g = cfg.weight_lane_bytes
+        assert g % cfg.param_beat == 0 and rows * cols % g == 0 and g <= 128
 
 
 def test_json_round_trip(tmp_path):

@@ -42,19 +42,30 @@ def test_fps_json(board: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert payload < r["link_bytes_per_frame"] < payload * 1.05
 
 
+def test_a7_100_compute_target(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17's A7-100T figures: at least 400 MACs on at most 240 DSP48E1 and 12 frames/s
+    of compute at 100 MHz (16x28 packed, two output lanes, 1,024 weight words: 12.55 in
+    the schedule model)."""
+    assert fps.main(["--board", "arty_a7_100", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["macs"] >= 400 and r["dsp_used"] <= 240 and r["clock_hz"] == 100_000_000
+    assert r["fps_compute"] >= 12.0, r
+
+
 #: What each board config's no-stall schedule meets (docs/gateware.md, "Array sizes per
 #: board"): overall utilization at least `util`, and every 3x3 layer except `below` at
 #: least `util3` (the listed ones are bound by the serializer's one value a cycle, or by
 #: R not dividing their 16-64 output channels).
 MEETS: dict[str, dict[str, object]] = {
-    "default": {"util": 0.94, "util3": 0.95, "below": {0: 0.84}},
+    "default": {"util": 0.95, "util3": 0.95, "below": {0: 0.84}},
     # 12x9: 12 rows pad the 16- and 32-channel layers (a third of a row block: 11% of
     # layers 2 and 4), the serializer bounds layer 0, the input's fill once per group (86
     # groups) layer 12
     "arty_a7": {"util": 0.80, "util3": 0.88, "below": {0: 0.49}},
-    # 16x28: the serializer bounds layers 0-4 (16-32 outputs a pixel at one a cycle), the
-    # input's fill once per group (22 groups) layer 12
-    "arty_a7_100": {"util": 0.65, "util3": 0.91, "below": {0: 0.12, 2: 0.63, 4: 0.64, 12: 0.83}},
+    # 16x28, two output lanes, 1,024 weight words: the serializer bounds layer 0 (16
+    # outputs a pixel at two a cycle, column-pooled: 4 cycles against the array's 1), the
+    # input (16 values a pixel at one a cycle) layer 2
+    "arty_a7_100": {"util": 0.77, "util3": 0.93, "below": {0: 0.24, 2: 0.63}},
 }
 
 

@@ -6,6 +6,7 @@ cycles after the last beat is taken, `overflow` for every beat without a place."
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -113,8 +114,10 @@ async def _check_memories(ctx, dut, w: np.ndarray, b: np.ndarray,  # type: ignor
         got = {lane: word[lane] for lane in lanes}
         if got != lanes:
             errors.append(f"weight word {addr}: expected {lanes}, actual {got}")
+    lanes = cfg.out_lanes
     for ch in range(len(b)):
-        bias, sh = await _read(ctx, dut.bias, ch), await _read(ctx, dut.shift, ch)
+        a, n = divmod(ch, lanes)
+        bias, sh = (await _read(ctx, dut.bias, a))[n], (await _read(ctx, dut.shift, a))[n]
         if (bias, sh) != (int(b[ch]), int(shift[ch])):
             errors.append(f"channel {ch}: expected bias {b[ch]} shift {shift[ch]}, actual "
                           f"{bias} {sh}")
@@ -131,6 +134,12 @@ async def _check_memories(ctx, dut, w: np.ndarray, b: np.ndarray,  # type: ignor
 def test_param_loader_matches_reference(groups: list[tuple[int, int, int]], seed: int,
                                         idle: float) -> None:
     _run(groups, seed, idle)
+
+
+def test_param_loader_two_lanes() -> None:
+    """Bias and shift words of two channels (`HwConfig.out_lanes`), odd and even cout."""
+    cfg = dataclasses.replace(CFG, out_lanes=2)
+    _run([(3, 5, 7), (1, 7, 16), (3, 3, 1)], 9, 0.3, cfg=cfg)
 
 
 def test_param_loader_extra_bytes_overflow() -> None:

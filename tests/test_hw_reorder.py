@@ -5,6 +5,7 @@ BANKS pixels held."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -31,8 +32,27 @@ def ref_pixel_words(windows: list[list[int]], cols: int, k3: bool) -> list[dict[
     return words
 
 
-def _run(cin: int, pixels: int, seed: int, idle: float, delay: float, k3: bool = True) -> None:
-    dut = ReorderBuffer(CFG)
+def transfers(windows: list[list[list[int]]], k3: bool, pairs: bool) -> list[dict[str, object]]:
+    """The window generator's transfers of the pixels' windows (`gen_layout`): one window
+    each, or with `pairs` (1x1) channels c, c + 1 of a pixel (c even) in one."""
+    out: list[dict[str, object]] = []
+    for px in windows:
+        c = 0
+        while c < len(px):
+            if pairs and not k3 and c % 2 == 0 and c + 1 < len(px):
+                taps = [0] * TAPS
+                taps[TAPS // 2], taps[TAPS // 2 + 1] = px[c][TAPS // 2], px[c + 1][TAPS // 2]
+                out.append({"taps": taps, "two": 1})
+                c += 2
+            else:
+                out.append({"taps": px[c], "two": 0})
+                c += 1
+    return out
+
+
+def _run(cin: int, pixels: int, seed: int, idle: float, delay: float, k3: bool = True,
+         pairs: bool = False, cfg: HwConfig = CFG) -> None:
+    dut = ReorderBuffer(cfg)
     rng = random.Random(seed)
     windows = [[[rng.randrange(-128, 128) for _ in range(TAPS)] for _ in range(cin)]
                for _ in range(pixels)]
@@ -49,7 +69,7 @@ def _run(cin: int, pixels: int, seed: int, idle: float, delay: float, k3: bool =
             held = accepted[0] - p * cin
             if not cin <= held <= BANKS * cin:
                 errors.append(f"pixel {p}: {held} windows held, expected {cin}..{BANKS * cin}")
-            want = ref_pixel_words(windows[p], CFG.array_cols, k3)
+            want = ref_pixel_words(windows[p], cfg.array_cols, k3)
             for q in rng.sample(range(len(want)), len(want)):     # any order
                 ctx.set(dut.rd.addr, q)
                 ctx.set(dut.rd.en, 1)
@@ -65,10 +85,11 @@ def _run(cin: int, pixels: int, seed: int, idle: float, delay: float, k3: bool =
             ctx.set(dut.pixel.ready, 0)
 
     async def monitor(ctx) -> None:  # type: ignore[no-untyped-def]
-        async for _, _, valid, ready in ctx.tick().sample(dut.i.valid, dut.i.ready):
-            accepted[0] += valid & ready
+        async for _, _, valid, ready, two in ctx.tick().sample(dut.i.valid, dut.i.ready,
+                                                                 dut.i.payload.two):
+            accepted[0] += (valid & ready) * (1 + two)
 
-    simulate(dut, [send(dut.i, [w for px in windows for w in px], rng, idle), consumer],
+    simulate(dut, [send(dut.i, transfers(windows, k3, pairs), rng, idle), consumer],
              cycles=40 * pixels * (cin + 4), processes=[monitor])
     assert not errors, "\n".join(errors[:5])
 
@@ -83,6 +104,18 @@ def test_reorder_buffer_matches_reference(cin: int, seed: int, idle: float, dela
     _run(cin, 8, seed, idle, delay, k3)
 
 
+@pytest.mark.parametrize(("cin", "seed", "idle", "delay"), [
+    (2, 10, 0.0, 0.0), (5, 11, 0.3, 0.5), (16, 12, 0.2, 0.6), (40, 13, 0.0, 0.3),
+    (39, 14, 0.2, 0.2),
+])
+def test_reorder_buffer_1x1_pairs(cin: int, seed: int, idle: float, delay: float) -> None:
+    """1x1 transfers of two channels (an even C: 36 elements a word, so a pair at an even
+    channel never straddles two words; cin 40 spans two words), mixed with single ones
+    where cin is odd."""
+    _run(cin, 6, seed, idle, delay, False, pairs=True,
+         cfg=dataclasses.replace(CFG, max_in_channels=64))
+
+
 def test_reorder_buffer_takes_a_window_per_cycle() -> None:
     """With a free bank and a prompt consumer the windows never wait."""
     dut = ReorderBuffer(CFG)
@@ -95,7 +128,8 @@ def test_reorder_buffer_takes_a_window_per_cycle() -> None:
         ctx.set(dut.setup.k3, 1)
         ctx.set(dut.i.valid, 1)
         for _ in range(pixels * cin):
-            ctx.set(dut.i.payload, [rng.randrange(-128, 128) for _ in range(TAPS)])
+            ctx.set(dut.i.payload, {"taps": [rng.randrange(-128, 128) for _ in range(TAPS)],
+                                    "two": 0})
             _, _, ready = await ctx.tick().sample(dut.i.ready)
             while not ready:
                 stalls[0] += 1

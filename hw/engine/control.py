@@ -65,11 +65,12 @@ class LayerDecode(wiring.Component):
         hpool = s2 & (lay.cout <= HPOOL_BLOCKS * cfg.array_rows) & (lay.width >= 2)
         walk = Mux(lay.k3, (lay.cin << 3) + lay.cin, lay.cin)
         conv_w = Mux(hpool, lay.width >> 1, lay.width)          # requantized columns
+        lanes = (lay.cout + cfg.out_lanes - 1) // cfg.out_lanes  # serializer transfers
         m.d.sync += [s.k3.eq(lay.k3), s.hpool.eq(hpool), s.walk.eq(walk)]
 
         # Last indices (value - 1) of the counters.
         m.d.sync += [
-            s.cout_m1.eq(lay.cout - 1), s.cin_m1.eq(lay.cin - 1),
+            s.cout_m1.eq(lay.cout - 1), s.ser_m1.eq(lanes - 1), s.cin_m1.eq(lay.cin - 1),
             s.walk_m1.eq(walk - 1), s.width_m1.eq(lay.width - 1),
             s.height_m1.eq(lay.height - 1), s.conv_w_m1.eq(conv_w - 1),
             s.out_w_m1.eq(Mux(s2, lay.width >> 1, lay.width) - 1),
@@ -87,7 +88,7 @@ class LayerDecode(wiring.Component):
             self.window.k3.eq(lay.k3 & run),
             self.pool.width.eq(Mux(run, conv_w, 1)),
             self.pool.height.eq(Mux(run, lay.height, 1)),
-            self.pool.channels.eq(Mux(run, lay.cout, 1)),
+            self.pool.channels.eq(Mux(run, lanes, 1)),
             self.pool.stride2.eq(s2 & run),
             self.pool.vertical.eq(hpool & run),
         ]
@@ -104,11 +105,12 @@ class PassControl(wiring.Component):
       parameter byte the loader could not place).
     - ``busy`` from ``go`` until the pass ends; then ``done`` until the next ``go``. The
       pass ends once the array's last result has been taken (``res_last``), every conv
-      result has left the requantizer's register stage (``conv``: one pulse per result,
-      counted over the conv map: ``conv_w_m1 + 1`` columns, ``height_m1 + 1`` rows,
-      ``cout_m1 + 1`` channels) and every output has been taken: ``out`` pulses counted
-      over the output map (or ``out_none``: there is none), then ``o_valid`` low (the
-      output register empty). Pulses while not ``busy`` are ignored.
+      result has left the requantizer's register stage (``conv``: one pulse per transfer
+      of `HwConfig.out_lanes` channels, counted over the conv map: ``conv_w_m1 + 1``
+      columns, ``height_m1 + 1`` rows, ``ser_m1 + 1`` transfers) and every output has
+      been taken: ``out`` pulses counted over the output map (or ``out_none``: there is
+      none), then ``o_valid`` low (the output register empty). Pulses while not
+      ``busy`` are ignored.
     - ``cycles``: cycles from ``loaded`` to the end of the pass; 0 from ``go``.
 
     All outputs but ``go`` are flip-flops; the end is seen one cycle after its last event.
@@ -146,7 +148,7 @@ class PassControl(wiring.Component):
             m.d.sync += self.param_err.eq(1)
 
         # Conv results and outputs counted over their maps.
-        conv_last = map_counter(m, go, self.conv & self.busy, s.cout_m1, s.conv_w_m1,
+        conv_last = map_counter(m, go, self.conv & self.busy, s.ser_m1, s.conv_w_m1,
                                 s.height_m1, name="conv")
         out_last = map_counter(m, go, self.out & self.busy, s.cout_m1, s.out_w_m1,
                                s.out_h_m1, name="out")

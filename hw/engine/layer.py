@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from hw._pipe import StreamRegister
 from hw.engine.control import LayerDecode, PassControl
 from hw.engine.feeder import Feeder
-from hw.engine.layouts import layer_layout
+from hw.engine.layouts import layer_layout, pair_layout
 from hw.engine.output import OutputStage
 from hw.engine.params import ParamLoader
 from hw.engine.reorder import ReorderBuffer
@@ -97,7 +97,7 @@ class LayerEngine(wiring.Component):
             ctl.loaded.eq(ldr.loaded), ctl.overflow.eq(ldr.overflow),
             ctl.res_last.eq(intake.last), ctl.conv.eq(out.conv), ctl.out.eq(out.out),
             ctl.o_valid.eq(self.o.valid),
-            ldr.start.eq(ctl.go), intake.start.eq(ctl.go),
+            ldr.start.eq(ctl.go), intake.start.eq(ctl.go), out.clear.eq(ctl.go),
             self.busy.eq(ctl.busy), self.done.eq(ctl.done), self.loaded.eq(ldr.loaded),
             self.param_err.eq(ctl.param_err), self.shape_ok.eq(dec.shape_ok),
             self.cycles.eq(ctl.cycles),
@@ -120,7 +120,12 @@ class LayerEngine(wiring.Component):
         wiring.connect(m, ldr.weights, fdr.weights)
         wiring.connect(m, fdr.o, mac.i)
         wiring.connect(m, mac.o, intake.i)
-        wiring.connect(m, intake.o, ser.i)
+        if cfg.out_lanes > 1:           # results every cycle: `ResultIntake`'s timing
+            m.submodules.res_reg = res_reg = StreamRegister(pair_layout(cfg))
+            wiring.connect(m, intake.o, res_reg.i)
+            wiring.connect(m, res_reg.o, ser.i)
+        else:
+            wiring.connect(m, intake.o, ser.i)
         wiring.connect(m, ldr.bias, ser.bias)
         wiring.connect(m, ldr.shift, ser.shift)
         wiring.connect(m, ser.o, out.i)

@@ -18,6 +18,7 @@ from hw.spec.engine import BANKS, TAPS, layer_bits, max_group
 __all__ = [
     "chunks_max",
     "group_max",
+    "lane_depth",
     "layer_layout",
     "pair_layout",
     "pixel_depth",
@@ -53,6 +54,12 @@ def group_max(cfg: HwConfig) -> int:
     return max(max_group(cfg), cfg.array_rows)
 
 
+def lane_depth(cfg: HwConfig) -> int:
+    """Words of the bias and shift memories: `group_max` channels, `HwConfig.out_lanes`
+    a word."""
+    return math.ceil(group_max(cfg) / cfg.out_lanes)
+
+
 def setup_layout(cfg: HwConfig) -> data.StructLayout:
     """What `LayerDecode` derives from the layer registers for the other units, one
     register each: the modes (`k3` 3x3, `hpool` column-pooled), the flat walk of a pixel
@@ -65,6 +72,7 @@ def setup_layout(cfg: HwConfig) -> data.StructLayout:
         "hpool": 1,
         "walk": range(walk_max(cfg) + 1),
         "cout_m1": range(max_group(cfg) + 1),
+        "ser_m1": range(max_group(cfg) + 1),   # serializer transfers a pixel, ceil(cout/L)
         "cin_m1": range(cfg.max_in_channels + 1),
         "walk_m1": range(walk_max(cfg) + 1),
         "width_m1": width,

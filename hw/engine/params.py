@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import enum, memory, stream, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.engine.layouts import group_max, setup_layout, walk_max, weight_depth, weight_word
+from hw.engine.layouts import (
+    group_max,
+    lane_depth,
+    setup_layout,
+    walk_max,
+    weight_depth,
+    weight_word,
+)
 from hw.spec.config import DEFAULT, HwConfig
 
 __all__ = ["ParamLoader", "bias_read_signature", "shift_read_signature",
@@ -21,15 +28,19 @@ def weight_read_signature(cfg: HwConfig) -> wiring.Signature:
 
 
 def bias_read_signature(cfg: HwConfig) -> wiring.Signature:
-    """Read port of the bias memory (int32 per output channel of the group)."""
-    return memory.ReadPort.Signature(addr_width=ceil_log2(group_max(cfg)),
-                                     shape=signed(cfg.acc_bits))
+    """Read port of the bias memory: word j holds the int32 biases of output channels
+    ``j * L .. j * L + L - 1`` (L = `HwConfig.out_lanes`; element l channel j * L + l)."""
+    return memory.ReadPort.Signature(
+        addr_width=ceil_log2(lane_depth(cfg)),
+        shape=data.ArrayLayout(signed(cfg.acc_bits), cfg.out_lanes))
 
 
 def shift_read_signature(cfg: HwConfig) -> wiring.Signature:
-    """Read port of the shift memory (`shift_bits` per output channel of the group)."""
-    return memory.ReadPort.Signature(addr_width=ceil_log2(group_max(cfg)),
-                                     shape=unsigned(cfg.shift_bits))
+    """Read port of the shift memory (`shift_bits` per output channel; words of L
+    channels as the bias memory's)."""
+    return memory.ReadPort.Signature(
+        addr_width=ceil_log2(lane_depth(cfg)),
+        shape=data.ArrayLayout(unsigned(cfg.shift_bits), cfg.out_lanes))
 
 
 class _Load(enum.Enum, shape=2):
@@ -56,10 +67,12 @@ class ParamLoader(wiring.Component):
 
     - weights: the weight memory's words from address 0 up, ``ceil(cout / R) * nv`` of
       them (``nv = ceil(walk / C)``), each R x C bytes in R x C / P beats, beat j to lanes
-      ``j * P .. j * P + P - 1``;
-    - then ``cout`` biases, int32 little-endian, to bias words 0 .. cout - 1, and ``cout``
-      shift bytes (their low ``shift_bits``) to shift words 0 .. cout - 1; the rest of the
-      last beat is padding.
+      ``j * P .. j * P + P - 1`` (written `HwConfig.weight_lane_bytes` at a time: a
+      lane's earlier beats wait in a staging register for its last);
+    - then ``cout`` biases, int32 little-endian, to the bias memory's channels
+      0 .. cout - 1, and ``cout`` shift bytes (their low ``shift_bits``) to the shift
+      memory's channels 0 .. cout - 1 (channel ch: word ``ch // L``, element ``ch % L``);
+      the rest of the last beat is padding.
 
     Then ``loaded`` is 1 until the next ``start``.
     ``overflow`` pulses for a beat that had no place: a weight beat past the weight memory
@@ -94,13 +107,18 @@ class ParamLoader(wiring.Component):
         g_max, w_depth = group_max(cfg), weight_depth(cfg)
         m = Module()
         m.submodules.wmem = wmem = memory.Memory(shape=weight_word(cfg), depth=w_depth, init=[])
-        m.submodules.bmem = bmem = memory.Memory(shape=signed(cfg.acc_bits), depth=g_max,
-                                                 init=[])
-        m.submodules.smem = smem = memory.Memory(shape=unsigned(cfg.shift_bits), depth=g_max,
-                                                 init=[])
-        # The weight memory is written a beat (P lanes) at a time: one enable per P lanes.
-        w_wr = wmem.write_port(granularity=P)
-        b_wr, s_wr = bmem.write_port(), smem.write_port()
+        L = cfg.out_lanes
+        m.submodules.bmem = bmem = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.acc_bits), L), depth=lane_depth(cfg), init=[])
+        m.submodules.smem = smem = memory.Memory(
+            shape=data.ArrayLayout(unsigned(cfg.shift_bits), L), depth=lane_depth(cfg),
+            init=[])
+        # The weight memory is written a lane (G bytes, g beats) at a time: one enable per
+        # lane; the bias and shift memories a channel (one element of L) at a time.
+        G = cfg.weight_lane_bytes
+        g = G // P
+        w_wr = wmem.write_port(granularity=G)
+        b_wr, s_wr = bmem.write_port(granularity=1), smem.write_port(granularity=1)
         wiring.connect(m, wiring.flipped(self.weights), wmem.read_port())
         wiring.connect(m, wiring.flipped(self.bias), bmem.read_port())
         wiring.connect(m, wiring.flipped(self.shift), smem.read_port())
@@ -135,6 +153,10 @@ class ParamLoader(wiring.Component):
         # product of the word's vector and `lr0` the first output channel of its row block
         # (the ends of the walk and of the group).
         lj = Signal(range(R * C // P))
+        lb = Signal(range(g))                  # the beat within its lane
+        lk = Signal(range(R * C // G))         # the lane
+        stage = Signal(8 * max(G - P, 1))      # the lane's beats before its last, the
+        #                                        oldest lowest
         wa = Signal(range(w_depth + 1))
         lcb = Signal(range(walk_max(cfg) + C))
         lr0 = Signal(range(g_max + R))
@@ -142,29 +164,41 @@ class ParamLoader(wiring.Component):
         bb = Signal(2)
         bidx = Signal(range(g_max + 1))
         bsr = Signal(24)
+        elem = Const(1, L) << (bidx % L)                          # the channel's element
         m.d.comb += [
             w_wr.addr.eq(wa),
-            w_wr.en.eq(Mux(weights & (wa < w_depth), Const(1, R * C // P) << lj, 0)),
-            b_wr.addr.eq(bidx), b_wr.data.eq(Cat(bsr, byte).as_signed()),
-            b_wr.en.eq(serial & (phase == _Load.BIASES) & (bb == 3)),
-            s_wr.addr.eq(bidx), s_wr.data.eq(byte[:cfg.shift_bits]),
-            s_wr.en.eq(serial & (phase == _Load.SHIFTS)),
+            w_wr.en.eq(Mux(weights & (wa < w_depth) & (lb == g - 1), Const(1, R * C // G) << lk,
+                           0)),
+            b_wr.addr.eq(bidx // L), s_wr.addr.eq(bidx // L),
+            b_wr.en.eq(Mux(serial & (phase == _Load.BIASES) & (bb == 3), elem, 0)),
+            s_wr.en.eq(Mux(serial & (phase == _Load.SHIFTS), elem, 0)),
             bias_end.eq((bb == 3) & (bidx == s.cout_m1)),
             shifts_end.eq((phase == _Load.SHIFTS) & (bidx == s.cout_m1)),
         ]
         for n in range(R * C):
-            m.d.comb += w_wr.data[n].eq(beat.word_select(n % P, 8))
+            b, q = divmod(n % G, P)                  # beat within the lane, byte within it
+            src = beat if b == g - 1 else stage
+            m.d.comb += w_wr.data[n].eq(src.word_select(q if b == g - 1 else b * P + q, 8))
+        for n in range(L):
+            m.d.comb += [b_wr.data[n].eq(Cat(bsr, byte).as_signed()),
+                         s_wr.data[n].eq(byte[:cfg.shift_bits])]
 
         # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), lj.eq(0), wa.eq(0), lcb.eq(0), lr0.eq(0),
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lj.eq(0), lb.eq(0), lk.eq(0), wa.eq(0),
+                         lcb.eq(0), lr0.eq(0),
                          bb.eq(0), bidx.eq(0)]
         with m.Elif(weights):
             with m.If(wa >= w_depth):
                 m.d.comb += self.overflow.eq(1)
-            m.d.sync += lj.eq(lj + 1)
+            m.d.sync += [lj.eq(lj + 1), lb.eq(lb + 1)]
+            if g > 1:                          # a shift register: no per-beat select
+                m.d.sync += stage.eq(Cat(stage[8 * P:], beat))
+            with m.If(lb == g - 1):
+                m.d.sync += [lb.eq(0), lk.eq(lk + 1)]
             with m.If(lj == R * C // P - 1):                     # the word's last beat
-                m.d.sync += [lj.eq(0), wa.eq(Mux(wa < w_depth, wa + 1, wa)), lcb.eq(lcb + C)]
+                m.d.sync += [lj.eq(0), lk.eq(0),
+                             wa.eq(Mux(wa < w_depth, wa + 1, wa)), lcb.eq(lcb + C)]
                 with m.If(lcb + C > s.walk_m1):                  # the walk's last vector
                     m.d.sync += [lcb.eq(0), lr0.eq(lr0 + R)]
                     with m.If(lr0 + R > s.cout_m1):              # the group's last block

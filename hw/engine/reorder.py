@@ -8,9 +8,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from hw.engine.layouts import chunks_max, pixel_depth, pixel_word, setup_layout
-from hw.linebuf import window_layout
+from hw.linebuf import gen_layout
 from hw.spec.config import DEFAULT, HwConfig
-from hw.spec.engine import BANKS, TAPS
+from hw.spec.engine import BANKS, TAPS, pairs_1x1
 
 __all__ = ["ReorderBuffer", "pixel_read_signature"]
 
@@ -27,17 +27,19 @@ class ReorderBuffer(wiring.Component):
     (`hw.spec.engine.param_walk`: product ``c * k*k + tap``), 9C products a word, in
     `BANKS` banks of one pixel each.
 
-    A pixel is ``cin = setup.cin_m1 + 1`` windows on `i`, channel 0 first (the window
-    generator's order). With ``setup.k3`` window c's 9 taps go to elements ``9 * (c % C)
-    .. + 8`` of word ``c // C``; without, its centre tap to element ``c % 9C`` of word
-    ``c // 9C``. So product f of the walk is element ``f % 9C`` of word ``f // 9C``,
+    A pixel is ``cin = setup.cin_m1 + 1`` windows on `i` (`gen_layout`), channel 0
+    first (the window generator's order). With ``setup.k3`` window c's 9 taps go to
+    elements ``9 * (c % C) .. + 8`` of word ``c // C``; without, its centre tap to
+    element ``c % 9C`` of word ``c // 9C`` (a transfer with ``two``: channels c and
+    c + 1 of the pixel, c even, 9C even, so both in one word). So product f of the walk
+    is element ``f % 9C`` of word ``f // 9C``,
     and any C consecutive products ``vC .. vC + C - 1`` are one C-element slice of one
     word. Once a bank holds its ``cin`` windows it is full: ``pixel`` offers it
     (``pixel.valid``), and `rd` reads its words (address = word; elements past the walk
     hold stale data). A transfer on ``pixel`` frees the bank and
     offers the next one; the banks fill and drain in turn.
 
-    Timing: one window per cycle while a bank is free; ``i.ready`` is 0 while the bank
+    Timing: one transfer per cycle while a bank is free; ``i.ready`` is 0 while the bank
     being written is full (all `BANKS` pixels wait), from flip-flops. ``pixel.valid`` rises
     the cycle after the pixel's last window is taken and comes from flip-flops;
     ``pixel.ready`` may follow ``pixel.valid`` combinationally (the feeder holds it low
@@ -48,7 +50,7 @@ class ReorderBuffer(wiring.Component):
     def __init__(self, cfg: HwConfig = DEFAULT) -> None:
         self.cfg = cfg
         super().__init__({
-            "i": In(stream.Signature(window_layout(cfg))),
+            "i": In(stream.Signature(gen_layout(cfg))),
             "setup": In(setup_layout(cfg)),
             "pixel": Out(stream.Signature(0)),
             "rd": Out(pixel_read_signature(cfg)),
@@ -58,8 +60,10 @@ class ReorderBuffer(wiring.Component):
         cfg = self.cfg
         C, nq_max = cfg.array_cols, chunks_max(cfg)
         m = Module()
+        # (`HwConfig.reorder_lutram`: a hint to synthesis, no change in behaviour.)
+        attrs = {"ram_style": "distributed"} if cfg.reorder_lutram else None
         m.submodules.pix = pix = memory.Memory(shape=pixel_word(cfg), depth=pixel_depth(cfg),
-                                               init=[])
+                                               init=[], attrs=attrs)
         pix_wr, pix_rd = pix.write_port(granularity=1), pix.read_port()
 
         # Bank state: `full` bits set by the write side, cleared by the read side.
@@ -76,20 +80,22 @@ class ReorderBuffer(wiring.Component):
         wq = Signal(range(nq_max))
         wc = Signal(range(cfg.max_in_channels))
         wfire = self.i.valid & self.i.ready
-        word_end = Mux(k3, wp == TAPS * (C - 1), wp == TAPS * C - 1)
+        two = self.i.payload.two & ~k3 if pairs_1x1(cfg) else 0
+        taps = self.i.payload.taps
+        word_end = Mux(k3, wp == TAPS * (C - 1), Mux(two, wp == TAPS * C - 2, wp == TAPS * C - 1))
         m.d.comb += [
             self.i.ready.eq(~full.bit_select(wbank, 1)),
             pix_wr.addr.eq(wbank * nq_max + wq),
-            pix_wr.en.eq(Mux(wfire, Mux(k3, (1 << TAPS) - 1, 1) << wp, 0)),
+            pix_wr.en.eq(Mux(wfire, Mux(k3, (1 << TAPS) - 1, Mux(two, 0b11, 1)) << wp, 0)),
         ]
         for e in range(TAPS * C):
-            m.d.comb += pix_wr.data[e].eq(Mux(k3, self.i.payload[e % TAPS],
-                                              self.i.payload[TAPS // 2]))
+            centre = Mux(two, taps[TAPS // 2 + 1], taps[TAPS // 2]) if e % 2 else taps[TAPS // 2]
+            m.d.comb += pix_wr.data[e].eq(Mux(k3, taps[e % TAPS], centre))
         with m.If(wfire):
-            m.d.sync += [wc.eq(wc + 1), wp.eq(wp + Mux(k3, TAPS, 1))]
+            m.d.sync += [wc.eq(wc + 1 + two), wp.eq(wp + Mux(k3, TAPS, 1 + two))]
             with m.If(word_end):
                 m.d.sync += [wp.eq(0), wq.eq(wq + 1)]
-            with m.If(wc == self.setup.cin_m1):
+            with m.If(wc + two == self.setup.cin_m1):
                 m.d.sync += [wc.eq(0), wp.eq(0), wq.eq(0),
                              wbank.eq(Mux(wbank == BANKS - 1, 0, wbank + 1))]
                 m.d.comb += set_full.eq(1 << wbank)

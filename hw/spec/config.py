@@ -27,6 +27,13 @@ __all__ = ["DEFAULT", "ConfigError", "HwConfig", "Numerics", "load_config"]
 #: Bumped when the meaning of a field changes, so old ids never collide with new ones.
 CONFIG_SCHEMA = 1
 
+#: Fields added to `HwConfig` after schema 1, with the default that leaves them out of
+#: `HwConfig.config_id`.
+_LATER_FIELDS = {"out_lanes": 1, "reorder_lutram": 0}
+
+#: Fields that are switches (0 or 1); every other field is a positive integer.
+_FLAG_FIELDS = frozenset({"reorder_lutram"})
+
 
 class ConfigError(ValueError):
     """A hardware config that cannot be built or loaded."""
@@ -56,7 +63,11 @@ class Numerics:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            if f.name in _FLAG_FIELDS:
+                if not isinstance(v, int) or isinstance(v, bool) or v not in (0, 1):
+                    raise ConfigError(f"{type(self).__name__}.{f.name} must be 0 or 1, "
+                                      f"got {v!r}")
+            elif not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{type(self).__name__}.{f.name} must be a positive "
                                   f"integer, got {v!r}")
         if self.act_bits != 8 or self.weight_bits != 8:
@@ -143,6 +154,13 @@ class HwConfig(Numerics):
     # MACs per multiplier: 1, or 2 = rows 2p and 2p + 1 share one multiplier per column
     # (two int8 products in one DSP48E1, hw/spec/dsppack.py; needs an even array_rows).
     mac_pack: int = 1
+    # Output channels the serializer, requantizer and max pool take per cycle: 1, or 2
+    # (channels 2j and 2j + 1 together; needs an even array_rows). The engine's output
+    # stays one value a cycle, so 2 pays where a pool shrinks the output (docs/engine.md).
+    out_lanes: int = 1
+    # 1: the engine's reorder buffer in distributed (LUT) RAM, not block RAM (a wide
+    # array's few words would fill block RAMs a fifth full; docs/gateware.md).
+    reorder_lutram: int = 0
     # Feature-map limits: widest row, and the longest row in the line buffer (W * Cin).
     max_width: int = 416
     max_in_channels: int = 1024
@@ -164,6 +182,11 @@ class HwConfig(Numerics):
         if self.array_rows % self.mac_pack:
             raise ConfigError(f"mac_pack={self.mac_pack} needs array_rows to be a multiple "
                               f"of it, got {self.array_rows}")
+        if self.out_lanes not in (1, 2):
+            raise ConfigError(f"out_lanes must be 1 or 2, got {self.out_lanes!r}")
+        if self.array_rows % self.out_lanes:
+            raise ConfigError(f"out_lanes={self.out_lanes} needs array_rows to be a "
+                              f"multiple of it, got {self.array_rows}")
         if self.line_buffer_depth < self.max_width:
             raise ConfigError("line_buffer_depth must hold at least one row of max_width pixels")
         if self.clock_hz < 2 * self.uart_baud:
@@ -194,6 +217,17 @@ class HwConfig(Numerics):
         return min(rc & -rc, self.mem_word_bytes)
 
     @property
+    def weight_lane_bytes(self) -> int:
+        """Bytes of a weight word the engine writes at once (the weight memory's write
+        granularity; its beats wait in a staging register until then): the most
+        parameter beats, at most 128 bytes, that divide the word's R x C bytes. Block RAMs
+        then hold whole lanes of up to 1,024 bits (A7-100T 16x28: 4 lanes of 896 bits, 25
+        RAMB36 each at 1,024 words, against 28 lanes of 128 bits, 4 each)."""
+        beats = self.array_rows * self.array_cols // self.param_beat
+        g = max(d for d in range(1, beats + 1) if beats % d == 0 and d * self.param_beat <= 128)
+        return g * self.param_beat
+
+    @property
     def mem_word_bytes(self) -> int:
         """Bytes of one memory word (one transfer on the memory port)."""
         return self.mem_data_bits // 8
@@ -209,8 +243,14 @@ class HwConfig(Numerics):
 
     @property
     def config_id(self) -> int:
-        """Stable 32-bit id of this config (hash of schema version and fields)."""
-        return _hash_id(CONFIG_SCHEMA, self.to_dict())
+        """Stable 32-bit id of this config (hash of schema version and fields; a field
+        added after the schema, at its default, is left out, so older configs keep their
+        ids)."""
+        fields = self.to_dict()
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        return _hash_id(CONFIG_SCHEMA, fields)
 
     @property
     def config_id_hex(self) -> str:

@@ -28,10 +28,13 @@ __all__ = [
     "engine_cycles",
     "group_params",
     "group_size",
+    "input_steps_1x1",
     "layer_bits",
     "mac_latency",
     "max_group",
+    "out_queue_depth",
     "out_value_bytes",
+    "pairs_1x1",
     "param_bytes",
     "param_walk",
     "walk_vectors",
@@ -185,6 +188,24 @@ def mac_latency(cfg: HwConfig) -> int:
 
 
 @functools.lru_cache(maxsize=256)
+def pairs_1x1(cfg: HwConfig) -> bool:
+    """Whether the engine takes a 1x1 map's two-value transfers two values a cycle: with
+    an even `HwConfig.array_cols` (a reorder-buffer word of 9C products then never splits
+    a pair of channels c, c + 1 with c even)."""
+    return cfg.array_cols % 2 == 0
+
+
+def input_steps_1x1(cin: int, n: int) -> int:
+    """Cycles pixel `n` of a 1x1 map sent as two-value transfers takes where `pairs_1x1`:
+    a transfer of channels c, c + 1 with c even is one step, any other value one step of
+    its own. So cin / 2 for an even cin; for an odd cin a pixel starting at an even
+    place of the stream (c, c + 1) pairs up but its last channel goes alone, (cin + 1) /
+    2, and the next pixel's transfers all start at an odd channel, cin."""
+    if cin % 2 == 0:
+        return cin // 2
+    return (cin + 1) // 2 if n * cin % 2 == 0 else cin
+
+
 def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
                   pool: int = POOL_NONE, pairs: bool = False) -> int:
     """Expected cycles of one pass (one group) with no stalls: the documented schedule.
@@ -193,19 +214,26 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     row blocks of nv = `walk_vectors` = ceil(k*k*cin / C) vectors; the serializer sends a
     row block's min(R, cout - r0) channels a cycle each, cout a pixel); column-pooled
     groups (`column_pooled`) serialize every other pixel only, so M = max(nrb * nv,
-    cout / 2). The window
+    cout / 2). With `HwConfig.out_lanes` L = 2 a stride-2 pooled group's serializer
+    takes ceil(cout / 2) cycles a pixel (halved again when column-pooled: its output, a
+    quarter of that, leaves at a value a cycle through the `out_queue_depth` queue);
+    other groups leave at one value a cycle, cout a pixel, as with L = 1. The window
     generator walks its positions at cin cycles each ((H + 1) x (W + 1) in 3x3 mode less
     row 0's padding column where W * cin > 2, where row 0 and column 0 yield no window;
     H x W in 1x1 mode; with `pairs`, the input sent as two-value transfers, as the
     memory device's pass reader sends a dense input, row 0 of a 3x3 map with cin >= 2
-    takes ceil(W * cin / 2) cycles) and writes a pixel's
+    takes ceil(W * cin / 2) cycles, and a 1x1 pixel `input_steps_1x1` where
+    `pairs_1x1`) and writes a pixel's
     windows only into a free bank of the reorder buffer (freed when the array finishes
     the pixel BANKS pixels earlier). This replays that schedule pixel by pixel, plus the
-    pipeline tail (`mac_latency` + 20 cycles, 3 more with a pool, and the max pool's
-    padding row, (W + 1) * cout cycles, in stride-1 mode).
+    pipeline tail (`mac_latency` + 20 cycles, 3 more with a pool, the max pool's
+    padding row, (W + 1) * cout cycles, in stride-1 mode, and in stride-2 mode what of
+    the last output row's floor(W / 2) * cout values, one a cycle, outlasts the row's
+    W * M cycles: nothing with L = 1).
     """
     nrb = math.ceil(cout / cfg.array_rows)
-    ser = cout / 2 if column_pooled(cfg, w, cout, pool) else cout
+    lanes = cfg.out_lanes if pool == POOL_S2 else 1
+    ser = math.ceil(cout / lanes) / (2 if column_pooled(cfg, w, cout, pool) else 1)
     busy = max(nrb * walk_vectors(cfg, k, cin), ser)
     rows, cols = (h + 1, w + 1) if k == 3 else (h, w)
     gen_t = mac_t = 0
@@ -213,6 +241,7 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
     if k == 3:                         # row 0: no window, and its padding column skipped
         gen_t = (w * cin + 1) // 2 if pairs and cin >= 2 else w * cin
         gen_t += cin if w * cin <= 2 else 0
+    pair1 = k == 1 and pairs and pairs_1x1(cfg)
     for _ in range(1 if k == 3 else 0, rows):
         for x in range(cols):
             if k == 3 and x == 0:
@@ -221,12 +250,24 @@ def engine_cycles(cfg: HwConfig, h: int, w: int, cin: int, cout: int, k: int,
             n = len(finish)
             if n >= BANKS:
                 gen_t = max(gen_t, finish[n - BANKS])
-            gen_t += cin
+            gen_t += input_steps_1x1(cin, n) if pair1 else cin
             mac_t = max(mac_t, gen_t) + busy
             finish.append(mac_t)
     tail = mac_latency(cfg) + 20 + (3 if pool != POOL_NONE else 0)
     tail += (w + 1) * cout if pool == POOL_S1 else 0
+    if pool == POOL_S2:              # the last output row, at a value a cycle (L = 2)
+        tail += max(0, (w // 2) * cout - math.ceil(w * busy))
     return math.ceil(mac_t) + tail
+
+
+def out_queue_depth(cfg: HwConfig) -> int:
+    """Transfers of L = `HwConfig.out_lanes` values the engine's output queue holds (L = 2
+    only): a column-pooled stride-2 group's outputs come in bursts on every other row,
+    up to ``W * cout / 8`` transfers ahead of the one-a-cycle output (832 in Tiny-YOLOv3's
+    layers 0-4): ``line_buffer_depth / 8`` rounded down to a power of two, at least 16
+    (1,024 on the A7-100T's config). A longer burst stalls the serializer until the
+    queue drains; `engine_cycles` does not count those stalls."""
+    return max(16, 1 << (cfg.line_buffer_depth // 8).bit_length() - 1)
 
 
 def layer_bits(cfg: HwConfig) -> dict[str, int]:
