@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.engine import LayerEngine
 from hw.memport import MemArbiter, mem_port
-from hw.passio import PassReader, PassWriter
+from hw.passio import READ_AHEAD_WORDS, PassReader, PassWriter
 from hw.sequencer import Sequencer, program_layout, progress_layout
 from hw.spec.config import HwConfig
 from hw.spec.engine import LAYER_FIELDS
@@ -40,7 +40,8 @@ class Accelerator(wiring.Component):
         m.submodules.reader = rd = PassReader(cfg)
         m.submodules.writer = wr = PassWriter(cfg)
         m.submodules.engine = eng = LayerEngine(cfg)
-        m.submodules.arb = arb = MemArbiter(cfg, 4)
+        # (as many reads outstanding as the pass reader runs ahead)
+        m.submodules.arb = arb = MemArbiter(cfg, 4, depth=READ_AHEAD_WORDS)
 
         # One memory port: descriptors and traces, reads, writes, the host's commands.
         for k, port in enumerate((seq.mem, rd.mem, wr.mem)):

@@ -18,7 +18,7 @@ from hw.spec.config import HwConfig
 from hw.spec.engine import POOL_S2, layer_bits, max_group, out_value_bytes
 from hw.spec.memory import PASS_BYTES, PASS_FIELDS
 
-__all__ = ["PassReader", "PassWriter", "decode_pass", "pass_layout"]
+__all__ = ["READ_AHEAD_WORDS", "PassReader", "PassWriter", "decode_pass", "pass_layout"]
 
 
 def _fields() -> list[tuple[str, int, int]]:
@@ -59,6 +59,14 @@ def decode_pass(cfg: HwConfig, m: Module, raw: Value) -> tuple[data.View, Signal
     return view, fits
 
 
+#: Memory words `PassReader` reads ahead of its streams. The parameter stream takes a word
+#: a cycle, so this must cover the memory's read latency and the reader's own few cycles:
+#: 24 cycles in the harness's model of LiteDRAM on the Arty (tens on the board). With 16
+#: the frame's parameters came at about 0.57 words a cycle (16 words per 28-cycle round
+#: trip).
+READ_AHEAD_WORDS = 48
+
+
 class PassReader(wiring.Component):
     """The reads of one pass: ``start`` (a pulse, with the pass in ``desc``, which must
     hold until the pass ends) streams the ``param_len`` bytes at ``param_addr`` on
@@ -70,11 +78,12 @@ class PassReader(wiring.Component):
     bytes and leaves as two-value transfers (``two``), the rest one value a transfer, so
     that the engine fills row 0 of a 3x3 map at two values a cycle.
 
-    Backpressure from either stream stops the reads. A range past the device memory is
+    Reads run up to ``depth`` (`READ_AHEAD_WORDS`) memory words ahead. Backpressure from
+    either stream stops the reads. A range past the device memory is
     not read: ``err`` rises (until the next ``start``) and the pass stops there (the
     sequencer aborts it). ``busy`` until every byte has left."""
 
-    def __init__(self, cfg: HwConfig, depth: int = 16) -> None:
+    def __init__(self, cfg: HwConfig, depth: int = READ_AHEAD_WORDS) -> None:
         self.cfg = cfg
         self.depth = depth
         super().__init__({
