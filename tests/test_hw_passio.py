@@ -110,6 +110,15 @@ def test_pass_reader(seed, dense, stall, align) -> None:
         assert pairs or not (align and dense and n >= CFG.param_beat)
 
 
+async def _start_reader(ctx, dut: PassReader, p: Pass) -> None:  # type: ignore[no-untyped-def]
+    """Start the pass `p` on the reader, its parameter stream always taken."""
+    ctx.set(dut.desc, _desc(p))
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+    ctx.set(dut.params.ready, 1)
+
+
 def _param_rate(depth: int | None, latency: int) -> float:
     """Parameter beats a cycle, first to last, from a memory of a fixed read latency."""
     p = Pass(width=2, height=2, cin=32, cout=8, k3=1, leaky=0, head=0, pool=0, in_pitch=32,
@@ -121,11 +130,7 @@ def _param_rate(depth: int | None, latency: int) -> float:
     when: list[int] = []
 
     async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
-        ctx.set(dut.desc, _desc(p))
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        ctx.set(dut.params.ready, 1)
+        await _start_reader(ctx, dut, p)
         ctx.set(dut.i.ready, 1)
         t = 0
         while len(when) < n:
@@ -155,11 +160,7 @@ def test_pass_reader_refuses_ranges_past_memory() -> None:
     dut = PassReader(CFG, depth=8)
 
     async def bench(ctx) -> None:  # type: ignore[no-untyped-def]
-        ctx.set(dut.desc, _desc(p))
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        ctx.set(dut.params.ready, 1)
+        await _start_reader(ctx, dut, p)
         for _ in range(200):
             await ctx.tick()
         assert ctx.get(dut.err) and not ctx.get(dut.busy)
