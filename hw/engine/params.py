@@ -149,12 +149,12 @@ class ParamLoader(wiring.Component):
         with m.Elif(serial):
             m.d.sync += bp.eq(bp + 1)
 
-        # Weight addresses: `wa` the word, `lj` the beat within it; `lcb` the first walk
-        # product of the word's vector and `lr0` the first output channel of its row block
-        # (the ends of the walk and of the group).
-        lj = Signal(range(R * C // P))
-        lb = Signal(range(g))                  # the beat within its lane
-        lk = Signal(range(R * C // G))         # the lane
+        # Weight addresses: `wa` the word, `lk` the lane within it and `lb` the beat within
+        # the lane; `lcb` the first walk product of the word's vector and `lr0` the first
+        # output channel of its row block (the ends of the walk and of the group).
+        lb = Signal(range(g))
+        lk = Signal(range(R * C // G))
+        lane_end = lb == g - 1
         stage = Signal(8 * max(G - P, 1))      # the lane's beats before its last, the
         #                                        oldest lowest
         wa = Signal(range(w_depth + 1))
@@ -167,8 +167,7 @@ class ParamLoader(wiring.Component):
         elem = Const(1, L) << (bidx % L)                          # the channel's element
         m.d.comb += [
             w_wr.addr.eq(wa),
-            w_wr.en.eq(Mux(weights & (wa < w_depth) & (lb == g - 1), Const(1, R * C // G) << lk,
-                           0)),
+            w_wr.en.eq(Mux(weights & (wa < w_depth) & lane_end, Const(1, R * C // G) << lk, 0)),
             b_wr.addr.eq(bidx // L), s_wr.addr.eq(bidx // L),
             b_wr.en.eq(Mux(serial & (phase == _Load.BIASES) & (bb == 3), elem, 0)),
             s_wr.en.eq(Mux(serial & (phase == _Load.SHIFTS), elem, 0)),
@@ -185,20 +184,18 @@ class ParamLoader(wiring.Component):
 
         # The walk over the block.
         with m.If(self.start):
-            m.d.sync += [phase.eq(_Load.WEIGHTS), lj.eq(0), lb.eq(0), lk.eq(0), wa.eq(0),
-                         lcb.eq(0), lr0.eq(0),
-                         bb.eq(0), bidx.eq(0)]
+            m.d.sync += [phase.eq(_Load.WEIGHTS), lb.eq(0), lk.eq(0), wa.eq(0), lcb.eq(0),
+                         lr0.eq(0), bb.eq(0), bidx.eq(0)]
         with m.Elif(weights):
             with m.If(wa >= w_depth):
                 m.d.comb += self.overflow.eq(1)
-            m.d.sync += [lj.eq(lj + 1), lb.eq(lb + 1)]
+            m.d.sync += lb.eq(lb + 1)
             if g > 1:                          # a shift register: no per-beat select
                 m.d.sync += stage.eq(Cat(stage[8 * P:], beat))
-            with m.If(lb == g - 1):
+            with m.If(lane_end):
                 m.d.sync += [lb.eq(0), lk.eq(lk + 1)]
-            with m.If(lj == R * C // P - 1):                     # the word's last beat
-                m.d.sync += [lj.eq(0), lk.eq(0),
-                             wa.eq(Mux(wa < w_depth, wa + 1, wa)), lcb.eq(lcb + C)]
+            with m.If(lane_end & (lk == R * C // G - 1)):        # the word's last beat
+                m.d.sync += [lk.eq(0), wa.eq(Mux(wa < w_depth, wa + 1, wa)), lcb.eq(lcb + C)]
                 with m.If(lcb + C > s.walk_m1):                  # the walk's last vector
                     m.d.sync += [lcb.eq(0), lr0.eq(lr0 + R)]
                     with m.If(lr0 + R > s.cout_m1):              # the group's last block
